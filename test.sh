@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the whole richviz test suite (installs into .venv on first use).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+bash scripts/setup-env.sh
+export PYTHONUNBUFFERED=1
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,77 @@
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.func import jvp
+
+from richviz.devices import best_device
+from richviz.features import feature_map, features_and_outputs, last_linear_name, layer_names
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+def test_default_is_input_of_last_linear():
+    m = mlp()
+    x = torch.randn(5, 2)
+    assert last_linear_name(m) == "4"
+    torch.testing.assert_close(feature_map(m)(x), m[:4](x))
+
+
+def test_named_layer_and_logits():
+    m = mlp()
+    x = torch.randn(5, 2)
+    torch.testing.assert_close(feature_map(m, "1")(x), m[:2](x))
+    torch.testing.assert_close(feature_map(m, "logits")(x), m(x))
+    assert layer_names(m)[0] == "penultimate" and layer_names(m)[-1] == "logits"
+
+
+def test_unknown_layer_and_no_linear_are_value_errors():
+    with pytest.raises(ValueError, match="layer='nope'"):
+        feature_map(mlp(), "nope")
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        feature_map(conv)
+    # the logits of such a model are still available
+    assert feature_map(conv, "logits")(torch.randn(2, 1, 5, 5)).shape == (2, 18)
+
+
+def test_features_and_outputs_use_last_linear_output():
+    class Centred(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp()
+
+        def forward(self, x):  # a wrapper whose output is zero, like alpha * (f - f0) at init
+            return 0.0 * self.net(x)
+
+    m = Centred()
+    x = torch.randn(7, 2)
+    feats, outs = features_and_outputs(m, x)
+    torch.testing.assert_close(feats, m.net[:4](x))
+    torch.testing.assert_close(outs, m.net(x))
+    assert outs.abs().sum() > 0
+
+
+def test_feature_map_composes_with_jvp_on_resnet_with_batchnorm():
+    torch.manual_seed(0)
+    r = torchvision.models.resnet18(num_classes=10).double()
+    phi = feature_map(r)
+    assert not r.training  # eval mode: BatchNorm uses running statistics
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    t = torch.randn_like(x)
+    out, tangent = jvp(phi, (x,), (t,))
+    assert out.shape == tangent.shape == (2, 512)
+    # finite-difference check of the directional derivative (eval-mode BN is per-sample)
+    eps = 1e-6
+    fd = (phi(x + eps * t) - phi(x - eps * t)) / (2 * eps)
+    torch.testing.assert_close(fd, tangent, rtol=1e-4, atol=1e-6)
+
+
+def test_best_device():
+    assert best_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert best_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device="):
+        best_device("not-a-device")
