@@ -1,0 +1,231 @@
+"""A registry of model architectures that a run's manifest can rebuild by name.
+
+A manifest stores ``{"name": ..., "kwargs": {...}}``; :func:`build` turns that back into an
+``nn.Module``. Every architecture ends in an ``nn.Linear`` readout, so the default feature map
+(input of the last Linear, :mod:`richviz.features`) is the penultimate representation.
+
+:class:`Centered` implements the lazy/rich output scale of Chizat, Oyallon & Bach:
+``alpha * (f(x) - f0(x))`` with ``f0`` a frozen copy of the network at initialisation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "erf": lambda: _Erf(),
+}
+
+
+class _Erf(nn.Module):
+    """sigma(u) = erf(u / sqrt 2), the activation with a closed-form infinite-width metric."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.erf(x * 0.7071067811865476)
+
+
+def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make ``fn(**kwargs) -> nn.Module`` buildable from a manifest as ``name``."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        ARCHITECTURES[name] = fn
+        return fn
+
+    return deco
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered architecture ``name`` with keyword arguments ``kwargs``."""
+    if name not in ARCHITECTURES:
+        raise ValueError(
+            f"architecture={name!r} is not registered; choose one of {sorted(ARCHITECTURES)}"
+        )
+    try:
+        return ARCHITECTURES[name](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"architecture {name!r}: bad keyword arguments {kwargs}: {exc}") from exc
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name (tanh, relu, sigmoid, gelu, erf)."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation={name!r} is unknown; choose one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+@register("mlp")
+def mlp(
+    in_features: int,
+    hidden: Sequence[int],
+    out_features: int,
+    activation: str = "tanh",
+    init: str = "default",
+) -> nn.Sequential:
+    """``Flatten -> [Linear -> act] * len(hidden) -> Linear``.
+
+    ``init="normal"`` draws hidden weights and biases from N(0, 1) and the readout from
+    N(0, 1/width) (the Zavatone-Veth et al. sinusoid setting); ``"default"`` is PyTorch's.
+    """
+    if init not in ("default", "normal"):
+        raise ValueError(f"init={init!r} must be 'default' or 'normal'")
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for h in hidden:
+        lin = nn.Linear(width, h)
+        if init == "normal":
+            nn.init.normal_(lin.weight)
+            nn.init.normal_(lin.bias)
+        layers += [lin, make_activation(activation)]
+        width = h
+    readout = nn.Linear(width, out_features)
+    if init == "normal":
+        nn.init.normal_(readout.weight, std=width**-0.5)
+        nn.init.zeros_(readout.bias)
+    layers.append(readout)
+    return nn.Sequential(*layers)
+
+
+@register("embed_mlp")
+def embed_mlp(
+    vocab: int,
+    tokens: int,
+    embed_dim: int,
+    hidden: int,
+    out_features: int,
+    activation: str = "relu",
+) -> nn.Sequential:
+    """MLP over ``tokens`` one-hot blocks of size ``vocab`` (a shared linear embedding per token).
+
+    The input is the concatenation of one-hot vectors, shape (N, tokens * vocab); the embedding is
+    a bias-free linear map applied to each block (a 1x1 convolution over the token axis).
+    """
+    return nn.Sequential(
+        nn.Unflatten(1, (tokens, vocab)),
+        _TokenEmbed(vocab, embed_dim),
+        nn.Flatten(),
+        nn.Linear(tokens * embed_dim, hidden),
+        make_activation(activation),
+        nn.Linear(hidden, out_features),
+    )
+
+
+class _TokenEmbed(nn.Module):
+    """(N, T, V) one-hot (or soft) tokens -> (N, T, D) embeddings; a table, not an nn.Linear."""
+
+    def __init__(self, vocab: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(vocab, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+
+@register("small_cnn")
+def small_cnn(
+    in_channels: int = 1, num_classes: int = 10, width: int = 16, image_size: int = 8
+) -> nn.Sequential:
+    """Two 3x3 conv + ReLU blocks (the second pools by 2), a hidden Linear and a readout."""
+    pooled = image_size // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * width * pooled * pooled, 64),
+        nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
+
+
+@register("resnet18")
+def resnet18(num_classes: int = 10) -> nn.Module:
+    """torchvision ResNet18 for 32x32 inputs: 3x3 stride-1 conv1, no max-pool, random init."""
+    import torchvision
+
+    m = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    m.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    m.maxpool = nn.Identity()
+    return m
+
+
+@register("vgg16")
+def vgg16(num_classes: int = 10) -> nn.Module:
+    """torchvision VGG16-BN for 32x32 inputs: 1x1 pooled features, a 512-wide classifier."""
+    import torchvision
+
+    m = torchvision.models.vgg16_bn(weights=None)
+    m.avgpool = nn.AdaptiveAvgPool2d(1)
+    m.classifier = nn.Sequential(
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Linear(512, num_classes),
+    )
+    return m
+
+
+class Centered(nn.Module):
+    """``alpha * (net(x) - net0(x))``: the output-scaled, centred model of Chizat et al.
+
+    ``net0`` is a frozen snapshot of ``net`` at construction, kept as *buffers* (``f0.*`` in the
+    state dict, so checkpoints round-trip) and evaluated with ``torch.func.functional_call`` on a
+    parameter-free template. The only ``nn.Linear`` modules are those of the trainable ``net``,
+    so :func:`richviz.features.last_linear_name` finds ``net``'s readout, and feature hooks never
+    see the frozen copy. At construction the model outputs exactly zero.
+    """
+
+    def __init__(self, net: nn.Module, alpha: float):
+        super().__init__()
+        if not alpha > 0:
+            raise ValueError(f"alpha={alpha!r} must be positive")
+        self.alpha = float(alpha)
+        self.net = net
+        self.f0 = nn.Module()
+        self._keys: list[tuple[str, str]] = []
+        for i, (key, t) in enumerate(net.state_dict(keep_vars=False).items()):
+            self.f0.register_buffer(f"t{i}", t.detach().clone())
+            self._keys.append((key, f"t{i}"))
+        # The template holds no data (meta device) and is not a registered submodule.
+        template = copy.deepcopy(net).to("meta").eval()
+        object.__setattr__(self, "_template", template)
+
+    def initial(self, x: torch.Tensor) -> torch.Tensor:
+        """f0(x): the frozen network at initialisation (always in eval mode)."""
+        tensors = {key: getattr(self.f0, b) for key, b in self._keys}
+        return functional_call(self._template, tensors, (x,), strict=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alpha * (self.net(x) - self.initial(x))
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha:g}"
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    """Model from a manifest's ``architecture`` entry ``{"name", "kwargs", "alpha"}``.
+
+    With ``alpha`` not None the network is wrapped in :class:`Centered`.
+    """
+    try:
+        name = spec["name"]
+        kwargs = dict(spec.get("kwargs") or {})
+        alpha = spec.get("alpha")
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"architecture spec {spec!r} needs 'name' and optional 'kwargs'") from exc
+    net = build(name, **kwargs)
+    return net if alpha is None else Centered(net, alpha)

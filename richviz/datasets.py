@@ -1,0 +1,270 @@
+"""Data sets for runs: 2-D toys, 8x8 digits, modular addition, CIFAR-10 and image folders.
+
+Nothing downloads: toys are generated, digits ship with scikit-learn, image data come from
+the user's own folder. Every loader is deterministic given ``seed`` and returns float32 inputs
+and int64 labels split into train and test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from richviz.errors import DataError
+
+LOADERS: dict[str, Callable[..., Dataset]] = {}
+
+
+@dataclass
+class Dataset:
+    """A train/test split. ``x_*``: (N, *input_shape) float32; ``y_*``: (N,) int64."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes})"
+        )
+
+
+def _loader(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    def deco(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        LOADERS[name] = fn
+        return fn
+
+    return deco
+
+
+def names() -> list[str]:
+    """Names accepted by :func:`load`."""
+    return sorted(LOADERS)
+
+
+def load(name: str, **kwargs: Any) -> Dataset:
+    """Load data set ``name`` (see :func:`names`) with loader keyword arguments ``kwargs``."""
+    if name not in LOADERS:
+        raise DataError(f"data set {name!r} is unknown; choose one of {names()}")
+    try:
+        ds = LOADERS[name](**kwargs)
+    except TypeError as exc:
+        raise DataError(f"data set {name!r}: bad arguments {kwargs}: {exc}") from exc
+    ds.kwargs = dict(kwargs)
+    return ds
+
+
+def _check(n: int, test_fraction: float) -> None:
+    if n < 4:
+        raise DataError(f"n={n} must be at least 4")
+    if not 0 < test_fraction < 1:
+        raise DataError(f"test_fraction={test_fraction} must lie in (0, 1)")
+
+
+def _split(
+    name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, classes: int
+) -> Dataset:
+    """Shuffle with ``seed`` and split; x float32, y int64."""
+    perm = np.random.default_rng(seed + 1).permutation(len(x))
+    n_test = max(1, int(round(len(x) * test_fraction)))
+    test, train = perm[:n_test], perm[n_test:]
+    xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+    return Dataset(name, xt[train], yt[train], xt[test], yt[test], classes)
+
+
+@_loader("moons")
+def moons(n: int = 400, noise: float = 0.1, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
+    """Two interleaved half circles (scikit-learn ``make_moons``)."""
+    from sklearn.datasets import make_moons
+
+    _check(n, test_fraction)
+    x, y = make_moons(n, noise=noise, random_state=seed)
+    return _split("moons", x, y, test_fraction, seed, 2)
+
+
+@_loader("circles")
+def circles(
+    n: int = 400,
+    noise: float = 0.08,
+    factor: float = 0.5,
+    seed: int = 0,
+    test_fraction: float = 0.25,
+) -> Dataset:
+    """Two concentric circles (scikit-learn ``make_circles``)."""
+    from sklearn.datasets import make_circles
+
+    _check(n, test_fraction)
+    x, y = make_circles(n, noise=noise, factor=factor, random_state=seed)
+    return _split("circles", x, y, test_fraction, seed, 2)
+
+
+@_loader("xor")
+def xor(n: int = 400, noise: float = 0.0, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
+    """Uniform points in [-1, 1]^2 labelled by the sign of x1 * x2 (plus optional input noise)."""
+    _check(n, test_fraction)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(n, 2))
+    y = (x[:, 0] * x[:, 1] > 0).astype(np.int64)
+    x = x + noise * rng.standard_normal(x.shape)
+    return _split("xor", x, y, test_fraction, seed, 2)
+
+
+@_loader("spirals")
+def spirals(
+    n: int = 400,
+    arms: int = 2,
+    turns: float = 1.5,
+    noise: float = 0.03,
+    seed: int = 0,
+    test_fraction: float = 0.25,
+) -> Dataset:
+    """``arms`` interleaved spirals in about [-1, 1]^2, one class per arm."""
+    _check(n, test_fraction)
+    if arms < 2:
+        raise DataError(f"arms={arms} must be at least 2")
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % arms
+    r = rng.uniform(0.05, 1.0, size=n)
+    theta = 2 * math.pi * (turns * r + y / arms)
+    x = np.stack([r * np.cos(theta), r * np.sin(theta)], 1)
+    x = x + noise * rng.standard_normal(x.shape)
+    return _split("spirals", x, y, test_fraction, seed, arms)
+
+
+@_loader("sinusoid")
+def sinusoid(n: int = 400, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
+    """Zavatone-Veth et al.: uniform in [-1, 1]^2, label ``x2 > 0.6 sin(7 x1 - 1)``."""
+    _check(n, test_fraction)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(n, 2))
+    y = (x[:, 1] > 0.6 * np.sin(7 * x[:, 0] - 1)).astype(np.int64)
+    return _split("sinusoid", x, y, test_fraction, seed, 2)
+
+
+@_loader("digits")
+def digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images), shape (1, 8, 8), pixel values in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    _check(100, test_fraction)
+    d = load_digits()
+    x = (d.images / 16.0).reshape(-1, 1, 8, 8)
+    return _split("digits", x, d.target, test_fraction, seed, 10)
+
+
+@_loader("modular_addition")
+def modular_addition(p: int = 23, train_fraction: float = 0.4, seed: int = 0) -> Dataset:
+    """All pairs (a, b) in Z_p^2 labelled (a + b) mod p; inputs are two concatenated one-hots.
+
+    Inputs have shape (2 p,). A fraction ``train_fraction`` of the p^2 pairs is for training.
+    """
+    if p < 2:
+        raise DataError(f"p={p} must be at least 2")
+    if not 0 < train_fraction < 1:
+        raise DataError(f"train_fraction={train_fraction} must lie in (0, 1)")
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    x = np.zeros((p * p, 2 * p), dtype=np.float32)
+    x[np.arange(p * p), a] = 1
+    x[np.arange(p * p), p + b] = 1
+    ds = _split("modular_addition", x, (a + b) % p, 1 - train_fraction, seed, p)
+    return ds
+
+
+def _stack_images(ds: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for i in range(len(ds)):
+        img, label = ds[i]
+        xs.append(img)
+        ys.append(int(label))
+    if not xs:
+        raise DataError(f"{what} holds no images")
+    try:
+        x = torch.stack(xs).to(torch.float32)
+    except RuntimeError as exc:
+        raise DataError(f"{what}: images differ in size ({exc}); resize them first") from exc
+    return x, torch.as_tensor(ys, dtype=torch.int64)
+
+
+def _limit(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int):
+    if limit is None or limit >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:limit]
+    return x[idx], y[idx]
+
+
+@_loader("cifar10")
+def cifar10(
+    root: str | None = None,
+    seed: int = 0,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+) -> Dataset:
+    """CIFAR-10 from the user's local folder (torchvision format; never downloads).
+
+    Images are (3, 32, 32) in [0, 1]; ``train_limit`` / ``test_limit`` keep a seeded subset.
+    """
+    import torchvision
+    from torchvision.transforms import ToTensor
+
+    if root is None:
+        raise DataError("cifar10 needs root=<folder containing cifar-10-batches-py>")
+    try:
+        tr = torchvision.datasets.CIFAR10(
+            str(root), train=True, download=False, transform=ToTensor()
+        )
+        te = torchvision.datasets.CIFAR10(
+            str(root), train=False, download=False, transform=ToTensor()
+        )
+    except RuntimeError as exc:
+        raise DataError(
+            f"cifar10: no CIFAR-10 data under root={str(root)!r} (expected cifar-10-batches-py; "
+            "richviz never downloads)"
+        ) from exc
+    x_tr = torch.as_tensor(tr.data).permute(0, 3, 1, 2).float() / 255
+    x_te = torch.as_tensor(te.data).permute(0, 3, 1, 2).float() / 255
+    y_tr = torch.as_tensor(tr.targets, dtype=torch.int64)
+    y_te = torch.as_tensor(te.targets, dtype=torch.int64)
+    x_tr, y_tr = _limit(x_tr, y_tr, train_limit, seed)
+    x_te, y_te = _limit(x_te, y_te, test_limit, seed + 1)
+    return Dataset("cifar10", x_tr, y_tr, x_te, y_te, 10)
+
+
+@_loader("image_folder")
+def image_folder(
+    root: str | None = None, size: int | None = None, test_fraction: float = 0.2, seed: int = 0
+) -> Dataset:
+    """Images in ``root/<class>/<file>`` (torchvision ``ImageFolder``), RGB in [0, 1].
+
+    All images must share a size unless ``size`` resizes them to ``size x size``.
+    """
+    import torchvision
+    from torchvision import transforms
+
+    if root is None or not Path(root).is_dir():
+        raise DataError(f"image_folder: root={root!r} is not a folder of class sub-folders")
+    tf = [transforms.Resize((size, size))] if size else []
+    tf.append(transforms.ToTensor())
+    try:
+        folder = torchvision.datasets.ImageFolder(str(root), transform=transforms.Compose(tf))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"image_folder: cannot read {str(root)!r}: {exc}") from exc
+    x, y = _stack_images(folder, f"image_folder {str(root)!r}")
+    ds = _split("image_folder", x.numpy(), y.numpy(), test_fraction, seed, len(folder.classes))
+    return ds
