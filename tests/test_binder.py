@@ -1,0 +1,128 @@
+"""The Binder (repo2docker) configuration agrees with pyproject.toml and the tested torch pins."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from jupyter_core.paths import jupyter_path
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BINDER = REPO_ROOT / "binder"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+QUICKSTART_URLPATH = "urlpath=lab/tree/notebooks/01_quickstart.ipynb"
+
+
+def project_dependencies() -> dict[str, Requirement]:
+    with open(REPO_ROOT / "pyproject.toml", "rb") as f:
+        deps = tomllib.load(f)["project"]["dependencies"]
+    reqs = [Requirement(d) for d in deps]
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def binder_requirements() -> tuple[dict[str, Requirement], list[str]]:
+    """(requirements by canonical name, pip option lines) of binder/requirements.txt."""
+    reqs: dict[str, Requirement] = {}
+    options: list[str] = []
+    for raw in (BINDER / "requirements.txt").read_text().splitlines():
+        line = raw.split(" #")[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            options.append(line)
+            continue
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        assert name not in reqs, f"binder/requirements.txt lists {req.name} twice"
+        reqs[name] = req
+    return reqs, options
+
+
+def pinned_version(req: Requirement) -> Version:
+    pins = [s for s in req.specifier if s.operator == "=="]
+    assert len(pins) == 1, f"binder/requirements.txt: {req} is not pinned with =="
+    return Version(pins[0].version)
+
+
+def setup_env_torch_pins() -> dict[str, Version]:
+    """The torch / torchvision versions scripts/setup-env.sh installs by default."""
+    text = (REPO_ROOT / "scripts" / "setup-env.sh").read_text()
+    match = re.search(r'RICHVIZ_TORCH:-([^}"]+)\}', text)
+    assert match, "scripts/setup-env.sh: default RICHVIZ_TORCH spec not found"
+    pins = {}
+    for spec in match.group(1).split():
+        req = Requirement(spec)
+        pins[canonicalize_name(req.name)] = pinned_version(req)
+    return pins
+
+
+def test_every_project_dependency_is_in_binder_with_a_compatible_version() -> None:
+    binder, _ = binder_requirements()
+    for name, dep in project_dependencies().items():
+        assert name in binder, f"binder/requirements.txt lacks project dependency {dep}"
+        version = pinned_version(binder[name])
+        # Local labels (+cpu) do not change the release: compare the public version.
+        public = Version(version.public)
+        assert dep.specifier.contains(public, prereleases=True), (
+            f"binder pins {name}=={version}, outside pyproject.toml's {dep}"
+        )
+
+
+def test_binder_has_nothing_the_project_does_not_need() -> None:
+    binder, _ = binder_requirements()
+    extra = set(binder) - set(project_dependencies())
+    assert not extra, f"binder/requirements.txt lists packages pyproject.toml does not: {extra}"
+
+
+def test_binder_torch_is_the_tested_release_as_cpu_wheels() -> None:
+    binder, options = binder_requirements()
+    assert f"--extra-index-url {CPU_INDEX}" in options, "binder must use PyTorch's CPU index"
+    pins = setup_env_torch_pins()
+    assert set(pins) == {"torch", "torchvision"}
+    for name, tested in pins.items():
+        version = pinned_version(binder[name])
+        assert version.public == tested.public, f"binder {name}=={version}, tested {tested}"
+        assert version.local == "cpu", f"binder {name}=={version} is not the CPU wheel"
+
+
+def test_post_build_installs_richviz_and_valid_lab_overrides() -> None:
+    post_build = BINDER / "postBuild"
+    assert os.access(post_build, os.X_OK), "binder/postBuild must be executable"
+    text = post_build.read_text()
+    assert text.startswith("#!/usr/bin/env bash")
+    assert re.search(r"pip install .*-e \.", text), "postBuild must install richviz"
+    body = re.search(r"<<'JSON'\n(.*?)\nJSON\n", text, re.S)
+    assert body, "postBuild: overrides.json heredoc not found"
+    overrides = json.loads(body.group(1))
+    # Every overridden setting must exist in the installed JupyterLab's schema.
+    roots = [Path(p) for p in jupyter_path("lab", "schemas")]
+    for plugin, values in overrides.items():
+        package, _, name = plugin.partition(":")
+        found = [r / package / f"{name}.json" for r in roots]
+        found = [f for f in found if f.is_file()]
+        assert found, f"no JupyterLab schema for {plugin}"
+        props = json.loads(found[0].read_text())["properties"]
+        for key, value in values.items():
+            assert key in props, f"{plugin} has no setting {key!r}"
+            allowed = [o["const"] for o in props[key].get("oneOf", []) if "const" in o]
+            assert not allowed or value in allowed, f"{plugin}.{key}={value!r} not in {allowed}"
+
+
+def test_binder_docs_point_at_the_quick_start() -> None:
+    readme = (BINDER / "README.md").read_text()
+    assert QUICKSTART_URLPATH in readme
+    target = QUICKSTART_URLPATH.split("lab/tree/", 1)[1]
+    assert (REPO_ROOT / target).is_file(), f"Binder link points at missing {target}"
+    runtime = (BINDER / "runtime.txt").read_text().strip()
+    assert re.fullmatch(r"python-3\.\d+", runtime), runtime

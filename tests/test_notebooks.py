@@ -1,0 +1,98 @@
+"""Every tutorial notebook executes top to bottom (nbclient, a kernel of this venv).
+
+The notebooks run in a temporary copy of ``notebooks/`` so the demo runs they train land in a
+temporary ``runs/`` folder. The quick start runs twice in the same folder: re-running a notebook
+must not fail because its run directory already exists.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO_ROOT / "notebooks"
+TUTORIALS = [
+    "01_quickstart",
+    "02_geometry",
+    "03_lazy_vs_rich",
+    "04_grokking",
+    "05_your_model",
+]
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+CELL_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary copy of notebooks/ (the kernels' working directory)."""
+    path = tmp_path_factory.mktemp("notebooks")
+    for nb in NOTEBOOKS.glob("*.ipynb"):
+        shutil.copy(nb, path / nb.name)
+    return path
+
+
+def execute(path: Path, jupyter_data_dir: Path) -> nbformat.NotebookNode:
+    """Run a notebook in a fresh python3 kernel of this interpreter; raise on any cell error."""
+    nb = nbformat.read(path, as_version=4)
+    specs = KernelSpecManager(kernel_dirs=[str(jupyter_data_dir / "kernels")])
+    km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=specs)
+    client = NotebookClient(
+        nb,
+        km=km,
+        timeout=CELL_TIMEOUT_S,
+        startup_timeout=120,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute()
+    return nb
+
+
+def outputs(nb: nbformat.NotebookNode) -> list[dict]:
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+
+
+def widget_views(nb: nbformat.NotebookNode) -> int:
+    return sum(WIDGET_VIEW in out.get("data", {}) for out in outputs(nb))
+
+
+def test_the_five_tutorials_are_there() -> None:
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == TUTORIALS
+
+
+@pytest.mark.parametrize("name", TUTORIALS)
+def test_notebook_is_committed_clean(name: str) -> None:
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, f"{name}: no code cells"
+    for cell in code:
+        assert not cell.outputs and cell.execution_count is None, (
+            f"{name}: commit the notebook without outputs (Kernel > Restart and Clear Outputs)"
+        )
+    assert nb.cells[0].cell_type == "markdown", f"{name}: start with a markdown introduction"
+
+
+def test_quickstart_is_one_code_cell() -> None:
+    nb = nbformat.read(NOTEBOOKS / "01_quickstart.ipynb", as_version=4)
+    assert sum(c.cell_type == "code" for c in nb.cells) == 1
+
+
+@pytest.mark.parametrize("name", TUTORIALS)
+def test_notebook_executes(name: str, workdir: Path, jupyter_data_dir: Path) -> None:
+    runs = 2 if name == "01_quickstart" else 1  # the second run finds its run dir in place
+    for attempt in range(runs):
+        t0 = time.perf_counter()
+        nb = execute(workdir / f"{name}.ipynb", jupyter_data_dir)
+        print(f"{name} run {attempt + 1}: {time.perf_counter() - t0:.1f} s")
+        errors = [o for o in outputs(nb) if o.output_type == "error"]
+        assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
+        assert widget_views(nb) >= 1, f"{name}: no widget was displayed"
