@@ -1,0 +1,958 @@
+"""Riemannian geometry of a feature map on 2-D slices of input space (DESIGN §3).
+
+A feature map ``phi: (N, *input_shape) -> (N, p)`` pulls the Euclidean metric of feature space
+back to input space:
+
+    g(x) = J(x)^T J(x) / p,        J = d phi / d x,   p = feature dimension.
+
+The ``1/p`` is the width normalisation of Zavatone-Veth et al. (arXiv 2301.11375); it keeps
+numbers comparable across widths and finite as the width grows. On a 2-D slice
+``x(u, v) = origin + u e1 + v e2`` the induced 2x2 metric is
+
+    G = E^T g E = (J E)^T (J E) / p,   E = [e1 e2],
+
+which needs only the two directional derivatives ``J e1`` and ``J e2``. They are computed by
+forward-mode AD (``torch.func.jvp`` vmapped over the two tangents, so the primal pass runs once),
+batched over grid points and chunked so that memory stays bounded; the full ``p x d`` Jacobian
+is never built.
+
+Grid convention: every field array is indexed ``[i, j] = (v[i], u[j])``: rows follow ``v``,
+columns follow ``u`` (image convention), shape ``(res, res)``. Flattened grid points are in
+row-major order, point ``k = i * res + j`` sits at ``(u[j], v[i])``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import jvp, vjp, vmap
+
+from richviz.devices import module_device, module_dtype
+from richviz.features import FeatureMap, as_feature_map
+
+Progress = bool | Callable[[int, int], object] | None
+FeatureFn = nn.Module | Callable[[torch.Tensor], torch.Tensor]
+
+# Working-set target for automatic chunking, in input elements per chunk (float32: 1 MiB).
+# Chosen by benchmarks/metric_field.py: large enough to amortise per-call overhead, small
+# enough that a 2->256->256->256 MLP's activations of one chunk stay in cache.
+_AUTO_CHUNK_ELEMENTS = 2**18
+_AUTO_CHUNK_MAX = 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Slices
+# --------------------------------------------------------------------------------------------
+
+
+def _as_float_tensor(x: object, name: str) -> torch.Tensor:
+    try:
+        t = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} must be a tensor or array of numbers") from exc
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must be real-valued, got dtype {t.dtype}")
+    if not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    return t
+
+
+def _check_resolution(resolution: int) -> int:
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
+        raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
+    if resolution < 2:
+        raise ValueError(f"resolution must be >= 2, got {resolution}")
+    return int(resolution)
+
+
+@dataclass(frozen=True, eq=False)
+class Slice:
+    """A 2-D affine plane ``x(u, v) = origin + u * basis[0] + v * basis[1]`` in input space.
+
+    Build one with :meth:`square` (2-D inputs), :meth:`plane` (three inputs of any shape) or
+    :meth:`paper_plane` (the paper's coordinates).
+
+    Attributes
+    ----------
+    origin : (*input_shape) float64 tensor.
+    basis : (2, *input_shape) float64 tensor; orthonormal for ``square`` and ``plane``
+        (lengths in (u, v) are true input-space lengths), not for ``paper_plane``.
+    u_range, v_range : (min, max) of the coordinate window.
+    anchors : (k, 2) float64 (u, v) coordinates of the anchor inputs, or None.
+    anchor_points : (k, *input_shape) the anchor inputs themselves, or None.
+    dtype : floating dtype of the inputs the slice was built from; :meth:`to_input` returns it.
+    kind : ``"square"``, ``"plane"`` or ``"paper_plane"``.
+    """
+
+    origin: torch.Tensor
+    basis: torch.Tensor
+    u_range: tuple[float, float]
+    v_range: tuple[float, float]
+    anchors: torch.Tensor | None = None
+    anchor_points: torch.Tensor | None = None
+    dtype: torch.dtype = torch.float32
+    kind: str = "plane"
+    _gram: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.basis.shape != (2, *self.origin.shape):
+            raise ValueError(
+                f"basis must have shape (2, *origin.shape) = {(2, *self.origin.shape)}, "
+                f"got {tuple(self.basis.shape)}"
+            )
+        for name, (lo, hi) in (("u_range", self.u_range), ("v_range", self.v_range)):
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"{name} must be finite with min < max, got {(lo, hi)}")
+        flat = self.basis.reshape(2, -1)
+        object.__setattr__(self, "_gram", flat @ flat.T)
+
+    # ---- constructors ----------------------------------------------------------------------
+
+    @classmethod
+    def square(cls, center: object, half_width: float) -> Slice:
+        """The input plane of a 2-D model: window ``center +- half_width`` on both axes.
+
+        ``basis`` is the identity and ``origin`` zero, so ``(u, v)`` are the input coordinates
+        ``(x1, x2)`` themselves and data points can be drawn as they are.
+        """
+        c = _as_float_tensor(center, "center")
+        if c.shape != (2,):
+            raise ValueError(
+                f"Slice.square needs a 2-D input: center must have shape (2,), got "
+                f"{tuple(c.shape)}; use Slice.plane(x0, x1, x2) for other input shapes"
+            )
+        try:
+            h = float(half_width)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"half_width must be a number, got {half_width!r}") from exc
+        if not (math.isfinite(h) and h > 0):
+            raise ValueError(f"half_width must be finite and > 0, got {half_width!r}")
+        c64 = c.double()
+        cu, cv = float(c64[0]), float(c64[1])
+        return cls(
+            origin=torch.zeros(2, dtype=torch.float64, device=c.device),
+            basis=torch.eye(2, dtype=torch.float64, device=c.device),
+            u_range=(cu - h, cu + h),
+            v_range=(cv - h, cv + h),
+            dtype=c.dtype,
+            kind="square",
+        )
+
+    @classmethod
+    def covering(cls, points: object, margin: float = 0.1) -> Slice:
+        """Square window over 2-D ``points`` (N, 2): their bounding box plus ``margin`` x side."""
+        x = _as_float_tensor(points, "points")
+        if x.ndim != 2 or x.shape[1] != 2:
+            raise ValueError(f"points must have shape (N, 2), got {tuple(x.shape)}")
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ValueError(f"margin must be finite and >= 0, got {margin!r}")
+        x64 = x.double()
+        lo, hi = x64.min(0).values, x64.max(0).values
+        side = float((hi - lo).max())
+        side = side if side > 0 else 1.0
+        square = cls.square((lo + hi) / 2, side * (0.5 + margin))
+        return dataclasses.replace(square, dtype=x.dtype)
+
+    @classmethod
+    def plane(cls, x0: object, x1: object, x2: object, margin: float = 0.25) -> Slice:
+        """The plane through three inputs of any (equal) shape, with an orthonormal basis.
+
+        Gram-Schmidt in float64: ``e1 = (x1 - x0) / |x1 - x0|``, ``e2`` the normalised part of
+        ``x2 - x0`` orthogonal to ``e1``. The origin is the centroid of the three points; the
+        square (u, v) window covers the three anchors with ``margin`` x its side on each side.
+        """
+        pts = [_as_float_tensor(x, name) for name, x in (("x0", x0), ("x1", x1), ("x2", x2))]
+        dtype = _common_dtype(pts)
+        p = _stack_same_shape(pts)  # (3, *shape) float64
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ValueError(f"margin must be finite and >= 0, got {margin!r}")
+        flat = p.reshape(3, -1)
+        a, b = flat[1] - flat[0], flat[2] - flat[0]
+        scale = max(float(a.norm()), float(b.norm()), float((flat[2] - flat[1]).norm()))
+        if scale == 0:
+            raise ValueError(
+                "x0, x1, x2 coincide; a plane needs three distinct, non-collinear points"
+            )
+        na = float(a.norm())
+        if na <= 1e-12 * scale:
+            raise ValueError("x0 and x1 coincide; a plane needs three non-collinear points")
+        e1 = a / na
+        b_perp = b - (b @ e1) * e1
+        b_perp = b_perp - (b_perp @ e1) * e1  # second Gram-Schmidt pass for orthogonality
+        nb = float(b_perp.norm())
+        if nb <= 1e-9 * scale:
+            raise ValueError("x0, x1, x2 are collinear (or two coincide); the plane is undefined")
+        e2 = b_perp / nb
+        origin = flat.mean(0)
+        basis = torch.stack([e1, e2])
+        uv = (flat - origin) @ basis.T  # (3, 2)
+        lo, hi = uv.min(0).values, uv.max(0).values
+        side = float((hi - lo).max()) * (1 + 2 * margin)
+        mid = (lo + hi) / 2
+        shape = p.shape[1:]
+        return cls(
+            origin=origin.reshape(shape),
+            basis=basis.reshape(2, *shape),
+            u_range=(float(mid[0]) - side / 2, float(mid[0]) + side / 2),
+            v_range=(float(mid[1]) - side / 2, float(mid[1]) + side / 2),
+            anchors=uv,
+            anchor_points=p.to(dtype),
+            dtype=dtype,
+            kind="plane",
+        )
+
+    @classmethod
+    def paper_plane(cls, x0: object, x1: object, x2: object) -> Slice:
+        """The paper's coordinates: centroid origin, ``e1 = x2 - x1``,
+        ``e2 = 2 sqrt(3) ((x1 + x2) / 2 - centroid)``, window ``(a, b) in [-1, 1]^2``.
+
+        The anchors sit at ``(0, -1/sqrt 3)``, ``(-1/2, 1/(2 sqrt 3))`` and
+        ``(1/2, 1/(2 sqrt 3))``: an equilateral triangle of side 1 in (a, b). The basis is not
+        orthonormal, so the slice metric ``G = E^T g E`` and its volume element are in these
+        (a, b) units (as in the paper), not in input-space lengths.
+        """
+        pts = [_as_float_tensor(x, name) for name, x in (("x0", x0), ("x1", x1), ("x2", x2))]
+        dtype = _common_dtype(pts)
+        p = _stack_same_shape(pts)
+        flat = p.reshape(3, -1)
+        origin = flat.mean(0)
+        e1 = flat[2] - flat[1]
+        e2 = 2 * math.sqrt(3) * ((flat[1] + flat[2]) / 2 - origin)
+        n1, n2 = float(e1.norm()), float(e2.norm())
+        scale = max(n1, n2, float((flat[1] - flat[0]).norm()))
+        if scale == 0 or n1 <= 1e-12 * scale or n2 <= 1e-12 * scale:
+            raise ValueError("x0, x1, x2 coincide in pairs; a plane needs three distinct points")
+        cos = float(e1 @ e2) / (n1 * n2)
+        if 1 - abs(cos) <= 1e-12:
+            raise ValueError("x0, x1, x2 are collinear; the plane is undefined")
+        shape = p.shape[1:]
+        basis = torch.stack([e1, e2])
+        gram = basis @ basis.T
+        uv = torch.linalg.solve(gram, basis @ (flat - origin).T).T
+        return cls(
+            origin=origin.reshape(shape),
+            basis=basis.reshape(2, *shape),
+            u_range=(-1.0, 1.0),
+            v_range=(-1.0, 1.0),
+            anchors=uv,
+            anchor_points=p.to(dtype),
+            dtype=dtype,
+            kind="paper_plane",
+        )
+
+    # ---- geometry ---------------------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, e.g. ``(2,)`` or ``(3, 32, 32)``."""
+        return tuple(self.origin.shape)
+
+    @property
+    def orthonormal(self) -> bool:
+        """Whether the basis is orthonormal (then (u, v) lengths are input-space lengths)."""
+        eye = torch.eye(2, dtype=self._gram.dtype, device=self._gram.device)
+        return bool(torch.allclose(self._gram, eye, atol=1e-10, rtol=0))
+
+    def grid(self, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid coordinates ``(u, v)``: two float64 1-D tensors of length ``resolution``."""
+        res = _check_resolution(resolution)
+        u = torch.linspace(*self.u_range, res, dtype=torch.float64)
+        v = torch.linspace(*self.v_range, res, dtype=torch.float64)
+        return u, v
+
+    def grid_uv(self, resolution: int) -> torch.Tensor:
+        """All grid points' (u, v), (res*res, 2) float64, row-major (point ``i*res + j``)."""
+        u, v = self.grid(resolution)
+        vv, uu = torch.meshgrid(v, u, indexing="ij")
+        return torch.stack([uu.reshape(-1), vv.reshape(-1)], dim=1)
+
+    def to_input(
+        self,
+        uv: torch.Tensor,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Map slice coordinates (N, 2) to inputs (N, *input_shape).
+
+        Computed in float64, returned in ``dtype`` (default: :attr:`dtype`) on ``device``
+        (default: the slice's device).
+        """
+        uv = torch.as_tensor(uv)
+        if uv.ndim != 2 or uv.shape[1] != 2:
+            raise ValueError(f"uv must have shape (N, 2), got {tuple(uv.shape)}")
+        origin, basis = self.origin, self.basis
+        if device is not None:
+            origin, basis = origin.to(device), basis.to(device)
+        uv = uv.to(device=origin.device, dtype=torch.float64)
+        x = origin.reshape(1, -1) + uv @ basis.reshape(2, -1)
+        return x.reshape(-1, *self.input_shape).to(self.dtype if dtype is None else dtype)
+
+    def to_uv(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 2) coordinates of the orthogonal projection of inputs (N, *input_shape)."""
+        x = torch.as_tensor(x)
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"x must have shape (N, *{self.input_shape}), got {tuple(x.shape)}")
+        flat = x.reshape(x.shape[0], -1).to(device=self.origin.device, dtype=torch.float64)
+        basis = self.basis.reshape(2, -1)
+        rhs = basis @ (flat - self.origin.reshape(1, -1)).T  # (2, N)
+        return torch.linalg.solve(self._gram, rhs).T
+
+
+def _common_dtype(pts: list[torch.Tensor]) -> torch.dtype:
+    dtype = pts[0].dtype
+    for t in pts[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _stack_same_shape(pts: list[torch.Tensor]) -> torch.Tensor:
+    shapes = [tuple(t.shape) for t in pts]
+    if len(set(shapes)) != 1:
+        raise ValueError(
+            f"x0, x1, x2 must have the same shape, got {shapes[0]}, {shapes[1]}, {shapes[2]}"
+        )
+    device = pts[0].device
+    return torch.stack([t.to(device=device, dtype=torch.float64) for t in pts])
+
+
+# --------------------------------------------------------------------------------------------
+# Metric field
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class MetricField:
+    """The pulled-back metric on a slice grid (all tensors float64 on CPU).
+
+    Attributes
+    ----------
+    metric : (res, res, 2, 2) ``G = (J E)^T (J E) / p`` at grid point ``(u[j], v[i])``.
+    volume : (res, res) volume element ``sqrt(det G)`` (area magnification of the slice).
+    u, v : (res,) grid coordinates.
+    slice : the :class:`Slice`.
+    p : feature dimension used in the ``1/p`` normalisation.
+    """
+
+    metric: torch.Tensor
+    volume: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+    slice: Slice
+    p: int
+
+    @property
+    def resolution(self) -> int:
+        return int(self.u.shape[0])
+
+    @property
+    def log10_volume(self) -> torch.Tensor:
+        """(res, res) ``log10(volume)``; ``-inf`` where the volume element is exactly zero."""
+        return torch.log10(self.volume)
+
+    @property
+    def det(self) -> torch.Tensor:
+        """(res, res) ``det G = volume ** 2``."""
+        return self.volume**2
+
+    @property
+    def points(self) -> torch.Tensor:
+        """(res*res, *input_shape) input points of the grid, row-major (computed on access)."""
+        return self.slice.to_input(self.slice.grid_uv(self.resolution))
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """``(u_min, u_max, v_min, v_max)`` for image plots."""
+        return (*self.slice.u_range, *self.slice.v_range)
+
+
+def _resolve(
+    phi: FeatureFn,
+    layer: str | None,
+    slice_: Slice,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.device, torch.dtype]:
+    fn = as_feature_map(phi, layer)
+    module = (
+        fn.model if isinstance(fn, FeatureMap) else (phi if isinstance(phi, nn.Module) else None)
+    )
+    if module is not None:
+        dev = module_device(module) if device is None else torch.device(device)
+        dt = module_dtype(module) if dtype is None else dtype
+    else:
+        dev = slice_.origin.device if device is None else torch.device(device)
+        dt = slice_.dtype if dtype is None else dtype
+    return fn, dev, dt
+
+
+def auto_chunk_size(input_numel: int) -> int:
+    """Points per chunk for inputs of ``input_numel`` elements (about 1 MiB of float32 input,
+    at most 1024 points, at least 1)."""
+    return int(max(1, min(_AUTO_CHUNK_MAX, _AUTO_CHUNK_ELEMENTS // max(1, input_numel))))
+
+
+def _check_chunk_size(chunk_size: int | None, input_numel: int) -> int:
+    if chunk_size is None:
+        return auto_chunk_size(input_numel)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return int(chunk_size)
+
+
+def _progress_callback(progress: Progress, total: int, desc: str):
+    """Return ``(update(done), close())`` for ``progress`` = None / True / callable(done, total)."""
+    if progress is None or progress is False:
+        return (lambda done: None), (lambda: None)
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit="pt")
+        state = {"done": 0}
+
+        def update(done: int) -> None:
+            bar.update(done - state["done"])
+            state["done"] = done
+
+        return update, bar.close
+    if callable(progress):
+        return (lambda done: progress(done, total)), (lambda: None)
+    raise ValueError(f"progress must be None, True or a callable(done, total), got {progress!r}")
+
+
+def directional_derivatives(
+    phi: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tangents: torch.Tensor
+) -> torch.Tensor:
+    """``J(x) t`` for every tangent: (k, N, p) for x (N, *input_shape), tangents (k, *input_shape).
+
+    One forward-mode pass: ``torch.func.jvp`` vmapped over the k tangents, so the primal
+    computation is shared and the k tangent computations run as one batched pass.
+    """
+
+    def push(t: torch.Tensor) -> torch.Tensor:
+        out = jvp(phi, (x,), (t.expand_as(x),))[1]
+        return out.reshape(out.shape[0], -1)
+
+    return vmap(push)(tangents)
+
+
+def slice_metric_and_volume(jt: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """2x2 metric (N, 2, 2) and volume element (N,) from ``jt = (J e1, J e2)`` of shape (2, N, p).
+
+    ``det G`` is formed as ``|a|^2 |b_perp|^2 / p^2`` with ``b_perp`` the part of ``b = J e2``
+    orthogonal to ``a = J e1``; unlike ``G11 G22 - G12^2`` this does not cancel
+    catastrophically when ``a`` and ``b`` are nearly parallel.
+    """
+    a, b = jt[0], jt[1]
+    aa = (a * a).sum(-1)
+    ab = (a * b).sum(-1)
+    bb = (b * b).sum(-1)
+    safe = torch.where(aa > 0, aa, torch.ones_like(aa))
+    b_perp = b - (ab / safe).unsqueeze(-1) * a
+    bpbp = torch.where(aa > 0, (b_perp * b_perp).sum(-1), bb)
+    aa, ab, bb, bpbp = (t.double() / p for t in (aa, ab, bb, bpbp))
+    metric = torch.stack([torch.stack([aa, ab], -1), torch.stack([ab, bb], -1)], -2)
+    volume = torch.sqrt(torch.clamp(aa * bpbp, min=0))
+    return metric, volume
+
+
+def iter_metric_chunks(
+    phi: FeatureFn,
+    slice: Slice,
+    resolution: int = 128,
+    chunk_size: int | None = None,
+    *,
+    layer: str | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, int]]:
+    """Stream the metric field chunk by chunk (for progressive displays).
+
+    Yields ``(start, stop, metric (n, 2, 2), volume (n,), p)`` for flattened grid points
+    ``start:stop`` (row-major, see module docstring), float64 on CPU.
+    """
+    res = _check_resolution(resolution)
+    fn, dev, dt = _resolve(phi, layer, slice, device, dtype)
+    numel = int(np.prod(slice.input_shape))
+    cs = _check_chunk_size(chunk_size, numel)
+    uv = slice.grid_uv(res)
+    total = uv.shape[0]
+    origin = slice.origin.to(dev).reshape(1, -1)
+    basis64 = slice.basis.to(dev).reshape(2, -1)
+    tangents = slice.basis.to(device=dev, dtype=dt)
+    with torch.no_grad():
+        for start in range(0, total, cs):
+            stop = min(total, start + cs)
+            x = origin + uv[start:stop].to(dev) @ basis64
+            x = x.reshape(-1, *slice.input_shape).to(dt)
+            jt = directional_derivatives(fn, x, tangents)
+            p = jt.shape[-1]
+            metric, volume = slice_metric_and_volume(jt, p)
+            yield start, stop, metric.cpu(), volume.cpu(), p
+
+
+def pullback_metric(
+    phi: FeatureFn,
+    slice: Slice,
+    resolution: int = 128,
+    chunk_size: int | None = None,
+    progress: Progress = None,
+    *,
+    layer: str | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> MetricField:
+    """The pulled-back metric ``G = (J E)^T (J E) / p`` on a ``resolution`` x ``resolution`` grid.
+
+    Parameters
+    ----------
+    phi : an ``nn.Module`` (its feature map at ``layer``, default the input of the last
+        ``nn.Linear``; the model is put in eval mode) or any callable ``(N, *input_shape) ->
+        (N, ...)`` (flattened to (N, p)).
+    slice : the :class:`Slice`; ``E = slice.basis``.
+    resolution : grid points per axis (>= 2).
+    chunk_size : grid points per forward-mode pass; None picks :func:`auto_chunk_size`.
+        Peak memory is that of one chunk's forward pass with three streams (primal and two
+        tangents).
+    progress : None, True (tqdm bar) or ``callable(done, total)`` called after each chunk.
+    device, dtype : where and in what precision to compute; default the model's (for a plain
+        callable: the slice's device and input dtype).
+
+    Returns
+    -------
+    MetricField with ``metric`` (res, res, 2, 2), ``volume`` (res, res), float64 on CPU,
+    indexed ``[i, j] = (v[i], u[j])``.
+    """
+    res = _check_resolution(resolution)
+    total = res * res
+    metric = torch.empty(total, 2, 2, dtype=torch.float64)
+    volume = torch.empty(total, dtype=torch.float64)
+    update, close = _progress_callback(progress, total, "metric field")
+    p = 0
+    try:
+        for start, stop, m, vol, p_chunk in iter_metric_chunks(
+            phi, slice, res, chunk_size, layer=layer, device=device, dtype=dtype
+        ):
+            p = p_chunk
+            metric[start:stop] = m
+            volume[start:stop] = vol
+            update(stop)
+    finally:
+        close()
+    u, v = slice.grid(res)
+    return MetricField(
+        metric=metric.reshape(res, res, 2, 2),
+        volume=volume.reshape(res, res),
+        u=u,
+        v=v,
+        slice=slice,
+        p=p,
+    )
+
+
+def pullback_metric_at(
+    phi: FeatureFn,
+    x: torch.Tensor,
+    basis: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+    *,
+    layer: str | None = None,
+) -> torch.Tensor:
+    """The metric ``B g(x) B^T = (J B^T)^T (J B^T) / p`` at arbitrary inputs.
+
+    x : (N, *input_shape); basis : (k, *input_shape) directions (default: the standard basis,
+    giving the full d x d metric ``g = J^T J / p``). Returns (N, k, k) in the compute dtype.
+    Computed on x's device in x's dtype, by forward mode (k tangents per pass).
+    """
+    x = torch.as_tensor(x)
+    if x.ndim < 2:
+        raise ValueError(f"x must have shape (N, *input_shape), got {tuple(x.shape)}")
+    shape = tuple(x.shape[1:])
+    numel = int(np.prod(shape))
+    if basis is None:
+        basis = torch.eye(numel, dtype=x.dtype, device=x.device).reshape(numel, *shape)
+    basis = torch.as_tensor(basis).to(device=x.device, dtype=x.dtype)
+    if tuple(basis.shape[1:]) != shape:
+        raise ValueError(f"basis must have shape (k, *{shape}), got {tuple(basis.shape)}")
+    fn = as_feature_map(phi, layer)
+    cs = _check_chunk_size(chunk_size, numel)
+    out = []
+    with torch.no_grad():
+        for start in range(0, x.shape[0], cs):
+            jt = directional_derivatives(fn, x[start : start + cs], basis)  # (k, n, p)
+            out.append(torch.einsum("knp,lnp->nkl", jt, jt) / jt.shape[-1])
+    return torch.cat(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Ellipses
+# --------------------------------------------------------------------------------------------
+
+
+def ellipse_sites(field: MetricField, density: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Grid indices of a ``density`` x ``density`` subgrid at the centres of equal cells.
+
+    Returns ``(rows, cols)``: int arrays (density,) into the field's ``v`` and ``u`` axes.
+    """
+    if isinstance(density, bool) or not isinstance(density, (int, np.integer)) or density < 1:
+        raise ValueError(f"density must be a positive integer, got {density!r}")
+    res = field.resolution
+    if density > res:
+        raise ValueError(f"density={density} exceeds the field resolution {res}")
+    idx = np.round((np.arange(density) + 0.5) * res / density - 0.5).astype(int)
+    idx = np.clip(idx, 0, res - 1)
+    return idx, idx.copy()
+
+
+def metric_ellipses(
+    field: MetricField,
+    density: int = 12,
+    mode: Literal["stretch", "unit_ball"] = "stretch",
+    weights: np.ndarray | torch.Tensor | None = None,
+    points_per_ellipse: int = 32,
+    fill: float = 0.9,
+    return_centers: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ellipses showing the metric at a ``density`` x ``density`` subgrid, as NaN-separated paths.
+
+    Each ellipse has axes along the eigenvectors of ``G`` and half-lengths proportional to
+    ``sqrt(eigenvalue)`` (``mode="stretch"``: how the feature map stretches a small disk; these
+    are the singular values of ``J E / sqrt(p)``) or ``1 / sqrt(eigenvalue)``
+    (``mode="unit_ball"``: the metric's unit ball), times the optional per-ellipse ``weights``
+    (density, density) or (density**2,) (e.g. emphasis near the decision boundary; 0 hides
+    one). One global scale makes the largest half-length ``fill / 2`` of a cell. Drawn in
+    (u, v) coordinates of the field's slice (equal axis scales needed to see true shapes).
+
+    Returns ``(xs, ys)``: 1-D float64 arrays, each ellipse ``points_per_ellipse + 1`` points
+    (closed) followed by one NaN; ordered row-major over the subgrid. With
+    ``return_centers=True`` also the centres, (density**2, 2).
+    """
+    if mode not in ("stretch", "unit_ball"):
+        raise ValueError(f"mode must be 'stretch' or 'unit_ball', got {mode!r}")
+    if points_per_ellipse < 3:
+        raise ValueError(f"points_per_ellipse must be >= 3, got {points_per_ellipse}")
+    rows, cols = ellipse_sites(field, density)
+    n = density * density
+    g = field.metric.detach().cpu().double().numpy()[np.ix_(rows, cols)].reshape(n, 2, 2)
+    u = field.u.cpu().double().numpy()
+    v = field.v.cpu().double().numpy()
+    centers = np.stack(np.meshgrid(u[cols], v[rows], indexing="xy"), -1).reshape(n, 2)
+    if weights is None:
+        w = np.ones(n)
+    else:
+        w = np.asarray(
+            weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights,
+            dtype=np.float64,
+        )
+        if w.size != n:
+            raise ValueError(f"weights must have density**2 = {n} entries, got shape {w.shape}")
+        w = w.reshape(n)
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError("weights must be finite and >= 0")
+    g = np.where(np.isfinite(g), g, np.nan)
+    ok = np.all(np.isfinite(g.reshape(n, 4)), axis=1)
+    g[~ok] = 0.0
+    lam, vecs = np.linalg.eigh(0.5 * (g + np.swapaxes(g, 1, 2)))  # ascending, (n, 2), (n, 2, 2)
+    lam = np.clip(lam, 0.0, None)
+    if mode == "stretch":
+        half = np.sqrt(lam)
+    else:
+        lam_max = lam.max() if lam.size else 0.0
+        floor = max(lam_max * 1e-12, np.finfo(np.float64).tiny)
+        half = 1.0 / np.sqrt(np.maximum(lam, floor))
+    half = half * w[:, None]
+    half[~ok] = 0.0
+    cell = min(
+        (field.slice.u_range[1] - field.slice.u_range[0]) / density,
+        (field.slice.v_range[1] - field.slice.v_range[0]) / density,
+    )
+    biggest = half.max() if half.size else 0.0
+    scale = fill * cell / 2 / biggest if biggest > 0 else 0.0
+    theta = np.linspace(0.0, 2 * np.pi, points_per_ellipse + 1)
+    circle = np.stack([np.cos(theta), np.sin(theta)])  # (2, m+1)
+    # offsets[e] = vecs[e] @ diag(half[e] * scale) @ circle -> (n, 2, m+1)
+    offsets = np.einsum("nij,nj,jt->nit", vecs, half * scale, circle)
+    pts = centers[:, :, None] + offsets
+    nan = np.full((n, 1), np.nan)
+    xs = np.concatenate([pts[:, 0, :], nan], axis=1).reshape(-1)
+    ys = np.concatenate([pts[:, 1, :], nan], axis=1).reshape(-1)
+    if return_centers:
+        return xs, ys, centers
+    return xs, ys
+
+
+# --------------------------------------------------------------------------------------------
+# Decision field
+# --------------------------------------------------------------------------------------------
+
+
+def _two_class(logits: torch.Tensor) -> torch.Tensor:
+    if logits.ndim != 2 or logits.shape[1] < 1:
+        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
+    if logits.shape[1] == 1:  # one binary logit z: class 1 iff z > 0, like softmax([0, z])
+        return torch.cat([torch.zeros_like(logits), logits], dim=1)
+    return logits
+
+
+def decision_margin(logits: torch.Tensor) -> torch.Tensor:
+    """Top-1 minus top-2 logit, (N,) for logits (N, C) (C = 1: a binary logit z, margin |z|).
+
+    Zero exactly on a decision boundary, positive elsewhere.
+    """
+    z = _two_class(torch.as_tensor(logits))
+    top = torch.topk(z, 2, dim=1).values
+    return top[:, 0] - top[:, 1]
+
+
+def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax entropy in log base C, in [0, 1]: (N,) for logits (N, C) (C = 1: binary)."""
+    z = _two_class(torch.as_tensor(logits))
+    logp = torch.log_softmax(z, dim=1)
+    h = -(logp.exp() * logp).sum(1) / math.log(z.shape[1])
+    return h.clamp(0.0, 1.0)
+
+
+def predicted_class(logits: torch.Tensor) -> torch.Tensor:
+    """Arg-max class (N,) int64 for logits (N, C) (C = 1: 1 where z > 0)."""
+    return _two_class(torch.as_tensor(logits)).argmax(1)
+
+
+@dataclass(frozen=True, eq=False)
+class DecisionField:
+    """Decision quantities on a slice grid, indexed ``[i, j] = (v[i], u[j])``, on CPU.
+
+    margin : (res, res) top-1 minus top-2 logit (float64); zero on the decision boundary.
+    entropy : (res, res) softmax entropy, log base C, in [0, 1] (float64).
+    predicted : (res, res) int64 predicted class.
+    logits : (res, res, C) the raw outputs (compute dtype).
+    """
+
+    margin: torch.Tensor
+    entropy: torch.Tensor
+    predicted: torch.Tensor
+    logits: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+    slice: Slice
+
+    @property
+    def num_classes(self) -> int:
+        return max(2, int(self.logits.shape[-1]))
+
+    @property
+    def boundary(self) -> torch.Tensor:
+        """(res, res) bool: cells whose predicted class differs from a 4-neighbour's."""
+        return boundary_mask(self.predicted)
+
+
+def boundary_mask(predicted: torch.Tensor) -> torch.Tensor:
+    """(H, W) bool mask of cells whose class differs from a right/left/up/down neighbour."""
+    pr = torch.as_tensor(predicted)
+    mask = torch.zeros_like(pr, dtype=torch.bool)
+    dh = pr[1:, :] != pr[:-1, :]
+    dw = pr[:, 1:] != pr[:, :-1]
+    mask[1:, :] |= dh
+    mask[:-1, :] |= dh
+    mask[:, 1:] |= dw
+    mask[:, :-1] |= dw
+    return mask
+
+
+def decision_field(
+    logits_fn_or_model: FeatureFn,
+    slice: Slice,
+    resolution: int = 128,
+    chunk_size: int | None = None,
+    progress: Progress = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> DecisionField:
+    """Margin, entropy and predicted class of a classifier's outputs on the slice grid.
+
+    ``logits_fn_or_model``: an ``nn.Module`` (its output, in eval mode) or a callable
+    ``(N, *input_shape) -> (N, C)``.
+    """
+    res = _check_resolution(resolution)
+    if isinstance(logits_fn_or_model, nn.Module):
+        model = logits_fn_or_model.eval()
+        fn: Callable[[torch.Tensor], torch.Tensor] = model
+        dev = module_device(model) if device is None else torch.device(device)
+        dt = module_dtype(model) if dtype is None else dtype
+    elif callable(logits_fn_or_model):
+        fn = logits_fn_or_model
+        dev = slice.origin.device if device is None else torch.device(device)
+        dt = slice.dtype if dtype is None else dtype
+    else:
+        raise TypeError(
+            "logits_fn_or_model must be an nn.Module or callable, "
+            f"got {type(logits_fn_or_model).__name__}"
+        )
+    numel = int(np.prod(slice.input_shape))
+    cs = _check_chunk_size(chunk_size, numel)
+    uv = slice.grid_uv(res)
+    total = uv.shape[0]
+    update, close = _progress_callback(progress, total, "decision field")
+    outs = []
+    try:
+        with torch.no_grad():
+            for start in range(0, total, cs):
+                x = slice.to_input(uv[start : start + cs], dtype=dt, device=dev)
+                z = fn(x)
+                outs.append(z.reshape(z.shape[0], -1).cpu())
+                update(min(total, start + cs))
+    finally:
+        close()
+    logits = torch.cat(outs)
+    u, v = slice.grid(res)
+    c = logits.shape[1]
+    return DecisionField(
+        margin=decision_margin(logits).double().reshape(res, res),
+        entropy=softmax_entropy(logits.double()).reshape(res, res),
+        predicted=predicted_class(logits).reshape(res, res),
+        logits=logits.reshape(res, res, c),
+        u=u,
+        v=v,
+        slice=slice,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Boundary magnification
+# --------------------------------------------------------------------------------------------
+
+
+def boundary_magnification(
+    log10_volume: torch.Tensor | np.ndarray,
+    margin: torch.Tensor | np.ndarray,
+    band: float = 0.1,
+    threshold: float | None = None,
+) -> float:
+    """Mean log10 volume element near the decision boundary minus the mean away from it.
+
+    "Near" is the ``band`` fraction of grid points with the smallest margin (default: the
+    lowest 10 %; a quantile is invariant to the logits' scale, so lazy and rich checkpoints are
+    comparable), or, when ``threshold`` is given, the points with ``margin < threshold``.
+    "Away" is every other point. Positive values mean the metric magnifies areas near the
+    boundary (the paper's finding for trained networks); ~0 for a uniform field.
+
+    Points where either input is not finite (NaN, or -inf log volume where the volume is zero)
+    are ignored. Returns NaN when either group is empty. Raises ``ValueError`` when the two
+    arrays' shapes differ or ``band`` is not in (0, 1).
+    """
+    lv = np.asarray(
+        log10_volume.detach().cpu() if isinstance(log10_volume, torch.Tensor) else log10_volume,
+        dtype=np.float64,
+    )
+    mg = np.asarray(
+        margin.detach().cpu() if isinstance(margin, torch.Tensor) else margin, dtype=np.float64
+    )
+    if lv.shape != mg.shape:
+        raise ValueError(
+            f"log10_volume and margin must have the same shape, got {lv.shape} and {mg.shape}"
+        )
+    ok = np.isfinite(lv) & np.isfinite(mg)
+    lv, mg = lv[ok], mg[ok]
+    if lv.size == 0:
+        return float("nan")
+    if threshold is not None:
+        if not math.isfinite(threshold):
+            raise ValueError(f"threshold must be finite, got {threshold!r}")
+        near = mg < threshold
+    else:
+        if not (0 < band < 1):
+            raise ValueError(f"band must be a fraction in (0, 1), got {band!r}")
+        k = max(1, int(round(band * mg.size)))
+        order = np.argsort(mg, kind="stable")
+        near = np.zeros(mg.size, dtype=bool)
+        near[order[:k]] = True
+    if not near.any() or near.all():
+        return float("nan")
+    return float(lv[near].mean() - lv[~near].mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Effective volume in the full input space
+# --------------------------------------------------------------------------------------------
+
+
+def effective_volume(
+    phi: FeatureFn,
+    points: torch.Tensor,
+    k: int = 8,
+    oversample: int = 8,
+    iters: int = 2,
+    chunk_size: int | None = None,
+    seed: int = 0,
+    *,
+    layer: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k singular values of ``J(x) / sqrt(p)`` and the effective log10 volume element.
+
+    For each input x (of ``points``, (N, *input_shape)), randomized subspace iteration with
+    ``l = k + oversample`` directions: ``Y = J Omega`` by batched JVPs, then ``iters`` rounds of
+    ``Z = J^T Q`` (VJPs) and ``Y = J Z`` (JVPs) with re-orthonormalisation, finally the SVD of
+    the small ``Q^T J`` (l x d). The full Jacobian (p x d) is never formed.
+
+    Returns ``(sigma (N, k), log10_volume (N,))`` with ``log10_volume = sum_i log10 sigma_i``
+    (the paper's effective volume element for d >> p). k must not exceed min(d, p).
+    """
+    x = torch.as_tensor(points)
+    if x.ndim < 2:
+        raise ValueError(f"points must have shape (N, *input_shape), got {tuple(x.shape)}")
+    if k < 1 or oversample < 0 or iters < 0:
+        raise ValueError(
+            f"need k >= 1, oversample >= 0, iters >= 0; got {k}, {oversample}, {iters}"
+        )
+    fn = as_feature_map(phi, layer)
+    shape = tuple(x.shape[1:])
+    d = int(np.prod(shape))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    cs = _check_chunk_size(chunk_size, d * (k + oversample))
+    sig_out, vol_out = [], []
+    with torch.no_grad():
+        p = fn(x[:1]).reshape(1, -1).shape[1]
+    if k > min(d, p):
+        raise ValueError(f"k={k} exceeds min(input dim {d}, feature dim {p})")
+    ell = min(k + oversample, d, p)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], cs):
+            xc = x[start : start + cs]
+            n = xc.shape[0]
+            omega = torch.randn(ell, n, d, generator=gen, dtype=torch.float64).to(xc)
+
+            def jmul(t: torch.Tensor, xc=xc, n=n) -> torch.Tensor:  # (l, n, d) -> (l, n, p)
+                def push(ti: torch.Tensor) -> torch.Tensor:
+                    return jvp(fn, (xc,), (ti.reshape(n, *shape),))[1].reshape(n, -1)
+
+                return vmap(push)(t)
+
+            _, pull = vjp(lambda z, n=n: fn(z).reshape(n, -1), xc)
+
+            def jtmul(y: torch.Tensor, pull=pull, n=n) -> torch.Tensor:  # (l, n, p) -> (l, n, d)
+                return vmap(lambda yi: pull(yi)[0].reshape(n, -1))(y)
+
+            y = jmul(omega)
+            for _ in range(iters):
+                q = torch.linalg.qr(y.permute(1, 2, 0)).Q.permute(2, 0, 1)  # (l, n, p)
+                z = jtmul(q)
+                zq = torch.linalg.qr(z.permute(1, 2, 0)).Q.permute(2, 0, 1)  # (l, n, d)
+                y = jmul(zq)
+            q = torch.linalg.qr(y.permute(1, 2, 0)).Q.permute(2, 0, 1)  # (l, n, p)
+            b = jtmul(q).permute(1, 0, 2)  # (n, l, d) = Q^T J
+            s = torch.linalg.svdvals(b.double())[:, :k] / math.sqrt(p)
+            sig_out.append(s.cpu())
+            vol_out.append(torch.log10(s).sum(1).cpu())
+    return torch.cat(sig_out), torch.cat(vol_out)
