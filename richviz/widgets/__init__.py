@@ -1,0 +1,12 @@
+"""Jupyter widgets over the numerical core: browse checkpoints, view slices, plot metrics.
+
+``CheckpointBrowser``, ``SliceViewer``, ``MetricsPanel`` and ``Explorer`` are ipywidgets
+containers with a ``step`` trait, linked with ``traitlets.link`` in :class:`Explorer`.
+Importing this package loads no model and computes nothing.
+"""
+
+from __future__ import annotations
+
+from richviz.widgets.slice_viewer import SliceViewer
+
+__all__ = ["SliceViewer"]

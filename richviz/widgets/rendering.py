@@ -1,0 +1,300 @@
+"""Presentation helpers for the widgets: colormaps, PNG encoding, contour lines.
+
+Pure numpy (no widget imports, no torch), so everything here runs headless and is cheap to
+test. Fields follow the geometry grid convention: ``values[i, j]`` sits at ``(u[j], v[i])``
+(rows follow v, columns follow u), so v grows with the row index. Images have row 0 at the
+*top*, hence :func:`field_to_rgba` flips rows.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+# Colour stops sampled from matplotlib's viridis and a reversed RdBu (blue = low, red = high).
+COLORMAPS: dict[str, tuple[str, ...]] = {
+    "viridis": (
+        "#440154",
+        "#472d7b",
+        "#3b528b",
+        "#2c728e",
+        "#21918c",
+        "#28ae80",
+        "#5ec962",
+        "#addc30",
+        "#fde725",
+    ),
+    "diverging": (
+        "#2166ac",
+        "#4393c3",
+        "#92c5de",
+        "#d1e5f0",
+        "#f7f7f7",
+        "#fddbc7",
+        "#f4a582",
+        "#d6604d",
+        "#b2182b",
+    ),
+}
+
+# Category colours for classes (d3's category10).
+CLASS_COLORS: tuple[str, ...] = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+def _hex_to_rgb(colors: tuple[str, ...]) -> np.ndarray:
+    """``("#rrggbb", ...)`` -> float array (K, 3) in [0, 255]."""
+    return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=float)
+
+
+def colormap_stops(name: str) -> list[str]:
+    """Hex colour stops of a named colormap (for ``bqplot.ColorScale(colors=...)``)."""
+    if name not in COLORMAPS:
+        raise ValueError(f"cmap={name!r} is not one of {sorted(COLORMAPS)}")
+    return list(COLORMAPS[name])
+
+
+def apply_colormap(
+    values: np.ndarray, vmin: float, vmax: float, cmap: str = "viridis"
+) -> np.ndarray:
+    """Map ``values`` (any shape S) to RGBA uint8 (S + (4,)) by linear interpolation of stops.
+
+    Values are clipped to ``[vmin, vmax]``; the stops are evenly spaced over that range, which
+    is exactly how ``bqplot.ColorScale(colors=stops, min=vmin, max=vmax)`` draws its colour
+    bar. Non-finite values become fully transparent.
+    """
+    stops = _hex_to_rgb(tuple(colormap_stops(cmap)))
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    span = vmax - vmin
+    if not np.isfinite(span) or span <= 0:
+        t = np.full(values.shape, 0.5)
+    else:
+        t = (np.where(finite, values, vmin) - vmin) / span
+    pos = np.clip(t, 0.0, 1.0) * (len(stops) - 1)
+    lo = np.minimum(np.floor(pos).astype(int), len(stops) - 2)
+    frac = (pos - lo)[..., None]
+    rgb = stops[lo] * (1.0 - frac) + stops[lo + 1] * frac
+    out = np.empty(values.shape + (4,), dtype=np.uint8)
+    out[..., :3] = np.round(rgb).astype(np.uint8)
+    out[..., 3] = np.where(finite, 255, 0)
+    return out
+
+
+def color_limits(values: np.ndarray, symmetric: bool = False, percentile: float = 1.0):
+    """Robust colour range ``(vmin, vmax)``: the ``percentile`` and ``100 - percentile`` points.
+
+    ``symmetric=True`` returns ``(-m, m)`` around zero (for differences). Falls back to a unit
+    range when there are no finite values or they are all equal.
+    """
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return (-1.0, 1.0) if symmetric else (0.0, 1.0)
+    lo, hi = np.percentile(finite, [percentile, 100.0 - percentile])
+    if symmetric:
+        m = float(max(abs(lo), abs(hi)))
+        m = m if m > 0 else 1.0
+        return -m, m
+    if hi <= lo:
+        return float(lo) - 0.5, float(lo) + 0.5
+    return float(lo), float(hi)
+
+
+def field_to_rgba(
+    values: np.ndarray, vmin: float, vmax: float, cmap: str = "viridis"
+) -> np.ndarray:
+    """A field (res_v, res_u) indexed ``[i, j] = (v[i], u[j])`` as an image (rows flipped).
+
+    Returns RGBA uint8 (res_v, res_u, 4) whose row 0 is the largest v, as images expect.
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be a 2-D field, got shape {values.shape}")
+    return apply_colormap(values[::-1], vmin, vmax, cmap)
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data))
+        + tag
+        + data
+        + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    )
+
+
+def encode_png(pixels: np.ndarray, compression: int = 6) -> bytes:
+    """Encode uint8 pixels (H, W), (H, W, 3) or (H, W, 4) as PNG bytes (no PIL needed).
+
+    Grey, RGB or RGBA at 8 bits per channel, filter type 0 on every row, one IDAT chunk.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"pixels must be uint8, got {pixels.dtype}")
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4) or 0 in pixels.shape[:2]:
+        raise ValueError(f"pixels must have shape (H, W[, 1|3|4]), got {pixels.shape}")
+    h, w, c = pixels.shape
+    color_type = {1: 0, 3: 2, 4: 6}[c]
+    raw = np.zeros((h, 1 + w * c), dtype=np.uint8)
+    raw[:, 1:] = pixels.reshape(h, w * c)
+    header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), compression)),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
+
+
+def upscale(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of an image (H, W, ...) by an integer ``factor``."""
+    if int(factor) != factor or factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor!r}")
+    factor = int(factor)
+    if factor == 1:
+        return pixels
+    return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+
+
+def image_extent(u: np.ndarray, v: np.ndarray) -> tuple[list[float], list[float]]:
+    """Edges ``([u_left, u_right], [v_bottom, v_top])`` of an image whose pixel centres are the
+    grid points ``u`` (res_u,) and ``v`` (res_v,) (half a grid step beyond the outer points)."""
+    u = np.asarray(u, dtype=float)
+    v = np.asarray(v, dtype=float)
+    du = (u[-1] - u[0]) / (len(u) - 1) if len(u) > 1 else 1.0
+    dv = (v[-1] - v[0]) / (len(v) - 1) if len(v) > 1 else 1.0
+    return [u[0] - du / 2, u[-1] + du / 2], [v[0] - dv / 2, v[-1] + dv / 2]
+
+
+def square_limits(
+    x_range: tuple[float, float], y_range: tuple[float, float]
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Widen the shorter of two ranges (about its centre) so both have the same length.
+
+    With equal data ranges on both axes, a figure whose plot area is square
+    (``min_aspect_ratio = max_aspect_ratio = 1``) draws both axes at the same scale.
+    """
+    half = max(x_range[1] - x_range[0], y_range[1] - y_range[0]) / 2
+    cx = (x_range[0] + x_range[1]) / 2
+    cy = (y_range[0] + y_range[1]) / 2
+    return (cx - half, cx + half), (cy - half, cy + half)
+
+
+def marching_squares(
+    values: np.ndarray, x: np.ndarray, y: np.ndarray, level: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Contour line ``values == level`` as NaN-separated segments, in data coordinates.
+
+    ``values`` (ny, nx) is indexed ``[i, j] = (y[i], x[j])``. Every grid cell whose corners
+    straddle the level contributes one segment (two for a saddle, resolved by the cell's
+    centre value), with end points linearly interpolated along the cell edges. Cells with a
+    non-finite corner are skipped. Returns ``(xs, ys)`` 1-D arrays: ``x0, x1, nan, x0, ...``.
+    """
+    z = np.asarray(values, dtype=float) - level
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if z.ndim != 2 or z.shape != (len(y), len(x)):
+        raise ValueError(f"values must have shape (len(y), len(x)), got {z.shape}")
+    if min(z.shape) < 2:
+        return np.array([]), np.array([])
+    # Corners: a = (i, j) bottom-left, b = (i, j+1), c = (i+1, j+1), d = (i+1, j).
+    a, b, c, d = z[:-1, :-1], z[:-1, 1:], z[1:, 1:], z[1:, :-1]
+    x0, x1 = x[None, :-1], x[None, 1:]
+    y0, y1 = y[:-1, None], y[1:, None]
+    shape = a.shape
+
+    def cross(p, q):
+        """Fraction t in [0, 1] where the edge p -> q meets zero, and whether it does."""
+        hit = (p > 0) != (q > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(hit, p / (p - q), 0.0)
+        return np.clip(t, 0.0, 1.0), hit
+
+    # Edge order: bottom (a->b), right (b->c), top (d->c), left (a->d).
+    tb, hb = cross(a, b)
+    tr, hr = cross(b, c)
+    tt, ht = cross(d, c)
+    tl, hl = cross(a, d)
+    ex = np.stack(
+        [
+            np.broadcast_to(x0 + tb * (x1 - x0), shape),
+            np.broadcast_to(x1, shape),
+            np.broadcast_to(x0 + tt * (x1 - x0), shape),
+            np.broadcast_to(x0, shape),
+        ]
+    )
+    ey = np.stack(
+        [
+            np.broadcast_to(y0, shape),
+            np.broadcast_to(y0 + tr * (y1 - y0), shape),
+            np.broadcast_to(y1, shape),
+            np.broadcast_to(y0 + tl * (y1 - y0), shape),
+        ]
+    )
+    hits = np.stack([hb, hr, ht, hl])
+    valid = np.isfinite(a) & np.isfinite(b) & np.isfinite(c) & np.isfinite(d)
+    count = hits.sum(axis=0)
+
+    segs_x: list[np.ndarray] = []
+    segs_y: list[np.ndarray] = []
+    two = valid & (count == 2)
+    if two.any():
+        idx = np.nonzero(two)
+        edges = np.nonzero(hits[:, idx[0], idx[1]].T)[1].reshape(-1, 2)
+        segs_x.append(np.stack([ex[edges[:, k], idx[0], idx[1]] for k in (0, 1)], axis=1))
+        segs_y.append(np.stack([ey[edges[:, k], idx[0], idx[1]] for k in (0, 1)], axis=1))
+    four = valid & (count == 4)
+    if four.any():
+        i, j = np.nonzero(four)
+        centre = (a[i, j] + b[i, j] + c[i, j] + d[i, j]) / 4
+        same = (centre > 0) == (a[i, j] > 0)
+        # Centre on a's side: a and c connect, cut off b (bottom, right) and d (left, top);
+        # otherwise cut off a (bottom, left) and c (right, top).
+        first = np.where(same[:, None], [0, 1], [0, 3])
+        second = np.where(same[:, None], [3, 2], [1, 2])
+        for pair in (first, second):
+            segs_x.append(np.stack([ex[pair[:, k], i, j] for k in (0, 1)], axis=1))
+            segs_y.append(np.stack([ey[pair[:, k], i, j] for k in (0, 1)], axis=1))
+    if not segs_x:
+        return np.array([]), np.array([])
+    sx = np.concatenate(segs_x)
+    sy = np.concatenate(segs_y)
+    nan = np.full((len(sx), 1), np.nan)
+    return np.hstack([sx, nan]).ravel(), np.hstack([sy, nan]).ravel()
+
+
+def contour_levels(values: np.ndarray, count: int = 5) -> np.ndarray:
+    """``count`` evenly spaced levels strictly inside the finite range of ``values``."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0 or finite.max() <= finite.min():
+        return np.array([])
+    return np.linspace(finite.min(), finite.max(), count + 2)[1:-1]
+
+
+def contour_lines(
+    values: np.ndarray, x: np.ndarray, y: np.ndarray, levels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Several contour levels joined into one NaN-separated pair ``(xs, ys)``."""
+    xs, ys = [np.array([])], [np.array([])]
+    for level in levels:
+        cx, cy = marching_squares(values, x, y, float(level))
+        xs.append(cx)
+        ys.append(cy)
+    return np.concatenate(xs), np.concatenate(ys)

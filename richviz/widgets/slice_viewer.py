@@ -1,0 +1,908 @@
+"""SliceViewer: the pulled-back volume element on a 2-D slice of input space (DESIGN §3).
+
+A bqplot figure with equal scales shows, for the model at the current ``step``:
+
+- a heatmap of log10 of the volume element (``bqplot.Image`` of a PNG coloured in Python),
+  optionally relative to step 0 or minus the infinite-width theory at initialisation;
+- metric ellipses (one ``Lines`` mark, NaN-separated paths);
+- the decision boundary (marching squares on the signed top-2 logit margin);
+- the data points of a 2-D task coloured by class, or the three anchor inputs of an image
+  plane (with thumbnails).
+
+All numbers come from :mod:`richviz.geometry` / :mod:`richviz.theory`; this module only
+schedules the work (a background thread, coarse field first, stale work cancelled) and
+draws. Computed fields are cached per (slice, step, layer, resolution).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bqplot
+import ipywidgets as widgets
+import numpy as np
+import torch
+import traitlets
+from torch import nn
+
+from richviz.errors import DataError
+from richviz.features import LOGITS, PENULTIMATE, layer_names
+from richviz.widgets import rendering
+from richviz.widgets.sources import ModelSource
+from richviz.widgets.tasks import Cancelled, Job, LRUCache, Worker
+
+RESOLUTIONS = (16, 32, 48, 64, 96, 128, 192, 256)
+THEORY_MODES = (("off", "off"), ("contours", "contours"), ("trained − theory", "difference"))
+ELLIPSE_MODES = (("stretch", "stretch"), ("unit ball", "unit_ball"))
+_ACTIVATIONS = {"Tanh": "tanh", "ReLU": "relu", "Sigmoid": "sigmoid", "GELU": "gelu", "_Erf": "erf"}
+MAX_POINTS = 2000
+
+
+def status_html(message: str, kind: str = "info") -> str:
+    """One status line as HTML (``kind``: info, busy, error)."""
+    colour = {"error": "#b00020", "busy": "#555", "info": "#333"}.get(kind, "#333")
+    text = html.escape(" ".join(str(message).split()))
+    return f'<span style="color:{colour};font-size:12px">{text}</span>'
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception as one line: ``TypeName: message``."""
+    msg = " ".join(str(exc).split()) or repr(exc)
+    return f"{type(exc).__name__}: {msg}"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temp file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@dataclass
+class _Field:
+    """One computed grid: numpy copies of the geometry results plus derived lines."""
+
+    u: np.ndarray
+    v: np.ndarray
+    log10_volume: np.ndarray
+    boundary: tuple[np.ndarray, np.ndarray]
+    metric_field: Any
+    ellipses: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass
+class _Context:
+    """Everything that depends on the slice only."""
+
+    version: int
+    slice: Any
+    two_d: bool
+    points: np.ndarray | None = None  # (N, 2) slice coordinates of data points
+    labels: np.ndarray | None = None
+    anchors: np.ndarray | None = None  # (k, 2) slice coordinates of anchor inputs
+    anchor_indices: list[int] = field(default_factory=list)
+    anchor_labels: list[str] = field(default_factory=list)
+    thumbnails: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class _Request:
+    step: int
+    layer: str
+    resolution: int
+    density: int
+    mode: str
+    relative: bool
+    theory: str
+    device: str
+    version: int
+
+
+@dataclass
+class Frame:
+    """What is on screen: the heatmap values and how they were coloured."""
+
+    step: int
+    layer: str
+    resolution: int
+    values: np.ndarray
+    vmin: float
+    vmax: float
+    cmap: str
+    label: str
+    png: bytes
+    extent: tuple[list[float], list[float]]
+    ellipses: tuple[np.ndarray, np.ndarray]
+    boundary: tuple[np.ndarray, np.ndarray]
+    theory_lines: tuple[np.ndarray, np.ndarray]
+
+
+def _numpy(t: Any) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(t, dtype=float)
+
+
+def thumbnail_png(x: torch.Tensor, size: int = 64) -> bytes:
+    """A small PNG of one input: (C, H, W) with C in {1, 3}, (H, W), or a flat square image."""
+    a = x.detach().to("cpu", torch.float64).numpy()
+    if a.ndim == 1:
+        side = int(round(np.sqrt(a.size)))
+        a = a.reshape(side, side) if side * side == a.size else a.reshape(1, -1)
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else np.moveaxis(a[:3], 0, -1)
+    lo, hi = np.nanmin(a), np.nanmax(a)
+    a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    pixels = np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
+    factor = max(1, size // max(pixels.shape[:2]))
+    return rendering.encode_png(rendering.upscale(pixels, factor))
+
+
+def _signed_margin_lines(
+    margin: np.ndarray, predicted: np.ndarray, u: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decision boundary lines from the top-2 margin and predicted class.
+
+    For each class c, ``+margin`` inside its region and ``-margin`` outside is zero exactly on
+    the region's border, so its zero contour is that border (shared borders are found twice, at
+    identical interpolated positions).
+    """
+    xs, ys = [np.array([])], [np.array([])]
+    classes = np.unique(predicted)
+    if len(classes) < 2:
+        return np.array([]), np.array([])
+    for c in classes:
+        signed = np.where(predicted == c, margin, -margin)
+        cx, cy = rendering.marching_squares(signed, u, v, 0.0)
+        xs.append(cx)
+        ys.append(cy)
+        if len(classes) == 2:
+            break
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+class SliceViewer(widgets.VBox):
+    """Heatmap of the log10 volume element on a slice, with ellipses and decision boundary.
+
+    Parameters
+    ----------
+    model_or_run : an ``nn.Module`` or a :class:`richviz.checkpoints.Run`.
+    data : optional ``(x, y)`` for a bare model (a run uses its test split): places the slice
+        and draws the points (2-D) or picks the anchors (images).
+    slice : a :class:`richviz.geometry.Slice`; default: ``Slice.square`` covering the data
+        (2-D inputs, ``margin`` added) or ``Slice.plane`` through three test inputs of
+        different classes (other inputs).
+    step : initial step (a run's last readable step by default).
+    layer : feature layer (``"penultimate"`` default; see ``richviz.features.layer_names``).
+    resolution : grid points per side of the full-resolution field; ``coarse_resolution`` is
+        shown first while the full field is computed.
+    theory_params : ``dict(activation=..., weight_std=..., bias_std=...)`` for the
+        infinite-width overlay; default: activation after the first Linear and the empirical
+        std of its weights and biases at the first step.
+    """
+
+    step = traitlets.Int(0, help="checkpoint step shown")
+    layer = traitlets.Unicode(PENULTIMATE, help="feature layer")
+    resolution = traitlets.Int(96, help="grid points per side (full resolution)")
+    ellipse_density = traitlets.Int(12, help="ellipses per side (0: none)")
+    ellipse_mode = traitlets.Unicode("stretch", help="'stretch' or 'unit_ball'")
+    relative = traitlets.Bool(False, help="show log10 vol(step) - log10 vol(first step)")
+    theory = traitlets.Unicode("off", help="infinite-width overlay: off, contours, difference")
+    device = traitlets.Unicode("auto", help="'auto', 'cpu' or 'cuda'")
+    anchors = traitlets.List(traitlets.Int(), help="test-set indices of the plane's 3 inputs")
+    shown_step = traitlets.Int(-1, help="step of the field on screen (-1: none yet)")
+    shown_resolution = traitlets.Int(0, help="resolution of the field on screen")
+    busy = traitlets.Bool(False, help="True while background work runs")
+
+    def __init__(
+        self,
+        model_or_run: nn.Module | Any,
+        data: tuple[Any, Any] | None = None,
+        slice: Any = None,  # noqa: A002 - the public name in the API contract
+        *,
+        step: int | None = None,
+        layer: str | None = None,
+        resolution: int = 96,
+        coarse_resolution: int = 32,
+        ellipse_density: int = 12,
+        anchors: list[int] | None = None,
+        device: str = "auto",
+        theory_params: dict[str, Any] | None = None,
+        margin: float = 0.1,
+        cache_size: int = 48,
+        **kwargs: Any,
+    ):
+        self._source = ModelSource(model_or_run, data)
+        if resolution < 2 or coarse_resolution < 2:
+            raise ValueError(
+                f"resolution={resolution} and coarse_resolution={coarse_resolution} must be >= 2"
+            )
+        if margin < 0:
+            raise ValueError(f"margin={margin} must be >= 0")
+        self._user_slice = slice
+        self._margin = float(margin)
+        self.coarse_resolution = int(coarse_resolution)
+        self.theory_params = dict(theory_params) if theory_params else None
+        self._fields = LRUCache(cache_size)
+        self._theory_cache = LRUCache(8)
+        self._ctx: _Context | None = None
+        self._version = 0
+        self._apply_lock = threading.RLock()
+        self._worker = Worker("richviz-slice")
+        self.compute_count = 0  #: number of fields computed (pullback_metric calls)
+        self.frame: Frame | None = None  #: what is on screen
+        self._layers_known = False
+        self._controls_sync = False
+
+        steps = self._source.steps
+        if self._source.run is None:
+            self._check_bare_model_inputs()
+        self._build_figure()
+        self._build_controls(steps)
+        super().__init__(
+            children=[self.controls, self.figure, self.thumbnails, self.footer], **kwargs
+        )
+        if self._source.model is not None:
+            self._set_layer_options(self._source.model)
+        with self.hold_trait_notifications():
+            self.resolution = int(resolution)
+            self.ellipse_density = int(ellipse_density)
+            self.device = device
+            if layer is not None:
+                self.layer = layer
+            if anchors is not None:
+                self.anchors = [int(a) for a in anchors]
+            if step is not None:
+                self.step = int(step)
+            elif steps:
+                self.step = steps[-1]
+        self.observe(
+            self._on_request_change,
+            names=[
+                "step",
+                "layer",
+                "resolution",
+                "ellipse_density",
+                "ellipse_mode",
+                "relative",
+                "theory",
+                "device",
+            ],
+        )
+        self.observe(self._on_anchors, names=["anchors"])
+        if steps:
+            self.refresh()
+        else:
+            self._status("this run has no readable checkpoint", "error")
+
+    # ------------------------------------------------------------------ construction
+
+    def _check_bare_model_inputs(self) -> None:
+        if self._user_slice is not None or self._source.data() is not None:
+            return
+        shape = self._source.input_shape()
+        if shape != (2,):
+            raise DataError(
+                "SliceViewer(model): pass data=(x, y) (three inputs of different classes span the "
+                "plane) or slice=Slice.plane(...) for a model whose inputs are not 2-D"
+            )
+
+    def _build_figure(self) -> None:
+        self._image_widget = widgets.Image(
+            value=rendering.encode_png(np.zeros((1, 1, 4), np.uint8)), format="png"
+        )
+        self._sx = bqplot.LinearScale(min=-1.0, max=1.0)
+        self._sy = bqplot.LinearScale(min=-1.0, max=1.0)
+        self._sc = bqplot.ColorScale(colors=rendering.colormap_stops("viridis"), min=0.0, max=1.0)
+        xy = {"x": self._sx, "y": self._sy}
+        self.image_mark = bqplot.Image(image=self._image_widget, scales=xy, x=[-1, 1], y=[-1, 1])
+        self.ellipse_mark = bqplot.Lines(
+            x=[], y=[], scales=xy, colors=["white"], stroke_width=1.0, opacities=[0.85]
+        )
+        self.boundary_mark = bqplot.Lines(x=[], y=[], scales=xy, colors=["black"], stroke_width=2.0)
+        self.theory_mark = bqplot.Lines(
+            x=[], y=[], scales=xy, colors=["#ff00ff"], stroke_width=1.0, line_style="dashed"
+        )
+        self.points_mark = bqplot.Scatter(
+            x=[], y=[], scales=xy, default_size=12, stroke="white", default_opacities=[0.8]
+        )
+        self.anchor_mark = bqplot.Scatter(
+            x=[],
+            y=[],
+            scales=xy,
+            marker="diamond",
+            default_size=80,
+            stroke="black",
+            display_names=True,
+        )
+        # Invisible mark carrying the colour scale, so the ColorAxis has a mark to describe.
+        self._colorbar_mark = bqplot.Scatter(
+            x=[0.0, 0.0],
+            y=[0.0, 0.0],
+            color=[0.0, 1.0],
+            scales={"x": self._sx, "y": self._sy, "color": self._sc},
+            visible=False,
+        )
+        self.color_axis = bqplot.ColorAxis(
+            scale=self._sc, side="right", orientation="vertical", label="log10 volume element"
+        )
+        axes = [
+            bqplot.Axis(scale=self._sx, label="u", grid_lines="none"),
+            bqplot.Axis(scale=self._sy, label="v", orientation="vertical", grid_lines="none"),
+            self.color_axis,
+        ]
+        self.figure = bqplot.Figure(
+            marks=[
+                self.image_mark,
+                self.ellipse_mark,
+                self.theory_mark,
+                self.boundary_mark,
+                self.points_mark,
+                self.anchor_mark,
+                self._colorbar_mark,
+            ],
+            axes=axes,
+            min_aspect_ratio=1.0,
+            max_aspect_ratio=1.0,
+            padding_x=0.0,
+            padding_y=0.0,
+            fig_margin={"top": 20, "bottom": 45, "left": 55, "right": 20},
+            layout=widgets.Layout(width="520px", height="470px"),
+        )
+
+    def _build_controls(self, steps: list[int]) -> None:
+        style = {"description_width": "initial"}
+        self.layer_picker = widgets.Dropdown(
+            options=[PENULTIMATE], value=PENULTIMATE, description="layer", style=style
+        )
+        self.resolution_picker = widgets.Dropdown(
+            options=list(RESOLUTIONS), value=96, description="resolution", style=style
+        )
+        self.density_slider = widgets.IntSlider(
+            value=12, min=0, max=32, description="ellipses", style=style
+        )
+        self.mode_picker = widgets.Dropdown(
+            options=ELLIPSE_MODES, value="stretch", description="ellipse", style=style
+        )
+        self.relative_box = widgets.Checkbox(
+            value=False,
+            description="relative to step 0",
+            indent=False,
+            disabled=self._source.run is None,
+        )
+        self.theory_picker = widgets.Dropdown(
+            options=THEORY_MODES, value="off", description="theory at init", style=style
+        )
+        for w in (self.layer_picker, self.resolution_picker, self.mode_picker, self.theory_picker):
+            w.layout.width = "200px"
+        self.density_slider.layout.width = "240px"
+        self.anchor_pickers = [
+            widgets.BoundedIntText(
+                value=0, min=0, max=0, description=name, layout={"width": "110px"}
+            )
+            for name in ("A", "B", "C")
+        ]
+        self.anchor_button = widgets.Button(description="new plane", layout={"width": "100px"})
+        self.anchor_button.on_click(lambda _b: self._apply_anchor_pickers())
+        self.anchor_row = widgets.HBox(
+            [*self.anchor_pickers, self.anchor_button], layout={"display": "none"}
+        )
+        self.progress = widgets.FloatProgress(
+            value=0.0, min=0.0, max=1.0, description="field", layout={"width": "260px"}
+        )
+        self.status = widgets.HTML(value=status_html("starting…"))
+        self.export_name = widgets.Text(
+            value="richviz-slice", description="file", layout={"width": "220px"}
+        )
+        self.png_button = widgets.Button(description="PNG (browser)", layout={"width": "120px"})
+        self.svg_button = widgets.Button(description="SVG (browser)", layout={"width": "120px"})
+        self.heatmap_button = widgets.Button(description="heatmap PNG", layout={"width": "120px"})
+        self.png_button.on_click(lambda _b: self._guard(self.save_png))
+        self.svg_button.on_click(lambda _b: self._guard(self.save_svg))
+        self.heatmap_button.on_click(lambda _b: self._guard(self.export_heatmap))
+        self.thumbnails = widgets.HBox([])
+
+        for picker, name in (
+            (self.layer_picker, "layer"),
+            (self.resolution_picker, "resolution"),
+            (self.density_slider, "ellipse_density"),
+            (self.mode_picker, "ellipse_mode"),
+            (self.relative_box, "relative"),
+            (self.theory_picker, "theory"),
+        ):
+            picker.observe(self._control_to_trait(name), names="value")
+            self.observe(self._trait_to_control(picker), names=[name])
+
+        self.controls = widgets.VBox(
+            [
+                widgets.HBox([self.layer_picker, self.resolution_picker, self.relative_box]),
+                widgets.HBox([self.density_slider, self.mode_picker, self.theory_picker]),
+                self.anchor_row,
+            ]
+        )
+        self.footer = widgets.VBox(
+            [
+                widgets.HBox([self.progress, self.status]),
+                widgets.HBox(
+                    [self.export_name, self.png_button, self.svg_button, self.heatmap_button]
+                ),
+            ]
+        )
+
+    def _control_to_trait(self, name: str):
+        def handler(change: dict) -> None:
+            if not self._controls_sync:
+                setattr(self, name, change["new"])
+
+        return handler
+
+    def _trait_to_control(self, picker: widgets.ValueWidget):
+        def handler(change: dict) -> None:
+            new = change["new"]
+            if isinstance(picker, widgets.Dropdown):
+                values = [o[1] if isinstance(o, tuple) else o for o in picker.options]
+                if new not in values:
+                    picker.options = [*picker.options, new]
+            self._controls_sync = True
+            try:
+                picker.value = new
+            finally:
+                self._controls_sync = False
+
+        return handler
+
+    def _set_layer_options(self, model: nn.Module) -> None:
+        if self._layers_known:
+            return
+        try:
+            names = layer_names(model)
+        except Exception:
+            names = [PENULTIMATE, LOGITS]
+        if self.layer not in names:
+            names.append(self.layer)
+        self._controls_sync = True
+        try:
+            self.layer_picker.options = names
+            self.layer_picker.value = self.layer
+        finally:
+            self._controls_sync = False
+        self._layers_known = True
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def source(self) -> ModelSource:
+        """The run or model being shown."""
+        return self._source
+
+    @property
+    def slice(self) -> Any:
+        """The current :class:`richviz.geometry.Slice` (None until first computed)."""
+        return self._ctx.slice if self._ctx is not None else None
+
+    def refresh(self) -> None:
+        """Show the field for the current settings: at once when cached, else in the background.
+
+        Returns immediately; stale background work is cancelled (generation counter).
+        """
+        req = _Request(
+            step=self.step if self._source.run is not None else 0,
+            layer=self.layer,
+            resolution=int(self.resolution),
+            density=int(self.ellipse_density),
+            mode=self.ellipse_mode,
+            relative=bool(self.relative) and self._source.run is not None,
+            theory=self.theory,
+            device=self.device,
+            version=self._version,
+        )
+        generation = self._worker.cancel()
+        if self._render_cached(req, generation):
+            return
+        self._worker.submit(self._job, req)
+
+    def wait(self, timeout: float | None = 60.0) -> bool:
+        """Block until background work is done (tests, scripts). False on timeout."""
+        return self._worker.wait(timeout)
+
+    def close(self) -> None:
+        """Stop background work and close the widgets."""
+        self._worker.close()
+        super().close()
+
+    def heatmap_png(self, scale: int = 1) -> bytes:
+        """The heatmap on screen as PNG bytes (headless; ``scale``: pixel enlargement factor)."""
+        if self.frame is None:
+            raise ValueError("no field has been computed yet")
+        rgba = rendering.field_to_rgba(
+            self.frame.values, self.frame.vmin, self.frame.vmax, self.frame.cmap
+        )
+        return rendering.encode_png(rendering.upscale(rgba, scale))
+
+    def export_heatmap(self, path: str | os.PathLike | None = None, scale: int = 4) -> Path:
+        """Write :meth:`heatmap_png` to ``path`` (default ``<file box>-step<step>-heatmap.png``)."""
+        if path is None:
+            step = self.frame.step if self.frame else self.step
+            path = f"{self.export_name.value}-step{step}-heatmap.png"
+        out = atomic_write_bytes(path, self.heatmap_png(scale))
+        self._status(f"heatmap written to {out}")
+        return out
+
+    def save_png(self, path: str | None = None) -> None:
+        """Ask the browser to save the whole figure as PNG (needs a rendered view)."""
+        self.figure.save_png(path or f"{self.export_name.value}.png")
+
+    def save_svg(self, path: str | None = None) -> None:
+        """Ask the browser to save the whole figure as SVG (needs a rendered view)."""
+        self.figure.save_svg(path or f"{self.export_name.value}.svg")
+
+    # ------------------------------------------------------------------ observers
+
+    def _on_request_change(self, change: dict) -> None:
+        if change["name"] == "relative" and change["new"] and self.theory == "difference":
+            self.theory = "off"
+            return
+        if change["name"] == "theory" and change["new"] == "difference" and self.relative:
+            self.relative = False
+            return
+        self.refresh()
+
+    def _on_anchors(self, change: dict) -> None:
+        self._version += 1
+        self._ctx = None
+        self._controls_sync = True
+        try:
+            for picker, idx in zip(self.anchor_pickers, change["new"], strict=False):
+                picker.value = min(max(idx, picker.min), picker.max) if picker.max else idx
+        finally:
+            self._controls_sync = False
+        self.refresh()
+
+    def _apply_anchor_pickers(self) -> None:
+        self.anchors = [int(p.value) for p in self.anchor_pickers]
+
+    def _guard(self, fn) -> None:
+        try:
+            fn()
+        except Exception as exc:  # a button must never break the widget
+            self._status(error_line(exc), "error")
+
+    def _status(self, message: str, kind: str = "info") -> None:
+        self.status.value = status_html(message, kind)
+
+    # ------------------------------------------------------------------ background work
+
+    def _job(self, job: Job, req: _Request) -> None:
+        self.busy = True
+        self.progress.bar_style = "info"
+        try:
+            ctx = self._context(job, req)
+            plan = [req.resolution]
+            coarse = min(self.coarse_resolution, req.resolution)
+            if coarse < req.resolution and not self._have(req, req.resolution):
+                plan = [coarse, req.resolution]
+            for res in plan:
+                self._status(f"step {req.step}: computing {res}×{res} field…", "busy")
+                fld = self._field(job, req, req.step, res, ctx)
+                base = (
+                    self._field(job, req, self._source.steps[0], res, ctx) if req.relative else None
+                )
+                theory = self._theory(job, req, res, ctx, fld) if req.theory != "off" else None
+                job.check()
+                frame = self._compose(req, res, fld, base, theory)
+                self._apply(job.generation, frame, ctx)
+            self.progress.bar_style = "success"
+        except Cancelled:
+            return
+        except Exception as exc:
+            with self._apply_lock:
+                if not job.stale:
+                    self._status(f"step {req.step}: {error_line(exc)}", "error")
+                    self.progress.bar_style = "danger"
+        finally:
+            if not job.stale:
+                self.busy = False
+
+    def _have(self, req: _Request, res: int) -> bool:
+        keys = [(req.version, req.step, req.layer, res)]
+        if req.relative:
+            keys.append((req.version, self._source.steps[0], req.layer, res))
+        return all(k in self._fields for k in keys)
+
+    def _render_cached(self, req: _Request, generation: int) -> bool:
+        """Render synchronously when slice, fields and theory are all cached."""
+        ctx = self._ctx
+        if ctx is None or ctx.version != req.version or not self._have(req, req.resolution):
+            return False
+        fld = self._fields.get((req.version, req.step, req.layer, req.resolution))
+        base = None
+        if req.relative:
+            base = self._fields.get((req.version, self._source.steps[0], req.layer, req.resolution))
+        theory = None
+        if req.theory != "off":
+            theory = self._theory_cache.get((req.version, req.resolution))
+            if theory is None:
+                return False
+        if (req.density, req.mode) not in fld.ellipses and req.density > 0:
+            return False
+        frame = self._compose(req, req.resolution, fld, base, theory)
+        self._apply(generation, frame, ctx)
+        self.busy = False
+        return True
+
+    def _context(self, job: Job, req: _Request) -> _Context:
+        ctx = self._ctx
+        if ctx is not None and ctx.version == req.version:
+            return ctx
+        from richviz.geometry import Slice
+
+        model = self._source.load(req.step, req.device)
+        self._set_layer_options(model)
+        data = self._source.data()
+        x, y = data if data is not None else (None, None)
+        shape = tuple(x.shape[1:]) if x is not None else self._source.input_shape(model)
+        two_d = shape == (2,)
+        ctx = _Context(version=req.version, slice=None, two_d=two_d)
+        if self._user_slice is not None:
+            ctx.slice = self._user_slice
+        elif two_d:
+            if x is not None:
+                ctx.slice = Slice.covering(x, margin=self._margin)
+            else:
+                ctx.slice = Slice.square(torch.zeros(2), 1.0)
+        else:
+            if x is None:
+                raise DataError("pass data=(x, y) or slice=... : an image slice needs three inputs")
+            idx = self._anchor_indices(x, y)
+            ctx.slice = Slice.plane(x[idx[0]], x[idx[1]], x[idx[2]])
+            ctx.anchor_indices = list(idx)
+            ctx.anchor_labels = [
+                f"{'ABC'[k]} #{i}" + (f" (class {int(y[i])})" if y is not None else "")
+                for k, i in enumerate(idx)
+            ]
+            ctx.thumbnails = [thumbnail_png(x[i]) for i in idx]
+            ctx.anchors = _numpy(ctx.slice.to_uv(x[idx]))
+        if x is not None and two_d:
+            keep = slice_points(len(x), MAX_POINTS)
+            ctx.points = _numpy(ctx.slice.to_uv(x[keep]))
+            ctx.labels = y[keep].numpy() if y is not None else None
+        job.check()
+        self._ctx = ctx
+        self._apply_context(ctx, x if not two_d else None)
+        return ctx
+
+    def _anchor_indices(self, x: torch.Tensor, y: torch.Tensor | None) -> list[int]:
+        n = len(x)
+        if len(self.anchors) == 3:
+            bad = [i for i in self.anchors if not 0 <= i < n]
+            if bad:
+                raise ValueError(f"anchors={list(self.anchors)}: indices must lie in [0, {n - 1}]")
+            return list(self.anchors)
+        idx: list[int] = []
+        if y is not None:
+            seen: set[int] = set()
+            for i, label in enumerate(y.tolist()):
+                if label not in seen:
+                    seen.add(label)
+                    idx.append(i)
+                if len(idx) == 3:
+                    break
+        for i in range(n):
+            if len(idx) == 3:
+                break
+            if i not in idx:
+                idx.append(i)
+        if len(idx) < 3:
+            raise DataError(f"an image plane needs three inputs, the data has {n}")
+        return idx
+
+    def _field(self, job: Job, req: _Request, step: int, res: int, ctx: _Context) -> _Field:
+        key = (req.version, step, req.layer, res)
+        fld = self._fields.get(key)
+        if fld is None:
+            from richviz.features import feature_map
+            from richviz.geometry import decision_field, pullback_metric
+
+            model = self._source.load(step, req.device)
+            job.check()
+            self._set_layer_options(model)
+            self.progress.value = 0.0
+            report = job.progress_callback(self._set_progress)
+            phi = feature_map(model, req.layer)
+            mf = pullback_metric(phi, ctx.slice, resolution=res, progress=report)
+            self.compute_count += 1
+            job.check()
+            dec = decision_field(model, ctx.slice, resolution=res)
+            u, v = _numpy(mf.u), _numpy(mf.v)
+            boundary = _signed_margin_lines(
+                _numpy(dec.margin), dec.predicted.detach().cpu().numpy(), u, v
+            )
+            fld = _Field(u, v, _numpy(mf.log10_volume), boundary, mf)
+            self._fields.put(key, fld)
+            self.progress.value = 1.0
+        self._ellipses(fld, req)
+        return fld
+
+    def _ellipses(self, fld: _Field, req: _Request) -> None:
+        if req.density <= 0 or (req.density, req.mode) in fld.ellipses:
+            return
+        from richviz.geometry import metric_ellipses
+
+        xs, ys = metric_ellipses(fld.metric_field, density=req.density, mode=req.mode)
+        fld.ellipses[(req.density, req.mode)] = (_numpy(xs), _numpy(ys))
+
+    def _set_progress(self, value: float) -> None:
+        self.progress.value = float(value)
+
+    def _theory(self, job: Job, req: _Request, res: int, ctx: _Context, fld: _Field) -> np.ndarray:
+        if not ctx.two_d:
+            raise ValueError("the infinite-width theory overlay needs 2-D inputs")
+        key = (req.version, res)
+        out = self._theory_cache.get(key)
+        if out is None:
+            from richviz.theory import infinite_width_volume
+
+            params = self.theory_params or self._infer_theory_params(req)
+            uu, vv = np.meshgrid(fld.u, fld.v)
+            uv = torch.as_tensor(np.stack([uu.ravel(), vv.ravel()], axis=1))
+            points = ctx.slice.to_input(uv, dtype=torch.float64)
+            vol = infinite_width_volume(points, **params)
+            out = np.log10(_numpy(vol)).reshape(len(fld.v), len(fld.u))
+            self._theory_cache.put(key, out)
+        return out
+
+    def _infer_theory_params(self, req: _Request) -> dict[str, Any]:
+        model = self._source.load(self._source.steps[0], req.device)
+        first, act = None, None
+        for m in model.modules():
+            if first is None and isinstance(m, nn.Linear):
+                first = m
+            elif first is not None and type(m).__name__ in _ACTIVATIONS:
+                act = _ACTIVATIONS[type(m).__name__]
+                break
+        if first is None:
+            raise ValueError("the theory overlay needs a model whose first layer is nn.Linear")
+        params = {
+            "activation": act or "erf",
+            "weight_std": float(first.weight.detach().double().std()),
+            "bias_std": float(first.bias.detach().double().std())
+            if first.bias is not None
+            else 0.0,
+        }
+        self.theory_params = params
+        return params
+
+    # ------------------------------------------------------------------ drawing
+
+    def _compose(
+        self,
+        req: _Request,
+        res: int,
+        fld: _Field,
+        base: _Field | None,
+        theory: np.ndarray | None,
+    ) -> Frame:
+        values = fld.log10_volume
+        cmap, label = "viridis", "log10 volume element"
+        if base is not None:
+            values = values - base.log10_volume
+            cmap = "diverging"
+            label = f"log10 vol(step {req.step}) − log10 vol(step {self._source.steps[0]})"
+        elif req.theory == "difference" and theory is not None:
+            values = values - theory
+            cmap, label = "diverging", "log10 vol − theory at init"
+        vmin, vmax = rendering.color_limits(values, symmetric=cmap == "diverging")
+        png = rendering.encode_png(rendering.field_to_rgba(values, vmin, vmax, cmap))
+        empty = (np.array([]), np.array([]))
+        ellipses = fld.ellipses.get((req.density, req.mode), empty) if req.density > 0 else empty
+        theory_lines = empty
+        if req.theory == "contours" and theory is not None:
+            levels = rendering.contour_levels(theory, 6)
+            theory_lines = rendering.contour_lines(theory, fld.u, fld.v, levels)
+        return Frame(
+            step=req.step,
+            layer=req.layer,
+            resolution=res,
+            values=values,
+            vmin=vmin,
+            vmax=vmax,
+            cmap=cmap,
+            label=label,
+            png=png,
+            extent=rendering.image_extent(fld.u, fld.v),
+            ellipses=ellipses,
+            boundary=fld.boundary,
+            theory_lines=theory_lines,
+        )
+
+    def _apply(self, generation: int, frame: Frame, ctx: _Context) -> None:
+        with self._apply_lock:
+            if generation != self._worker.generation:
+                return
+            (u0, u1), (v0, v1) = frame.extent
+            (x0, x1), (y0, y1) = rendering.square_limits((u0, u1), (v0, v1))
+            with self._sx.hold_sync():
+                self._sx.min, self._sx.max = x0, x1
+            with self._sy.hold_sync():
+                self._sy.min, self._sy.max = y0, y1
+            with self._sc.hold_sync():
+                self._sc.colors = rendering.colormap_stops(frame.cmap)
+                self._sc.min, self._sc.max = frame.vmin, frame.vmax
+            self.color_axis.label = frame.label
+            self._image_widget.value = frame.png
+            with self.image_mark.hold_sync():
+                self.image_mark.x = [u0, u1]
+                self.image_mark.y = [v0, v1]
+            for mark, (xs, ys) in (
+                (self.ellipse_mark, frame.ellipses),
+                (self.boundary_mark, frame.boundary),
+                (self.theory_mark, frame.theory_lines),
+            ):
+                with mark.hold_sync():
+                    mark.x, mark.y = xs, ys
+            self.frame = frame
+            with self.hold_trait_notifications():
+                self.shown_step = frame.step
+                self.shown_resolution = frame.resolution
+            done = "" if frame.resolution == self.resolution else " (coarse preview)"
+            self._status(
+                f"step {frame.step} · {frame.layer} · {frame.resolution}×{frame.resolution}{done}"
+            )
+
+    def _apply_context(self, ctx: _Context, x_images: torch.Tensor | None) -> None:
+        with self._apply_lock:
+            if ctx.points is not None:
+                colors = (
+                    [rendering.CLASS_COLORS[int(c) % 10] for c in ctx.labels]
+                    if ctx.labels is not None
+                    else ["#444444"]
+                )
+                with self.points_mark.hold_sync():
+                    self.points_mark.x, self.points_mark.y = ctx.points[:, 0], ctx.points[:, 1]
+                    self.points_mark.colors = colors
+            if ctx.anchors is not None:
+                with self.anchor_mark.hold_sync():
+                    self.anchor_mark.x, self.anchor_mark.y = ctx.anchors[:, 0], ctx.anchors[:, 1]
+                    self.anchor_mark.names = ["A", "B", "C"][: len(ctx.anchors)]
+                    self.anchor_mark.colors = ["#ffffff"]
+                self.thumbnails.children = [
+                    widgets.VBox(
+                        [
+                            widgets.Image(value=png, format="png", width=64, height=64),
+                            widgets.Label(label),
+                        ]
+                    )
+                    for png, label in zip(ctx.thumbnails, ctx.anchor_labels, strict=True)
+                ]
+                n = len(x_images) if x_images is not None else 0
+                self._controls_sync = True
+                try:
+                    for picker, i in zip(self.anchor_pickers, ctx.anchor_indices, strict=False):
+                        picker.max = max(n - 1, 0)
+                        picker.value = i
+                finally:
+                    self._controls_sync = False
+                self.anchor_row.layout.display = "flex"
+            self.theory_picker.disabled = not ctx.two_d
+
+
+def slice_points(n: int, limit: int) -> np.ndarray:
+    """Indices of at most ``limit`` of ``n`` points, evenly spread (deterministic)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.linspace(0, n - 1, limit).round().astype(int)

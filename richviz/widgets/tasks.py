@@ -1,0 +1,186 @@
+"""Background work for the widgets: one worker thread, generation counters, an LRU cache.
+
+The UI thread only *submits* work: :meth:`Worker.submit` returns at once, the job runs on a
+single background thread (jobs run one after another; torch already uses all cores), and a
+newer submission makes older jobs stale. A stale job notices at its next :meth:`Job.check`
+(called between stages and from progress callbacks) and stops; its results are never shown.
+Widget traits may be set from the worker thread (ipykernel 6+ sends comm messages from any
+thread); use ``hold_sync`` for multi-trait updates.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+
+class Cancelled(Exception):
+    """Raised inside a job when a newer job has made it stale."""
+
+
+class Job:
+    """Handle passed to a running job: its generation and a way to ask "am I still wanted?"."""
+
+    def __init__(self, worker: Worker, generation: int):
+        self._worker = worker
+        self.generation = generation
+
+    @property
+    def stale(self) -> bool:
+        """True once a newer job was submitted (or the worker was cancelled/closed)."""
+        return self._worker.generation != self.generation
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if this job is stale."""
+        if self.stale:
+            raise Cancelled
+
+    def progress_callback(
+        self, report: Callable[[float], None] | None = None
+    ) -> Callable[[int, int], None]:
+        """A ``callable(done, total)`` for numerical code: reports ``done / total`` through
+        ``report`` and raises :class:`Cancelled` as soon as the job is stale, which aborts the
+        computation between chunks."""
+
+        def callback(done: int, total: int) -> None:
+            self.check()
+            if report is not None and total:
+                report(min(1.0, done / total))
+
+        return callback
+
+
+class Worker:
+    """A single background thread running the latest job; older jobs are cancelled.
+
+    ``on_error(exc)`` is called (on the worker thread) with any exception a current job raises
+    other than :class:`Cancelled`; the default re-raises nothing and keeps the exception on
+    the returned future.
+    """
+
+    def __init__(
+        self, name: str = "richviz-worker", on_error: Callable[[BaseException], None] | None = None
+    ):
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._futures: list[Future] = []
+        self.on_error = on_error
+
+    @property
+    def generation(self) -> int:
+        """Generation of the newest submitted job."""
+        return self._generation
+
+    def cancel(self) -> int:
+        """Make every submitted job stale; returns the new generation."""
+        with self._lock:
+            self._generation += 1
+            return self._generation
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(job, *args, **kwargs)`` in the background; returns immediately.
+
+        Submitting makes all earlier jobs stale (generation counter).
+        """
+        with self._lock:
+            self._generation += 1
+            job = Job(self, self._generation)
+            future = self._executor.submit(self._run, fn, job, args, kwargs)
+            self._futures = [f for f in self._futures if not f.done()] + [future]
+        return future
+
+    def _run(self, fn: Callable[..., Any], job: Job, args: tuple, kwargs: dict) -> Any:
+        if job.stale:
+            return None
+        try:
+            return fn(job, *args, **kwargs)
+        except Cancelled:
+            return None
+        except BaseException as exc:
+            if self.on_error is not None and not job.stale:
+                self.on_error(exc)
+                return None
+            raise
+
+    @property
+    def busy(self) -> bool:
+        """True while a submitted job has not finished."""
+        with self._lock:
+            return any(not f.done() for f in self._futures)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every submitted job is done (for tests and scripts, not the UI).
+
+        Returns False if ``timeout`` seconds passed first. Jobs submitted by running jobs
+        are waited for too.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = [f for f in self._futures if not f.done()]
+            if not pending:
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                pending[0].exception(timeout=remaining)
+            except FutureTimeout:
+                return False
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        """Cancel pending work and stop the thread (no wait for a running job)."""
+        self.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class LRUCache:
+    """A small thread-safe least-recently-used mapping with hit/miss counters."""
+
+    def __init__(self, maxsize: int = 64):
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """The value for ``key`` (marked most recently used), or ``default``."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            self.misses += 1
+            return default
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store ``value``; evicts the least recently used entry beyond ``maxsize``."""
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
