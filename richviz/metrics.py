@@ -128,6 +128,12 @@ def _centre(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return xc, constant
 
 
+def _unit_scale(xc: torch.Tensor) -> torch.Tensor:
+    """xc divided by its largest |entry| (for scale-invariant metrics: no under/overflow)."""
+    top = xc.abs().max()
+    return xc / top if float(top) > 0 else xc
+
+
 def _gram(xc: torch.Tensor) -> torch.Tensor:
     """Gram matrix on the smaller side: xc^T xc (d, d) if n >= d else xc xc^T (n, n)."""
     return xc.T @ xc if xc.shape[0] >= xc.shape[1] else xc @ xc.T
@@ -143,8 +149,12 @@ def _cross_sq(ac: torch.Tensor, bc: torch.Tensor) -> float:
 
 def _d_lr_core(phic: torch.Tensor, gram_norm: float, fc: torch.Tensor) -> float:
     """D_LR from centred float64 features (n, p), |Phic^T Phic|_F and centred outputs (n, C)."""
+    if not (0.0 < gram_norm < math.inf):
+        return math.nan
     u, s, _ = torch.linalg.svd(fc, full_matrices=False)
     r = int((s > RANK_RTOL * s[0]).sum())
+    if r == 0:
+        return math.nan
     q = u[:, :r]
     aligned = float((q.T @ phic).square().sum())
     cka = aligned / (gram_norm * math.sqrt(r))
@@ -153,7 +163,10 @@ def _d_lr_core(phic: torch.Tensor, gram_norm: float, fc: torch.Tensor) -> float:
 
 def _cka_core(ac: torch.Tensor, a_norm: float, bc: torch.Tensor, b_norm: float) -> float:
     """Linear CKA from centred float64 matrices and their Gram Frobenius norms."""
-    cka = _cross_sq(ac, bc) / (a_norm * b_norm)
+    denom = a_norm * b_norm
+    if not (0.0 < denom < math.inf):
+        return math.nan
+    cka = _cross_sq(ac, bc) / denom
     return min(max(cka, 0.0), 1.0)
 
 
@@ -195,6 +208,7 @@ def d_lr(features: torch.Tensor, outputs: torch.Tensor) -> float:
     fc, f_const = _centre(f)
     if phi_const or f_const:
         return math.nan
+    phic, fc = _unit_scale(phic), _unit_scale(fc)
     return _d_lr_core(phic, float(torch.linalg.matrix_norm(_gram(phic))), fc)
 
 
@@ -215,6 +229,7 @@ def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
     bc, b_const = _centre(b64)
     if a_const or b_const:
         return math.nan
+    ac, bc = _unit_scale(ac), _unit_scale(bc)
     a_norm = float(torch.linalg.matrix_norm(_gram(ac)))
     b_norm = float(torch.linalg.matrix_norm(_gram(bc)))
     return _cka_core(ac, a_norm, bc, b_norm)
@@ -252,7 +267,10 @@ def _neural_collapse(
     out = {k: math.nan for k in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")}
 
     m_norm = float(torch.linalg.matrix_norm(m))
-    means_coincide = m_norm <= _CONST_RTOL * float(torch.linalg.matrix_norm(mu))
+    scale = max(
+        float(torch.linalg.matrix_norm(mu)), float(torch.linalg.matrix_norm(h)) * (c / n) ** 0.5
+    )
+    means_coincide = m_norm <= _CONST_RTOL * scale
     if means_coincide:
         varies = float(torch.linalg.matrix_norm(resid)) > _CONST_RTOL * float(
             torch.linalg.matrix_norm(h)
@@ -411,7 +429,7 @@ class FeatureSpectrum:
     Attributes (CPU float64 tensors unless noted)
     ----------
     eigenvalues : (k,) rho_k of the covariance Phic^T Phic / n (clamped at 0).
-    relative : (k,) rho_k / rho_1 (``nan`` if all rho are 0).
+    relative : (k,) rho_k / rho_1 (``nan`` if all rho are 0, i.e. constant features).
     quality : (k,) Pi*(k): fraction of the centred targets' energy captured by the first k
         eigenfunctions e_j = Phic v_j / sqrt(n rho_j); nondecreasing, in [0, 1].
     utilisation : (k,) Pi_hat(k): the same with the centred outputs Fc.
@@ -481,8 +499,9 @@ def feature_spectrum(
     the same for the centred outputs (utilisation). Eigenfunctions with rho_j < 1e-10 rho_1 are
     numerically undefined and left out. Cost: a min(n,p)^2 Gram and its ``eigh``, float64.
 
-    Degenerate: constant features give zero eigenvalues and ``nan`` relative values, curves
-    and effective rank; constant targets or outputs give a ``nan`` curve for that side.
+    Degenerate: constant features give zero eigenvalues, ``nan`` relative values and
+    effective rank, and all-zero curves (no eigenfunction captures anything); constant
+    targets or outputs (nothing to capture) give a ``nan`` curve for that side.
     Raises ``ValueError`` for wrong shapes / lengths, :class:`NonFiniteError` for NaN/inf.
     """
     phi = _matrix("features", features)
