@@ -231,8 +231,14 @@ class Slice:
         e2 = 2 * math.sqrt(3) * ((flat[1] + flat[2]) / 2 - origin)
         n1, n2 = float(e1.norm()), float(e2.norm())
         scale = max(n1, n2, float((flat[1] - flat[0]).norm()))
-        if scale == 0 or n1 <= 1e-12 * scale or n2 <= 1e-12 * scale:
-            raise ValueError("x0, x1, x2 coincide in pairs; a plane needs three distinct points")
+        if scale == 0:
+            raise ValueError(
+                "x0, x1, x2 coincide; a plane needs three distinct, non-collinear points"
+            )
+        if n1 <= 1e-12 * scale:
+            raise ValueError("x1 and x2 coincide; a plane needs three non-collinear points")
+        if n2 <= 1e-12 * scale:
+            raise ValueError("x0 is the midpoint of x1 and x2 (collinear); the plane is undefined")
         cos = float(e1 @ e2) / (n1 * n2)
         if 1 - abs(cos) <= 1e-12:
             raise ValueError("x0, x1, x2 are collinear; the plane is undefined")
