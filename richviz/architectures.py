@@ -26,6 +26,7 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "gelu": nn.GELU,
     "erf": lambda: _Erf(),
+    "square": lambda: _Square(),
 }
 
 
@@ -34,6 +35,13 @@ class _Erf(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.erf(x * 0.7071067811865476)
+
+
+class _Square(nn.Module):
+    """sigma(u) = u^2 (Gromov's modular-arithmetic network)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
 
 
 def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:

@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from richviz import datasets
-from richviz.devices import best_device
+from richviz.devices import best_device, module_device
 from richviz.errors import CheckpointError, DataError
+from richviz.metrics import METRIC_KEYS, checkpoint_metrics
 
 MANIFEST = "run.json"
 METRICS_CACHE = "metrics.json"
@@ -40,18 +41,6 @@ FORMAT = "richviz-run"
 FORMAT_VERSION = 1
 METRICS_VERSION = 1
 META_KEYS = ("step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time")
-METRIC_KEYS = (
-    "d_lr",
-    "nc1",
-    "nc2_equinorm",
-    "nc2_equiangular",
-    "nc3",
-    "nc4",
-    "cka_init",
-    "param_norm_sq",
-    "param_dist_sq",
-    "effective_rank",
-)
 _SUFFIXES = (".pt", ".pth")
 _NAN = float("nan")
 
@@ -584,9 +573,7 @@ class Run:
             row["error"] = f"{c.path}: weights contain NaN or inf; metrics are NaN"
             return row
         try:
-            from richviz.metrics import checkpoint_metrics
-
-            dev = next(iter(model.parameters()), torch.empty(0)).device
+            dev = module_device(model)
             with torch.no_grad():
                 values = checkpoint_metrics(
                     model, x.to(dev), y.to(dev), init_model=init_model, layer=layer
@@ -653,10 +640,7 @@ def _boundary_magnification(model: nn.Module, x: torch.Tensor, resolution: int =
     """Boundary magnification on a square covering the 2-D data (DESIGN §3)."""
     from richviz.geometry import Slice, boundary_magnification, decision_field, pullback_metric
 
-    lo, hi = x.min(0).values, x.max(0).values
-    center = ((lo + hi) / 2).float()
-    half = float((hi - lo).max()) / 2 * 1.1
-    s = Slice.square(center, half)
+    s = Slice.covering(x.detach().cpu(), margin=0.05)
     field = pullback_metric(model, s, resolution=resolution)
     dec = decision_field(model, s, resolution=resolution)
     return _float(boundary_magnification(field.log10_volume, dec.margin))

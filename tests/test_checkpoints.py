@@ -1,0 +1,354 @@
+"""Runs on disk: round trip, safe loading, unreadable files, atomic writes, caches."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import richviz.checkpoints as ckpts
+from richviz import datasets
+from richviz.checkpoints import Run, atomic_save, checkpoint_name, save_checkpoint
+from richviz.errors import CheckpointError, DataError
+from richviz.features import features_and_outputs
+from richviz.metrics import d_lr
+from richviz.train import Config, checkpoint_steps, evaluate, train
+
+CFG = Config(
+    data="moons",
+    data_kwargs={"n": 120},
+    arch="mlp",
+    arch_kwargs={"in_features": 2, "hidden": [8], "out_features": 2},
+    steps=30,
+    lr=0.1,
+    momentum=0.9,
+    batch_size=32,
+    checkpoints=6,
+)
+STEPS = checkpoint_steps(30, 6)
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "moons"
+    train(CFG, out, seed=3, progress=False)
+    return out
+
+
+@pytest.fixture
+def run_dir(master, tmp_path) -> Path:
+    """A private copy of the module's run (without its metrics cache) that a test may damage."""
+    path = Path(shutil.copytree(master, tmp_path / "run"))
+    (path / "metrics.json").unlink(missing_ok=True)
+    return path
+
+
+def _one_line(msg: str) -> bool:
+    return "\n" not in msg and len(msg) < 400
+
+
+def test_round_trip(master):
+    run = Run.open(master)
+    assert run.steps == STEPS == [c.step for c in run.checkpoints]
+    assert all(c.readable and c.error is None for c in run.checkpoints)
+    m = run.manifest
+    assert m["architecture"] == {"name": "mlp", "kwargs": CFG.arch_kwargs, "alpha": None}
+    assert m["data"] == {"name": "moons", "kwargs": {"n": 120}} and m["seed"] == 3
+    assert m["hparams"]["lr"] == 0.1 and m["hparams"]["checkpoint_steps"] == STEPS
+    # the manifest on disk lists every checkpoint with its metadata
+    on_disk = json.loads((master / "run.json").read_text())
+    assert [e["step"] for e in on_disk["checkpoints"]] == STEPS
+    data = run.data()
+    assert data.name == "moons" and len(data.x_train) + len(data.x_test) == 120
+    for c in run.checkpoints:
+        assert set(ckpts.META_KEYS) <= set(c.meta)
+        raw = torch.load(c.path, weights_only=True)
+        model = run.load(c.step)
+        assert not model.training
+        for k, v in raw["state_dict"].items():
+            torch.testing.assert_close(model.state_dict()[k], v)
+        # the stored accuracy is what the loaded weights actually achieve
+        loss, acc = evaluate(model, data.x_test, data.y_test, "ce")
+        assert acc == pytest.approx(c.meta["test_acc"]) and loss == pytest.approx(
+            c.meta["test_loss"]
+        )
+    assert run.checkpoints[-1].meta["epoch"] == pytest.approx(30 * 32 / len(data.x_train))
+    # training changed the weights
+    w0, w1 = run.load(0)[1].weight, run.load(30)[1].weight
+    assert not torch.equal(w0, w1)
+
+
+def test_open_accepts_manifest_path_and_device(master):
+    run = Run.open(master / "run.json")
+    assert run.path == master
+    model = run.load(0, device="cpu")
+    assert next(model.parameters()).device == torch.device("cpu")
+
+
+def test_lru_cache_returns_same_object_and_evicts(master):
+    run = Run.open(master, cache_size=2)
+    a = run.load(0)
+    assert run.load(0) is a
+    run.load(1)
+    run.load(2)  # evicts step 0 (least recently used)
+    assert run.load(2) is run.load(2)
+    b = run.load(0)
+    assert b is not a
+    torch.testing.assert_close(b.state_dict(), a.state_dict())
+
+
+def test_malicious_pickle_never_runs(run_dir, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = run_dir / checkpoint_name(7)
+    torch.save({"state_dict": {"0.weight": Evil()}, "meta": {"step": 7}}, bad)
+    run = Run.open(run_dir)
+    ck = run.checkpoint(7)
+    assert not ck.readable and not marker.exists()
+    assert str(bad) in ck.error and "refused" in ck.error and _one_line(ck.error)
+    with pytest.raises(CheckpointError, match="refused") as exc:
+        run.load(7)
+    assert str(bad) in str(exc.value) and not marker.exists()
+    assert run.steps == STEPS  # the good checkpoints are still there
+    # the payload is live: an unsafe load would have created the marker
+    torch.load(bad, weights_only=False)
+    assert marker.exists()
+
+
+def test_plain_pickle_file_is_refused(run_dir, tmp_path):
+    marker = tmp_path / "pwned2"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = run_dir / "step_00000008.pt"
+    with open(bad, "wb") as f:
+        pickle.dump({"state_dict": Evil()}, f)
+    run = Run.open(run_dir)
+    assert not run.checkpoint(8).readable and not marker.exists()
+    with pytest.raises(CheckpointError):
+        run.load(8)
+    assert not marker.exists()
+
+
+def test_truncated_file_names_the_file(run_dir):
+    path = run_dir / checkpoint_name(STEPS[2])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    run = Run.open(run_dir)
+    ck = run.checkpoint(STEPS[2])
+    assert not ck.readable and str(path) in ck.error and "truncated" in ck.error
+    assert _one_line(ck.error)
+    with pytest.raises(CheckpointError) as exc:
+        run.load(STEPS[2])
+    assert str(path) in str(exc.value)
+    # every other checkpoint still loads
+    others = [s for s in STEPS if s != STEPS[2]]
+    assert run.steps == others
+    for s in others:
+        run.load(s)
+
+
+@pytest.mark.parametrize(
+    "kind", ["random", "json", "empty", "other_arch", "shape", "not_state_dict"]
+)
+def test_foreign_files_are_unreadable(run_dir, kind):
+    path = run_dir / checkpoint_name(999)
+    if kind == "random":
+        path.write_bytes(os.urandom(3000))
+    elif kind == "json":
+        path.write_text(json.dumps({"state_dict": {"a": 1}}))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "other_arch":
+        torch.save(nn.Sequential(nn.Conv2d(1, 2, 3)).state_dict(), path)
+    elif kind == "shape":
+        other = nn.Sequential(nn.Flatten(), nn.Linear(2, 9), nn.Tanh(), nn.Linear(9, 2))
+        save_checkpoint(path, other.state_dict(), {"step": 999})
+    else:
+        torch.save({"state_dict": [1, 2, 3]}, path)
+    run = Run.open(run_dir)
+    ck = run.checkpoint(999)
+    assert not ck.readable and ck.error.startswith(str(path)) and _one_line(ck.error)
+    if kind == "shape":
+        assert "'1.weight'" in ck.error and "(9, 2)" in ck.error and "(8, 2)" in ck.error
+    if kind == "other_arch":
+        assert "missing" in ck.error
+    with pytest.raises(CheckpointError, match=str(path)):
+        run.load(999)
+    assert 999 not in run.steps and run.steps == STEPS
+
+
+def test_missing_or_invalid_manifest(run_dir, tmp_path):
+    with pytest.raises(CheckpointError, match="no such run folder"):
+        Run.open(tmp_path / "nowhere")
+    (run_dir / "run.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=str(run_dir / "run.json")):
+        Run.open(run_dir)
+    (run_dir / "run.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(CheckpointError, match="not a richviz run manifest"):
+        Run.open(run_dir)
+    (run_dir / "run.json").write_text(
+        json.dumps({"format": "richviz-run", "version": 1, "architecture": {"name": "nope"}})
+    )
+    with pytest.raises(CheckpointError, match="cannot build the architecture"):
+        Run.open(run_dir)
+    (run_dir / "run.json").unlink()
+    with pytest.raises(CheckpointError, match=r"run\.json: run manifest is missing"):
+        Run.open(run_dir)
+
+
+def test_atomic_write_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    atomic_save({"state_dict": {"w": torch.ones(3)}}, path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"state_dict": {"w": torch.zeros(3)}}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
+
+
+def test_nan_weights_load_with_flag_and_nan_metrics(run_dir):
+    run = Run.open(run_dir)
+    sd = run.load(STEPS[-1]).state_dict()
+    sd = {k: v.clone() for k, v in sd.items()}
+    sd["1.weight"][0, 0] = float("nan")
+    save_checkpoint(run_dir / checkpoint_name(500), sd, {"step": 500})
+    run = Run.open(run_dir)
+    ck = run.checkpoint(500)
+    assert ck.readable and ck.nonfinite
+    with pytest.warns(UserWarning, match="NaN"):
+        model = run.load(500)
+    assert torch.isnan(model[1].weight).any()
+    rows = {r["step"]: r for r in run.metrics(progress=False)}
+    assert math.isnan(rows[500]["d_lr"]) and "NaN" in rows[500]["error"]
+    assert rows[STEPS[-1]]["error"] is None and math.isfinite(rows[STEPS[-1]]["d_lr"])
+
+
+def test_metrics_rows_match_independent_computation(master):
+    run = Run.open(master)
+    seen = []
+    rows = run.metrics(progress=lambda done, total: seen.append((done, total)))
+    assert [r["step"] for r in rows] == STEPS
+    assert seen[-1] == (len(STEPS), len(STEPS)) or seen == [(0, 0)]  # cached by an earlier test
+    x, y = run.probe()
+    assert len(x) == len(run.data().x_train)
+    for r in rows:
+        assert r["error"] is None
+        f, o = features_and_outputs(run.load(r["step"]), x)
+        assert r["d_lr"] == pytest.approx(d_lr(f, o), rel=1e-6, abs=1e-9)
+        assert r["test_acc"] == run.checkpoint(r["step"]).meta["test_acc"]
+        assert math.isfinite(r["boundary_magnification"])
+    assert rows[0]["cka_init"] == pytest.approx(1.0) and rows[0]["param_dist_sq"] == 0
+    assert rows[-1]["param_dist_sq"] > 0
+    assert (master / "metrics.json").is_file()
+
+
+def test_metrics_cache_reused_and_invalidated(run_dir, monkeypatch):
+    calls = []
+    real = ckpts.checkpoint_metrics
+
+    def counting(model, x, y, **kw):
+        calls.append(1)
+        return real(model, x, y, **kw)
+
+    monkeypatch.setattr(ckpts, "checkpoint_metrics", counting)
+    first = Run.open(run_dir).metrics(progress=False)
+    assert len(calls) == len(STEPS)
+    second = Run.open(run_dir).metrics(progress=False)
+    assert len(calls) == len(STEPS)  # nothing recomputed
+    assert json.dumps(first) == json.dumps(second)
+    # rewrite one (non-initial) checkpoint with other weights: only it is recomputed
+    run = Run.open(run_dir)
+    path = run.checkpoint(STEPS[3]).path
+    save_checkpoint(path, run.load(STEPS[-1]).state_dict(), {"step": STEPS[3]})
+    third = Run.open(run_dir).metrics(progress=False)
+    assert len(calls) == len(STEPS) + 1
+    assert third[3]["d_lr"] == pytest.approx(third[-1]["d_lr"])
+    assert third[3]["d_lr"] != pytest.approx(first[3]["d_lr"])
+    # another layer is another cache key
+    Run.open(run_dir).metrics(progress=False, layer="logits")
+    assert len(calls) == 2 * len(STEPS) + 1
+
+
+def test_from_state_dicts(tmp_path):
+    torch.manual_seed(0)
+
+    def factory():
+        return nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2))
+
+    folder = tmp_path / "sd"
+    folder.mkdir()
+    models = {s: factory() for s in (100, 2, 10)}
+    for s, m in models.items():
+        torch.save(m.state_dict(), folder / f"step_{s}.pt")
+    run = Run.from_state_dicts(factory, folder, data="moons")
+    assert run.steps == [2, 10, 100]
+    assert run.checkpoints[0].path.name == "step_2.pt"
+    torch.testing.assert_close(run.load(10).state_dict(), models[10].state_dict())
+    assert run.data().name == "moons"
+    rows = run.metrics(progress=False)
+    assert [r["step"] for r in rows] == [2, 10, 100] and math.isnan(rows[0]["test_acc"])
+    assert rows[0]["error"] is None and math.isfinite(rows[0]["d_lr"])
+
+    names = tmp_path / "names"
+    names.mkdir()
+    for n in ("b.pt", "a.pt", "c10.pth"):
+        torch.save(factory().state_dict(), names / n)
+    run = Run.from_state_dicts(factory, names)
+    assert run.steps == [0, 1, 2] and [c.path.name for c in run.checkpoints] == [
+        "a.pt",
+        "b.pt",
+        "c10.pth",
+    ]
+    assert all(c.meta == {"step": c.step, "nonfinite": False} for c in run.checkpoints)
+    with pytest.raises(DataError, match="names no data set"):
+        run.data()
+    with pytest.raises(CheckpointError, match="no \\*.pt"):
+        Run.from_state_dicts(factory, tmp_path / "sd" / "..")
+
+
+def test_from_state_dicts_with_dataset_object(tmp_path):
+    def factory():
+        return nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+
+    torch.save(factory().state_dict(), tmp_path / "0.pt")
+    data = datasets.load("xor", n=40)
+    run = Run.from_state_dicts(factory, tmp_path, data=data)
+    assert run.data() is data
+    x, y = run.probe(size=10)
+    assert len(x) == 10 and torch.equal(x, run.probe(size=10)[0])
+
+
+def test_writer_refuses_existing_run(master):
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(CFG, master, progress=False)
+
+
+def test_no_warnings_on_clean_load(master):
+    run = Run.open(master)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run.load(STEPS[-1])
