@@ -7,6 +7,9 @@ Importing this package loads no model and computes nothing.
 
 from __future__ import annotations
 
+from richviz.widgets.browser import CheckpointBrowser
+from richviz.widgets.explorer import Explorer
+from richviz.widgets.metrics_panel import MetricsPanel
 from richviz.widgets.slice_viewer import SliceViewer
 
-__all__ = ["SliceViewer"]
+__all__ = ["CheckpointBrowser", "Explorer", "MetricsPanel", "SliceViewer"]

@@ -40,7 +40,14 @@ from richviz.widgets.tasks import Cancelled, Job, LRUCache, Worker
 RESOLUTIONS = (16, 32, 48, 64, 96, 128, 192, 256)
 THEORY_MODES = (("off", "off"), ("contours", "contours"), ("trained − theory", "difference"))
 ELLIPSE_MODES = (("stretch", "stretch"), ("unit ball", "unit_ball"))
-_ACTIVATIONS = {"Tanh": "tanh", "ReLU": "relu", "Sigmoid": "sigmoid", "GELU": "gelu", "_Erf": "erf"}
+_ACTIVATIONS = {
+    "Tanh": "tanh",
+    "ReLU": "relu",
+    "Sigmoid": "sigmoid",
+    "GELU": "gelu",
+    "_Erf": "erf",
+    "Erf": "erf",
+}
 MAX_POINTS = 2000
 
 
@@ -339,11 +346,11 @@ class SliceViewer(widgets.VBox):
             visible=False,
         )
         self.color_axis = bqplot.ColorAxis(
-            scale=self._sc, side="right", orientation="vertical", label="log10 volume element"
+            scale=self._sc, side="right", label="log10 volume element"
         )
         axes = [
             bqplot.Axis(scale=self._sx, label="u", grid_lines="none"),
-            bqplot.Axis(scale=self._sy, label="v", orientation="vertical", grid_lines="none"),
+            bqplot.Axis(scale=self._sy, label="v", side="left", grid_lines="none"),
             self.color_axis,
         ]
         self.figure = bqplot.Figure(
@@ -454,12 +461,15 @@ class SliceViewer(widgets.VBox):
     def _trait_to_control(self, picker: widgets.ValueWidget):
         def handler(change: dict) -> None:
             new = change["new"]
-            if isinstance(picker, widgets.Dropdown):
-                values = [o[1] if isinstance(o, tuple) else o for o in picker.options]
-                if new not in values:
-                    picker.options = [*picker.options, new]
             self._controls_sync = True
             try:
+                if isinstance(picker, widgets.Dropdown):
+                    values = [o[1] if isinstance(o, tuple) else o for o in picker.options]
+                    if new not in values:
+                        options = list(picker.options) + [new]
+                        if all(isinstance(v, (int, float)) for v in options):
+                            options = sorted(options)
+                        picker.options = options
                 picker.value = new
             finally:
                 self._controls_sync = False
@@ -602,7 +612,7 @@ class SliceViewer(widgets.VBox):
                 base = (
                     self._field(job, req, self._source.steps[0], res, ctx) if req.relative else None
                 )
-                theory = self._theory(job, req, res, ctx, fld) if req.theory != "off" else None
+                theory = self._theory(job, req, res, ctx) if req.theory != "off" else None
                 job.check()
                 frame = self._compose(req, res, fld, base, theory)
                 self._apply(job.generation, frame, ctx)
@@ -743,26 +753,23 @@ class SliceViewer(widgets.VBox):
             return
         from richviz.geometry import metric_ellipses
 
-        xs, ys = metric_ellipses(fld.metric_field, density=req.density, mode=req.mode)
+        density = min(req.density, len(fld.u))  # a coarse preview has fewer cells
+        xs, ys = metric_ellipses(fld.metric_field, density=density, mode=req.mode)
         fld.ellipses[(req.density, req.mode)] = (_numpy(xs), _numpy(ys))
 
     def _set_progress(self, value: float) -> None:
         self.progress.value = float(value)
 
-    def _theory(self, job: Job, req: _Request, res: int, ctx: _Context, fld: _Field) -> np.ndarray:
-        if not ctx.two_d:
-            raise ValueError("the infinite-width theory overlay needs 2-D inputs")
+    def _theory(self, job: Job, req: _Request, res: int, ctx: _Context) -> np.ndarray:
+        """log10 of the infinite-width volume element at initialisation on the slice grid."""
         key = (req.version, res)
         out = self._theory_cache.get(key)
         if out is None:
-            from richviz.theory import infinite_width_volume
+            from richviz.theory import infinite_width_field
 
             params = self.theory_params or self._infer_theory_params(req)
-            uu, vv = np.meshgrid(fld.u, fld.v)
-            uv = torch.as_tensor(np.stack([uu.ravel(), vv.ravel()], axis=1))
-            points = ctx.slice.to_input(uv, dtype=torch.float64)
-            vol = infinite_width_volume(points, **params)
-            out = np.log10(_numpy(vol)).reshape(len(fld.v), len(fld.u))
+            job.check()
+            out = _numpy(infinite_width_field(ctx.slice, res, **params).log10_volume)
             self._theory_cache.put(key, out)
         return out
 
@@ -898,7 +905,6 @@ class SliceViewer(widgets.VBox):
                 finally:
                     self._controls_sync = False
                 self.anchor_row.layout.display = "flex"
-            self.theory_picker.disabled = not ctx.two_d
 
 
 def slice_points(n: int, limit: int) -> np.ndarray:

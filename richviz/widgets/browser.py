@@ -1,0 +1,209 @@
+"""CheckpointBrowser: the checkpoints of a run, one per row; selecting one loads it.
+
+Readable rows show step, test accuracy and loss (from the checkpoint metadata); unreadable
+rows are marked with ✗ and, when selected, show their one-line error while the previously
+loaded model stays loaded (and ``step`` keeps its value). Loading runs in the background.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import ipywidgets as widgets
+import torch
+import traitlets
+
+from richviz.widgets.slice_viewer import error_line, status_html
+from richviz.widgets.sources import device_arg, load_model
+from richviz.widgets.tasks import Job, Worker
+
+
+def _fmt(value: Any, spec: str) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(v) else format(v, spec)
+
+
+def checkpoint_label(ck: Any) -> str:
+    """One row of the list: ``step │ acc │ loss`` or ``step ✗ unreadable``."""
+    if not ck.readable:
+        return f"{ck.step:>8}  ✗ unreadable"
+    meta = ck.meta or {}
+    acc = meta.get("test_acc", meta.get("train_acc"))
+    loss = meta.get("test_loss", meta.get("train_loss"))
+    return f"{ck.step:>8}  acc {_fmt(acc, '.3f'):>6}  loss {_fmt(loss, '.4f'):>8}"
+
+
+_MONO_CSS = "<style>.richviz-mono select { font-family: monospace; }</style>"
+
+
+class CheckpointBrowser(widgets.VBox):
+    """List of a run's checkpoints with a device choice; the selected one is loaded.
+
+    Traits: ``step`` (the loaded checkpoint's step), ``device`` (``"auto"``, ``"cpu"``,
+    ``"cuda"``). Attributes: ``model`` (the loaded ``nn.Module``) and ``checkpoint`` (its
+    :class:`richviz.checkpoints.Checkpoint`); ``loaded_step`` / ``loaded_device``.
+    """
+
+    step = traitlets.Int(0, help="step of the selected (loaded) checkpoint")
+    device = traitlets.Unicode("auto", help="'auto', 'cpu' or 'cuda'")
+    selected_index = traitlets.Int(-1, help="row selected in the list")
+
+    def __init__(self, run: Any, step: int | None = None, device: str = "auto", **kwargs: Any):
+        self.run = run
+        self.model: torch.nn.Module | None = None
+        self.checkpoint: Any = None
+        self.loaded_step: int | None = None
+        self.loaded_device: str | None = None
+        self.load_count = 0  #: number of models actually loaded by this browser
+        self._lock = threading.RLock()
+        self._worker = Worker("richviz-browser")
+        self._syncing = False
+        checkpoints = list(run.checkpoints)
+        self._index = {ck.step: i for i, ck in enumerate(checkpoints)}
+
+        self.title = widgets.HTML(
+            value=_MONO_CSS
+            + f"<b>{getattr(run.path, 'name', run.path)}</b> · {len(checkpoints)} checkpoints"
+            f" ({sum(not c.readable for c in checkpoints)} unreadable)"
+        )
+        self.list = widgets.Select(
+            options=[(checkpoint_label(ck), i) for i, ck in enumerate(checkpoints)],
+            value=None,
+            rows=min(14, max(4, len(checkpoints))),
+            layout=widgets.Layout(width="320px"),
+        )
+        self.list.add_class("richviz-mono")
+        options = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        self.device_picker = widgets.Dropdown(
+            options=options, value=device if device in options else "auto", description="device"
+        )
+        self.device_picker.layout.width = "200px"
+        self.info = widgets.HTML(value=status_html("no checkpoint loaded"))
+        self.status = widgets.HTML(value="")
+        super().__init__(
+            children=[self.title, self.list, self.device_picker, self.info, self.status],
+            **kwargs,
+        )
+        self.device = self.device_picker.value
+        self.list.observe(self._on_select, names="value")
+        self.device_picker.observe(lambda c: setattr(self, "device", c["new"]), names="value")
+        self.observe(self._on_device, names="device")
+        steps = run.steps
+        initial = step if step is not None else (steps[-1] if steps else None)
+        self.observe(self._on_step, names="step")
+        if initial is not None:
+            if initial == self.step:
+                self._on_step({"new": initial, "old": None})
+            else:
+                self.step = initial
+
+    # ---------------------------------------------------------------- public
+
+    def wait(self, timeout: float | None = 60.0) -> bool:
+        """Block until a pending load finished (tests, scripts)."""
+        return self._worker.wait(timeout)
+
+    def close(self) -> None:
+        self._worker.close()
+        super().close()
+
+    def select(self, step: int) -> None:
+        """Select the row of ``step`` as a user would (unreadable rows show their error)."""
+        if step not in self._index:
+            raise ValueError(f"step={step} is not a checkpoint of this run")
+        self.list.value = self._index[step]
+
+    # ---------------------------------------------------------------- observers
+
+    def _on_select(self, change: dict) -> None:
+        if self._syncing or change["new"] is None:
+            return
+        ck = self.run.checkpoints[change["new"]]
+        self.selected_index = change["new"]
+        if not ck.readable:
+            self._show_unreadable(ck)
+            return
+        self.step = ck.step
+
+    def _show_unreadable(self, ck: Any) -> None:
+        kept = f"; still showing step {self.loaded_step}" if self.loaded_step is not None else ""
+        self.status.value = status_html(f"step {ck.step}: {ck.error}{kept}", "error")
+
+    def _on_step(self, change: dict) -> None:
+        step = change["new"]
+        idx = self._index.get(step)
+        if idx is not None:
+            self._syncing = True
+            try:
+                self.list.value = idx
+                self.selected_index = idx
+            finally:
+                self._syncing = False
+        if idx is None:
+            self.status.value = status_html(f"step {step} is not a checkpoint of this run", "error")
+            return
+        ck = self.run.checkpoints[idx]
+        if not ck.readable:
+            self._show_unreadable(ck)
+            self._revert()
+            return
+        self._request_load(step)
+
+    def _on_device(self, change: dict) -> None:
+        if self.device_picker.value != change["new"]:
+            self.device_picker.value = change["new"]
+        if self.loaded_step is not None or self.step in self._index:
+            self._request_load(self.step)
+
+    def _revert(self) -> None:
+        """Put ``step`` back on the loaded checkpoint (linked widgets follow)."""
+        if self.loaded_step is not None and self.step != self.loaded_step:
+            self.step = self.loaded_step
+
+    # ---------------------------------------------------------------- loading
+
+    def _request_load(self, step: int) -> None:
+        self.info.value = status_html(f"loading step {step}…", "busy")
+        self._worker.submit(self._load, step, self.device)
+
+    def _load(self, job: Job, step: int, device: str) -> None:
+        try:
+            model = load_model(self.run, step, device_arg(device))
+        except Exception as exc:
+            if job.stale:
+                return
+            ck = self.run.checkpoints[self._index[step]]
+            label = checkpoint_label(ck)
+            options = list(self.list.options)
+            idx = self._index[step]
+            if options[idx][0] != label:
+                self._syncing = True
+                try:
+                    options[idx] = (label, idx)
+                    self.list.options = options
+                    self.list.value = idx
+                finally:
+                    self._syncing = False
+            kept = (
+                f"; still showing step {self.loaded_step}" if self.loaded_step is not None else ""
+            )
+            self.status.value = status_html(f"step {step}: {error_line(exc)}{kept}", "error")
+            self._revert()
+            return
+        if job.stale:
+            return
+        with self._lock:
+            if model is not self.model:
+                self.load_count += 1
+            self.model = model
+            self.checkpoint = self.run.checkpoints[self._index[step]]
+            self.loaded_step = step
+            dev = next(iter(model.parameters()), torch.empty(0)).device
+            self.loaded_device = str(dev)
+        self.info.value = status_html(f"loaded step {step} on {dev}")
+        self.status.value = ""

@@ -1,0 +1,467 @@
+"""Widget state tests: linking, background work, caching, exports (no browser needed).
+
+One tiny run (2-D moons, a 2-16-16-2 MLP, 40 steps, 4 checkpoints) is trained once per module;
+a truncated copy of one checkpoint is added as an unreadable checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from richviz import datasets, train
+from richviz.checkpoints import Run, checkpoint_name
+from richviz.errors import DataError
+from richviz.geometry import pullback_metric
+from richviz.widgets import CheckpointBrowser, Explorer, MetricsPanel, SliceViewer, rendering
+from richviz.widgets.tasks import LRUCache, Worker
+
+BAD_STEP = 3
+VIEWER = {"resolution": 24, "coarse_resolution": 12, "ellipse_density": 6}
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Minimal independent PNG reader for 8-bit, filter-0, non-interlaced images."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(tag + body) & 0xFFFFFFFF
+        if tag == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    w, h, depth, color_type, _, _, interlace = header
+    assert depth == 8 and interlace == 0
+    channels = {0: 1, 2: 3, 6: 4}[color_type]
+    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(h, 1 + w * channels)
+    assert (raw[:, 0] == 0).all()
+    return raw[:, 1:].reshape(h, w, channels)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    out = tmp_path_factory.mktemp("widgets") / "moons"
+    cfg = dataclasses.replace(
+        train.PRESETS["moons"],
+        steps=40,
+        checkpoints=4,
+        arch_kwargs={"in_features": 2, "hidden": [16, 16], "out_features": 2},
+    )
+    trained = train.train(cfg, out, progress=False, seed=0)
+    steps = trained.steps
+    assert len(steps) >= 3 and BAD_STEP not in steps
+    good = trained.checkpoints[-1].path
+    data = good.read_bytes()
+    (out / checkpoint_name(BAD_STEP)).write_bytes(data[: len(data) // 2])
+    return Run.open(out)
+
+
+@pytest.fixture(scope="module")
+def explorer(run: Run) -> Explorer:
+    ex = Explorer(run, viewer=VIEWER)
+    assert ex.wait(120)
+    yield ex
+    ex.close()
+
+
+def other_step(run: Run, not_this: int) -> int:
+    return next(s for s in reversed(run.steps) if s != not_this)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def test_png_encoding_round_trip():
+    rng = np.random.default_rng(0)
+    for shape in [(5, 7), (6, 3, 3), (4, 9, 4)]:
+        pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        decoded = decode_png(rendering.encode_png(pixels))
+        np.testing.assert_array_equal(decoded.reshape(pixels.shape), pixels)
+
+
+def test_colormap_matches_stops_and_flips_rows():
+    stops = rendering.COLORMAPS["viridis"]
+    first = [int(stops[0][i : i + 2], 16) for i in (1, 3, 5)]
+    last = [int(stops[-1][i : i + 2], 16) for i in (1, 3, 5)]
+    rgba = rendering.apply_colormap(np.array([-5.0, 0.0, 1.0, 9.0, np.nan]), 0.0, 1.0)
+    assert rgba[0, :3].tolist() == first == rgba[1, :3].tolist()
+    assert rgba[2, :3].tolist() == last == rgba[3, :3].tolist()
+    assert rgba[4, 3] == 0 and (rgba[:4, 3] == 255).all()
+    field = np.array([[0.0, 0.0], [1.0, 1.0]])  # row 0 = smallest v
+    img = rendering.field_to_rgba(field, 0.0, 1.0)
+    assert img[0, 0, :3].tolist() == last  # image row 0 = top = largest v
+
+
+def test_marching_squares_circle_and_saddle():
+    u = np.linspace(-1, 1, 81)
+    v = np.linspace(-1.2, 1.2, 97)
+    z = u[None, :] ** 2 + v[:, None] ** 2 - 0.5**2
+    xs, ys = rendering.marching_squares(z, u, v)
+    assert np.isnan(xs[2::3]).all() and np.isnan(ys[2::3]).all()
+    r = np.hypot(xs[~np.isnan(xs)], ys[~np.isnan(ys)])
+    assert np.abs(r - 0.5).max() < 2e-3
+    # total length of the polyline approximates the circumference
+    seg = np.hypot(xs[1::3] - xs[0::3], ys[1::3] - ys[0::3])
+    assert seg.sum() == pytest.approx(np.pi, rel=0.01)
+    # saddle u*v = 0: segments lie on the axes
+    xs, ys = rendering.marching_squares(u[None, :] * v[:, None] + 1e-9, u, v)
+    ok = ~np.isnan(xs)
+    assert np.minimum(np.abs(xs[ok]), np.abs(ys[ok])).max() < 1e-6
+
+
+def test_worker_cancels_stale_jobs_and_lru():
+    worker = Worker()
+    started, release = threading.Event(), threading.Event()
+    done = []
+
+    def slow(job):
+        started.set()
+        release.wait(10)
+        job.check()
+        done.append("slow")
+
+    worker.submit(slow)
+    started.wait(10)
+    worker.submit(lambda job: done.append("fast"))
+    release.set()
+    assert worker.wait(10)
+    assert done == ["fast"]
+    worker.close()
+    cache = LRUCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1
+    cache.put("c", 3)
+    assert "b" not in cache and "a" in cache and len(cache) == 2
+
+
+# ----------------------------------------------------------------------------- explorer
+
+
+def test_browser_lists_checkpoints_and_marks_unreadable(explorer: Explorer, run: Run):
+    labels = [label for label, _ in explorer.browser.list.options]
+    assert len(labels) == len(run.checkpoints) == len(run.steps) + 1
+    bad = [label for label in labels if "unreadable" in label]
+    assert len(bad) == 1 and str(BAD_STEP) in bad[0]
+    assert explorer.browser.model is run.load(explorer.step)
+    assert explorer.browser.checkpoint.step == explorer.step
+    assert "loaded step" in explorer.browser.info.value and "cpu" in explorer.browser.info.value
+
+
+def test_step_change_updates_viewer_and_cursor(explorer: Explorer, run: Run):
+    viewer, panel = explorer.viewer, explorer.panel
+    before = viewer.image_mark.image.value
+    target = other_step(run, explorer.step)
+    explorer.browser.select(target)
+    assert explorer.step == viewer.step == panel.step == target
+    assert explorer.wait(60)
+    assert viewer.shown_step == target and viewer.frame.step == target
+    assert viewer.image_mark.image.value != before
+    for cursor in panel.cursors.values():
+        assert list(cursor.x) == [target + 1, target + 1]
+    assert explorer.browser.model is run.load(target)
+
+
+def test_heatmap_values_match_geometry(explorer: Explorer, run: Run):
+    viewer = explorer.viewer
+    viewer.relative = False
+    assert explorer.wait(60)
+    model = run.load(viewer.step)
+    expected = pullback_metric(model, viewer.slice, resolution=VIEWER["resolution"])
+    np.testing.assert_allclose(viewer.frame.values, expected.log10_volume.numpy(), rtol=1e-6)
+
+
+def test_relative_to_step_zero_changes_image(explorer: Explorer, run: Run):
+    viewer = explorer.viewer
+    viewer.relative = False
+    assert explorer.wait(60)
+    absolute_png = viewer.image_mark.image.value
+    absolute = viewer.frame.values.copy()
+    viewer.relative = True
+    assert explorer.wait(60)
+    assert viewer.image_mark.image.value != absolute_png
+    base = pullback_metric(run.load(run.steps[0]), viewer.slice, resolution=VIEWER["resolution"])
+    np.testing.assert_allclose(
+        viewer.frame.values, absolute - base.log10_volume.numpy(), rtol=1e-6, atol=1e-9
+    )
+    assert viewer.frame.cmap == "diverging" and viewer.frame.vmin == -viewer.frame.vmax
+    viewer.relative = False
+    assert explorer.wait(60)
+
+
+def test_corrupt_checkpoint_shows_error_and_keeps_view(explorer: Explorer, run: Run):
+    step = explorer.step
+    model = explorer.browser.model
+    png = explorer.viewer.image_mark.image.value
+    explorer.browser.select(BAD_STEP)
+    assert explorer.wait(60)
+    status = explorer.browser.status.value
+    assert f"step {BAD_STEP}" in status and "truncated" in status and "<br" not in status
+    assert explorer.step == explorer.viewer.step == explorer.panel.step == step
+    assert explorer.browser.model is model
+    assert explorer.viewer.image_mark.image.value == png
+    # the widget stays usable
+    target = other_step(run, step)
+    explorer.browser.select(target)
+    assert explorer.wait(60)
+    assert explorer.viewer.shown_step == target and explorer.browser.model is run.load(target)
+
+
+def test_play_advances_steps(explorer: Explorer, run: Run):
+    panel = explorer.panel
+    panel.play.value = 0
+    assert panel.slider.value == run.steps[0] == explorer.step == explorer.viewer.step
+    panel.play.value = 1
+    assert panel.slider.index == 1
+    assert explorer.step == explorer.browser.step == explorer.viewer.step == run.steps[1]
+    assert explorer.wait(60)
+    assert explorer.viewer.shown_step == run.steps[1]
+    assert explorer.browser.checkpoint.step == run.steps[1]
+
+
+def test_scrubbing_cached_steps_does_not_recompute(explorer: Explorer, run: Run):
+    viewer, panel = explorer.viewer, explorer.panel
+    a, b = run.steps[0], run.steps[-1]
+    for s in (a, b):
+        explorer.step = s
+        assert explorer.wait(60)
+    computed, loads = viewer.compute_count, panel.load_count
+    for s in (a, b, a, b):
+        panel.slider.value = s
+        # cached: the view is updated synchronously, no background job needed
+        assert viewer.shown_step == s and not viewer.busy
+        assert list(panel.cursors["richness"].x) == [s + 1, s + 1]
+    assert viewer.compute_count == computed and panel.load_count == loads
+
+
+def test_slice_figure_keeps_equal_scales(explorer: Explorer):
+    viewer = explorer.viewer
+    fig = viewer.figure
+    assert fig.min_aspect_ratio == 1.0 and fig.max_aspect_ratio == 1.0
+    assert fig.padding_x == 0 and fig.padding_y == 0
+    sx, sy = viewer.image_mark.scales["x"], viewer.image_mark.scales["y"]
+    assert sx.max - sx.min == pytest.approx(sy.max - sy.min)
+    # controls and traits stay in sync both ways
+    assert viewer.resolution_picker.value == viewer.resolution == VIEWER["resolution"]
+    assert viewer.shown_resolution == VIEWER["resolution"]
+    assert viewer.density_slider.value == VIEWER["ellipse_density"]
+
+
+def test_ellipses_are_nan_separated(explorer: Explorer):
+    viewer = explorer.viewer
+    xs, ys = np.asarray(viewer.ellipse_mark.x), np.asarray(viewer.ellipse_mark.y)
+    n = VIEWER["ellipse_density"] ** 2
+    assert np.isnan(xs).sum() == n and np.isnan(ys).sum() == n
+    assert np.isnan(xs[-1])
+    viewer.ellipse_density = 0
+    assert len(viewer.ellipse_mark.x) == 0
+    viewer.ellipse_density = VIEWER["ellipse_density"]
+    assert explorer.wait(60)
+
+
+def test_decision_boundary_lines(explorer: Explorer):
+    viewer = explorer.viewer
+    xs = np.asarray(viewer.boundary_mark.x)
+    assert len(xs) > 0 and np.isnan(xs[2::3]).all()
+
+
+def test_csv_export(explorer: Explorer, run: Run, tmp_path: Path):
+    panel = explorer.panel
+    assert panel.loaded
+    path = panel.to_csv(tmp_path / "metrics.csv")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == run.steps
+    for row, expected in zip(rows, panel.rows, strict=True):
+        assert float(row["d_lr"]) == pytest.approx(expected["d_lr"])
+        assert float(row["test_acc"]) == pytest.approx(expected["test_acc"])
+    assert "boundary_magnification" in rows[0]
+
+
+def test_heatmap_png_export(explorer: Explorer, tmp_path: Path):
+    viewer = explorer.viewer
+    frame = viewer.frame
+    path = viewer.export_heatmap(tmp_path / "heat.png", scale=3)
+    pixels = decode_png(path.read_bytes())
+    res = VIEWER["resolution"]
+    assert pixels.shape == (3 * res, 3 * res, 4)
+    expected = rendering.field_to_rgba(frame.values, frame.vmin, frame.vmax, frame.cmap)
+    np.testing.assert_array_equal(pixels[::3, ::3], expected)
+
+
+def test_metrics_panel_charts(explorer: Explorer, run: Run):
+    panel = explorer.panel
+    lines = panel.charts["richness"].marks[0]
+    np.testing.assert_allclose(lines.x, np.array(run.steps) + 1.0)
+    np.testing.assert_allclose(np.atleast_2d(lines.y)[0], [r["d_lr"] for r in panel.rows])
+    assert panel.play.max == len(run.steps) - 1
+
+
+# ----------------------------------------------------------------------------- bare models
+
+
+class BlockingMLP(nn.Module):
+    """An MLP whose forward waits until the test sets ``gate``."""
+
+    def __init__(self, gate: threading.Event):
+        super().__init__()
+        self.gate = gate
+        self.net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.gate.wait(30)
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def moons():
+    ds = datasets.load("moons", n=100)
+    return ds.x_test, ds.y_test
+
+
+def test_field_request_returns_before_computation(moons):
+    gate = threading.Event()
+    torch.manual_seed(0)
+    model = BlockingMLP(gate)
+    try:
+        viewer = SliceViewer(model, data=moons, resolution=16, coarse_resolution=8)
+        placeholder = viewer.image_mark.image.value
+        assert viewer.shown_step == -1 and viewer.frame is None
+        assert not gate.is_set()
+    finally:
+        gate.set()
+    assert viewer.wait(60)
+    assert viewer.shown_resolution == 16 and viewer.image_mark.image.value != placeholder
+    viewer.close()
+
+
+def test_coarse_then_fine(moons):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))
+    gate = threading.Event()
+    blocking = BlockingMLP(gate)
+    blocking.net = model
+    shown: list[int] = []
+    try:
+        viewer = SliceViewer(blocking, data=moons, resolution=20, coarse_resolution=10)
+        viewer.observe(lambda c: shown.append(c["new"]), names="shown_resolution")
+    finally:
+        gate.set()
+    assert viewer.wait(60)
+    assert shown == [10, 20]
+    assert viewer.compute_count == 2
+    # points of the slice are the data, coloured by class
+    assert len(viewer.points_mark.x) == len(moons[0])
+    assert set(viewer.points_mark.colors) == {rendering.CLASS_COLORS[0], rendering.CLASS_COLORS[1]}
+    # theory overlay: "trained minus theory" differs from the plain field by the theory
+    plain = viewer.frame.values.copy()
+    viewer.theory = "difference"
+    assert viewer.wait(60)
+    from richviz.theory import infinite_width_field
+
+    theory = infinite_width_field(viewer.slice, 20, **viewer.theory_params).log10_volume.numpy()
+    np.testing.assert_allclose(viewer.frame.values, plain - theory, rtol=1e-6, atol=1e-9)
+    assert viewer.theory_params["activation"] == "tanh"
+    viewer.theory = "contours"
+    assert viewer.wait(60)
+    assert len(viewer.theory_mark.x) > 0 and np.isnan(viewer.theory_mark.x).any()
+    viewer.close()
+
+
+def test_image_plane_through_three_classes():
+    ds = datasets.load("digits")
+    x, y = ds.x_test[:60], ds.y_test[:60]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10))
+    viewer = SliceViewer(model, data=(x, y), resolution=12, coarse_resolution=12)
+    assert viewer.wait(60)
+    idx = [p.value for p in viewer.anchor_pickers]
+    assert len({int(y[i]) for i in idx}) == 3
+    assert len(viewer.thumbnails.children) == 3
+    np.testing.assert_allclose(
+        np.stack([viewer.anchor_mark.x, viewer.anchor_mark.y], 1),
+        viewer.slice.to_uv(x[idx]).numpy(),
+        atol=1e-9,
+    )
+    # choose other anchors: a new plane, a new field
+    count = viewer.compute_count
+    new = [idx[0], idx[1], next(i for i in range(60) if int(y[i]) not in {int(y[j]) for j in idx})]
+    for picker, i in zip(viewer.anchor_pickers, new, strict=True):
+        picker.value = i
+    viewer.anchor_button.click()
+    assert viewer.wait(60)
+    assert viewer.compute_count == count + 1
+    np.testing.assert_allclose(
+        viewer.slice.to_uv(x[new]).numpy(), viewer.slice.anchors.numpy(), atol=1e-9
+    )
+    viewer.close()
+
+
+def test_bad_inputs_give_one_line_errors(run: Run):
+    model = nn.Sequential(nn.Linear(5, 3))
+    with pytest.raises(DataError, match="data="):
+        SliceViewer(model)
+    with pytest.raises(TypeError, match="model_or_run"):
+        SliceViewer("not a model")
+    viewer = SliceViewer(run, step=run.steps[0], **VIEWER)
+    viewer.step = 123456  # not a checkpoint
+    assert viewer.wait(60)
+    assert "step 123456" in viewer.status.value and "#b00020" in viewer.status.value
+    viewer.close()
+    browser = CheckpointBrowser(run)
+    with pytest.raises(ValueError, match="step"):
+        browser.select(999999)
+    browser.close()
+
+
+def test_metrics_panel_standalone(run: Run):
+    calls = []
+    original = run.metrics
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    run.metrics = counting
+    try:
+        panel = MetricsPanel(run)
+        assert panel.wait(60)
+    finally:
+        del run.metrics
+    assert len(calls) == 1 and callable(calls[0]["progress"])
+    assert panel.progress.value == 1.0 and panel.loaded
+    for s in run.steps:
+        panel.step = s
+    assert len(calls) == 1
+    panel.close()
+
+
+def test_import_loads_no_model():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, richviz.widgets as w; "
+        "assert 'richviz.checkpoints' not in sys.modules; "
+        "assert 'richviz.geometry' not in sys.modules; "
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
