@@ -44,12 +44,14 @@ RANK_RTOL = 1e-6
 D_LR, pseudo-inverse of the between-class covariance for NC1)."""
 
 _CONST_RTOL = 1e-12
-"""A centred matrix whose norm is below ``_CONST_RTOL`` times the uncentred norm is constant
-(its variation is float64 rounding noise from the centring)."""
+"""A matrix whose centred entries are below ``_CONST_RTOL`` times its entries is constant
+(the variation is float64 rounding noise from the centring)."""
 
 _EIG_RTOL = 1e-10
-"""Eigenvalues rho_k below ``_EIG_RTOL * rho_1`` have numerically undefined eigenfunctions and
-contribute nothing to the quality / utilisation curves."""
+_EIG_RTOL_FLOAT32 = 1e-5
+"""Eigenvalues rho_k below ``_EIG_RTOL * rho_1`` (float64 work; ``_EIG_RTOL_FLOAT32`` for
+float32) have numerically undefined eigenfunctions and are left out of the quality and
+utilisation curves."""
 
 METRIC_KEYS = (
     "d_lr",
@@ -74,8 +76,8 @@ class NonFiniteError(RichvizError, ValueError):
 # --------------------------------------------------------------------------- input checks
 
 
-def _matrix(name: str, x: torch.Tensor, rows: int | None = None, min_rows: int = 2) -> torch.Tensor:
-    """Validate a 2-D finite matrix and return it detached as float64 (same device)."""
+def _tensor2d(name: str, x: torch.Tensor, rows: int | None = None, min_rows: int = 2):
+    """Validate the shape of a real 2-D matrix; return it detached (dtype and device kept)."""
     if not isinstance(x, torch.Tensor):
         try:
             x = torch.as_tensor(x)
@@ -91,7 +93,12 @@ def _matrix(name: str, x: torch.Tensor, rows: int | None = None, min_rows: int =
         raise ValueError(f"{name} needs at least 1 column, got shape {tuple(x.shape)}")
     if x.is_complex():
         raise ValueError(f"{name} must be real, got {x.dtype}")
-    x = x.detach().to(torch.float64)
+    return x.detach()
+
+
+def _matrix(name: str, x: torch.Tensor, rows: int | None = None, min_rows: int = 2) -> torch.Tensor:
+    """Validate a finite real 2-D matrix and return it detached as float64 (same device)."""
+    x = _tensor2d(name, x, rows, min_rows).to(torch.float64)
     if not bool(torch.isfinite(x).all()):
         raise NonFiniteError(f"{name} contain NaN/inf (diverged checkpoint?)")
     return x
@@ -120,58 +127,108 @@ def _labels(labels: torch.Tensor, n: int, num_classes: int, device: torch.device
 # --------------------------------------------------------------------------- building blocks
 
 
-def _centre(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Column-centred copy of a float64 (n, d) matrix, and whether it is constant."""
-    xc = x - x.mean(dim=0, keepdim=True)
-    scale = float(torch.linalg.matrix_norm(x))
-    constant = float(torch.linalg.matrix_norm(xc)) <= _CONST_RTOL * scale
-    return xc, constant
+@dataclass
+class _Centred:
+    """A validated matrix (n, d) prepared once for every metric that uses it.
+
+    ``x``: float64 copy; ``c``: float64 column-centred; ``scale``: max |c| (> 0 unless
+    ``constant``); ``unit``: c / scale in the work dtype (float64 for float64 input, float32
+    otherwise), the operand of the O(n d^2) products; ``constant``: no variation over rows.
+    """
+
+    x: torch.Tensor
+    c: torch.Tensor
+    scale: float
+    unit: torch.Tensor
+    constant: bool
+    _gram: torch.Tensor | None = None
+
+    @property
+    def gram(self) -> torch.Tensor:
+        """Gram of ``unit`` on the smaller side, (d, d) if n >= d else (n, n); cached."""
+        if self._gram is None:
+            u = self.unit
+            with _full_precision():
+                self._gram = u.T @ u if u.shape[0] >= u.shape[1] else u @ u.T
+        return self._gram
+
+    @property
+    def gram_norm(self) -> float:
+        """|unit^T unit|_F (= |c^T c|_F / scale^2), in float64."""
+        return float(torch.linalg.matrix_norm(self.gram.double()))
 
 
-def _unit_scale(xc: torch.Tensor) -> torch.Tensor:
-    """xc divided by its largest |entry| (for scale-invariant metrics: no under/overflow)."""
-    top = xc.abs().max()
-    return xc / top if float(top) > 0 else xc
+def _prepare(name: str, x: torch.Tensor, rows: int | None = None) -> _Centred:
+    """Validate, convert to float64, centre the columns and scale to max |entry| = 1."""
+    x = _tensor2d(name, x, rows)
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x64 = x.to(torch.float64)
+    mean = x64.mean(dim=0, keepdim=True)
+    if not bool(torch.isfinite(mean).all()):  # any NaN/inf entry reaches the column mean
+        if not bool(torch.isfinite(x64).all()):
+            raise NonFiniteError(f"{name} contain NaN/inf (diverged checkpoint?)")
+        raise ValueError(f"{name} are too large to sum in float64 (max |entry| ~ 1e308)")
+    c = x64 - mean
+    scale = float(c.abs().max())
+    constant = scale <= _CONST_RTOL * (float(mean.abs().max()) + scale)
+    unit = c / scale if not constant else torch.zeros_like(c)
+    return _Centred(x64, c, scale if not constant else 0.0, unit.to(work), constant)
 
 
-def _gram(xc: torch.Tensor) -> torch.Tensor:
-    """Gram matrix on the smaller side: xc^T xc (d, d) if n >= d else xc xc^T (n, n)."""
-    return xc.T @ xc if xc.shape[0] >= xc.shape[1] else xc @ xc.T
+class _full_precision:
+    """Context: float32 matmuls in full precision (no TF32 / bf16), restoring the setting."""
+
+    def __enter__(self) -> None:
+        self.old = torch.get_float32_matmul_precision()
+        if self.old != "highest":
+            torch.set_float32_matmul_precision("highest")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.old != "highest":
+            torch.set_float32_matmul_precision(self.old)
 
 
-def _cross_sq(ac: torch.Tensor, bc: torch.Tensor) -> float:
-    """|ac^T bc|_F^2 = <ac ac^T, bc bc^T>_F, through the smaller intermediate."""
-    n, p, q = ac.shape[0], ac.shape[1], bc.shape[1]
-    if p * q <= n * n:
-        return float((ac.T @ bc).square().sum())
-    return float(((ac @ ac.T) * (bc @ bc.T)).sum())
+def _cross_sq(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|a^T b|_F^2 = <a a^T, b b^T>_F for (n, p), (n, q), through the smaller intermediate."""
+    if a.dtype != b.dtype:
+        a, b = a.double(), b.double()
+    n, p, q = a.shape[0], a.shape[1], b.shape[1]
+    with _full_precision():
+        if p * q <= n * n:
+            return float((a.T @ b).double().square().sum())
+        return float(((a @ a.T).double() * (b @ b.T).double()).sum())
 
 
-def _d_lr_core(phic: torch.Tensor, gram_norm: float, fc: torch.Tensor) -> float:
-    """D_LR from centred float64 features (n, p), |Phic^T Phic|_F and centred outputs (n, C)."""
+def _d_lr_core(phi: _Centred, f: _Centred) -> float:
+    """D_LR from prepared features (n, p) and outputs (n, C); nan if either is constant."""
+    if phi.constant or f.constant:
+        return math.nan
+    gram_norm = phi.gram_norm
     if not (0.0 < gram_norm < math.inf):
         return math.nan
-    u, s, _ = torch.linalg.svd(fc, full_matrices=False)
+    u, s, _ = torch.linalg.svd(f.c / f.scale, full_matrices=False)
     r = int((s > RANK_RTOL * s[0]).sum())
     if r == 0:
         return math.nan
-    q = u[:, :r]
-    aligned = float((q.T @ phic).square().sum())
+    aligned = float(((u[:, :r].T @ phi.c) / phi.scale).square().sum())
     cka = aligned / (gram_norm * math.sqrt(r))
     return 1.0 - min(max(cka, 0.0), 1.0)
 
 
-def _cka_core(ac: torch.Tensor, a_norm: float, bc: torch.Tensor, b_norm: float) -> float:
-    """Linear CKA from centred float64 matrices and their Gram Frobenius norms."""
-    denom = a_norm * b_norm
+def _cka_core(a: _Centred, b: _Centred) -> float:
+    """Linear CKA of prepared matrices; nan if either is constant."""
+    if a.constant or b.constant:
+        return math.nan
+    denom = a.gram_norm * b.gram_norm
     if not (0.0 < denom < math.inf):
         return math.nan
-    cka = _cross_sq(ac, bc) / denom
+    cka = _cross_sq(a.unit, b.unit) / denom
     return min(max(cka, 0.0), 1.0)
 
 
 def _effective_rank(rho: torch.Tensor) -> float:
     """exp(entropy of rho / sum rho) for nonnegative eigenvalues rho (nan if all zero)."""
+    rho = rho.double()
     total = float(rho.sum())
     if not total > 0.0:
         return math.nan
@@ -193,23 +250,19 @@ def d_lr(features: torch.Tensor, outputs: torch.Tensor) -> float:
         CKA = |Q^T Phic|_F^2 / (|Phic^T Phic|_F sqrt(r)),   D_LR = 1 - CKA
 
     i.e. one minus the centred kernel alignment between Phi Phi^T and the projector onto the
-    learned functions. Cost O(n p min(n, p) + n p C), float64; no n x n matrix when n >= p.
-    Invariant to rotations, scaling and translation of the features and to any invertible
-    linear mixing of the outputs.
+    learned functions. Cost O(n p min(n, p) + n p C); no n x n matrix when n >= p.
+    Precision: centring, the SVD of Fc and all reductions in float64; the Gram Phic^T Phic in
+    the features' precision (float32 features: ~1e-6 relative error, ~4x faster on CPU; pass
+    float64 features for float64 throughout). Invariant to rotations, scaling and translation
+    of the features and to any invertible linear mixing of the outputs.
 
     Returns ``nan`` when either side has no variation over the probe set: outputs of rank 0
     (e.g. constant outputs) or constant features; D_LR is undefined there.
     Raises ``ValueError`` for wrong shapes / lengths or fewer than 2 samples, and
     :class:`NonFiniteError` for NaN/inf.
     """
-    phi = _matrix("features", features)
-    f = _matrix("outputs", outputs, rows=phi.shape[0])
-    phic, phi_const = _centre(phi)
-    fc, f_const = _centre(f)
-    if phi_const or f_const:
-        return math.nan
-    phic, fc = _unit_scale(phic), _unit_scale(fc)
-    return _d_lr_core(phic, float(torch.linalg.matrix_norm(_gram(phic))), fc)
+    phi = _prepare("features", features)
+    return _d_lr_core(phi, _prepare("outputs", outputs, rows=phi.x.shape[0]))
 
 
 def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -217,22 +270,15 @@ def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
 
     ``a`` (n, p), ``b`` (n, q). CKA = |a_c^T b_c|_F^2 / (|a_c^T a_c|_F |b_c^T b_c|_F), which
     equals the kernel form <K_a, K_b>_F / (|K_a|_F |K_b|_F) of the centred Gram matrices
-    without forming them: cost O(n (p + q) min(n, max(p, q))), float64. ``linear_cka(x, x)``
-    is 1; invariant to rotations, isotropic scaling and translation of either argument.
+    without forming them: cost O(n (p + q) min(n, max(p, q))). Same precision rule as
+    :func:`d_lr`. ``linear_cka(x, x)`` is 1; invariant to rotations, isotropic scaling and
+    translation of either argument.
 
     Returns ``nan`` when either representation is constant over the inputs (no variation).
     Raises ``ValueError`` for wrong shapes or lengths, :class:`NonFiniteError` for NaN/inf.
     """
-    a64 = _matrix("a", a)
-    b64 = _matrix("b", b, rows=a64.shape[0])
-    ac, a_const = _centre(a64)
-    bc, b_const = _centre(b64)
-    if a_const or b_const:
-        return math.nan
-    ac, bc = _unit_scale(ac), _unit_scale(bc)
-    a_norm = float(torch.linalg.matrix_norm(_gram(ac)))
-    b_norm = float(torch.linalg.matrix_norm(_gram(bc)))
-    return _cka_core(ac, a_norm, bc, b_norm)
+    pa = _prepare("a", a)
+    return _cka_core(pa, _prepare("b", b, rows=pa.x.shape[0]))
 
 
 def similarity_to_init(features: torch.Tensor, init_features: torch.Tensor) -> float:
@@ -443,43 +489,39 @@ class FeatureSpectrum:
     effective_rank: float
 
 
-def _spectrum_from_centred(
-    phic: torch.Tensor, targets_c: torch.Tensor | None, outputs_c: torch.Tensor | None
-) -> FeatureSpectrum:
-    """Spectrum of centred float64 features, with the curves of centred targets / outputs."""
-    n, p = phic.shape
-    if n >= p:
-        rho, v = torch.linalg.eigh(phic.T @ phic / n)  # ascending, v (p, p)
-        rho, v = rho.flip(0).clamp_min(0.0), v.flip(1)
-        s = (n * rho).sqrt()
-        good = rho > _EIG_RTOL * rho[0] if rho[0] > 0 else torch.zeros_like(rho, dtype=torch.bool)
+def _spectrum(phi: _Centred, targets: _Centred | None, outputs: _Centred | None) -> FeatureSpectrum:
+    """Spectrum of prepared features with the curves of prepared targets / outputs."""
+    n, p = phi.c.shape
+    k = min(n, p)
+    nan = torch.full((k,), math.nan, dtype=torch.float64)
+    if phi.constant:
+        zeros = torch.zeros(k, dtype=torch.float64)
+        curves = [nan if t is None or t.constant else zeros for t in (targets, outputs)]
+        return FeatureSpectrum(zeros, nan, curves[0], curves[1], math.nan)
+    lam, vec = torch.linalg.eigh(phi.gram / n)  # ascending; eigenvalues of unit^T unit / n
+    lam, vec = lam.flip(0).double().clamp_min(0.0), vec.flip(1).double()
+    rtol = _EIG_RTOL if phi.unit.dtype == torch.float64 else _EIG_RTOL_FLOAT32
+    good = (lam > rtol * lam[0]).unsqueeze(1)
+    sing = (n * lam).sqrt().clamp_min(1e-300).unsqueeze(1)  # singular values of unit
 
-        def coeffs(t: torch.Tensor) -> torch.Tensor:  # (k, m): <e_j, t_m> = v_j^T Phic^T t / s_j
-            c = v.T @ (phic.T @ t)
-            return torch.where(good.unsqueeze(1), c / s.clamp_min(1e-300).unsqueeze(1), 0.0)
-    else:
-        rho, u = torch.linalg.eigh(phic @ phic.T / n)  # e_j = u_j directly
-        rho, u = rho.flip(0).clamp_min(0.0), u.flip(1)
-        good = rho > _EIG_RTOL * rho[0] if rho[0] > 0 else torch.zeros_like(rho, dtype=torch.bool)
+    def curve(t: _Centred | None) -> torch.Tensor:
+        if t is None or t.constant:
+            return nan
+        tc = t.c / t.scale
+        if n >= p:  # <e_j, t> = v_j^T unit^T t / s_j
+            coef = vec.T @ ((phi.c.T @ tc) / phi.scale) / sing
+        else:  # eigenvectors of unit unit^T are the eigenfunctions themselves
+            coef = vec.T @ tc
+        coef = torch.where(good, coef, 0.0)
+        return (coef.square().sum(dim=1).cumsum(0) / tc.square().sum()).clamp(0.0, 1.0).cpu()
 
-        def coeffs(t: torch.Tensor) -> torch.Tensor:
-            return torch.where(good.unsqueeze(1), u.T @ t, 0.0)
-
-    def curve(t: torch.Tensor | None) -> torch.Tensor:
-        total = float(t.square().sum()) if t is not None else 0.0
-        if t is None or not total > 0:
-            return torch.full((len(rho),), math.nan, dtype=torch.float64)
-        cum = coeffs(t).square().sum(dim=1).cumsum(0) / total
-        return cum.clamp(0.0, 1.0).cpu()
-
-    rho_cpu = rho.cpu()
-    relative = rho_cpu / rho_cpu[0] if rho_cpu[0] > 0 else torch.full_like(rho_cpu, math.nan)
+    rho = (lam * phi.scale**2).cpu()
     return FeatureSpectrum(
-        eigenvalues=rho_cpu,
-        relative=relative,
-        quality=curve(targets_c),
-        utilisation=curve(outputs_c),
-        effective_rank=_effective_rank(rho_cpu),
+        eigenvalues=rho,
+        relative=rho / rho[0],
+        quality=curve(targets),
+        utilisation=curve(outputs),
+        effective_rank=_effective_rank(lam),
     )
 
 
@@ -496,32 +538,28 @@ def feature_spectrum(
         Pi*(k) = sum_{j<=k} sum_c <e_j, yc_c>^2 / sum_c |yc_c|^2
 
     for the centred targets (quality: how much of the task the top-k features span), Pi_hat(k)
-    the same for the centred outputs (utilisation). Eigenfunctions with rho_j < 1e-10 rho_1 are
-    numerically undefined and left out. Cost: a min(n,p)^2 Gram and its ``eigh``, float64.
+    the same for the centred outputs (utilisation). Cost: a min(n, p)^2 Gram and its ``eigh``,
+    in the features' precision (as :func:`d_lr`); projections and sums in float64.
+    Eigenfunctions with rho_j below 1e-10 rho_1 (float64 features; 1e-5 for float32, whose
+    Gram carries ~1e-6 relative rounding) are numerically undefined and left out of the curves.
 
     Degenerate: constant features give zero eigenvalues, ``nan`` relative values and
     effective rank, and all-zero curves (no eigenfunction captures anything); constant
     targets or outputs (nothing to capture) give a ``nan`` curve for that side.
     Raises ``ValueError`` for wrong shapes / lengths, :class:`NonFiniteError` for NaN/inf.
     """
-    phi = _matrix("features", features)
-    n = phi.shape[0]
-    f = _matrix("outputs", outputs, rows=n)
+    phi = _prepare("features", features)
+    n = phi.x.shape[0]
+    f = _prepare("outputs", outputs, rows=n)
     if not isinstance(targets, torch.Tensor):
         targets = torch.as_tensor(targets)
     if targets.ndim == 1 and not (targets.dtype.is_floating_point or targets.is_complex()):
-        y = _labels(targets, n, f.shape[1], phi.device)
-        t = torch.nn.functional.one_hot(y, f.shape[1]).to(torch.float64)
+        y = _labels(targets, n, f.x.shape[1], phi.x.device)
+        targets = torch.nn.functional.one_hot(y, f.x.shape[1]).to(torch.float64)
     elif targets.ndim == 1:
-        t = _matrix("targets", targets.unsqueeze(1), rows=n)
-    else:
-        t = _matrix("targets", targets, rows=n)
-    phic, phi_const = _centre(phi)
-    if phi_const:
-        phic = torch.zeros_like(phic)
-    tc, t_const = _centre(t.to(phi.device))
-    fc, f_const = _centre(f)
-    return _spectrum_from_centred(phic, None if t_const else tc, None if f_const else fc)
+        targets = targets.unsqueeze(1)
+    t = _prepare("targets", targets.to(device=phi.x.device, dtype=torch.float64), rows=n)
+    return _spectrum(phi, t, f)
 
 
 # --------------------------------------------------------------------------- one checkpoint
@@ -636,35 +674,26 @@ def _feature_metrics(
         if bool(torch.isfinite(model_out).all()):
             out["probe_acc"] = float((model_out.argmax(dim=1) == labels).double().mean())
     try:
-        phi = _matrix("features", feats)
-        f = _matrix("outputs", lin_out, rows=n)
+        phi = _prepare("features", feats)
+        f = _prepare("outputs", lin_out, rows=n)
     except NonFiniteError:
         return  # diverged checkpoint: feature metrics stay nan
-    phic, phi_const = _centre(phi)
-    fc, f_const = _centre(f)
-    gram = _gram(phic)
-    gram_norm = float(torch.linalg.matrix_norm(gram))
-    if not (phi_const or f_const):
-        out["d_lr"] = _d_lr_core(phic, gram_norm, fc)
-    if not phi_const:
-        rho = torch.linalg.eigvalsh(gram / n).clamp_min(0.0)
-        out["effective_rank"] = _effective_rank(rho)
+    out["d_lr"] = _d_lr_core(phi, f)
+    if not phi.constant:
+        out["effective_rank"] = _effective_rank(torch.linalg.eigvalsh(phi.gram).clamp_min(0.0))
 
     w = b = None
-    if classifier is not None and classifier.in_features == phi.shape[1]:
-        w = classifier.weight.detach().to(device=phi.device, dtype=torch.float64)
+    if classifier is not None and classifier.in_features == phi.x.shape[1]:
+        w = classifier.weight.detach().to(device=phi.x.device, dtype=torch.float64)
         if classifier.bias is not None:
-            b = classifier.bias.detach().to(device=phi.device, dtype=torch.float64)
+            b = classifier.bias.detach().to(device=phi.x.device, dtype=torch.float64)
         if not (bool(torch.isfinite(w).all()) and (b is None or bool(torch.isfinite(b).all()))):
             w = b = None
-    out.update(_neural_collapse(phi, labels, c, w, b))
+    out.update(_neural_collapse(phi.x, labels, c, w, b))
 
-    if init_feats is not None and not phi_const:
+    if init_feats is not None:
         try:
-            phi0 = _matrix("init features", init_feats, rows=n)
+            phi0 = _prepare("init features", init_feats, rows=n)
         except NonFiniteError:
             return
-        phi0c, phi0_const = _centre(phi0)
-        if not phi0_const:
-            norm0 = float(torch.linalg.matrix_norm(_gram(phi0c)))
-            out["cka_init"] = _cka_core(phic, gram_norm, phi0c, norm0)
+        out["cka_init"] = _cka_core(phi, phi0)
