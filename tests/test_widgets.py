@@ -115,6 +115,9 @@ def test_marching_squares_circle_and_saddle():
     z = u[None, :] ** 2 + v[:, None] ** 2 - 0.5**2
     xs, ys = rendering.marching_squares(z, u, v)
     assert np.isnan(xs[2::3]).all() and np.isnan(ys[2::3]).all()
+    inside, outside = rendering.split_paths(xs, ys, xs[0::3] > 0)
+    assert np.all(inside[0][~np.isnan(inside[0])] >= 0) and np.isnan(outside[0][-1])
+    assert len(inside[0]) + len(outside[0]) == len(xs)
     r = np.hypot(xs[~np.isnan(xs)], ys[~np.isnan(ys)])
     assert np.abs(r - 0.5).max() < 2e-3
     # total length of the polyline approximates the circumference
@@ -266,14 +269,37 @@ def test_slice_figure_keeps_equal_scales(explorer: Explorer):
 
 def test_ellipses_are_nan_separated(explorer: Explorer):
     viewer = explorer.viewer
-    xs, ys = np.asarray(viewer.ellipse_mark.x), np.asarray(viewer.ellipse_mark.y)
+    marks = (viewer.ellipse_mark, viewer.ellipse_near_mark)
+    xs = [np.asarray(m.x, dtype=float) for m in marks]
     n = VIEWER["ellipse_density"] ** 2
-    assert np.isnan(xs).sum() == n and np.isnan(ys).sum() == n
-    assert np.isnan(xs[-1])
+    assert sum(int(np.isnan(x).sum()) for x in xs) == n
+    for x, m in zip(xs, marks, strict=True):
+        assert len(x) == 0 or np.isnan(x[-1])
+        assert np.array_equal(np.isnan(x), np.isnan(np.asarray(m.y, dtype=float)))
+    # the highlighted ellipses sit where the margin is smallest (near the boundary)
+    near = int(np.isnan(xs[1]).sum())
+    assert 0 < near < n
     viewer.ellipse_density = 0
-    assert len(viewer.ellipse_mark.x) == 0
+    assert all(len(m.x) == 0 for m in marks)
     viewer.ellipse_density = VIEWER["ellipse_density"]
     assert explorer.wait(60)
+
+
+def test_lock_colour_range_while_scrubbing(explorer: Explorer, run: Run):
+    viewer = explorer.viewer
+    a, b = run.steps[0], run.steps[-1]
+    explorer.step = a
+    assert explorer.wait(60)
+    viewer.lock_colors = True
+    limits = (viewer.frame.vmin, viewer.frame.vmax)
+    explorer.step = b
+    assert explorer.wait(60)
+    assert (viewer.frame.vmin, viewer.frame.vmax) == limits
+    viewer.lock_colors = False
+    assert explorer.wait(60)
+    expected = rendering.color_limits(viewer.frame.values)
+    assert (viewer.frame.vmin, viewer.frame.vmax) == pytest.approx(expected)
+    assert viewer.frame.vmin != limits[0]
 
 
 def test_decision_boundary_lines(explorer: Explorer):

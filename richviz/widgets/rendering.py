@@ -298,3 +298,26 @@ def contour_lines(
         xs.append(cx)
         ys.append(cy)
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def split_paths(
+    xs: np.ndarray, ys: np.ndarray, keep: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Split NaN-terminated paths into those with ``keep[k]`` True and the others.
+
+    ``xs``, ys``: 1-D arrays of paths each followed by one NaN (as ``metric_ellipses`` and
+    :func:`marching_squares` return); ``keep``: one bool per path. Returns
+    ``((xs_kept, ys_kept), (xs_rest, ys_rest))``, still NaN-separated.
+    """
+    xs = np.asarray(xs, dtype=float)
+    ys = np.asarray(ys, dtype=float)
+    ends = np.flatnonzero(np.isnan(xs))
+    keep = np.asarray(keep, dtype=bool).reshape(-1)
+    if len(ends) != len(keep):
+        raise ValueError(f"keep has {len(keep)} entries for {len(ends)} paths")
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    path_of = np.repeat(np.arange(len(ends)), lengths)
+    mask = keep[path_of]
+    n = len(path_of)
+    return (xs[:n][mask], ys[:n][mask]), (xs[:n][~mask], ys[:n][~mask])

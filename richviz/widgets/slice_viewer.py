@@ -4,7 +4,8 @@ A bqplot figure with equal scales shows, for the model at the current ``step``:
 
 - a heatmap of log10 of the volume element (``bqplot.Image`` of a PNG coloured in Python),
   optionally relative to step 0 or minus the infinite-width theory at initialisation;
-- metric ellipses (one ``Lines`` mark, NaN-separated paths);
+- metric ellipses (``Lines`` marks of NaN-separated paths; those near the decision boundary,
+  i.e. among the 10 % smallest top-2 margins, in a second, brighter mark);
 - the decision boundary (marching squares on the signed top-2 logit margin);
 - the data points of a 2-D task coloured by class, or the three anchor inputs of an image
   plane (with thumbnails).
@@ -49,6 +50,7 @@ _ACTIVATIONS = {
     "Erf": "erf",
 }
 MAX_POINTS = 2000
+NEAR_BAND = 0.1  # ellipses at the 10 % of grid points with the smallest margin are highlighted
 
 
 def status_html(message: str, kind: str = "info") -> str:
@@ -87,9 +89,13 @@ class _Field:
     u: np.ndarray
     v: np.ndarray
     log10_volume: np.ndarray
+    margin: np.ndarray
     boundary: tuple[np.ndarray, np.ndarray]
     metric_field: Any
-    ellipses: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: (density, mode) -> ((xs, ys) away from the boundary, (xs, ys) near it)
+    ellipses: dict[tuple[int, str], tuple[tuple[np.ndarray, np.ndarray], ...]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass
@@ -118,6 +124,7 @@ class _Request:
     theory: str
     device: str
     version: int
+    lock: bool = False
 
 
 @dataclass
@@ -135,6 +142,7 @@ class Frame:
     png: bytes
     extent: tuple[list[float], list[float]]
     ellipses: tuple[np.ndarray, np.ndarray]
+    ellipses_near: tuple[np.ndarray, np.ndarray]
     boundary: tuple[np.ndarray, np.ndarray]
     theory_lines: tuple[np.ndarray, np.ndarray]
 
@@ -211,6 +219,7 @@ class SliceViewer(widgets.VBox):
     relative = traitlets.Bool(False, help="show log10 vol(step) - log10 vol(first step)")
     theory = traitlets.Unicode("off", help="infinite-width overlay: off, contours, difference")
     device = traitlets.Unicode("auto", help="'auto', 'cpu' or 'cuda'")
+    lock_colors = traitlets.Bool(False, help="keep the colour range fixed while scrubbing")
     anchors = traitlets.List(traitlets.Int(), help="test-set indices of the plane's 3 inputs")
     shown_step = traitlets.Int(-1, help="step of the field on screen (-1: none yet)")
     shown_resolution = traitlets.Int(0, help="resolution of the field on screen")
@@ -253,6 +262,7 @@ class SliceViewer(widgets.VBox):
         self._worker = Worker("richviz-slice")
         self.compute_count = 0  #: number of fields computed (pullback_metric calls)
         self.frame: Frame | None = None  #: what is on screen
+        self._locked_limits: dict[str, tuple[float, float]] = {}
         self._layers_known = False
         self._controls_sync = False
 
@@ -289,6 +299,7 @@ class SliceViewer(widgets.VBox):
                 "relative",
                 "theory",
                 "device",
+                "lock_colors",
             ],
         )
         self.observe(self._on_anchors, names=["anchors"])
@@ -320,6 +331,9 @@ class SliceViewer(widgets.VBox):
         self.image_mark = bqplot.Image(image=self._image_widget, scales=xy, x=[-1, 1], y=[-1, 1])
         self.ellipse_mark = bqplot.Lines(
             x=[], y=[], scales=xy, colors=["white"], stroke_width=1.0, opacities=[0.85]
+        )
+        self.ellipse_near_mark = bqplot.Lines(
+            x=[], y=[], scales=xy, colors=["#ffb000"], stroke_width=1.8
         )
         self.boundary_mark = bqplot.Lines(x=[], y=[], scales=xy, colors=["black"], stroke_width=2.0)
         self.theory_mark = bqplot.Lines(
@@ -357,6 +371,7 @@ class SliceViewer(widgets.VBox):
             marks=[
                 self.image_mark,
                 self.ellipse_mark,
+                self.ellipse_near_mark,
                 self.theory_mark,
                 self.boundary_mark,
                 self.points_mark,
@@ -392,6 +407,7 @@ class SliceViewer(widgets.VBox):
             indent=False,
             disabled=self._source.run is None,
         )
+        self.lock_box = widgets.Checkbox(value=False, description="lock colour range", indent=False)
         self.theory_picker = widgets.Dropdown(
             options=THEORY_MODES, value="off", description="theory at init", style=style
         )
@@ -431,13 +447,16 @@ class SliceViewer(widgets.VBox):
             (self.mode_picker, "ellipse_mode"),
             (self.relative_box, "relative"),
             (self.theory_picker, "theory"),
+            (self.lock_box, "lock_colors"),
         ):
             picker.observe(self._control_to_trait(name), names="value")
             self.observe(self._trait_to_control(picker), names=[name])
 
         self.controls = widgets.VBox(
             [
-                widgets.HBox([self.layer_picker, self.resolution_picker, self.relative_box]),
+                widgets.HBox(
+                    [self.layer_picker, self.resolution_picker, self.relative_box, self.lock_box]
+                ),
                 widgets.HBox([self.density_slider, self.mode_picker, self.theory_picker]),
                 self.anchor_row,
             ]
@@ -520,6 +539,7 @@ class SliceViewer(widgets.VBox):
             theory=self.theory,
             device=self.device,
             version=self._version,
+            lock=bool(self.lock_colors),
         )
         generation = self._worker.cancel()
         if self._render_cached(req, generation):
@@ -564,6 +584,12 @@ class SliceViewer(widgets.VBox):
     # ------------------------------------------------------------------ observers
 
     def _on_request_change(self, change: dict) -> None:
+        if change["name"] == "lock_colors":
+            self._locked_limits = (
+                {self.frame.cmap: (self.frame.vmin, self.frame.vmax)}
+                if change["new"] and self.frame is not None
+                else {}
+            )
         if change["name"] == "relative" and change["new"] and self.theory == "difference":
             self.theory = "off"
             return
@@ -739,10 +765,9 @@ class SliceViewer(widgets.VBox):
             job.check()
             dec = decision_field(model, ctx.slice, resolution=res)
             u, v = _numpy(mf.u), _numpy(mf.v)
-            boundary = _signed_margin_lines(
-                _numpy(dec.margin), dec.predicted.detach().cpu().numpy(), u, v
-            )
-            fld = _Field(u, v, _numpy(mf.log10_volume), boundary, mf)
+            margin = _numpy(dec.margin)
+            boundary = _signed_margin_lines(margin, dec.predicted.detach().cpu().numpy(), u, v)
+            fld = _Field(u, v, _numpy(mf.log10_volume), margin, boundary, mf)
             self._fields.put(key, fld)
             self.progress.value = 1.0
         self._ellipses(fld, req)
@@ -751,11 +776,17 @@ class SliceViewer(widgets.VBox):
     def _ellipses(self, fld: _Field, req: _Request) -> None:
         if req.density <= 0 or (req.density, req.mode) in fld.ellipses:
             return
-        from richviz.geometry import metric_ellipses
+        from richviz.geometry import ellipse_sites, metric_ellipses
 
         density = min(req.density, len(fld.u))  # a coarse preview has fewer cells
         xs, ys = metric_ellipses(fld.metric_field, density=density, mode=req.mode)
-        fld.ellipses[(req.density, req.mode)] = (_numpy(xs), _numpy(ys))
+        # Emphasis near the decision boundary: sites among the smallest NEAR_BAND of margins.
+        rows, cols = ellipse_sites(fld.metric_field, density)
+        finite = fld.margin[np.isfinite(fld.margin)]
+        cut = np.quantile(finite, NEAR_BAND) if finite.size else -np.inf
+        near = (fld.margin[np.ix_(rows, cols)] <= cut).reshape(-1)
+        near_xy, far_xy = rendering.split_paths(_numpy(xs), _numpy(ys), near)
+        fld.ellipses[(req.density, req.mode)] = (far_xy, near_xy)
 
     def _set_progress(self, value: float) -> None:
         self.progress.value = float(value)
@@ -813,10 +844,17 @@ class SliceViewer(widgets.VBox):
         elif req.theory == "difference" and theory is not None:
             values = values - theory
             cmap, label = "diverging", "log10 vol − theory at init"
-        vmin, vmax = rendering.color_limits(values, symmetric=cmap == "diverging")
+        limits = self._locked_limits.get(cmap) if req.lock else None
+        if limits is None:
+            limits = rendering.color_limits(values, symmetric=cmap == "diverging")
+            if req.lock:
+                self._locked_limits[cmap] = limits
+        vmin, vmax = limits
         png = rendering.encode_png(rendering.field_to_rgba(values, vmin, vmax, cmap))
         empty = (np.array([]), np.array([]))
-        ellipses = fld.ellipses.get((req.density, req.mode), empty) if req.density > 0 else empty
+        far, near = fld.ellipses.get((req.density, req.mode), (empty, empty))
+        if req.density <= 0:
+            far, near = empty, empty
         theory_lines = empty
         if req.theory == "contours" and theory is not None:
             levels = rendering.contour_levels(theory, 6)
@@ -832,7 +870,8 @@ class SliceViewer(widgets.VBox):
             label=label,
             png=png,
             extent=rendering.image_extent(fld.u, fld.v),
-            ellipses=ellipses,
+            ellipses=far,
+            ellipses_near=near,
             boundary=fld.boundary,
             theory_lines=theory_lines,
         )
@@ -857,6 +896,7 @@ class SliceViewer(widgets.VBox):
                 self.image_mark.y = [v0, v1]
             for mark, (xs, ys) in (
                 (self.ellipse_mark, frame.ellipses),
+                (self.ellipse_near_mark, frame.ellipses_near),
                 (self.boundary_mark, frame.boundary),
                 (self.theory_mark, frame.theory_lines),
             ):

@@ -7,8 +7,10 @@ lock per run, because the browser, viewer and metrics panel load from different 
 
 from __future__ import annotations
 
+import copy
 import threading
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -30,9 +32,16 @@ def run_lock(run: Any) -> threading.RLock:
 
 
 def load_model(run: Any, step: int, device: str | torch.device | None = None) -> nn.Module:
-    """``run.load(step, device)`` under the run's lock (``Run.load`` keeps an unlocked LRU)."""
+    """``run.load(step, device)`` under the run's lock (``Run.load`` keeps an unlocked LRU).
+
+    ``run.metrics()`` may load from its own thread without this lock; a ``KeyError`` from the
+    run's LRU racing with it is retried once.
+    """
     with run_lock(run):
-        return run.load(step, device=device)
+        try:
+            return run.load(step, device=device)
+        except KeyError:
+            return run.load(step, device=device)
 
 
 def is_run(obj: Any) -> bool:
@@ -52,6 +61,8 @@ class ModelSource:
     points (a run's test split; or the ``data=`` given with a bare model), or ``None``.
     """
 
+    COPIES = 6
+
     def __init__(self, model_or_run: Any, data: tuple[Any, Any] | None = None):
         self.run = model_or_run if is_run(model_or_run) else None
         if self.run is None and not isinstance(model_or_run, nn.Module):
@@ -60,6 +71,8 @@ class ModelSource:
                 f"got {type(model_or_run).__name__}"
             )
         self.model = None if self.run is not None else model_or_run
+        self._copies: OrderedDict[tuple[int, str | None], nn.Module] = OrderedDict()
+        self._copies_lock = threading.Lock()
         self._data = _as_xy(data) if data is not None else None
         self._data_loaded = data is not None
 
@@ -69,10 +82,27 @@ class ModelSource:
         return list(self.run.steps) if self.run is not None else [0]
 
     def load(self, step: int, device: str | None = None) -> nn.Module:
-        """The model at ``step`` (a bare model ignores ``step`` and ``device``)."""
+        """The model at ``step`` (a bare model ignores ``step`` and ``device``).
+
+        For a run this is a private copy of the run's cached model: feature maps hook into
+        modules, and the metrics panel may run the run's own model object in another thread
+        at the same time. The last ``COPIES`` copies are kept.
+        """
         if self.run is None:
             return self.model.eval()
-        return load_model(self.run, step, device_arg(device))
+        key = (int(step), device_arg(device))
+        with self._copies_lock:
+            if key in self._copies:
+                self._copies.move_to_end(key)
+                return self._copies[key]
+        model = load_model(self.run, step, device_arg(device))
+        with run_lock(self.run):
+            model = copy.deepcopy(model).eval()
+        with self._copies_lock:
+            self._copies[key] = model
+            while len(self._copies) > self.COPIES:
+                self._copies.popitem(last=False)
+        return model
 
     def data(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(x, y)``: the run's test split, or the data given with the model, or None."""
