@@ -23,7 +23,7 @@ from richviz.checkpoints import Run, checkpoint_name
 from richviz.errors import DataError
 from richviz.geometry import pullback_metric
 from richviz.widgets import CheckpointBrowser, Explorer, MetricsPanel, SliceViewer, rendering
-from richviz.widgets.tasks import LRUCache, Worker
+from richviz.widgets.tasks import ComputeLock, LRUCache, Worker
 
 BAD_STEP = 3
 VIEWER = {"resolution": 24, "coarse_resolution": 12, "ellipse_density": 6}
@@ -153,6 +153,29 @@ def test_worker_cancels_stale_jobs_and_lru():
     assert cache.get("a") == 1
     cache.put("c", 3)
     assert "b" not in cache and "a" in cache and len(cache) == 2
+
+
+def test_compute_lock_lets_waiters_run_between_units():
+    lock = ComputeLock()
+    order: list[str] = []
+    waiting = threading.Event()
+
+    def viewer_job():
+        waiting.set()
+        with lock.hold():
+            order.append("viewer")
+
+    with lock.hold():
+        order.append("metrics 1")
+        thread = threading.Thread(target=viewer_job)
+        thread.start()
+        waiting.wait(10)
+        while lock._waiting == 0:  # until the viewer thread blocks on the lock
+            threading.Event().wait(0.01)
+        lock.yield_to_waiters()
+        order.append("metrics 2")
+    thread.join(10)
+    assert order == ["metrics 1", "viewer", "metrics 2"]
 
 
 # ----------------------------------------------------------------------------- explorer

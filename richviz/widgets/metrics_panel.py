@@ -22,7 +22,7 @@ import numpy as np
 import traitlets
 
 from richviz.widgets.slice_viewer import atomic_write_bytes, error_line, status_html
-from richviz.widgets.tasks import Job, Worker
+from richviz.widgets.tasks import COMPUTE, Job, Worker
 
 Series = tuple[tuple[str, str], ...]
 
@@ -193,21 +193,13 @@ class MetricsPanel(widgets.VBox):
         sy = bqplot.LogScale() if lscale == "log" else bqplot.LinearScale()
         sr = bqplot.LogScale() if rscale == "log" else bqplot.LinearScale()
         cursor_scale = bqplot.LinearScale(min=0.0, max=1.0)
-        lines_l = bqplot.Lines(
-            x=[],
-            y=[],
-            scales={"x": self._sx, "y": sy},
-            display_legend=True,
-            marker="circle",
-            marker_size=16,
-        )
+        # No markers: bqplot positions markers even at NaN values (gaps), which browsers reject.
+        lines_l = bqplot.Lines(x=[], y=[], scales={"x": self._sx, "y": sy}, display_legend=True)
         lines_r = bqplot.Lines(
             x=[],
             y=[],
             scales={"x": self._sx, "y": sr},
             display_legend=True,
-            marker="square",
-            marker_size=16,
             line_style="dashed",
         )
         cursor = bqplot.Lines(
@@ -301,10 +293,12 @@ class MetricsPanel(widgets.VBox):
 
         def report(done: int, total: int) -> None:
             self.progress.value = done / total if total else 1.0
+            COMPUTE.yield_to_waiters()  # let a waiting slice-viewer job run between checkpoints
 
         try:
             self.load_count += 1
-            rows = self.run.metrics(progress=report, layer=self.layer)
+            with COMPUTE.hold():
+                rows = self.run.metrics(progress=report, layer=self.layer)
         except Exception as exc:
             self.status.value = status_html(f"metrics: {error_line(exc)}", "error")
             self.progress.bar_style = "danger"

@@ -36,7 +36,7 @@ from richviz.errors import DataError
 from richviz.features import LOGITS, PENULTIMATE, layer_names
 from richviz.widgets import rendering
 from richviz.widgets.sources import ModelSource
-from richviz.widgets.tasks import Cancelled, Job, LRUCache, Worker
+from richviz.widgets.tasks import COMPUTE, Cancelled, Job, LRUCache, Worker
 
 RESOLUTIONS = (16, 32, 48, 64, 96, 128, 192, 256)
 THEORY_MODES = (("off", "off"), ("contours", "contours"), ("trained − theory", "difference"))
@@ -760,10 +760,14 @@ class SliceViewer(widgets.VBox):
             self.progress.value = 0.0
             report = job.progress_callback(self._set_progress)
             phi = feature_map(model, req.layer)
-            mf = pullback_metric(phi, ctx.slice, resolution=res, progress=report)
-            self.compute_count += 1
-            job.check()
-            dec = decision_field(model, ctx.slice, resolution=res)
+            if COMPUTE.waiting_for_others():
+                self._status(f"step {step}: waiting for the metrics computation…", "busy")
+            with COMPUTE.hold():
+                job.check()
+                mf = pullback_metric(phi, ctx.slice, resolution=res, progress=report)
+                self.compute_count += 1
+                job.check()
+                dec = decision_field(model, ctx.slice, resolution=res)
             u, v = _numpy(mf.u), _numpy(mf.v)
             margin = _numpy(dec.margin)
             boundary = _signed_margin_lines(margin, dec.predicted.detach().cpu().numpy(), u, v)
@@ -800,7 +804,8 @@ class SliceViewer(widgets.VBox):
 
             params = self.theory_params or self._infer_theory_params(req)
             job.check()
-            out = _numpy(infinite_width_field(ctx.slice, res, **params).log10_volume)
+            with COMPUTE.hold():
+                out = _numpy(infinite_width_field(ctx.slice, res, **params).log10_volume)
             self._theory_cache.put(key, out)
         return out
 
@@ -890,7 +895,11 @@ class SliceViewer(widgets.VBox):
                 self._sc.colors = rendering.colormap_stops(frame.cmap)
                 self._sc.min, self._sc.max = frame.vmin, frame.vmax
             self.color_axis.label = frame.label
-            self._image_widget.value = frame.png
+            # bqplot's Image view redraws on a new ``image`` widget, not on its value: swap it.
+            old = self.image_mark.image
+            self._image_widget = widgets.Image(value=frame.png, format="png")
+            self.image_mark.image = self._image_widget
+            old.close()
             with self.image_mark.hold_sync():
                 self.image_mark.x = [u0, u1]
                 self.image_mark.y = [v0, v1]
