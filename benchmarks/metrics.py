@@ -79,27 +79,55 @@ def main() -> None:
             model, x, y, init_model=init, batch_size=args.n
         ),
     }
-    times: dict[str, list[float]] = {k: [] for k in jobs}
+    wall: dict[str, list[float]] = {k: [] for k in jobs}
+    cpu: dict[str, list[float]] = {k: [] for k in jobs}
     for job in jobs.values():  # warm-up
         job()
     for _ in range(args.repeats):
         for name, job in jobs.items():
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             job()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    ref = med["forward pass (reference)"]
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    mw = {k: statistics.median(v) * 1e3 for k, v in wall.items()}
+    mc = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
+    rw, rc = mw["forward pass (reference)"], mc["forward pass (reference)"]
     print(
         f"n={args.n} d={args.d} p={args.p} C={args.classes} device={dev} "
-        f"threads={torch.get_num_threads()} repeats={args.repeats} (median ms)"
+        f"threads={torch.get_num_threads()} repeats={args.repeats}; medians; "
+        "cpu = process CPU time (all threads), less sensitive to other load on the machine"
     )
-    print(f"{'measurement':40s} {'ms':>9s} {'x forward':>10s}")
-    for name, ms in med.items():
-        print(f"{name:40s} {ms:9.2f} {ms / ref:10.2f}")
+    print(f"{'measurement':40s} {'wall ms':>9s} {'x fwd':>7s} {'cpu ms':>9s} {'x fwd':>7s}")
+    for name in jobs:
+        print(
+            f"{name:40s} {mw[name]:9.2f} {mw[name] / rw:7.2f} {mc[name]:9.2f} {mc[name] / rc:7.2f}"
+        )
+    name = "checkpoint_metrics (incl. 2 forwards)"
+    extra_w, extra_c = mw[name] - 2 * rw, mc[name] - 2 * rc
+    print(
+        f"{'  checkpoint_metrics minus 2 forwards':40s} {extra_w:9.2f} {extra_w / rw:7.2f} "
+        f"{extra_c:9.2f} {extra_c / rc:7.2f}"
+    )
+
+    # accuracy of the float32 work path against float64 features (same numbers otherwise)
+    f64, o64, f0_64 = feats.double(), out.double(), feats0.double()
+    w64, b64 = last.weight.double(), last.bias.double()
+    nc32 = neural_collapse(feats, y, last.weight, last.bias)
+    nc64 = neural_collapse(f64, y, w64, b64)
+    s32, s64 = feature_spectrum(feats, y, out), feature_spectrum(f64, y, o64)
+    diffs = {
+        "d_lr": abs(d_lr(feats, out) - d_lr(f64, o64)),
+        "linear_cka": abs(linear_cka(feats, feats0) - linear_cka(f64, f0_64)),
+        "nc1 (relative)": abs(nc32["nc1"] - nc64["nc1"]) / abs(nc64["nc1"]),
+        "effective_rank (relative)": abs(s32.effective_rank - s64.effective_rank)
+        / s64.effective_rank,
+        "quality curve (max)": float((s32.quality - s64.quality).abs().max()),
+    }
+    print("float32 features vs float64: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
     cm = checkpoint_metrics(model, x, y, init_model=init)
     print("checkpoint_metrics:", {k: round(v, 4) for k, v in cm.items()})
 

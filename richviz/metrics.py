@@ -127,21 +127,40 @@ def _labels(labels: torch.Tensor, n: int, num_classes: int, device: torch.device
 # --------------------------------------------------------------------------- building blocks
 
 
-@dataclass
 class _Centred:
     """A validated matrix (n, d) prepared once for every metric that uses it.
 
-    ``x``: float64 copy; ``c``: float64 column-centred; ``scale``: max |c| (> 0 unless
-    ``constant``); ``unit``: c / scale in the work dtype (float64 for float64 input, float32
-    otherwise), the operand of the O(n d^2) products; ``constant``: no variation over rows.
+    ``c``: float64 column-centred copy; ``mean``: float64 column means (1, d). Computed on
+    first use and cached: ``scale`` = max |c|; ``constant`` (no variation over the rows);
+    ``unit`` = c / scale in the work dtype (float64 for float64 input, else float32), the
+    operand of the O(n d^2) products; ``gram`` of ``unit`` on the smaller side.
     """
 
-    x: torch.Tensor
-    c: torch.Tensor
-    scale: float
-    unit: torch.Tensor
-    constant: bool
-    _gram: torch.Tensor | None = None
+    def __init__(self, c: torch.Tensor, mean: torch.Tensor, work: torch.dtype):
+        self.c, self.mean, self.work = c, mean, work
+        self._scale: float | None = None
+        self._unit: torch.Tensor | None = None
+        self._gram: torch.Tensor | None = None
+
+    @property
+    def scale(self) -> float:
+        if self._scale is None:
+            self._scale = float(self.c.abs().max())
+        return self._scale
+
+    @property
+    def constant(self) -> bool:
+        return self.scale <= _CONST_RTOL * (float(self.mean.abs().max()) + self.scale)
+
+    @property
+    def unit(self) -> torch.Tensor:
+        if self._unit is None:
+            inv = 1.0 / self.scale if not self.constant else 0.0
+            if self.work == torch.float64:
+                self._unit = self.c * inv
+            else:
+                self._unit = self.c.to(self.work).mul_(inv)
+        return self._unit
 
     @property
     def gram(self) -> torch.Tensor:
@@ -159,20 +178,15 @@ class _Centred:
 
 
 def _prepare(name: str, x: torch.Tensor, rows: int | None = None) -> _Centred:
-    """Validate, convert to float64, centre the columns and scale to max |entry| = 1."""
+    """Validate a real 2-D matrix (NaN/inf -> NonFiniteError) and centre it in float64."""
     x = _tensor2d(name, x, rows)
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x64 = x.to(torch.float64)
-    mean = x64.mean(dim=0, keepdim=True)
+    mean = x.mean(dim=0, keepdim=True, dtype=torch.float64)
     if not bool(torch.isfinite(mean).all()):  # any NaN/inf entry reaches the column mean
-        if not bool(torch.isfinite(x64).all()):
+        if not bool(torch.isfinite(x).all()):
             raise NonFiniteError(f"{name} contain NaN/inf (diverged checkpoint?)")
         raise ValueError(f"{name} are too large to sum in float64 (max |entry| ~ 1e308)")
-    c = x64 - mean
-    scale = float(c.abs().max())
-    constant = scale <= _CONST_RTOL * (float(mean.abs().max()) + scale)
-    unit = c / scale if not constant else torch.zeros_like(c)
-    return _Centred(x64, c, scale if not constant else 0.0, unit.to(work), constant)
+    return _Centred(torch.sub(x, mean), mean, work)
 
 
 class _full_precision:
@@ -262,7 +276,7 @@ def d_lr(features: torch.Tensor, outputs: torch.Tensor) -> float:
     :class:`NonFiniteError` for NaN/inf.
     """
     phi = _prepare("features", features)
-    return _d_lr_core(phi, _prepare("outputs", outputs, rows=phi.x.shape[0]))
+    return _d_lr_core(phi, _prepare("outputs", outputs, rows=phi.c.shape[0]))
 
 
 def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -278,7 +292,7 @@ def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
     Raises ``ValueError`` for wrong shapes or lengths, :class:`NonFiniteError` for NaN/inf.
     """
     pa = _prepare("a", a)
-    return _cka_core(pa, _prepare("b", b, rows=pa.x.shape[0]))
+    return _cka_core(pa, _prepare("b", b, rows=pa.c.shape[0]))
 
 
 def similarity_to_init(features: torch.Tensor, init_features: torch.Tensor) -> float:
@@ -295,59 +309,69 @@ def similarity_to_init(features: torch.Tensor, init_features: torch.Tensor) -> f
 
 
 def _neural_collapse(
-    h: torch.Tensor,
+    h: _Centred,
     labels: torch.Tensor,
     num_classes: int,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
 ) -> dict[str, float]:
-    """NC1-NC4 from validated float64 features (n, p), int64 labels (n,), weight (C, p)."""
-    n, p = h.shape
+    """NC1-NC4 from prepared features (n, p), int64 labels (n,), float64 weight (C, p).
+
+    Works on the centred features (every statistic is translation invariant once the
+    feature mean is folded into the bias) with two passes over them: class sums, and one
+    product with [V | W^T | mu^T]; no (n, p) temporaries.
+    """
+    hc = h.c
+    n, p = hc.shape
     c = num_classes
-    counts = torch.bincount(labels, minlength=c)
-    sums = torch.zeros(c, p, dtype=h.dtype, device=h.device).index_add_(0, labels, h)
-    mu = sums / counts.unsqueeze(1).to(h.dtype)
-    mu_g = mu.mean(dim=0, keepdim=True)  # mean of class means (= global mean when balanced)
-    m = mu - mu_g  # (C, p), rows mu_c - mu_G
-    resid = h - mu[labels]  # (n, p) within-class deviations
+    counts = torch.bincount(labels, minlength=c).to(hc.dtype)
+    mu = torch.zeros(c, p, dtype=hc.dtype, device=hc.device).index_add_(0, labels, hc)
+    mu = mu / counts.unsqueeze(1)  # class means (centred coordinates)
+    m = mu - mu.mean(dim=0, keepdim=True)  # rows mu_c - mu_G, mu_G = mean of class means
     out = {k: math.nan for k in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")}
 
+    hc_sq = float(hc.square().sum())
+    size = math.sqrt(hc_sq / n + float(h.mean.square().sum()))  # rms |feature vector|
     m_norm = float(torch.linalg.matrix_norm(m))
-    scale = max(
-        float(torch.linalg.matrix_norm(mu)), float(torch.linalg.matrix_norm(h)) * (c / n) ** 0.5
-    )
-    means_coincide = m_norm <= _CONST_RTOL * scale
-    if means_coincide:
-        varies = float(torch.linalg.matrix_norm(resid)) > _CONST_RTOL * float(
-            torch.linalg.matrix_norm(h)
-        )
-        out["nc1"] = math.inf if varies else math.nan
-    else:
+    means_coincide = m_norm <= _CONST_RTOL * size * math.sqrt(c)
+    blocks, r = [], 0
+    if not means_coincide:
         # NC1 = tr(Sigma_W Sigma_B^+) / C with Sigma_W = R^T R / n, Sigma_B = M^T M / C.
-        # With M = U S V^T: Sigma_B^+ = C V S^-2 V^T, so NC1 = sum_k |R v_k|^2 / (n s_k^2).
+        # With M = U S V^T: Sigma_B^+ = C V S^-2 V^T, so NC1 = sum_k |R v_k|^2 / (n s_k^2),
+        # R v_k = (H v_k) - (mu v_k)[labels].
         _, s, vh = torch.linalg.svd(m, full_matrices=False)
         keep = s > RANK_RTOL * s[0]
-        proj = resid @ vh[keep].T  # (n, r)
-        out["nc1"] = float((proj.square().sum(dim=0) / s[keep].square()).sum() / n)
+        v, s = vh[keep].T, s[keep]
+        blocks.append(v)
+        r = v.shape[1]
+    if weight is not None:
+        blocks += [weight.T, mu.T]
+    prod = hc @ torch.cat(blocks, dim=1) if blocks else None  # (n, r [+ 2C])
 
+    if means_coincide:
+        within_sq = max(hc_sq - float((counts * mu.square().sum(dim=1)).sum()), 0.0)
+        out["nc1"] = math.inf if math.sqrt(within_sq / n) > _CONST_RTOL * size else math.nan
+    else:
+        proj = prod[:, :r] - (mu @ v)[labels]  # (n, r) = R V
+        out["nc1"] = float((proj.square().sum(dim=0) / s.square()).sum() / n)
         norms = torch.linalg.vector_norm(m, dim=1)  # (C,)
         out["nc2_equinorm"] = float(norms.std(correction=0) / norms.mean())
-        unit = m / norms.clamp_min(torch.finfo(h.dtype).tiny).unsqueeze(1)
+        unit = m / norms.clamp_min(torch.finfo(hc.dtype).tiny).unsqueeze(1)
         unit[norms <= _CONST_RTOL * m_norm] = 0.0  # a mean at the centre: cosines count as 0
         cos = unit @ unit.T
-        off = ~torch.eye(c, dtype=torch.bool, device=h.device)
+        off = ~torch.eye(c, dtype=torch.bool, device=hc.device)
         out["nc2_equiangular"] = float((cos[off] + 1.0 / (c - 1)).abs().mean())
 
     if weight is not None:
         w_norm = float(torch.linalg.matrix_norm(weight))
         if w_norm > 0 and not means_coincide:
             out["nc3"] = float((weight / w_norm - m / m_norm).square().sum())
-        logits = h @ weight.T
+        offset = h.mean @ weight.T  # (1, C): the feature mean folded into the bias
         if bias is not None:
-            logits = logits + bias
-        net_pred = logits.argmax(dim=1)
+            offset = offset + bias
+        net_pred = (prod[:, r : r + c] + offset).argmax(dim=1)
         # nearest class mean: argmin_c |h - mu_c|^2 = argmin_c (|mu_c|^2 - 2 h . mu_c)
-        ncc_pred = (mu.square().sum(dim=1) - 2.0 * (h @ mu.T)).argmin(dim=1)
+        ncc_pred = (mu.square().sum(dim=1) - 2.0 * prod[:, r + c :]).argmin(dim=1)
         out["nc4"] = float((net_pred != ncc_pred).double().mean())
     return out
 
@@ -382,9 +406,9 @@ def neural_collapse(
     samples than classes, an empty class (labels must cover 0..C-1), labels out of range,
     wrong shapes or mismatched lengths; :class:`NonFiniteError` for NaN/inf.
     """
-    h = _matrix("features", features)
-    n, p = h.shape
-    w = _matrix("weight", weight, min_rows=0)
+    h = _prepare("features", features)
+    n, p = h.c.shape
+    w = _matrix("weight", weight, min_rows=0).to(h.c.device)
     if w.shape[0] < 2:
         raise ValueError(f"weight must have at least 2 rows (classes), got C = {w.shape[0]}")
     if w.shape[1] != p:
@@ -394,13 +418,13 @@ def neural_collapse(
     c = w.shape[0]
     b = None
     if bias is not None:
-        b = torch.as_tensor(bias).detach().to(device=h.device, dtype=torch.float64)
+        b = torch.as_tensor(bias).detach().to(device=h.c.device, dtype=torch.float64)
         if b.shape != (c,):
             raise ValueError(f"bias must have shape ({c},) to match weight, got {tuple(b.shape)}")
         if not bool(torch.isfinite(b).all()):
             raise NonFiniteError("bias contain NaN/inf (diverged checkpoint?)")
-    y = _check_classes(labels, n, c, h.device)
-    return _neural_collapse(h, y, c, w.to(h.device), b)
+    y = _check_classes(labels, n, c, h.c.device)
+    return _neural_collapse(h, y, c, w, b)
 
 
 def _check_classes(labels: torch.Tensor, n: int, c: int, device: torch.device) -> torch.Tensor:
@@ -440,7 +464,7 @@ def parameter_norms(
     a shape differs.
     """
     cur = _floating(state_dict)
-    total = sum((float(t.detach().double().square().sum()) for t in cur.values()), 0.0)
+    total = sum((_sum_sq(t.detach()) for t in cur.values()), 0.0)
     dist = math.nan
     if init_state_dict is not None:
         init = _floating(init_state_dict)
@@ -454,9 +478,15 @@ def parameter_norms(
                 raise ValueError(
                     f"parameter {key!r} has shape {tuple(t.shape)} but {tuple(t0.shape)} at init"
                 )
-            diff = t.detach().double() - t0.detach().to(device=t.device, dtype=torch.float64)
-            dist += float(diff.square().sum())
+            # the difference in the tensors' own precision is exact for nearby values (Sterbenz)
+            dtype = torch.promote_types(t.dtype, t0.dtype)
+            dist += _sum_sq(t.detach().to(dtype) - t0.detach().to(device=t.device, dtype=dtype))
     return {"param_norm_sq": total, "param_dist_sq": dist}
+
+
+def _sum_sq(t: torch.Tensor) -> float:
+    """sum(t^2) accumulated in float64."""
+    return float(torch.sum(t * t, dtype=torch.float64))
 
 
 def _floating(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -549,16 +579,16 @@ def feature_spectrum(
     Raises ``ValueError`` for wrong shapes / lengths, :class:`NonFiniteError` for NaN/inf.
     """
     phi = _prepare("features", features)
-    n = phi.x.shape[0]
+    n = phi.c.shape[0]
     f = _prepare("outputs", outputs, rows=n)
     if not isinstance(targets, torch.Tensor):
         targets = torch.as_tensor(targets)
     if targets.ndim == 1 and not (targets.dtype.is_floating_point or targets.is_complex()):
-        y = _labels(targets, n, f.x.shape[1], phi.x.device)
-        targets = torch.nn.functional.one_hot(y, f.x.shape[1]).to(torch.float64)
+        y = _labels(targets, n, f.c.shape[1], phi.c.device)
+        targets = torch.nn.functional.one_hot(y, f.c.shape[1]).to(torch.float64)
     elif targets.ndim == 1:
         targets = targets.unsqueeze(1)
-    t = _prepare("targets", targets.to(device=phi.x.device, dtype=torch.float64), rows=n)
+    t = _prepare("targets", targets.to(device=phi.c.device, dtype=torch.float64), rows=n)
     return _spectrum(phi, t, f)
 
 
@@ -680,16 +710,16 @@ def _feature_metrics(
         return  # diverged checkpoint: feature metrics stay nan
     out["d_lr"] = _d_lr_core(phi, f)
     if not phi.constant:
-        out["effective_rank"] = _effective_rank(torch.linalg.eigvalsh(phi.gram).clamp_min(0.0))
+        out["effective_rank"] = _effective_rank(torch.linalg.eigvalsh(phi.gram / n).clamp_min(0.0))
 
     w = b = None
-    if classifier is not None and classifier.in_features == phi.x.shape[1]:
-        w = classifier.weight.detach().to(device=phi.x.device, dtype=torch.float64)
+    if classifier is not None and classifier.in_features == phi.c.shape[1]:
+        w = classifier.weight.detach().to(device=phi.c.device, dtype=torch.float64)
         if classifier.bias is not None:
-            b = classifier.bias.detach().to(device=phi.x.device, dtype=torch.float64)
+            b = classifier.bias.detach().to(device=phi.c.device, dtype=torch.float64)
         if not (bool(torch.isfinite(w).all()) and (b is None or bool(torch.isfinite(b).all()))):
             w = b = None
-    out.update(_neural_collapse(phi.x, labels, c, w, b))
+    out.update(_neural_collapse(phi, labels, c, w, b))
 
     if init_feats is not None:
         try:
