@@ -1,0 +1,100 @@
+"""Data sets: shapes, dtypes, determinism, labelling rules, clear errors; nothing downloads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from richviz import datasets
+from richviz.errors import DataError
+
+TOYS = ["moons", "circles", "xor", "spirals", "sinusoid"]
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_toys_shapes_split_and_determinism(name):
+    d = datasets.load(name, n=200, seed=1)
+    assert d.name == name and d.input_shape == (2,) and d.num_classes == 2
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert len(d.x_train) == 150 and len(d.x_test) == 50
+    assert set(d.y_train.tolist()) == {0, 1}
+    again = datasets.load(name, n=200, seed=1)
+    assert torch.equal(d.x_train, again.x_train) and torch.equal(d.y_test, again.y_test)
+    other = datasets.load(name, n=200, seed=2)
+    assert not torch.equal(d.x_train, other.x_train)
+    # train and test are disjoint samples
+    xs = torch.cat([d.x_train, d.x_test])
+    assert len(torch.unique(xs, dim=0)) == 200
+
+
+def test_sinusoid_rule_and_domain():
+    d = datasets.load("sinusoid", n=400)
+    x = torch.cat([d.x_train, d.x_test]).double()
+    y = torch.cat([d.y_train, d.y_test])
+    assert x.abs().max() <= 1
+    expected = (x[:, 1] > 0.6 * torch.sin(7 * x[:, 0] - 1)).long()
+    assert torch.equal(y, expected)
+
+
+def test_xor_rule():
+    d = datasets.load("xor", n=100)
+    assert torch.equal(d.y_train, (d.x_train[:, 0] * d.x_train[:, 1] > 0).long())
+
+
+def test_spirals_classes():
+    d = datasets.load("spirals", n=300, arms=3)
+    assert d.num_classes == 3 and set(d.y_train.tolist()) == {0, 1, 2}
+
+
+def test_digits():
+    d = datasets.load("digits")
+    assert d.input_shape == (1, 8, 8) and d.num_classes == 10
+    assert len(d.x_train) + len(d.x_test) == 1797
+    assert 0 <= float(d.x_train.min()) and float(d.x_train.max()) <= 1
+    assert set(d.y_test.tolist()) == set(range(10))
+
+
+def test_modular_addition_encodes_pairs():
+    p = 7
+    d = datasets.load("modular_addition", p=p, train_fraction=0.5)
+    x = torch.cat([d.x_train, d.x_test])
+    y = torch.cat([d.y_train, d.y_test])
+    assert d.input_shape == (2 * p,) and d.num_classes == p and len(x) == p * p
+    assert torch.equal(x.sum(1), torch.full((p * p,), 2.0))
+    a, b = x[:, :p].argmax(1), x[:, p:].argmax(1)
+    assert torch.equal(y, (a + b) % p)
+    assert len(torch.unique(torch.stack([a, b], 1), dim=0)) == p * p
+    assert abs(len(d.x_train) - 0.5 * p * p) <= 1
+
+
+def test_errors_are_data_errors():
+    with pytest.raises(DataError, match="unknown"):
+        datasets.load("mnist")
+    with pytest.raises(DataError, match="bad arguments"):
+        datasets.load("moons", colour="red")
+    with pytest.raises(DataError, match="test_fraction"):
+        datasets.load("moons", test_fraction=1.5)
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        datasets.load("cifar10", root="/nonexistent/cifar")
+    with pytest.raises(DataError, match="root="):
+        datasets.load("cifar10")
+    with pytest.raises(DataError, match="image_folder"):
+        datasets.load("image_folder", root="/nonexistent")
+    assert issubclass(DataError, ValueError)
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            arr = rng.integers(0, 255, size=(6, 6, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / cls / f"{i}.png")
+    d = datasets.load("image_folder", root=str(tmp_path), test_fraction=0.2)
+    assert d.num_classes == 2 and d.input_shape == (3, 6, 6)
+    assert len(d.x_train) == 8 and len(d.x_test) == 2
+    assert 0 <= float(d.x_train.min()) and float(d.x_train.max()) <= 1
+    assert d.kwargs["root"] == str(tmp_path)
