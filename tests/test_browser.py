@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -43,12 +44,17 @@ CHROMIUM_ARGS = [
 ]
 # Text that means a cell or a widget failed (JupyterLab's widget manager / IPython's traceback).
 ERROR_TEXTS = ("Error displaying widget", "Failed to load model class", "Traceback (most recent")
+# An exception shown by a widget's status line, e.g. "step 400: RuntimeError: ...".
+ERROR_PATTERN = re.compile(r"\b[A-Z]\w*(?:Error|Exception): ")
 SERVER_START_S = 90.0
 RUN_ALL_S = 150.0
 RENDER_S = 60.0
+SETTLE_S = 3.0
 # A blank (single-colour) image has variance 0; a drawn heatmap has many shades.
 MIN_PIXEL_VARIANCE = 25.0
 MIN_DISTINCT_COLOURS = 16
+# On screen the heatmap fills its plot area: little of it may be the white page behind it.
+MAX_WHITE_FRACTION = 0.25
 
 pytestmark = [
     pytest.mark.browser,
@@ -86,7 +92,22 @@ FIND_HEATMAP_JS = """
     e.removeAttribute('data-richviz-test');
   }
   fig.setAttribute('data-richviz-test', 'slice-figure');
+  best.setAttribute('data-richviz-test', 'heatmap');
   return {image: [r.x, r.y, r.width, r.height], figure: [f.x, f.y, f.width, f.height]};
+}
+"""
+
+# The marked heatmap <image>'s own pixels, decoded by the browser, as a PNG data URL.
+IMAGE_PIXELS_JS = """
+async () => {
+  const img = document.querySelector('[data-richviz-test=heatmap]');
+  const href = img.getAttribute('href') || img.getAttribute('xlink:href');
+  const bitmap = await createImageBitmap(await (await fetch(href)).blob());
+  const canvas = document.createElement('canvas');
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  canvas.getContext('2d').drawImage(bitmap, 0, 0);
+  return canvas.toDataURL('image/png');
 }
 """
 
@@ -213,19 +234,81 @@ def stop_server(proc: subprocess.Popen, base: str, token: str) -> None:
 
 
 def png_pixels(png: bytes) -> np.ndarray:
-    """Decode a PNG screenshot to an (H, W, 3) float array."""
+    """Decode a PNG to an (H, W, 4) float RGBA array (0..255)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(png)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float64)
+        return np.asarray(im.convert("RGBA"), dtype=np.float64)
 
 
-def assert_not_blank(pixels: np.ndarray, what: str) -> None:
-    variance = float(pixels.mean(axis=2).var())
-    colours = len(np.unique(pixels.reshape(-1, 3).astype(np.uint8), axis=0))
-    assert variance > MIN_PIXEL_VARIANCE and colours >= MIN_DISTINCT_COLOURS, (
-        f"{what} looks blank: luminance variance {variance:.1f}, {colours} distinct colours"
-    )
+def blank_reason(rgba: np.ndarray) -> str | None:
+    """Why an image counts as blank (None if it shows a drawn field).
+
+    Blank: mostly transparent, nearly one colour (luminance variance), or few colours.
+    """
+    alpha = float(rgba[..., 3].mean()) / 255
+    if alpha < 0.9:
+        return f"mostly transparent (mean alpha {alpha:.2f})"
+    rgb = rgba[..., :3]
+    variance = float(rgb.mean(axis=2).var())
+    if variance <= MIN_PIXEL_VARIANCE:
+        return f"luminance variance {variance:.1f} <= {MIN_PIXEL_VARIANCE}"
+    colours = len(np.unique(rgb.reshape(-1, 3).astype(np.uint8), axis=0))
+    if colours < MIN_DISTINCT_COLOURS:
+        return f"only {colours} distinct colours"
+    return None
+
+
+def white_fraction(rgba: np.ndarray) -> float:
+    """Fraction of (near-)white pixels: the page showing through where nothing was painted."""
+    return float((rgba[..., :3] >= 245).all(axis=2).mean())
+
+
+def data_url_bytes(url: str) -> bytes:
+    import base64
+
+    header, _, payload = url.partition(",")
+    assert header.startswith("data:image/png;base64"), header[:40]
+    return base64.b64decode(payload)
+
+
+def output_errors(text: str) -> list[str]:
+    """Lines of the notebook's visible text that report a failure."""
+    bad = [t for t in ERROR_TEXTS if t in text]
+    bad += [line for line in text.splitlines() if ERROR_PATTERN.search(line)]
+    return bad
+
+
+def check_heatmap(page, artifacts: Path, prefix: str) -> tuple[str | None, dict[str, object]]:
+    """Check the marked heatmap once: its own pixels and its painted screen area.
+
+    Returns (why it is not rendered yet or None, measurements); saves the screenshot.
+    """
+    box = page.evaluate(FIND_HEATMAP_JS)
+    if box is None:
+        return "no bqplot image yet", {}
+    source = png_pixels(data_url_bytes(page.evaluate(IMAGE_PIXELS_JS)))
+    x, y, w, h = box["image"]
+    inset = 2  # stay clear of the axes' lines
+    clip = {"x": x + inset, "y": y + inset, "width": w - 2 * inset, "height": h - 2 * inset}
+    shot = page.screenshot(clip=clip)
+    (artifacts / f"{prefix}-heatmap.png").write_bytes(shot)
+    screen = png_pixels(shot)
+    info = {
+        "heatmap_source_px": source.shape[:2],
+        "heatmap_screen_px": screen.shape[:2],
+        "heatmap_variance": round(float(screen[..., :3].mean(axis=2).var()), 1),
+        "white_fraction": round(white_fraction(screen), 3),
+    }
+    reason = blank_reason(source)
+    if reason is not None:
+        return f"the heatmap image itself is blank: {reason}", info
+    reason = blank_reason(screen)
+    if reason is not None:
+        return f"the heatmap on screen is blank: {reason}", info
+    if info["white_fraction"] > MAX_WHITE_FRACTION:
+        return f"{info['white_fraction']:.0%} of the heatmap's area on screen is white", info
+    return None, info
 
 
 def run_notebook_in_lab(
@@ -238,7 +321,7 @@ def run_notebook_in_lab(
     """
     from playwright.sync_api import sync_playwright
 
-    timings: dict[str, object] = {}
+    info: dict[str, object] = {}
     console: list[str] = []
     t0 = time.monotonic()
     with sync_playwright() as pw:
@@ -249,66 +332,54 @@ def run_notebook_in_lab(
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
             page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
+            notebook_panel = page.locator(".jp-NotebookPanel").first
+
+            def assert_no_errors(when: str) -> None:
+                text = notebook_panel.inner_text()
+                bad = output_errors(text)
+                assert not bad, f"{notebook} {when}: the page shows {bad}:\n{text[-3000:]}"
+
             try:
                 page.goto(f"{base}/lab/tree/{notebook}?reset&token={token}", timeout=60_000)
                 page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
-                page.locator(".jp-NotebookPanel").first.wait_for(timeout=60_000)
-                timings["lab_loaded_s"] = time.monotonic() - t0
-                timings["kernel"] = page.evaluate(RUN_ALL_JS, notebook)
+                notebook_panel.wait_for(timeout=60_000)
+                info["lab_loaded_s"] = round(time.monotonic() - t0, 1)
+                info["kernel"] = page.evaluate(RUN_ALL_JS, notebook)
                 page.wait_for_function(
                     "() => window.__richvizRun && window.__richvizRun.done",
                     timeout=RUN_ALL_S * 1000,
                 )
                 run = page.evaluate("() => window.__richvizRun")
-                timings["run_all_s"] = time.monotonic() - t0 - float(timings["lab_loaded_s"])
-                text = page.locator(".jp-NotebookPanel").first.inner_text()
-                for bad in ERROR_TEXTS:
-                    assert bad not in text, f"{notebook}: page shows {bad!r}:\n{text[-3000:]}"
-                assert run["ok"] is True, f"{notebook}: Run All failed: {run}\n{text[-3000:]}"
-                # Widgets may compute in the background and show a placeholder first: poll until
-                # the largest bqplot image is drawn and not blank, or the deadline passes.
-                page.wait_for_function(FIND_HEATMAP_JS, timeout=RENDER_S * 1000)
+                info["run_all_s"] = round(time.monotonic() - t0 - info["lab_loaded_s"], 1)
+                assert_no_errors("after Run All")
+                assert run["ok"] is True, f"{notebook}: Run All failed: {run}"
+                # Widgets compute in the background and may show a placeholder or a coarse
+                # preview first: poll until the heatmap is drawn, failing early on any error.
                 deadline = time.monotonic() + RENDER_S
                 while True:
-                    page.wait_for_timeout(1000)  # let the image decode and paint
-                    boxes = page.evaluate(FIND_HEATMAP_JS)
-                    if boxes is None:
-                        continue
-                    x, y, w, h = boxes["image"]
-                    inset = 2  # stay clear of the axes' lines
-                    clip = {
-                        "x": x + inset,
-                        "y": y + inset,
-                        "width": w - 2 * inset,
-                        "height": h - 2 * inset,
-                    }
-                    heatmap_png = page.screenshot(clip=clip)
-                    pixels = png_pixels(heatmap_png)
-                    try:
-                        assert_not_blank(pixels, f"{notebook}: the slice heatmap")
+                    page.wait_for_timeout(1000)  # let images decode and paint
+                    assert_no_errors("while rendering")
+                    reason, measured = check_heatmap(page, artifacts, prefix)
+                    info.update(measured)
+                    if reason is None:
                         break
-                    except AssertionError:
-                        if time.monotonic() > deadline:
-                            raise
-                    finally:
-                        (artifacts / f"{prefix}-heatmap.png").write_bytes(heatmap_png)
-                timings["rendered_s"] = time.monotonic() - t0
-                timings["heatmap_px"] = pixels.shape[:2]
-                timings["heatmap_variance"] = round(float(pixels.mean(axis=2).var()), 1)
+                    assert time.monotonic() < deadline, f"{notebook}: {reason} ({measured})"
+                info["rendered_s"] = round(time.monotonic() - t0, 1)
+                page.wait_for_timeout(SETTLE_S * 1000)  # late errors from background work
+                assert_no_errors("after rendering")
+                reason, measured = check_heatmap(page, artifacts, prefix)
+                assert reason is None, f"{notebook}: {reason} ({measured})"
                 page.locator("[data-richviz-test=slice-figure]").screenshot(
                     path=str(artifacts / f"{prefix}-figure.png")
                 )
-                text = page.locator(".jp-NotebookPanel").first.inner_text()
-                for bad in ERROR_TEXTS:
-                    assert bad not in text, f"{notebook}: page shows {bad!r}:\n{text[-3000:]}"
-                timings["figures"] = page.locator(".bqplot.figure").count()
+                info["figures"] = page.locator(".bqplot.figure").count()
             finally:
                 with contextlib.suppress(Exception):
                     page.screenshot(path=str(artifacts / f"{prefix}-page.png"), full_page=True)
                 (artifacts / f"{prefix}-console.log").write_text("\n".join(console) + "\n")
         finally:
             browser.close()
-    return timings
+    return info
 
 
 @pytest.mark.timeout(300)
