@@ -641,12 +641,14 @@ def checkpoint_metrics(
     ``param_norm_sq``, ``param_dist_sq`` (over ``named_parameters``), ``effective_rank`` (of
     the feature spectrum) and ``probe_acc`` (accuracy of the model's own output on (x, y)).
 
-    ``nan`` where undefined: ``cka_init`` and ``param_dist_sq`` without ``init_model``;
-    ``nc3``/``nc4`` when the features are not the classifier's input (their width differs)
-    or the model has no ``nn.Linear``; ``probe_acc`` when the model output is not (n, C)
-    scores; and every feature metric of a checkpoint whose features or outputs contain
-    NaN/inf (diverged training) -- that case does not raise. Invalid labels (not covering
-    0..C-1 etc.) raise ``ValueError`` as in :func:`neural_collapse`.
+    ``nan`` where undefined (never an exception for these): ``cka_init`` and
+    ``param_dist_sq`` without ``init_model``; all ``nc*`` when the probe labels miss a class
+    (NC needs every class mean; the other metrics stay valid); ``nc3``/``nc4`` when the
+    features are not the classifier's input (their width differs) or the model has no
+    ``nn.Linear``; ``probe_acc`` when the model output is not (n, C) scores; and every
+    feature metric of a checkpoint whose features or outputs contain NaN/inf (diverged
+    training). Labels outside 0..C-1 (data that does not fit the model), a model without an
+    ``nn.Linear`` for the default layer, or malformed ``x`` / ``y`` raise ``ValueError``.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -699,7 +701,8 @@ def _feature_metrics(
     """Fill ``out`` with the feature-based metrics, sharing the centring and the Gram."""
     n = feats.shape[0]
     c = classifier.out_features if classifier is not None else lin_out.shape[1]
-    labels = _check_classes(y, n, c, feats.device)
+    labels = _labels(y, n, c, feats.device)  # out of range: the data does not fit the model
+    nc_defined = c >= 2 and bool((torch.bincount(labels, minlength=c) > 0).all())
     if model_out is not None and model_out.ndim == 2 and model_out.shape[1] == c:
         if bool(torch.isfinite(model_out).all()):
             out["probe_acc"] = float((model_out.argmax(dim=1) == labels).double().mean())
@@ -719,7 +722,8 @@ def _feature_metrics(
             b = classifier.bias.detach().to(device=phi.c.device, dtype=torch.float64)
         if not (bool(torch.isfinite(w).all()) and (b is None or bool(torch.isfinite(b).all()))):
             w = b = None
-    out.update(_neural_collapse(phi, labels, c, w, b))
+    if nc_defined:
+        out.update(_neural_collapse(phi, labels, c, w, b))
 
     if init_feats is not None:
         try:
