@@ -15,7 +15,7 @@ symmetry. The volume element is ``A^{d/2} sqrt(1 + 2 r^2 A'/A)``.
 Closed forms: ``sigma(u) = erf(u / sqrt 2)`` (``"erf"``) gives
 ``A = (2 s^2 / pi) q^{-1/2}``, ``A' = -(2 s^4 / pi) q^{-3/2}``, ``q = 1 + 2 z^2 + 2 s^2 r^2``;
 ReLU gives the flat ``g = (s^2 / 2) I``. Other activations use Gauss-Hermite quadrature
-(``numpy.polynomial.hermite_e``, 180 nodes) for V <= 6; for larger V the narrow integrand
+(``numpy.polynomial.hermite_e``, 180 nodes) for V <= 1; for larger V the narrow integrand
 needs more nodes than Gauss-Hermite can give stably, and a composite Gauss-Legendre rule in u
 (panels of width 0.5 over +-9 standard deviations) takes over.
 """
@@ -64,11 +64,12 @@ def _derivative(activation: str) -> Callable[[np.ndarray], np.ndarray]:
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
-# Gauss-Hermite (probabilists') nodes: exact to ~1e-10 relative for V <= _GH_MAX_VAR with the
-# activations above (checked against the erf closed form). Beyond, sigma'(u)^2 is too narrow
-# for the nodes, and a composite Gauss-Legendre rule in u is used instead.
+# Gauss-Hermite (probabilists') nodes: accurate to ~1e-11 relative for V <= _GH_MAX_VAR with
+# every activation above (checked against the erf closed form and a composite rule). Beyond,
+# sigma'(u)^2 is too narrow in units of the standard deviation (tanh's poles at u = +-i pi/2
+# come close to the real axis), and a composite Gauss-Legendre rule in u takes over.
 _GH_ORDER = 180
-_GH_MAX_VAR = 6.0
+_GH_MAX_VAR = 1.0
 _PANEL_WIDTH = 0.5  # in u; sigma'(u)^2 of the activations above varies on a scale of ~1
 _PANEL_NODES = 8
 _TAIL = 9.0  # integrate u over +-_TAIL standard deviations
@@ -98,7 +99,7 @@ def _quadrature_a(
     """A and A' by quadrature, var (M,) -> (M,), (M,).
 
     ``A = s^2 E[f(u)]``, ``A' = s^4 E[f(u) (u^2 - V)] / (2 V^2)``, ``f = sigma'^2``,
-    ``u ~ N(0, V)``: Gauss-Hermite for V <= 6 (or always, when ``order`` is given), composite
+    ``u ~ N(0, V)``: Gauss-Hermite for V <= 1 (or always, when ``order`` is given), composite
     Gauss-Legendre in u for larger V.
     """
     f = _derivative(activation)
@@ -142,7 +143,7 @@ def metric_coefficients(
 
     ``method``: ``"closed"`` (erf, relu only), ``"quadrature"`` (any activation), or
     ``"auto"`` (closed form when there is one). ``order``: force Gauss-Hermite with this many
-    nodes (default: 180 nodes for V <= 6, composite Gauss-Legendre beyond).
+    nodes (default: 180 nodes for V <= 1, composite Gauss-Legendre beyond).
     """
     _derivative(activation)  # validates the name
     if method not in ("auto", "closed", "quadrature"):

@@ -282,7 +282,7 @@ def test_resnet18_plane_slice_runs_on_cpu():
     model = torchvision.models.resnet18(num_classes=10).eval()
     x0, x1, x2 = torch.randn(3, 3, 32, 32)
     s = Slice.plane(x0, x1, x2)
-    field = pullback_metric(model, s, resolution=3, chunk_size=4)
+    field = pullback_metric(model, s, resolution=3)  # one chunk of 9 points
     assert field.p == 512
     assert bool(torch.isfinite(field.volume).all()) and bool((field.volume > 0).all())
     dec = decision_field(model, s, resolution=3)

@@ -1,0 +1,231 @@
+"""Benchmark: cost of the pulled-back metric field relative to a plain forward pass.
+
+Two workloads (DESIGN §6):
+
+* ``mlp``: a 2 -> 256 -> 256 -> 256 tanh MLP (feature map = its output) on a 128 x 128 grid;
+* ``resnet``: a torchvision ResNet18 (num_classes=10, eval) on a 64 x 64 plane slice through
+  three random 3 x 32 x 32 inputs (feature map = the 512-d penultimate layer).
+
+For each: the median wall time of several repeats of a plain forward pass over the same grid
+points (one batch, and chunked), of ``pullback_metric`` (richviz: forward mode, vmapped over the
+two tangents, chunked) at several chunk sizes, of alternative forward-mode formulations (two
+separate JVPs; ``vmap(jacfwd)``), and of the paper's way (the full Jacobian by reverse mode: p
+backward passes). All ratios are to the one-batch plain forward pass measured in the same run.
+
+Peak memory: each method runs once in a fresh subprocess; reported is the growth of the
+process's peak resident set (``ru_maxrss``) over its value just before the method runs (model
+built, grid made), or ``torch.cuda.max_memory_allocated`` on CUDA.
+
+    python benchmarks/metric_field.py                 # both workloads, 2 CPU threads
+    python benchmarks/metric_field.py --workload mlp --repeats 9
+    python benchmarks/metric_field.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import jacfwd, jvp, vmap
+
+from richviz.devices import best_device
+from richviz.features import feature_map
+from richviz.geometry import Slice, pullback_metric
+
+
+def build(workload: str, device: torch.device, res: int | None):
+    """(model, slice, resolution) for a workload."""
+    torch.manual_seed(0)
+    if workload == "mlp":
+        model = nn.Sequential(
+            nn.Linear(2, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(),
+            nn.Linear(256, 256), nn.Tanh(),
+        )  # fmt: skip
+        model = model.to(device).eval()
+        return model, Slice.square(torch.zeros(2), 2.0), res or 128
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=10).to(device).eval()
+    x0, x1, x2 = torch.randn(3, 3, 32, 32)
+    return model, Slice.plane(x0, x1, x2), res or 64
+
+
+def phi_of(workload: str, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    return model if workload == "mlp" else feature_map(model)
+
+
+def grid_points(model: nn.Module, slice_: Slice, res: int, device: torch.device) -> torch.Tensor:
+    return slice_.to_input(slice_.grid_uv(res), dtype=torch.float32, device=device)
+
+
+def methods(workload: str, model: nn.Module, slice_: Slice, res: int, device: torch.device):
+    """name -> zero-argument callable doing the whole grid."""
+    phi = phi_of(workload, model)
+    layer = "logits" if workload == "mlp" else None
+    x = grid_points(model, slice_, res, device)
+    basis = slice_.basis.to(device=device, dtype=torch.float32)
+    n = x.shape[0]
+
+    def forward(cs: int | None = None):
+        def run():
+            with torch.no_grad():
+                step = cs or n
+                for s in range(0, n, step):
+                    phi(x[s : s + step])
+
+        return run
+
+    def richviz(cs: int | None):
+        return lambda: pullback_metric(model, slice_, res, chunk_size=cs, layer=layer)
+
+    def two_jvps(cs: int):
+        def run():
+            with torch.no_grad():
+                for s in range(0, n, cs):
+                    xc = x[s : s + cs]
+                    a = jvp(phi, (xc,), (basis[0].expand_as(xc),))[1]
+                    b = jvp(phi, (xc,), (basis[1].expand_as(xc),))[1]
+                    torch.stack([(a * a).sum(1), (a * b).sum(1), (b * b).sum(1)])
+
+        return run
+
+    def vmap_jacfwd(cs: int):
+        # Jacobian w.r.t. the slice coordinates (u, v) of phi(origin + u e1 + v e2): J E directly
+        origin = slice_.origin.to(device=device, dtype=torch.float32)
+        uv = slice_.grid_uv(res).to(device=device, dtype=torch.float32)
+
+        def f(w):  # (2,) -> (p,)
+            xi = origin + torch.tensordot(w, basis, dims=1)
+            return phi(xi[None]).reshape(-1)
+
+        def run():
+            with torch.no_grad():
+                for s in range(0, n, cs):
+                    je = vmap(jacfwd(f))(uv[s : s + cs])  # (n, p, 2)
+                    torch.einsum("npk,npl->nkl", je, je)
+
+        return run
+
+    def paper_reverse(cs: int):
+        # the paper's code: full Jacobian per point by reverse mode, one backward pass per output
+        def run():
+            for s in range(0, n, cs):
+                xc = x[s : s + cs].clone().requires_grad_(True)
+                out = phi(xc).reshape(xc.shape[0], -1)
+                rows = []
+                for k in range(out.shape[1]):
+                    (g,) = torch.autograd.grad(out[:, k].sum(), xc, retain_graph=True)
+                    rows.append(g.reshape(xc.shape[0], -1))
+                jac = torch.stack(rows, 1)  # (n, p, d)
+                je = jac @ basis.reshape(2, -1).T
+                torch.einsum("npk,npl->nkl", je, je)
+
+        return run
+
+    out: dict[str, Callable[[], object]] = {"forward (one batch)": forward()}
+    if workload == "mlp":
+        out["forward (chunks of 1024)"] = forward(1024)
+        for cs in (None, 256, 512, 1024, 2048, 4096, 16384):
+            out[f"richviz metric, chunk {cs or 'auto'}"] = richviz(cs)
+        out["two separate jvps, chunk 1024"] = two_jvps(1024)
+        out["vmap(jacfwd), chunk 1024"] = vmap_jacfwd(1024)
+        out["paper: reverse-mode Jacobian, chunk 4096"] = paper_reverse(4096)
+    else:
+        out["forward (chunks of 64)"] = forward(64)
+        for cs in (None, 16, 32, 128):
+            out[f"richviz metric, chunk {cs or 'auto'}"] = richviz(cs)
+        out["vmap(jacfwd), chunk 64"] = vmap_jacfwd(64)
+        out["paper: reverse-mode Jacobian, chunk 64"] = paper_reverse(64)
+    return out
+
+
+def median_times(fns: dict[str, Callable[[], object]], repeats: int, slow: set[str], sync):
+    """Interleaved repeats (so load changes hit every method alike); median seconds."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+        sync()
+    for r in range(repeats):
+        for name, fn in fns.items():
+            if name in slow and r > 0:
+                continue
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def peak_memory_child(args) -> None:
+    device = best_device(args.device)
+    torch.set_num_threads(args.threads)
+    model, slice_, res = build(args.workload, device, args.res)
+    fns = methods(args.workload, model, slice_, res, device)
+    fn = fns[args.measure]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        fn()
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    print(json.dumps({"peak_bytes": peak}))
+
+
+def peak_memory(args, name: str) -> float:
+    cmd = [sys.executable, __file__, "--workload", args.workload, "--threads", str(args.threads)]
+    cmd += ["--measure", name]
+    if args.device:
+        cmd += ["--device", args.device]
+    if args.res:
+        cmd += ["--res", str(args.res)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_bytes"] / 2**20
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workload", choices=["mlp", "resnet", "both"], default="both")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
+    ap.add_argument("--res", type=int, default=None, help="grid resolution (default 128 / 64)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.measure:
+        peak_memory_child(args)
+        return
+    device = best_device(args.device)
+    torch.set_num_threads(args.threads)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    workloads = ["mlp", "resnet"] if args.workload == "both" else [args.workload]
+    print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
+    for wl in workloads:
+        model, slice_, res = build(wl, device, args.res)
+        fns = methods(wl, model, slice_, res, device)
+        slow = {k for k in fns if k.startswith("paper")}
+        med = median_times(fns, args.repeats, slow, sync)
+        base = med["forward (one batch)"]
+        sub = argparse.Namespace(**{**vars(args), "workload": wl})
+        print(f"\n{wl}: {res}x{res} grid, median of {args.repeats} (paper's way: 1 run)")
+        print(f"{'method':44s} {'time ms':>10s} {'x forward':>10s} {'peak MiB':>10s}")
+        for name, t in med.items():
+            mem = "" if args.no_memory else f"{peak_memory(sub, name):10.1f}"
+            print(f"{name:44s} {t * 1e3:10.1f} {t / base:10.2f} {mem}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
