@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
+import pickletools
 import re
 import tempfile
 import time
@@ -129,26 +131,58 @@ def _torch_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> An
     if head == b"PK\x03\x04" and not is_zip:
         raise _fail(path, "truncated or corrupt checkpoint (the zip archive is incomplete)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and is_zip)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" for foreign files
+            return torch.load(
+                path, map_location=map_location, weights_only=True, mmap=mmap and is_zip
+            )
     except Exception as exc:  # torch raises many types for foreign bytes
         msg = str(exc)
-        if "Weights only load failed" in msg or "Unsupported global" in msg:
-            m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg) or re.search(
-                r"Unsupported operand (\d+)", msg
-            )
-            what = f" ({m.group(0)})" if m else ""
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
+        imports = [m.group(1)] if m else _pickle_imports(path, is_zip)
+        if imports:
             raise _fail(
                 path,
-                "refused to load: the file's pickle would construct or call arbitrary Python "
-                f"objects{what}; richviz only loads tensors and primitive types",
+                f"refused to load: its pickle would import and call {imports[0]}; richviz only "
+                "loads tensors and primitive types (weights_only=True)",
             ) from None
         if is_zip:
             raise _fail(
                 path, f"truncated or corrupt checkpoint ({type(exc).__name__}: {msg})"
             ) from None
         raise _fail(
-            path, f"not a PyTorch checkpoint (cannot be read by torch.load: {type(exc).__name__})"
+            path, "not a PyTorch checkpoint (torch.load with weights_only=True cannot read it)"
         ) from None
+
+
+def _pickle_imports(path: Path, is_zip: bool) -> list[str]:
+    """Names a pickle would import (``module.name``), found by scanning opcodes, never running.
+
+    Scans ``data.pkl`` inside a zip checkpoint or the whole file otherwise; names that
+    ``weights_only`` allows (``torch.*``, ``collections.OrderedDict``) are left out. Returns []
+    for bytes that are not a pickle.
+    """
+    try:
+        if is_zip:
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return []
+                data = z.read(name)
+        else:
+            data = path.read_bytes()
+        strings: list[str] = []
+        found: list[str] = []
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if isinstance(arg, str):
+                strings.append(arg)
+            if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                found.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # not a pickle at all
+        return []
+    return [f for f in found if not f.startswith(("torch.", "collections.OrderedDict"))]
 
 
 def _split_payload(path: Path, obj: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -100,6 +100,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+_TABLE_KEYS = (
+    "step",
+    "train_acc",
+    "test_acc",
+    "d_lr",
+    "nc1",
+    "cka_init",
+    "param_dist_sq",
+    "effective_rank",
+    "boundary_magnification",
+)
+
+
 def _cmd_metrics(args: argparse.Namespace) -> int:
     from richviz.checkpoints import Run
 
@@ -117,22 +130,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
         for r in rows:
             w.writerow({k: r.get(k) for k in keys})
     else:
-        shown = [
-            k
-            for k in keys
-            if k
-            in (
-                "step",
-                "train_acc",
-                "test_acc",
-                "d_lr",
-                "nc1",
-                "cka_init",
-                "effective_rank",
-                "param_dist_sq",
-                "boundary_magnification",
-            )
-        ]
+        shown = [k for k in _TABLE_KEYS if k in keys]
         _table([[r.get(k) for k in shown] for r in rows], shown, sys.stdout)
         for r in rows:
             if r.get("error"):

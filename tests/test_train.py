@@ -1,0 +1,164 @@
+"""Trainer, presets and architectures: determinism, lazy vs rich, grokking, centred model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+from torch.func import jvp
+
+from richviz import architectures, datasets
+from richviz.architectures import Centered, build, build_model
+from richviz.checkpoints import Run
+from richviz.errors import DataError
+from richviz.features import features_and_outputs, last_linear_name
+from richviz.metrics import d_lr
+from richviz.train import PRESETS, Config, checkpoint_steps, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small matrices: one thread is much faster than two on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_checkpoint_steps_log_spaced():
+    s = checkpoint_steps(1000, 12)
+    assert s[0] == 0 and s[1] == 1 and s[-1] == 1000 and s == sorted(set(s))
+    ratios = [b / a for a, b in zip(s[2:], s[3:], strict=False)]
+    assert all(1.5 < r < 2.5 for r in ratios)  # geometric spacing (1000^(1/10) ~ 2)
+    assert checkpoint_steps(3, 30) == [0, 1, 2, 3]
+    assert checkpoint_steps(5, 2) == [0, 5]
+    with pytest.raises(ValueError):
+        checkpoint_steps(0, 5)
+
+
+def test_centered_model():
+    torch.manual_seed(0)
+    net = architectures.mlp(2, [16, 16], 3)
+    m = Centered(net, alpha=7.0)
+    x = torch.randn(11, 2)
+    # f - f0 vanishes at construction, with its input Jacobian
+    assert torch.equal(m(x), torch.zeros(11, 3))
+    _, tangent = jvp(m, (x,), (torch.randn_like(x),))
+    torch.testing.assert_close(tangent, torch.zeros(11, 3))
+    # the readout of the trainable net is the last nn.Linear; f0 holds no Linear and no params
+    assert last_linear_name(m) == "net.5"
+    assert not any(isinstance(mod, nn.Linear) for mod in m.f0.modules())
+    assert {n for n, _ in m.named_parameters()} == {f"net.{n}" for n, _ in net.named_parameters()}
+    feats, outs = features_and_outputs(m, x)
+    torch.testing.assert_close(outs, net(x))
+    torch.testing.assert_close(feats, net[:5](x))
+    # after a change of the trainable weights the output is alpha * (f - f0)
+    f0 = net(x).detach()
+    with torch.no_grad():
+        net[5].bias += 1.0
+    torch.testing.assert_close(m(x), 7.0 * (net(x) - f0))
+    # the state dict round-trips through the registry, f0 included
+    spec = {"name": "mlp", "kwargs": {"in_features": 2, "hidden": [16, 16], "out_features": 3}}
+    other = build_model({**spec, "alpha": 7.0})
+    other.load_state_dict(m.state_dict())
+    torch.testing.assert_close(other(x), m(x))
+    with pytest.raises(ValueError, match="alpha"):
+        Centered(net, alpha=0.0)
+
+
+def test_effective_lr():
+    cfg = PRESETS["digits"]
+    assert dataclasses.replace(cfg, alpha=10.0).effective_lr == pytest.approx(0.05 / 100)
+    adam = dataclasses.replace(cfg, optimizer="adamw", alpha=10.0)
+    assert adam.effective_lr == pytest.approx(0.005)
+    assert dataclasses.replace(cfg, alpha=None).effective_lr == 0.05
+    with pytest.raises(ValueError, match="loss"):
+        dataclasses.replace(cfg, loss="hinge")
+
+
+def test_architectures():
+    with pytest.raises(ValueError, match="not registered"):
+        build("transformer")
+    with pytest.raises(ValueError, match="bad keyword"):
+        build("mlp", in_features=2)
+    cnn = build("small_cnn")
+    assert cnn(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    r = build("resnet18", num_classes=10)
+    assert r.conv1.kernel_size == (3, 3) and r.conv1.stride == (1, 1)
+    assert isinstance(r.maxpool, nn.Identity) and last_linear_name(r) == "fc"
+    v = build("vgg16", num_classes=10)
+    with torch.no_grad():
+        assert r.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+        assert v.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    torch.manual_seed(0)
+    wide = build("mlp", in_features=2, hidden=[4000], out_features=1, init="normal")
+    assert wide[1].weight.std().item() == pytest.approx(1.0, rel=0.05)
+    assert wide[3].weight.std().item() == pytest.approx(4000**-0.5, rel=0.05)
+
+
+TINY = Config(
+    data="moons",
+    data_kwargs={"n": 200},
+    arch="mlp",
+    arch_kwargs={"in_features": 2, "hidden": [16], "out_features": 2},
+    steps=150,
+    lr=0.2,
+    momentum=0.9,
+    batch_size=50,
+    checkpoints=5,
+)
+
+
+def test_training_learns_and_is_deterministic(tmp_path):
+    seen = []
+    a = train(TINY, tmp_path / "a", seed=5, progress=lambda d, t: seen.append((d, t)))
+    b = train(TINY, tmp_path / "b", seed=5, progress=False)
+    c = train(TINY, tmp_path / "c", seed=6, progress=False)
+    assert seen[-1] == (150, 150)
+    assert a.steps == b.steps == checkpoint_steps(150, 5)
+    first, last = a.checkpoints[0].meta, a.checkpoints[-1].meta
+    assert last["train_loss"] < 0.5 * first["train_loss"] and last["test_acc"] > 0.8
+    for s in a.steps:
+        sa, sb = a.load(s).state_dict(), b.load(s).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert a.checkpoint(s).meta["train_loss"] == b.checkpoint(s).meta["train_loss"]
+    assert not torch.equal(a.load(150)[1].weight, c.load(150)[1].weight)
+    assert a.manifest["hparams"]["effective_lr"] == 0.2
+
+
+def test_missing_image_data_fails_before_writing(tmp_path):
+    with pytest.raises(DataError, match="never downloads"):
+        train("cifar10_resnet18", tmp_path / "r", data_root=str(tmp_path), progress=False)
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ValueError, match="unknown"):
+        train("imagenet", tmp_path / "r")
+
+
+def _final_d_lr(run: Run, x: torch.Tensor) -> float:
+    f, o = features_and_outputs(run.load(run.steps[-1]), x)
+    return d_lr(f, o)
+
+
+def test_lazy_run_has_higher_d_lr_than_rich(tmp_path):
+    """DESIGN §5 on a smaller net: equal task, alpha=1000 stays at init D_LR, alpha=1 drops."""
+    data = datasets.load("digits")
+    cfg = dataclasses.replace(
+        PRESETS["digits"],
+        arch_kwargs={"in_features": 64, "hidden": [64, 64], "out_features": 10},
+        steps=100,
+        lr=0.2,
+        checkpoints=3,
+    )
+    rich = train(cfg, tmp_path / "rich", alpha=1.0, progress=False, data=data)
+    lazy = train(cfg, tmp_path / "lazy", alpha=1000.0, progress=False, data=data)
+    x, _ = rich.probe(600)
+    f0, o0 = features_and_outputs(rich.load(0), x)
+    d0 = d_lr(f0, o0)
+    d_rich, d_lazy = _final_d_lr(rich, x), _final_d_lr(lazy, x)
+    assert d_lazy > d_rich + 0.1
+    assert abs(d_lazy - d0) < 0.02  # lazy: features barely move
+    for run in (rich, lazy):  # both actually learned the task
+        assert run.checkpoints[-1].meta["test_acc"] > 0.8
+    assert lazy.manifest["hparams"]["effective_lr"] == pytest.approx(0.2 / 1000**2)
