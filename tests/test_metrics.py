@@ -589,3 +589,27 @@ def test_checkpoint_metrics_diverged_and_bad_input(probe):
         checkpoint_metrics(mlp(4), x, y[:5])
     with pytest.raises(ValueError, match="no nn.Linear"):
         checkpoint_metrics(nn.Sequential(nn.Flatten()), x, y)
+
+
+def test_matmul_precision_setting_is_restored():
+    # float32 Gram products run with TF32/bf16 off, and the user's setting comes back
+    g = gen(16)
+    a, b = torch.randn(40, 6, generator=g), torch.randn(40, 3, generator=g)
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        value = linear_cka(a, b)
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert value == pytest.approx(ref_cka(a, b), abs=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(probe):
+    x, y = probe
+    model, init = mlp(5), mlp(6)
+    cpu = checkpoint_metrics(model, x, y, init_model=init)
+    gpu = checkpoint_metrics(model.cuda(), x, y, init_model=init.cuda())
+    for key in METRIC_KEYS:
+        assert gpu[key] == pytest.approx(cpu[key], rel=1e-4, abs=1e-5), key
