@@ -188,12 +188,13 @@ def _prepare(name: str, x: torch.Tensor, rows: int | None = None) -> _Centred:
     """Validate a real 2-D matrix (NaN/inf -> NonFiniteError) and centre it in float64."""
     x = _tensor2d(name, x, rows)
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    mean = x.mean(dim=0, keepdim=True, dtype=torch.float64)
+    c = x.to(torch.float64, copy=True)  # our own copy: centred in place below
+    mean = c.mean(dim=0, keepdim=True)
     if not bool(torch.isfinite(mean).all()):  # any NaN/inf entry reaches the column mean
-        if not bool(torch.isfinite(x).all()):
+        if not bool(torch.isfinite(c).all()):
             raise NonFiniteError(f"{name} contain NaN/inf (diverged checkpoint?)")
         raise ValueError(f"{name} are too large to sum in float64 (max |entry| ~ 1e308)")
-    return _Centred(torch.sub(x, mean), mean, work)
+    return _Centred(c.sub_(mean), mean, work)
 
 
 class _full_precision:
@@ -331,9 +332,10 @@ def _neural_collapse(
     hc = h.c
     n, p = hc.shape
     c = num_classes
-    counts = torch.bincount(labels, minlength=c).to(hc.dtype)
-    mu = torch.zeros(c, p, dtype=hc.dtype, device=hc.device).index_add_(0, labels, hc)
-    mu = mu / counts.unsqueeze(1)  # class means (centred coordinates)
+    onehot = torch.zeros(c, n, dtype=hc.dtype, device=hc.device)
+    onehot[labels, torch.arange(n, device=hc.device)] = 1.0
+    counts = onehot.sum(dim=1)
+    mu = (onehot @ hc) / counts.unsqueeze(1)  # class means (centred coordinates), one GEMM
     m = mu - mu.mean(dim=0, keepdim=True)  # rows mu_c - mu_G, mu_G = mean of class means
     out = {k: math.nan for k in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")}
 
