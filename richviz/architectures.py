@@ -105,41 +105,6 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-@register("embed_mlp")
-def embed_mlp(
-    vocab: int,
-    tokens: int,
-    embed_dim: int,
-    hidden: int,
-    out_features: int,
-    activation: str = "relu",
-) -> nn.Sequential:
-    """MLP over ``tokens`` one-hot blocks of size ``vocab`` (a shared linear embedding per token).
-
-    The input is the concatenation of one-hot vectors, shape (N, tokens * vocab); the embedding is
-    a bias-free linear map applied to each block (a 1x1 convolution over the token axis).
-    """
-    return nn.Sequential(
-        nn.Unflatten(1, (tokens, vocab)),
-        _TokenEmbed(vocab, embed_dim),
-        nn.Flatten(),
-        nn.Linear(tokens * embed_dim, hidden),
-        make_activation(activation),
-        nn.Linear(hidden, out_features),
-    )
-
-
-class _TokenEmbed(nn.Module):
-    """(N, T, V) one-hot (or soft) tokens -> (N, T, D) embeddings; a table, not an nn.Linear."""
-
-    def __init__(self, vocab: int, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(vocab, dim) / dim**0.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight
-
-
 @register("small_cnn")
 def small_cnn(
     in_channels: int = 1, num_classes: int = 10, width: int = 16, image_size: int = 8

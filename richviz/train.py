@@ -85,6 +85,7 @@ def _toy(data: str, hidden: list[int], classes: int = 2, **kw: Any) -> Config:
 
 
 _DIGITS_MLP = {"in_features": 64, "hidden": [256, 256], "out_features": 10, "activation": "tanh"}
+_MOD_MLP = {"in_features": 46, "hidden": [128, 128], "out_features": 23, "activation": "relu"}
 _CIFAR = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}
 
 PRESETS: dict[str, Config] = {
@@ -140,15 +141,34 @@ PRESETS: dict[str, Config] = {
     ),
     "modular_addition": Config(
         data="modular_addition",
-        data_kwargs={"p": 23, "train_fraction": 0.4},
-        arch="embed_mlp",
-        arch_kwargs={"vocab": 23, "tokens": 2, "embed_dim": 64, "hidden": 128, "out_features": 23},
+        data_kwargs={"p": 23, "train_fraction": 0.7},
+        arch="mlp",
+        arch_kwargs=_MOD_MLP,
+        loss="mse",
         optimizer="adamw",
         lr=3e-3,
         weight_decay=1.0,
-        steps=3000,
-        checkpoints=40,
-        description="grokking: (a+b) mod 23 from 40% of pairs, embedding MLP, AdamW wd=1.0",
+        steps=8000,
+        description="grokking: (a+b) mod 23 from 70% of pairs, 46-128-128-23 ReLU MLP, MSE, "
+        "full-batch AdamW lr 3e-3 weight decay 1 (memorises by ~50 steps, generalises ~4000)",
+    ),
+    "modular_addition_quick": Config(
+        data="modular_addition",
+        data_kwargs={"p": 17, "train_fraction": 0.7},
+        arch="mlp",
+        arch_kwargs={
+            "in_features": 34,
+            "hidden": [96, 96],
+            "out_features": 17,
+            "activation": "relu",
+        },
+        loss="mse",
+        optimizer="adamw",
+        lr=1e-2,
+        weight_decay=1.0,
+        steps=1400,
+        checkpoints=12,
+        description="fast grokking: (a+b) mod 17, 34-96-96-17 ReLU MLP, AdamW lr 1e-2 wd 1",
     ),
     "cifar10_resnet18": Config(
         data="cifar10",

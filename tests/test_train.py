@@ -162,3 +162,19 @@ def test_lazy_run_has_higher_d_lr_than_rich(tmp_path):
     for run in (rich, lazy):  # both actually learned the task
         assert run.checkpoints[-1].meta["test_acc"] > 0.8
     assert lazy.manifest["hparams"]["effective_lr"] == pytest.approx(0.2 / 1000**2)
+
+
+def test_quick_grokking_preset_d_lr_falls(tmp_path):
+    """Memorise first, generalise much later; D_LR falls as test accuracy jumps (Nam et al.)."""
+    run = train("modular_addition_quick", tmp_path / "grok", seed=0, progress=False)
+    rows = run.metrics(progress=False)
+    assert all(r["error"] is None for r in rows)
+    meta = [run.checkpoint(r["step"]).meta for r in rows]
+    steps = [r["step"] for r in rows]
+    dlr = [r["d_lr"] for r in rows]
+    mem = next(i for i, m in enumerate(meta) if m["train_acc"] == 1.0)
+    gen = next(i for i, m in enumerate(meta) if m["test_acc"] > 0.5)
+    assert meta[mem]["test_acc"] < 0.1  # memorised, not generalised
+    assert steps[gen] >= 5 * steps[mem]  # generalisation comes much later
+    assert meta[-1]["test_acc"] > 0.9
+    assert dlr[-1] < 0.2 and dlr[-1] < dlr[0] - 0.15 and dlr[-1] < dlr[mem] - 0.2
