@@ -94,23 +94,28 @@ def main() -> None:
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
     mw = {k: statistics.median(v) * 1e3 for k, v in wall.items()}
+    lw = {k: min(v) * 1e3 for k, v in wall.items()}
     mc = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
-    rw, rc = mw["forward pass (reference)"], mc["forward pass (reference)"]
+    ref = "forward pass (reference)"
     print(
         f"n={args.n} d={args.d} p={args.p} C={args.classes} device={dev} "
-        f"threads={torch.get_num_threads()} repeats={args.repeats}; medians; "
-        "cpu = process CPU time (all threads), less sensitive to other load on the machine"
+        f"threads={torch.get_num_threads()} repeats={args.repeats}; wall median and min; "
+        "cpu = median process CPU time (all threads), less sensitive to other load"
     )
-    print(f"{'measurement':40s} {'wall ms':>9s} {'x fwd':>7s} {'cpu ms':>9s} {'x fwd':>7s}")
+    cols = ("wall med", "x fwd", "wall min", "x fwd", "cpu med", "x fwd")
+    print(f"{'measurement':40s}" + "".join(f"{c:>10s}" for c in cols))
+
+    def row(name: str, vals: tuple[float, float, float]) -> None:
+        refs = (mw[ref], lw[ref], mc[ref])
+        cells = "".join(f"{v:10.2f}{v / r:10.2f}" for v, r in zip(vals, refs, strict=True))
+        print(f"{name:40s}{cells}")
+
     for name in jobs:
-        print(
-            f"{name:40s} {mw[name]:9.2f} {mw[name] / rw:7.2f} {mc[name]:9.2f} {mc[name] / rc:7.2f}"
-        )
+        row(name, (mw[name], lw[name], mc[name]))
     name = "checkpoint_metrics (incl. 2 forwards)"
-    extra_w, extra_c = mw[name] - 2 * rw, mc[name] - 2 * rc
-    print(
-        f"{'  checkpoint_metrics minus 2 forwards':40s} {extra_w:9.2f} {extra_w / rw:7.2f} "
-        f"{extra_c:9.2f} {extra_c / rc:7.2f}"
+    row(
+        "  checkpoint_metrics minus 2 forwards",
+        (mw[name] - 2 * mw[ref], lw[name] - 2 * lw[ref], mc[name] - 2 * mc[ref]),
     )
 
     # accuracy of the float32 work path against float64 features (same numbers otherwise)

@@ -495,8 +495,8 @@ def parameter_norms(
 
 
 def _sum_sq(t: torch.Tensor) -> float:
-    """sum(t^2) accumulated in float64."""
-    return float(torch.sum(t * t, dtype=torch.float64))
+    """sum(t^2) computed in float64."""
+    return float(torch.linalg.vector_norm(t, dtype=torch.float64)) ** 2
 
 
 def _floating(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
