@@ -44,6 +44,20 @@ class _Square(nn.Module):
         return x * x
 
 
+class Scale(nn.Module):
+    """Multiply by a fixed constant (a parametrisation, not a parameter)."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
+
+
 def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: make ``fn(**kwargs) -> nn.Module`` buildable from a manifest as ``name``."""
 
@@ -83,8 +97,10 @@ def mlp(
 ) -> nn.Sequential:
     """``Flatten -> [Linear -> act] * len(hidden) -> Linear``.
 
-    ``init="normal"`` draws hidden weights and biases from N(0, 1) and the readout from
-    N(0, 1/width) (the Zavatone-Veth et al. sinusoid setting); ``"default"`` is PyTorch's.
+    ``init="normal"`` is the Zavatone-Veth et al. sinusoid setting: hidden weights and biases
+    and the readout weights from N(0, 1), readout bias 0, and the readout's output multiplied
+    by ``1/sqrt(width)`` (a fixed :class:`Scale` after the last Linear, so the Linear's own
+    output stays the unscaled logits). ``"default"`` is PyTorch's initialisation.
     """
     if init not in ("default", "normal"):
         raise ValueError(f"init={init!r} must be 'default' or 'normal'")
@@ -98,10 +114,11 @@ def mlp(
         layers += [lin, make_activation(activation)]
         width = h
     readout = nn.Linear(width, out_features)
-    if init == "normal":
-        nn.init.normal_(readout.weight, std=width**-0.5)
-        nn.init.zeros_(readout.bias)
     layers.append(readout)
+    if init == "normal":
+        nn.init.normal_(readout.weight)
+        nn.init.zeros_(readout.bias)
+        layers.append(Scale(width**-0.5))
     return nn.Sequential(*layers)
 
 

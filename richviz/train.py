@@ -71,11 +71,13 @@ class Config:
         return self.lr / (self.alpha**2 if self.optimizer == "sgd" else self.alpha)
 
 
-def _toy(data: str, hidden: list[int], classes: int = 2, **kw: Any) -> Config:
+def _toy(
+    data: str, hidden: list[int], classes: int = 2, arch: dict[str, Any] | None = None, **kw: Any
+) -> Config:
     return Config(
         data=data,
         arch="mlp",
-        arch_kwargs={"in_features": 2, "hidden": hidden, "out_features": classes},
+        arch_kwargs={"in_features": 2, "hidden": hidden, "out_features": classes, **(arch or {})},
         steps=kw.pop("steps", 2000),
         lr=kw.pop("lr", 0.1),
         momentum=kw.pop("momentum", 0.9),
@@ -84,6 +86,7 @@ def _toy(data: str, hidden: list[int], classes: int = 2, **kw: Any) -> Config:
     )
 
 
+_SINUSOID = {"activation": "sigmoid", "init": "normal"}
 _DIGITS_MLP = {"in_features": 64, "hidden": [256, 256], "out_features": 10, "activation": "tanh"}
 _MOD_MLP = {"in_features": 46, "hidden": [128, 128], "out_features": 23, "activation": "relu"}
 _CIFAR = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}
@@ -98,13 +101,15 @@ PRESETS: dict[str, Config] = {
     "sinusoid": _toy(
         "sinusoid",
         [250],
+        arch=_SINUSOID,
         steps=6000,
         description="Zavatone-Veth et al. sinusoid task: [2, 250, 2] sigmoid net, N(0,1) init, "
-        "SGD lr 0.1 momentum 0.9 batch 50 (1000 epochs)",
+        "readout scaled 1/sqrt(w), SGD lr 0.1 momentum 0.9 batch 50 (1000 epochs)",
     ),
     "sinusoid_narrow": _toy(
         "sinusoid",
         [20],
+        arch=_SINUSOID,
         steps=6000,
         description="sinusoid task with a narrow [2, 20, 2] sigmoid net (more magnification)",
     ),

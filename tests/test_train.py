@@ -95,7 +95,11 @@ def test_architectures():
     torch.manual_seed(0)
     wide = build("mlp", in_features=2, hidden=[4000], out_features=1, init="normal")
     assert wide[1].weight.std().item() == pytest.approx(1.0, rel=0.05)
-    assert wide[3].weight.std().item() == pytest.approx(4000**-0.5, rel=0.05)
+    assert wide[3].weight.std().item() == pytest.approx(1.0, rel=0.1)
+    assert isinstance(wide[4], architectures.Scale) and wide[4].factor == 4000**-0.5
+    assert last_linear_name(wide) == "3"
+    x = torch.randn(5, 2)
+    torch.testing.assert_close(wide(x), wide[:4](x) / 4000**0.5)
 
 
 TINY = Config(
