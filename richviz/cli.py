@@ -14,6 +14,7 @@ import argparse
 import csv
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -172,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 on success, 1 on a reported error)."""
     args = build_parser().parse_args(argv)
+    # torch's forward-AD decompositions warn about torch.jit.script on first use: not ours.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
     try:
         return args.func(args)
     except (RichvizError, ValueError, FileNotFoundError, PermissionError) as exc:

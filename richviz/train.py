@@ -102,15 +102,15 @@ PRESETS: dict[str, Config] = {
         "sinusoid",
         [250],
         arch=_SINUSOID,
-        steps=6000,
+        steps=60000,
         description="Zavatone-Veth et al. sinusoid task: [2, 250, 2] sigmoid net, N(0,1) init, "
-        "readout scaled 1/sqrt(w), SGD lr 0.1 momentum 0.9 batch 50 (1000 epochs)",
+        "readout scaled 1/sqrt(w), SGD lr 0.1 momentum 0.9 batch 50, 10k epochs",
     ),
     "sinusoid_narrow": _toy(
         "sinusoid",
         [20],
         arch=_SINUSOID,
-        steps=6000,
+        steps=60000,
         description="sinusoid task with a narrow [2, 20, 2] sigmoid net (more magnification)",
     ),
     "digits": Config(
