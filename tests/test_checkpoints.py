@@ -36,6 +36,15 @@ CFG = Config(
 STEPS = checkpoint_steps(30, 6)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is much faster than two on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def master(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "moons"
@@ -194,6 +203,17 @@ def test_foreign_files_are_unreadable(run_dir, kind):
     with pytest.raises(CheckpointError, match=str(path)):
         run.load(999)
     assert 999 not in run.steps and run.steps == STEPS
+
+
+def test_file_listed_in_manifest_but_missing(run_dir, master):
+    path = run_dir / checkpoint_name(STEPS[1])
+    path.unlink()
+    run = Run.open(run_dir)
+    ck = run.checkpoint(STEPS[1])
+    assert not ck.readable and ck.error == f"{path}: checkpoint file is missing"
+    # its metadata still comes from the manifest
+    assert ck.meta["train_acc"] == Run.open(master).checkpoint(STEPS[1]).meta["train_acc"]
+    assert STEPS[1] not in run.steps
 
 
 def test_missing_or_invalid_manifest(run_dir, tmp_path):
