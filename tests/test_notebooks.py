@@ -7,14 +7,13 @@ must not fail because its run directory already exists.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +26,10 @@ TUTORIALS = [
     "05_your_model",
 ]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 CELL_TIMEOUT_S = 300
+# An exception reported by a widget's status line, e.g. "step 400: RuntimeError: ...".
+ERROR_PATTERN = re.compile(r"\b[A-Z]\w*(?:Error|Exception): ")
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +41,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def execute(path: Path, jupyter_data_dir: Path) -> nbformat.NotebookNode:
-    """Run a notebook in a fresh python3 kernel of this interpreter; raise on any cell error."""
+def execute(path: Path) -> nbformat.NotebookNode:
+    """Run a notebook in a fresh ``python3`` kernel, shut it down; raise on any cell error."""
     nb = nbformat.read(path, as_version=4)
-    specs = KernelSpecManager(kernel_dirs=[str(jupyter_data_dir / "kernels")])
-    km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=specs)
     client = NotebookClient(
         nb,
-        km=km,
+        kernel_name="python3",
         timeout=CELL_TIMEOUT_S,
         startup_timeout=120,
         resources={"metadata": {"path": str(path.parent)}},
@@ -61,6 +61,26 @@ def outputs(nb: nbformat.NotebookNode) -> list[dict]:
 
 def widget_views(nb: nbformat.NotebookNode) -> int:
     return sum(WIDGET_VIEW in out.get("data", {}) for out in outputs(nb))
+
+
+def widget_errors(nb: nbformat.NotebookNode) -> list[str]:
+    """Error messages in the saved widget state (status lines of background computations)."""
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    found = []
+    for model in state.values():
+        for value in model.get("state", {}).values():
+            if isinstance(value, str) and ERROR_PATTERN.search(value):
+                found.append(re.sub(r"<[^>]+>", "", value)[:300])
+    return found
+
+
+def stream_tracebacks(nb: nbformat.NotebookNode) -> list[str]:
+    """Tracebacks printed to a stream (e.g. an exception in a widget's background thread)."""
+    return [
+        o.text[-500:]
+        for o in outputs(nb)
+        if o.output_type == "stream" and "Traceback (most recent call last)" in o.text
+    ]
 
 
 def test_the_five_tutorials_are_there() -> None:
@@ -87,12 +107,20 @@ def test_quickstart_is_one_code_cell() -> None:
 
 
 @pytest.mark.parametrize("name", TUTORIALS)
-def test_notebook_executes(name: str, workdir: Path, jupyter_data_dir: Path) -> None:
+def test_notebook_executes(
+    name: str, workdir: Path, jupyter_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # JUPYTER_PATH comes first in the kernel-spec search: python3 is this interpreter.
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_data_dir))
+    # The demo models are tiny: one intra-op thread is faster, and far faster on a shared CPU.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = 2 if name == "01_quickstart" else 1  # the second run finds its run dir in place
     for attempt in range(runs):
         t0 = time.perf_counter()
-        nb = execute(workdir / f"{name}.ipynb", jupyter_data_dir)
+        nb = execute(workdir / f"{name}.ipynb")
         print(f"{name} run {attempt + 1}: {time.perf_counter() - t0:.1f} s")
         errors = [o for o in outputs(nb) if o.output_type == "error"]
         assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
         assert widget_views(nb) >= 1, f"{name}: no widget was displayed"
+        assert not stream_tracebacks(nb), f"{name}: {stream_tracebacks(nb)}"
+        assert not widget_errors(nb), f"{name}: a widget reports {widget_errors(nb)}"
