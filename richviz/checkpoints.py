@@ -333,10 +333,11 @@ class Run:
             ) from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise CheckpointError(f"{mpath}: not a richviz run manifest (no 'format': {FORMAT!r})")
-        if manifest.get("version", 0) > FORMAT_VERSION:
+        version = manifest.get("version", 0)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
             raise CheckpointError(
-                f"{mpath}: manifest version {manifest['version']} is newer than this richviz "
-                f"understands ({FORMAT_VERSION})"
+                f"{mpath}: manifest version {version!r} is not one this richviz understands "
+                f"(<= {FORMAT_VERSION})"
             )
         spec = manifest.get("architecture")
         from richviz.architectures import build_model
