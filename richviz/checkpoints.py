@@ -20,6 +20,7 @@ import os
 import pickletools
 import re
 import tempfile
+import threading
 import time
 import warnings
 import zipfile
@@ -301,6 +302,7 @@ class Run:
         self._factory = factory
         self._data = data
         self._cache: OrderedDict[tuple[int, str], nn.Module] = OrderedDict()
+        self._lock = threading.RLock()  # load() may be called from widget threads
         self._reference = self._reference_state()
         self.checkpoints: list[Checkpoint] = sorted(
             (self._inspect(step, p, meta) for step, p, meta in files), key=lambda c: c.step
@@ -464,39 +466,43 @@ class Run:
         """The model at ``step`` in eval mode on ``device`` (CUDA when available).
 
         Recently loaded models are kept in an LRU cache (``cache_size``), so the same object is
-        returned for a repeated (step, device). Raises ``CheckpointError`` naming the file.
+        returned for a repeated (step, device); thread-safe. Raises ``CheckpointError`` naming
+        the file.
         Weights with NaN/inf load, with a warning, and ``checkpoint.meta["nonfinite"] = True``.
         """
-        ck = self.checkpoint(step)
-        dev = best_device(device)
-        key = (ck.step, str(dev))
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        if ck.error is not None:
-            raise CheckpointError(ck.error)
-        try:
-            sd, _ = _split_payload(ck.path, _torch_load(ck.path, map_location="cpu"))
-            _match(ck.path, sd, self._reference)
-        except CheckpointError as exc:
-            ck.error = str(exc)
-            raise
-        bad = _nonfinite(sd)
-        ck.meta["nonfinite"] = bool(bad)
-        if bad:
-            warnings.warn(f"{ck.path}: weights contain NaN or inf (in {bad[0]!r})", stacklevel=2)
-        model = self._factory()
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as exc:
-            raise _fail(ck.path, f"state dict does not load: {exc}") from None
-        model = model.to(dev).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self._cache[key] = model
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return model
+        with self._lock:
+            ck = self.checkpoint(step)
+            dev = best_device(device)
+            key = (ck.step, str(dev))
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            if ck.error is not None:
+                raise CheckpointError(ck.error)
+            try:
+                sd, _ = _split_payload(ck.path, _torch_load(ck.path, map_location="cpu"))
+                _match(ck.path, sd, self._reference)
+            except CheckpointError as exc:
+                ck.error = str(exc)
+                raise
+            bad = _nonfinite(sd)
+            ck.meta["nonfinite"] = bool(bad)
+            if bad:
+                warnings.warn(
+                    f"{ck.path}: weights contain NaN or inf (in {bad[0]!r})", stacklevel=2
+                )
+            model = self._factory()
+            try:
+                model.load_state_dict(sd, strict=True)
+            except RuntimeError as exc:
+                raise _fail(ck.path, f"state dict does not load: {exc}") from None
+            model = model.to(dev).eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            self._cache[key] = model
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return model
 
     def data(self) -> datasets.Dataset:
         """The run's data set (loaded once; ``DataError`` when the run names none)."""

@@ -114,6 +114,16 @@ def test_lru_cache_returns_same_object_and_evicts(master):
     torch.testing.assert_close(b.state_dict(), a.state_dict())
 
 
+def test_concurrent_loads_share_one_model(master):
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = Run.open(master, cache_size=4)
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda i: run.load(STEPS[i % 3]), range(24)))
+    for i, m in enumerate(models):
+        assert m is models[i % 3]
+
+
 def test_malicious_pickle_never_runs(run_dir, tmp_path):
     marker = tmp_path / "pwned"
 
