@@ -233,9 +233,11 @@ def cifar10(
             str(root), train=False, download=False, transform=ToTensor()
         )
     except RuntimeError as exc:
+        folder = Path(root) / "cifar-10-batches-py"
+        what = "is incomplete or corrupt" if folder.is_dir() else "does not exist"
         raise DataError(
-            f"cifar10: no CIFAR-10 data under root={str(root)!r} (expected cifar-10-batches-py; "
-            "richviz never downloads)"
+            f"cifar10: {str(folder)!r} {what} (torchvision CIFAR-10 layout expected under "
+            f"root={str(root)!r}; richviz never downloads)"
         ) from exc
     x_tr = torch.as_tensor(tr.data).permute(0, 3, 1, 2).float() / 255
     x_te = torch.as_tensor(te.data).permute(0, 3, 1, 2).float() / 255

@@ -75,13 +75,20 @@ def test_errors_are_data_errors():
         datasets.load("moons", colour="red")
     with pytest.raises(DataError, match="test_fraction"):
         datasets.load("moons", test_fraction=1.5)
-    with pytest.raises(DataError, match="cifar-10-batches-py"):
+    with pytest.raises(DataError, match="cifar-10-batches-py' does not exist"):
         datasets.load("cifar10", root="/nonexistent/cifar")
     with pytest.raises(DataError, match="root="):
         datasets.load("cifar10")
     with pytest.raises(DataError, match="image_folder"):
         datasets.load("image_folder", root="/nonexistent")
     assert issubclass(DataError, ValueError)
+
+
+def test_cifar10_corrupt_folder(tmp_path):
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"not cifar")
+    with pytest.raises(DataError, match="incomplete or corrupt"):
+        datasets.load("cifar10", root=str(tmp_path))
 
 
 def test_image_folder(tmp_path):
