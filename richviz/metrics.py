@@ -82,7 +82,9 @@ class NonFiniteError(RichvizError, ValueError):
 # --------------------------------------------------------------------------- input checks
 
 
-def _tensor2d(name: str, x: torch.Tensor, rows: int | None = None, min_rows: int = 2):
+def _tensor2d(
+    name: str, x: torch.Tensor, rows: int | None = None, min_rows: int = 2
+) -> torch.Tensor:
     """Validate the shape of a real 2-D matrix; return it detached (dtype and device kept)."""
     if not isinstance(x, torch.Tensor):
         try:

@@ -667,3 +667,27 @@ def train_centred(x, y, target, alpha: float, steps: int = 400):
         ((model(x) - target) ** 2).sum(1).mean().backward()
         opt.step()
     return before, checkpoint_metrics(model, x, y, init_model=init)
+
+
+def test_checkpoint_metrics_integer_inputs_and_batchnorm():
+    # modular-addition style model: token pairs -> embedding -> MLP; BatchNorm in train mode
+    torch.manual_seed(7)
+    model = nn.Sequential(
+        nn.Embedding(11, 8),
+        nn.Flatten(),
+        nn.Linear(16, 24),
+        nn.BatchNorm1d(24),
+        nn.ReLU(),
+        nn.Linear(24, 11),
+    )
+    x = torch.stack(torch.meshgrid(torch.arange(11), torch.arange(11), indexing="ij"), -1)
+    x = x.reshape(-1, 2)
+    y = x.sum(1) % 11
+    got = checkpoint_metrics(model, x, y, init_model=copy.deepcopy(model), batch_size=50)
+    assert model.training  # restored after the eval-mode forward
+    with torch.no_grad():
+        model.eval()
+        feats, out = features_and_outputs(model, x)
+    assert got["d_lr"] == pytest.approx(d_lr(feats, out), abs=1e-9)
+    assert got["cka_init"] == pytest.approx(1.0, abs=1e-9) and got["param_dist_sq"] == 0.0
+    assert all(math.isfinite(got[k]) for k in METRIC_KEYS)
