@@ -35,7 +35,7 @@ def checkpoint_label(ck: Any) -> str:
     meta = ck.meta or {}
     acc = meta.get("test_acc", meta.get("train_acc"))
     loss = meta.get("test_loss", meta.get("train_loss"))
-    return f"{ck.step:>8}  acc {_fmt(acc, '.3f'):>6}  loss {_fmt(loss, '.4f'):>8}"
+    return f"{ck.step:>7}  acc {_fmt(acc, '.3f'):>5}  loss {_fmt(loss, '.3g'):>7}"
 
 
 _MONO_CSS = "<style>.richviz-mono select { font-family: monospace; }</style>"
@@ -75,7 +75,7 @@ class CheckpointBrowser(widgets.VBox):
             options=[(checkpoint_label(ck), i) for i, ck in enumerate(checkpoints)],
             value=None,
             rows=min(14, max(4, len(checkpoints))),
-            layout=widgets.Layout(width="320px"),
+            layout=widgets.Layout(width="330px"),
         )
         self.list.add_class("richviz-mono")
         options = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -85,6 +85,7 @@ class CheckpointBrowser(widgets.VBox):
         self.device_picker.layout.width = "200px"
         self.info = widgets.HTML(value=status_html("no checkpoint loaded"))
         self.status = widgets.HTML(value="")
+        kwargs.setdefault("layout", widgets.Layout(width="345px", min_width="345px"))
         super().__init__(
             children=[self.title, self.list, self.device_picker, self.info, self.status],
             **kwargs,

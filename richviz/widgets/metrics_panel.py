@@ -194,12 +194,13 @@ class MetricsPanel(widgets.VBox):
         sr = bqplot.LogScale() if rscale == "log" else bqplot.LinearScale()
         cursor_scale = bqplot.LinearScale(min=0.0, max=1.0)
         # No markers: bqplot positions markers even at NaN values (gaps), which browsers reject.
-        lines_l = bqplot.Lines(x=[], y=[], scales={"x": self._sx, "y": sy}, display_legend=True)
+        # Legends are switched on once there is data (an empty mark's legend is misplaced).
+        lines_l = bqplot.Lines(x=[], y=[], scales={"x": self._sx, "y": sy}, visible=False)
         lines_r = bqplot.Lines(
             x=[],
             y=[],
             scales={"x": self._sx, "y": sr},
-            display_legend=True,
+            visible=False,
             line_style="dashed",
         )
         cursor = bqplot.Lines(
@@ -339,3 +340,5 @@ class MetricsPanel(widgets.VBox):
                     mark.y = ys
                     mark.labels = [label for _, label in present]
                     mark.colors = list(colors[: len(present)])
+                    mark.display_legend = True
+                    mark.visible = True

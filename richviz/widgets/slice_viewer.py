@@ -359,9 +359,8 @@ class SliceViewer(widgets.VBox):
             scales={"x": self._sx, "y": self._sy, "color": self._sc},
             visible=False,
         )
-        self.color_axis = bqplot.ColorAxis(
-            scale=self._sc, side="right", label="log10 volume element"
-        )
+        # The colour bar's label is the figure title (a label above the bar overlaps the plot).
+        self.color_axis = bqplot.ColorAxis(scale=self._sc, side="right")
         axes = [
             bqplot.Axis(scale=self._sx, label="u", grid_lines="none"),
             bqplot.Axis(scale=self._sy, label="v", side="left", grid_lines="none"),
@@ -383,7 +382,9 @@ class SliceViewer(widgets.VBox):
             max_aspect_ratio=1.0,
             padding_x=0.0,
             padding_y=0.0,
-            fig_margin={"top": 20, "bottom": 45, "left": 55, "right": 20},
+            title="log10 volume element",
+            title_style={"font-size": "13px"},
+            fig_margin={"top": 35, "bottom": 45, "left": 55, "right": 30},
             layout=widgets.Layout(width="520px", height="470px"),
         )
 
@@ -894,7 +895,7 @@ class SliceViewer(widgets.VBox):
             with self._sc.hold_sync():
                 self._sc.colors = rendering.colormap_stops(frame.cmap)
                 self._sc.min, self._sc.max = frame.vmin, frame.vmax
-            self.color_axis.label = frame.label
+            self.figure.title = frame.label
             # bqplot's Image view redraws on a new ``image`` widget, not on its value: swap it.
             old = self.image_mark.image
             self._image_widget = widgets.Image(value=frame.png, format="png")
@@ -911,6 +912,7 @@ class SliceViewer(widgets.VBox):
             ):
                 with mark.hold_sync():
                     mark.x, mark.y = xs, ys
+                    mark.visible = len(xs) > 0  # an empty Lines mark draws an invalid path
             self.frame = frame
             with self.hold_trait_notifications():
                 self.shown_step = frame.step
