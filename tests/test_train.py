@@ -182,3 +182,29 @@ def test_quick_grokking_preset_d_lr_falls(tmp_path):
     assert steps[gen] >= 5 * steps[mem]  # generalisation comes much later
     assert meta[-1]["test_acc"] > 0.9
     assert dlr[-1] < 0.2 and dlr[-1] < dlr[0] - 0.15 and dlr[-1] < dlr[mem] - 0.2
+
+
+def test_train_on_an_image_folder(tmp_path):
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for c, name in enumerate(("dark", "light")):
+        (tmp_path / "img" / name).mkdir(parents=True)
+        for i in range(6):
+            arr = (torch.rand(8, 8, 3, generator=gen) * 100 + 150 * c).to(torch.uint8).numpy()
+            Image.fromarray(arr).save(tmp_path / "img" / name / f"{i}.png")
+    cfg = Config(
+        data="image_folder",
+        data_kwargs={"root": str(tmp_path / "img"), "test_fraction": 0.25},
+        arch="small_cnn",
+        arch_kwargs={"in_channels": 3, "num_classes": 2, "width": 4, "image_size": 8},
+        steps=30,
+        lr=0.05,
+        momentum=0.9,
+        checkpoints=3,
+    )
+    run = train(cfg, tmp_path / "run", progress=False)
+    assert run.data().input_shape == (3, 8, 8) and run.steps == [0, 1, 30]
+    assert run.checkpoints[-1].meta["train_acc"] == 1.0  # brightness separates the classes
+    x, _ = run.probe()
+    assert run.load(30)(x).shape == (len(x), 2)
