@@ -699,6 +699,8 @@ class RunWriter:
             raise ValueError(f"out={str(self.path)!r} already holds a run; choose another folder")
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"out={str(self.path)!r} exists and is not a folder")
+        if self.path.is_dir() and any(p.suffix in _SUFFIXES for p in self.path.iterdir()):
+            raise ValueError(f"out={str(self.path)!r} already holds checkpoint files")
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest = {"format": FORMAT, "version": FORMAT_VERSION, **_primitive(dict(manifest))}
         self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -322,11 +322,12 @@ def train(
     order = torch.randperm(n, generator=gen)
     pos = 0
 
+    save_set = set(save_at)
     bar, report = _progress(progress, cfg.steps)
     start = time.perf_counter()
     try:
         for step in range(cfg.steps + 1):
-            if step in save_at:
+            if step in save_set:
                 tl, ta = evaluate(model, *ev_tr, cfg.loss)
                 vl, va = evaluate(model, *ev_te, cfg.loss)
                 meta = {

@@ -376,9 +376,12 @@ def test_from_state_dicts_with_dataset_object(tmp_path):
     assert len(x) == 10 and torch.equal(x, run.probe(size=10)[0])
 
 
-def test_writer_refuses_existing_run(master):
+def test_writer_refuses_existing_run(master, tmp_path):
     with pytest.raises(ValueError, match="already holds a run"):
         train(CFG, master, progress=False)
+    torch.save({}, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="already holds checkpoint files"):
+        train(CFG, tmp_path, progress=False)
 
 
 def test_no_warnings_on_clean_load(master):
