@@ -84,7 +84,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         + (f" alpha={alpha:g}" if alpha else "")
     )
     print(f"data       {data.get('name')} {data.get('kwargs') or ''}".rstrip())
-    print(f"seed       {m.get('seed')}  hparams {m.get('hparams')}")
+    hp = {k: v for k, v in (m.get("hparams") or {}).items() if k != "checkpoint_steps"}
+    print(f"seed       {m.get('seed')}")
+    print("hparams    " + ", ".join(f"{k}={_fmt(v)}" for k, v in hp.items()))
     keys = ["step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time"]
     rows, bad = [], 0
     for c in run.checkpoints:
