@@ -7,9 +7,11 @@ Two workloads (DESIGN §6):
   three random 3 x 32 x 32 inputs (feature map = the 512-d penultimate layer).
 
 For each: the median wall time of several repeats of a plain forward pass over the same grid
-points (one batch, and chunked), of ``pullback_metric`` (richviz: forward mode, vmapped over the
-two tangents, chunked) at several chunk sizes, of alternative forward-mode formulations (two
-separate JVPs; ``vmap(jacfwd)``), and of the paper's way (the full Jacobian by reverse mode: p
+points (one batch, and chunked), of ``pullback_metric`` at several chunk sizes (default
+``method="auto"``: for the MLP the hand-written forward-mode recursion for Linear/elementwise
+chains; ``method="jvp"``: ``torch.func.jvp`` vmapped over the two tangents, the path every other
+model takes), of alternative forward-mode formulations (two separate JVPs; ``vmap(jacfwd)``),
+and of the paper's way (the full Jacobian by reverse mode: p
 backward passes; for the ResNet timed on 256 points and scaled to the grid, marked
 "[256 pts]"). All ratios are to the one-batch plain forward pass measured in the same run.
 
@@ -86,8 +88,10 @@ def methods(workload: str, model: nn.Module, slice_: Slice, res: int, device: to
 
         return run
 
-    def richviz(cs: int | None):
-        return lambda: pullback_metric(model, slice_, res, chunk_size=cs, layer=layer)
+    def richviz(cs: int | None, method: str = "auto"):
+        return lambda: pullback_metric(
+            model, slice_, res, chunk_size=cs, layer=layer, method=method
+        )
 
     def two_jvps(cs: int):
         def run():
@@ -137,8 +141,10 @@ def methods(workload: str, model: nn.Module, slice_: Slice, res: int, device: to
     out: dict[str, Callable[[], object]] = {"forward (one batch)": forward()}
     if workload == "mlp":
         out["forward (chunks of 1024)"] = forward(1024)
-        for cs in (None, 256, 512, 1024, 2048, 4096, 16384):
+        for cs in (None, 256, 512, 2048, 4096, 16384):
             out[f"richviz metric, chunk {cs or 'auto'}"] = richviz(cs)
+        out["richviz metric, method='jvp', chunk auto"] = richviz(None, "jvp")
+        out["richviz metric, method='jvp', chunk 4096"] = richviz(4096, "jvp")
         out["two separate jvps, chunk 1024"] = two_jvps(1024)
         out["vmap(jacfwd), chunk 1024"] = vmap_jacfwd(1024)
         out["paper: reverse-mode Jacobian, chunk 4096"] = paper_reverse(4096)
@@ -159,12 +165,13 @@ PAPER_SUBSET = 256  # ResNet: the paper's way is timed on this many points and s
 def median_times(fns: dict[str, Callable[[], object]], repeats: int, slow: set[str], sync):
     """Interleaved repeats (so load changes hit every method alike); median seconds."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-        sync()
+    for name, fn in fns.items():  # warm-up (the slow reference runs once, unwarmed)
+        if name not in slow:
+            fn()
+            sync()
     for r in range(repeats):
         for name, fn in fns.items():
-            if name in slow and r > 0:
+            if name in slow and r > 0:  # one run is enough for a 100x-slower method
                 continue
             t0 = time.perf_counter()
             fn()

@@ -35,7 +35,7 @@ from torch import nn
 from torch.func import jvp, vjp, vmap
 
 from richviz.devices import module_device, module_dtype
-from richviz.features import FeatureMap, as_feature_map
+from richviz.features import LOGITS, PENULTIMATE, FeatureMap, as_feature_map, last_linear_name
 
 Progress = bool | Callable[[int, int], object] | None
 FeatureFn = nn.Module | Callable[[torch.Tensor], torch.Tensor]
@@ -454,6 +454,120 @@ def directional_derivatives(
     return vmap(push)(tangents)
 
 
+# ---- fast path: chains of Linear layers and elementwise activations ----------------------
+
+_ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.Tanh, nn.Sigmoid, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Softplus, nn.ELU,
+    nn.CELU, nn.SELU, nn.Mish, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Softsign,
+    nn.Tanhshrink, nn.LogSigmoid,
+)  # fmt: skip
+_IDENTITY: tuple[type[nn.Module], ...] = (nn.Identity, nn.Dropout, nn.AlphaDropout)
+
+
+def _flat_children(mods: list[nn.Module]) -> list[nn.Module]:
+    out: list[nn.Module] = []
+    for m in mods:
+        if type(m) is nn.Sequential:
+            out += _flat_children(list(m.children()))
+        else:
+            out.append(m)
+    return out
+
+
+def _chain_supported(m: nn.Module) -> bool:
+    if m._forward_hooks or m._forward_pre_hooks:
+        return False
+    if isinstance(m, nn.Linear) or isinstance(m, _ELEMENTWISE):
+        return True
+    if isinstance(m, _IDENTITY):
+        return not m.training
+    if isinstance(m, nn.Flatten):
+        return m.start_dim == 1 and m.end_dim == -1
+    from richviz.theory import Erf  # local: theory imports geometry lazily
+
+    return isinstance(m, Erf)
+
+
+def chain_modules(
+    phi: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[list[nn.Module], bool] | None:
+    """The feature map as a list of modules, when it is a plain chain.
+
+    Returns ``(modules, nested)`` when ``phi`` is a :class:`FeatureMap` whose layer lies in an
+    ``nn.Sequential`` made of ``nn.Linear``, elementwise activations, ``Flatten``, ``Identity``
+    and eval-mode ``Dropout`` (``nested``: that Sequential is not the model itself, so its input
+    is only presumed to be the model's input and must be checked); otherwise None.
+    """
+    if not isinstance(phi, FeatureMap):
+        return None
+    model = phi.model
+    if phi.layer == LOGITS:
+        container, name, nested = model, None, False
+    else:
+        name = last_linear_name(model) if phi.layer == PENULTIMATE else phi.layer
+        parent, _, name = name.rpartition(".")
+        container = model.get_submodule(parent) if parent else model
+        nested = bool(parent)
+    if type(container) is not nn.Sequential or container._forward_pre_hooks:
+        return None
+    named = list(container.named_children())
+    if name is None:
+        mods = [m for _, m in named]
+    else:
+        idx = [n for n, _ in named].index(name)
+        mods = [m for _, m in named[: idx + (0 if phi.layer == PENULTIMATE else 1)]]
+    mods = _flat_children(mods)
+    if not all(_chain_supported(m) for m in mods):
+        return None
+    return mods, nested
+
+
+def chain_directional_derivatives(
+    mods: list[nn.Module], x: torch.Tensor, tangents: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (N, p) and ``J t`` (k, N, p) of a Linear/elementwise chain, by hand.
+
+    The same forward-mode recursion as ``jvp``, without its overheads: the primal pass runs
+    once; the k tangents of all N points go through each Linear as one ``(k N, in) @ W^T``
+    product; before the first nonlinearity the tangents are the same for every point and stay
+    (k, width). x (N, *input_shape), tangents (k, *input_shape).
+    """
+    n, k = x.shape[0], tangents.shape[0]
+    h = x
+    t = tangents  # (k, *shape) while point-independent, else (k, N, width)
+    shared = True
+    for m in mods:
+        if isinstance(m, nn.Flatten):
+            h = h.reshape(n, -1)
+            t = t.reshape(k, -1) if shared else t.reshape(k, n, -1)
+        elif isinstance(m, nn.Linear):
+            if h.ndim != 2:
+                raise ValueError("Linear on a non-flat input")  # not reached: checked by caller
+            w = m.weight
+            t = t @ w.T if shared else (t.reshape(k * n, -1) @ w.T).reshape(k, n, -1)
+            h = nn.functional.linear(h, w, m.bias)
+        elif isinstance(m, _IDENTITY):
+            continue
+        else:  # elementwise activation: y = act(h), t <- act'(h) * t
+            if isinstance(m, nn.Tanh):
+                y = torch.tanh(h)
+                d = 1 - y * y
+            elif isinstance(m, nn.Sigmoid):
+                y = torch.sigmoid(h)
+                d = y * (1 - y)
+            elif isinstance(m, nn.ReLU):
+                y = torch.relu(h)
+                d = (h > 0).to(h.dtype)
+            else:
+                y, d = jvp(m, (h,), (torch.ones_like(h),))
+            t = d * t[:, None, :] if shared else t.mul_(d)
+            shared = False
+            h = y
+    if shared:
+        t = t.reshape(k, 1, -1).expand(k, n, t.reshape(k, -1).shape[1])
+    return h.reshape(n, -1), t.reshape(k, n, -1)
+
+
 def slice_metric_and_volume(jt: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
     """2x2 metric (N, 2, 2) and volume element (N,) from ``jt = (J e1, J e2)`` of shape (2, N, p).
 
@@ -483,6 +597,7 @@ def iter_metric_chunks(
     layer: str | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    method: Literal["auto", "jvp"] = "auto",
 ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, int]]:
     """Stream the metric field chunk by chunk (for progressive displays).
 
@@ -490,6 +605,8 @@ def iter_metric_chunks(
     ``start:stop`` (row-major, see module docstring), float64 on CPU.
     """
     res = _check_resolution(resolution)
+    if method not in ("auto", "jvp"):
+        raise ValueError(f"method must be 'auto' or 'jvp', got {method!r}")
     fn, dev, dt = _resolve(phi, layer, slice, device, dtype)
     numel = int(np.prod(slice.input_shape))
     cs = _check_chunk_size(chunk_size, numel)
@@ -498,12 +615,25 @@ def iter_metric_chunks(
     origin = slice.origin.to(dev).reshape(1, -1)
     basis64 = slice.basis.to(dev).reshape(2, -1)
     tangents = slice.basis.to(device=dev, dtype=dt)
+    chain = chain_modules(fn) if method == "auto" else None
+    if chain is not None and len(slice.input_shape) != 1:
+        if not (chain[0] and isinstance(chain[0][0], nn.Flatten)):
+            chain = None  # a Linear would act on the last axis of a multi-axis input
     with torch.no_grad():
         for start in range(0, total, cs):
             stop = min(total, start + cs)
             x = origin + uv[start:stop].to(dev) @ basis64
             x = x.reshape(-1, *slice.input_shape).to(dt)
-            jt = directional_derivatives(fn, x, tangents)
+            if chain is not None and chain[1]:  # nested chain: check it is the feature map
+                feats = fn(x[:8])
+                mine = chain_directional_derivatives(chain[0], x[:8], tangents)[0]
+                tol = 1e-5 * float(feats.abs().max()) + 1e-30
+                ok = mine.shape == feats.shape and float((mine - feats).abs().max()) <= tol
+                chain = (chain[0], False) if ok else None
+            if chain is not None:
+                jt = chain_directional_derivatives(chain[0], x, tangents)[1]
+            else:
+                jt = directional_derivatives(fn, x, tangents)
             p = jt.shape[-1]
             metric, volume = slice_metric_and_volume(jt, p)
             yield start, stop, metric.cpu(), volume.cpu(), p
@@ -519,6 +649,7 @@ def pullback_metric(
     layer: str | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    method: Literal["auto", "jvp"] = "auto",
 ) -> MetricField:
     """The pulled-back metric ``G = (J E)^T (J E) / p`` on a ``resolution`` x ``resolution`` grid.
 
@@ -535,6 +666,10 @@ def pullback_metric(
     progress : None, True (tqdm bar) or ``callable(done, total)`` called after each chunk.
     device, dtype : where and in what precision to compute; default the model's (for a plain
         callable: the slice's device and input dtype).
+    method : ``"jvp"``: ``torch.func.jvp`` vmapped over the two tangents (any model);
+        ``"auto"`` (default): the same recursion written out by hand
+        (:func:`chain_directional_derivatives`) when the feature map is a chain of Linear layers
+        and elementwise activations in an ``nn.Sequential`` (an MLP), else ``"jvp"``.
 
     Returns
     -------
@@ -549,7 +684,7 @@ def pullback_metric(
     p = 0
     try:
         for start, stop, m, vol, p_chunk in iter_metric_chunks(
-            phi, slice, res, chunk_size, layer=layer, device=device, dtype=dtype
+            phi, slice, res, chunk_size, layer=layer, device=device, dtype=dtype, method=method
         ):
             p = p_chunk
             metric[start:stop] = m

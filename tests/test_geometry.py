@@ -450,3 +450,77 @@ def test_effective_volume_randomized_when_subspace_is_smaller():
     jac = vmap(jacrev(lambda z: phi(z[None])[0]))(x)
     ref = torch.linalg.svdvals(jac / math.sqrt(40))[:, :6]
     torch.testing.assert_close(sig, ref, rtol=1e-2, atol=0)
+
+
+# ---- the hand-written forward mode for Linear/elementwise chains ----------------------------
+
+
+class Wrapped(nn.Module):
+    """A model whose MLP is nested (like architectures.Centered); ``shift`` changes its input."""
+
+    def __init__(self, net: nn.Module, shift: float = 0.0):
+        super().__init__()
+        self.net = net
+        self.shift = shift
+
+    def forward(self, x):
+        return 3.0 * self.net(x + self.shift)
+
+
+ACTS = [nn.Tanh(), nn.Sigmoid(), nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Softplus(), nn.LeakyReLU(0.1)]
+
+
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: type(a).__name__)
+def test_chain_fast_path_equals_jvp(act):
+    from richviz.features import feature_map
+    from richviz.geometry import chain_modules
+    from richviz.theory import Erf
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(2, 9), act, nn.Dropout(0.5), nn.Linear(9, 8), Erf(), nn.Linear(8, 3)
+    ).to(F64)
+    s = Slice.square(torch.tensor([0.1, -0.2], dtype=F64), 1.5)
+    for layer in (None, "2", "logits"):
+        assert chain_modules(feature_map(net, layer)) is not None
+        fast = pullback_metric(net, s, resolution=6, chunk_size=10, layer=layer)
+        ref = pullback_metric(net, s, resolution=6, chunk_size=10, layer=layer, method="jvp")
+        torch.testing.assert_close(fast.metric, ref.metric, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(fast.volume, ref.volume, rtol=1e-12, atol=1e-15)
+
+
+def test_chain_fast_path_nested_model_is_checked():
+    from richviz.features import feature_map
+    from richviz.geometry import chain_modules
+
+    net = tanh_mlp()
+    s = Slice.square(torch.tensor([0.3, 0.1], dtype=F64), 1.0)
+    plain = pullback_metric(net, s, resolution=5, method="jvp")
+    for shift, expect_same in ((0.0, True), (0.7, False)):
+        model = Wrapped(net, shift)
+        assert chain_modules(feature_map(model)) == (list(net)[:4], True)
+        fast = pullback_metric(model, s, resolution=5)
+        ref = pullback_metric(model, s, resolution=5, method="jvp")
+        # a nested chain is used only when its features equal the model's; else jvp is used
+        torch.testing.assert_close(fast.metric, ref.metric, rtol=1e-12, atol=1e-15)
+        assert torch.allclose(fast.metric, plain.metric) == expect_same
+
+
+def test_chain_fast_path_on_flattened_images_and_unsupported_layers():
+    from richviz.features import feature_map
+    from richviz.geometry import chain_modules
+
+    torch.manual_seed(1)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(9, 6), nn.Tanh(), nn.Linear(6, 2)).to(F64)
+    x0, x1, x2 = torch.randn(3, 1, 3, 3, dtype=F64)
+    s = Slice.plane(x0, x1, x2)
+    fast = pullback_metric(mlp, s, resolution=4)
+    phi = nn.Sequential(*list(mlp)[:3])
+    ref = jacrev_slice_metric(phi, fast.points, s.basis)
+    torch.testing.assert_close(fast.metric.reshape(-1, 2, 2), ref, rtol=1e-12, atol=1e-15)
+    assert chain_modules(feature_map(small_convnet())) is None  # convolutions: jvp path
+    hooked = tanh_mlp()
+    hooked[1].register_forward_hook(lambda m, a, o: o * 2)
+    assert chain_modules(feature_map(hooked)) is None  # hooks change the map: jvp path
+    with pytest.raises(ValueError, match="method"):
+        pullback_metric(mlp, s, resolution=2, method="fast")
