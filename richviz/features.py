@@ -37,7 +37,7 @@ def last_linear_name(model: nn.Module) -> str:
 
 
 def layer_names(model: nn.Module) -> list[str]:
-    """Layers a user may pick: ``"penultimate"`` (if defined), named leaf-ish modules, ``"logits"``."""
+    """Layers a user may pick: "penultimate" (if defined), named submodules, "logits"."""
     names = []
     try:
         last_linear_name(model)
@@ -132,11 +132,14 @@ def features_and_outputs(
     on the output would be undefined. Without a Linear layer the model output is used.
     """
     model = model.eval()
-    try:
-        last = model.get_submodule(last_linear_name(model))
-    except ValueError:
-        last = None
     layer = PENULTIMATE if layer is None else layer
+    if layer == PENULTIMATE:
+        last = model.get_submodule(last_linear_name(model))  # ValueError without a Linear
+    else:
+        try:
+            last = model.get_submodule(last_linear_name(model))
+        except ValueError:
+            last = None
     feats: list[torch.Tensor] = []
     outs: list[torch.Tensor] = []
     handles = []

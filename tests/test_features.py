@@ -34,8 +34,12 @@ def test_unknown_layer_and_no_linear_are_value_errors():
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
     with pytest.raises(ValueError, match="no nn.Linear"):
         feature_map(conv)
-    # the logits of such a model are still available
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        features_and_outputs(conv, torch.randn(2, 1, 5, 5))
+    # the logits of such a model are still available, and are then also its outputs
     assert feature_map(conv, "logits")(torch.randn(2, 1, 5, 5)).shape == (2, 18)
+    feats, outs = features_and_outputs(conv, torch.randn(2, 1, 5, 5), layer="logits")
+    torch.testing.assert_close(feats, outs)
 
 
 def test_features_and_outputs_use_last_linear_output():
