@@ -524,3 +524,24 @@ def test_chain_fast_path_on_flattened_images_and_unsupported_layers():
     assert chain_modules(feature_map(hooked)) is None  # hooks change the map: jvp path
     with pytest.raises(ValueError, match="method"):
         pullback_metric(mlp, s, resolution=2, method="fast")
+
+
+def test_nested_chain_with_other_input_falls_back_to_jvp():
+    """A Sequential head fed by another layer (not the model input) must not be used as phi."""
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(2, 5)
+            self.head = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2))
+
+        def forward(self, x):
+            return self.head(torch.sin(self.body(x)))
+
+    torch.manual_seed(2)
+    model = Head().to(F64)
+    s = Slice.square(torch.zeros(2, dtype=F64), 1.0)
+    field = pullback_metric(model, s, resolution=4)
+    phi = lambda x: model.head[:2](torch.sin(model.body(x)))  # noqa: E731
+    ref = jacrev_slice_metric(phi, field.points, s.basis)
+    torch.testing.assert_close(field.metric.reshape(-1, 2, 2), ref, rtol=1e-12, atol=1e-15)
