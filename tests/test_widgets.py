@@ -295,12 +295,16 @@ def test_ellipses_are_nan_separated(explorer: Explorer):
     marks = (viewer.ellipse_mark, viewer.ellipse_near_mark)
     xs = [np.asarray(m.x, dtype=float) for m in marks]
     n = VIEWER["ellipse_density"] ** 2
-    assert sum(int(np.isnan(x).sum()) for x in xs) == n
+    # n closed paths, NaN between consecutive ones (no trailing NaN: bqplot labels the end)
+    assert all(len(x) and not np.isnan(x[-1]) for x in xs)
+    assert sum(int(np.isnan(x).sum()) + 1 for x in xs) == n
     for x, m in zip(xs, marks, strict=True):
-        assert len(x) == 0 or np.isnan(x[-1])
         assert np.array_equal(np.isnan(x), np.isnan(np.asarray(m.y, dtype=float)))
+        gaps = np.flatnonzero(np.isnan(x))
+        closed = np.split(x, gaps)
+        assert all(abs(p[~np.isnan(p)][0] - p[~np.isnan(p)][-1]) < 1e-12 for p in closed)
     # the highlighted ellipses sit where the margin is smallest (near the boundary)
-    near = int(np.isnan(xs[1]).sum())
+    near = int(np.isnan(xs[1]).sum()) + 1
     assert 0 < near < n
     viewer.ellipse_density = 0
     assert all(len(m.x) == 0 for m in marks)
@@ -357,9 +361,14 @@ def test_heatmap_png_export(explorer: Explorer, tmp_path: Path):
 
 def test_metrics_panel_charts(explorer: Explorer, run: Run):
     panel = explorer.panel
-    lines = panel.charts["richness"].marks[0]
+    lines = panel.series["richness"][0]
+    assert list(lines.labels) == ["D_LR"] and lines in panel.charts["richness"].marks
     np.testing.assert_allclose(lines.x, np.array(run.steps) + 1.0)
-    np.testing.assert_allclose(np.atleast_2d(lines.y)[0], [r["d_lr"] for r in panel.rows])
+    np.testing.assert_allclose(lines.y, [r["d_lr"] for r in panel.rows])
+    labels = [m.labels[0] for m in panel.series["neural collapse"]]
+    assert "NC1" in labels and all(
+        len(m.x) and np.isfinite(m.y[-1]) for m in panel.series["neural collapse"]
+    )
     assert panel.play.max == len(run.steps) - 1
 
 

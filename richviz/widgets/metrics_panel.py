@@ -134,7 +134,10 @@ class MetricsPanel(widgets.VBox):
         self._sx = bqplot.LogScale(min=1.0, max=float(max(hi, 2)))
         self.charts: dict[str, bqplot.Figure] = {}
         self.cursors: dict[str, bqplot.Lines] = {}
-        self._lines: dict[str, tuple[bqplot.Lines, bqplot.Lines, Series, Series, str, str]] = {}
+        self._axes: dict[str, tuple[bqplot.Axis, bqplot.Axis, bqplot.Axis]] = {}
+        self._families: dict[str, tuple[tuple[Series, bqplot.Scale, str, bool], ...]] = {}
+        #: per chart, the Lines marks drawn (one per series with data)
+        self.series: dict[str, list[bqplot.Lines]] = {}
         for title, left, right, lscale, rscale in FAMILIES:
             self._make_chart(title, left, right, lscale, rscale)
 
@@ -193,16 +196,6 @@ class MetricsPanel(widgets.VBox):
         sy = bqplot.LogScale() if lscale == "log" else bqplot.LinearScale()
         sr = bqplot.LogScale() if rscale == "log" else bqplot.LinearScale()
         cursor_scale = bqplot.LinearScale(min=0.0, max=1.0)
-        # No markers: bqplot positions markers even at NaN values (gaps), which browsers reject.
-        # Legends are switched on once there is data (an empty mark's legend is misplaced).
-        lines_l = bqplot.Lines(x=[], y=[], scales={"x": self._sx, "y": sy}, visible=False)
-        lines_r = bqplot.Lines(
-            x=[],
-            y=[],
-            scales={"x": self._sx, "y": sr},
-            visible=False,
-            line_style="dashed",
-        )
         cursor = bqplot.Lines(
             x=[1.0, 1.0],
             y=[0.0, 1.0],
@@ -210,23 +203,23 @@ class MetricsPanel(widgets.VBox):
             colors=["#b00020"],
             stroke_width=1.5,
         )
-        axes = [
-            bqplot.Axis(scale=self._sx, label="step + 1", grid_lines="none"),
+        x_axis = bqplot.Axis(scale=self._sx, label="step + 1", grid_lines="none")
+        self._axes[title] = (
+            x_axis,
             bqplot.Axis(scale=sy, side="left", grid_lines="dashed"),
-        ]
-        if right:
-            axes.append(bqplot.Axis(scale=sr, side="right", grid_lines="none"))
+            bqplot.Axis(scale=sr, side="right", grid_lines="none"),
+        )
         fig = bqplot.Figure(
             title=title,
-            marks=[lines_l, lines_r, cursor],
-            axes=axes,
+            marks=[cursor],  # data lines and their y axes join once there is data (_draw)
+            axes=[x_axis],
             legend_location="top-left",
             fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 60},
             layout=widgets.Layout(width="420px", height="260px"),
         )
         self.charts[title] = fig
         self.cursors[title] = cursor
-        self._lines[title] = (lines_l, lines_r, left, right, lscale, rscale)
+        self._families[title] = ((left, sy, lscale, False), (right, sr, rscale, True))
 
     # ---------------------------------------------------------------- public
 
@@ -321,24 +314,49 @@ class MetricsPanel(widgets.VBox):
         self.loaded = True
 
     def _draw(self) -> None:
+        """One ``Lines`` mark per series (left axis solid, right axis dashed).
+
+        A series whose values are all missing is left out, and trailing missing values are
+        cut: bqplot draws a curve label at a line's last point and an empty line as an invalid
+        path. Missing values inside a series stay NaN (gaps).
+        """
         rows = sorted(self.rows, key=lambda r: r.get("step", 0))
         x = np.array([float(r.get("step", 0)) + 1.0 for r in rows])
-        if len(x):
-            with self._sx.hold_sync():
-                self._sx.min, self._sx.max = 1.0, float(max(x.max(), 2.0))
-        for lines_l, lines_r, left, right, lscale, rscale in self._lines.values():
-            for mark, series, scale, colors in (
-                (lines_l, left, lscale, _LEFT_COLORS),
-                (lines_r, right, rscale, _RIGHT_COLORS),
+        if not len(x):
+            return
+        with self._sx.hold_sync():
+            self._sx.min, self._sx.max = 1.0, float(max(x.max(), 2.0))
+        for title, sides in self._families.items():
+            fig = self.charts[title]
+            x_axis, left_axis, right_axis = self._axes[title]
+            marks: list[bqplot.Lines] = []
+            axes = [x_axis]
+            for (series, scale, kind, dashed), axis, colors in zip(
+                sides, (left_axis, right_axis), (_LEFT_COLORS, _RIGHT_COLORS), strict=True
             ):
-                present = [(k, label) for k, label in series if any(k in r for r in rows)]
-                if not present or not len(x):
-                    continue
-                ys = np.stack([_values(rows, k, scale == "log") for k, _ in present])
-                with mark.hold_sync():
-                    mark.x = x
-                    mark.y = ys
-                    mark.labels = [label for _, label in present]
-                    mark.colors = list(colors[: len(present)])
-                    mark.display_legend = True
-                    mark.visible = True
+                side_marks = []
+                for k, (key, label) in enumerate(series):
+                    y = _values(rows, key, kind == "log")
+                    finite = np.flatnonzero(np.isfinite(y))
+                    if not len(finite):
+                        continue
+                    end = finite[-1] + 1
+                    side_marks.append(
+                        bqplot.Lines(
+                            x=x[:end],
+                            y=y[:end],
+                            scales={"x": self._sx, "y": scale},
+                            colors=[colors[k % len(colors)]],
+                            labels=[label],
+                            display_legend=True,
+                            line_style="dashed" if dashed else "solid",
+                            stroke_width=2.0,
+                        )
+                    )
+                if side_marks:
+                    marks += side_marks
+                    axes.append(axis)
+            self.series[title] = marks
+            with fig.hold_sync():
+                fig.marks = [*marks, self.cursors[title]]
+                fig.axes = axes

@@ -367,16 +367,7 @@ class SliceViewer(widgets.VBox):
             self.color_axis,
         ]
         self.figure = bqplot.Figure(
-            marks=[
-                self.image_mark,
-                self.ellipse_mark,
-                self.ellipse_near_mark,
-                self.theory_mark,
-                self.boundary_mark,
-                self.points_mark,
-                self.anchor_mark,
-                self._colorbar_mark,
-            ],
+            marks=self._marks_for([]),
             axes=axes,
             min_aspect_ratio=1.0,
             max_aspect_ratio=1.0,
@@ -387,6 +378,15 @@ class SliceViewer(widgets.VBox):
             fig_margin={"top": 35, "bottom": 45, "left": 55, "right": 30},
             layout=widgets.Layout(width="520px", height="470px"),
         )
+
+    @property
+    def _line_marks(self) -> list[bqplot.Lines]:
+        return [self.ellipse_mark, self.ellipse_near_mark, self.theory_mark, self.boundary_mark]
+
+    def _marks_for(self, lines: list[bqplot.Lines]) -> list[bqplot.Mark]:
+        """Figure marks in drawing order with the given (non-empty) Lines marks."""
+        ordered = [m for m in self._line_marks if m in lines]
+        return [self.image_mark, *ordered, self.points_mark, self.anchor_mark, self._colorbar_mark]
 
     def _build_controls(self, steps: list[int]) -> None:
         style = {"description_width": "initial"}
@@ -910,9 +910,16 @@ class SliceViewer(widgets.VBox):
                 (self.boundary_mark, frame.boundary),
                 (self.theory_mark, frame.theory_lines),
             ):
+                if len(xs) and np.isnan(xs[-1]):
+                    # bqplot puts a curve label at the last point: it must not be NaN
+                    xs, ys = xs[:-1], ys[:-1]
                 with mark.hold_sync():
                     mark.x, mark.y = xs, ys
-                    mark.visible = len(xs) > 0  # an empty Lines mark draws an invalid path
+            # Only non-empty Lines marks go into the figure: bqplot draws an empty one as an
+            # invalid path and places its curve label at an undefined point.
+            marks = self._marks_for([m for m in self._line_marks if len(m.x)])
+            if marks != list(self.figure.marks):
+                self.figure.marks = marks
             self.frame = frame
             with self.hold_trait_notifications():
                 self.shown_step = frame.step
