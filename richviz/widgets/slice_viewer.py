@@ -240,7 +240,7 @@ class SliceViewer(widgets.VBox):
         device: str = "auto",
         theory_params: dict[str, Any] | None = None,
         margin: float = 0.1,
-        cache_size: int = 48,
+        cache_size: int = 64,
         **kwargs: Any,
     ):
         self._source = ModelSource(model_or_run, data)
@@ -254,7 +254,8 @@ class SliceViewer(widgets.VBox):
         self._margin = float(margin)
         self.coarse_resolution = int(coarse_resolution)
         self.theory_params = dict(theory_params) if theory_params else None
-        self._fields = LRUCache(cache_size)
+        self._fields = LRUCache(cache_size)  # full-resolution fields
+        self._previews = LRUCache(16)  # coarse previews (not needed once the full one exists)
         self._theory_cache = LRUCache(8)
         self._ctx: _Context | None = None
         self._version = 0
@@ -750,7 +751,8 @@ class SliceViewer(widgets.VBox):
 
     def _field(self, job: Job, req: _Request, step: int, res: int, ctx: _Context) -> _Field:
         key = (req.version, step, req.layer, res)
-        fld = self._fields.get(key)
+        cache = self._fields if res == req.resolution else self._previews
+        fld = cache.get(key)
         if fld is None:
             from richviz.features import feature_map
             from richviz.geometry import decision_field, pullback_metric
@@ -773,7 +775,7 @@ class SliceViewer(widgets.VBox):
             margin = _numpy(dec.margin)
             boundary = _signed_margin_lines(margin, dec.predicted.detach().cpu().numpy(), u, v)
             fld = _Field(u, v, _numpy(mf.log10_volume), margin, boundary, mf)
-            self._fields.put(key, fld)
+            cache.put(key, fld)
             self.progress.value = 1.0
         self._ellipses(fld, req)
         return fld
