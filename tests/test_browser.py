@@ -56,10 +56,9 @@ MIN_DISTINCT_COLOURS = 16
 # On screen the heatmap fills its plot area: little of it may be the white page behind it.
 MAX_WHITE_FRACTION = 0.25
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt chromium)"),
-]
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (Debian package chromium)"
+)
 
 # User settings written into the temporary JUPYTERLAB_SETTINGS_DIR.
 LAB_SETTINGS = {
@@ -384,6 +383,53 @@ def run_notebook_in_lab(
     return info
 
 
+# ---- the checks themselves, on constructed images and text (no browser needed)
+
+
+def _png(rgba: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgba.astype(np.uint8), "RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_blank_checks_accept_a_field_and_reject_blank_images() -> None:
+    u = np.linspace(0, 1, 64)
+    field = np.zeros((64, 64, 4))
+    field[..., 0] = 255 * u[None, :]
+    field[..., 1] = 255 * u[:, None]
+    field[..., 2] = 128
+    field[..., 3] = 255
+    assert blank_reason(png_pixels(_png(field))) is None
+    flat = field.copy()
+    flat[..., :3] = 90
+    assert "variance" in blank_reason(png_pixels(_png(flat)))
+    clear = field.copy()
+    clear[..., 3] = 0
+    assert "transparent" in blank_reason(png_pixels(_png(clear)))
+    two = field.copy()
+    two[..., :3] = np.where(u[None, :, None] < 0.5, 0, 255)
+    assert "colours" in blank_reason(png_pixels(_png(two)))
+    page = np.full((64, 64, 4), 255.0)
+    page[:10] = field[:10]
+    assert white_fraction(page) > MAX_WHITE_FRACTION >= white_fraction(field)
+
+
+def test_output_errors_flags_tracebacks_and_widget_status_lines() -> None:
+    assert output_errors("loaded step 400 on cpu\nfield step 400 · penultimate · 96×96") == []
+    assert output_errors("FutureWarning: `torch.jit.script` is deprecated") == []
+    status = "step 400: RuntimeError: Trying to access a forward AD level"
+    assert output_errors(f"ok\n{status}") == [status]
+    assert output_errors("[Error displaying widget: model not found]")
+    assert output_errors("Traceback (most recent call last):")
+
+
+# ---- the real browser
+
+
+@pytest.mark.browser
+@needs_chromium
 @pytest.mark.timeout(300)
 def test_quickstart_renders_in_jupyterlab(
     tmp_path: Path, jupyter_data_dir: Path, artifact_dir: Path
