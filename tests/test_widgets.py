@@ -440,6 +440,14 @@ def test_coarse_then_fine(moons):
     viewer.theory = "contours"
     assert viewer.wait(60)
     assert len(viewer.theory_mark.x) > 0 and np.isnan(viewer.theory_mark.x).any()
+    # full-space effective volume: for 2-D inputs both singular values, i.e. the slice volume
+    viewer.theory = "off"
+    assert viewer.wait(60)
+    count = viewer.compute_count
+    viewer.volume = "full"
+    assert viewer.wait(60)
+    assert "top 2" in viewer.frame.label and viewer.compute_count == count
+    np.testing.assert_allclose(viewer.frame.values, plain, atol=1e-4)
     viewer.close()
 
 

@@ -41,6 +41,8 @@ from richviz.widgets.tasks import COMPUTE, Cancelled, Job, LRUCache, Worker
 RESOLUTIONS = (16, 32, 48, 64, 96, 128, 192, 256)
 THEORY_MODES = (("off", "off"), ("contours", "contours"), ("trained − theory", "difference"))
 ELLIPSE_MODES = (("stretch", "stretch"), ("unit ball", "unit_ball"))
+VOLUME_MODES = (("on the slice", "slice"), ("full space (top-k)", "full"))
+FULL_K = 8  # singular values in the full-space effective volume (the paper uses 6-10)
 _ACTIVATIONS = {
     "Tanh": "tanh",
     "ReLU": "relu",
@@ -92,6 +94,9 @@ class _Field:
     margin: np.ndarray
     boundary: tuple[np.ndarray, np.ndarray]
     metric_field: Any
+    #: effective log10 volume of the full input space (top-k singular values), on demand
+    full_log10: np.ndarray | None = None
+    full_k: int = 0
     #: (density, mode) -> ((xs, ys) away from the boundary, (xs, ys) near it)
     ellipses: dict[tuple[int, str], tuple[tuple[np.ndarray, np.ndarray], ...]] = field(
         default_factory=dict
@@ -125,6 +130,7 @@ class _Request:
     device: str
     version: int
     lock: bool = False
+    volume: str = "slice"
 
 
 @dataclass
@@ -220,6 +226,9 @@ class SliceViewer(widgets.VBox):
     theory = traitlets.Unicode("off", help="infinite-width overlay: off, contours, difference")
     device = traitlets.Unicode("auto", help="'auto', 'cpu' or 'cuda'")
     lock_colors = traitlets.Bool(False, help="keep the colour range fixed while scrubbing")
+    volume = traitlets.Unicode(
+        "slice", help="'slice': volume of the 2x2 slice metric; 'full': effective volume of g"
+    )
     anchors = traitlets.List(traitlets.Int(), help="test-set indices of the plane's 3 inputs")
     shown_step = traitlets.Int(-1, help="step of the field on screen (-1: none yet)")
     shown_resolution = traitlets.Int(0, help="resolution of the field on screen")
@@ -301,6 +310,7 @@ class SliceViewer(widgets.VBox):
                 "theory",
                 "device",
                 "lock_colors",
+                "volume",
             ],
         )
         self.observe(self._on_anchors, names=["anchors"])
@@ -409,11 +419,20 @@ class SliceViewer(widgets.VBox):
             indent=False,
             disabled=self._source.run is None,
         )
+        self.volume_picker = widgets.Dropdown(
+            options=VOLUME_MODES, value="slice", description="volume", style=style
+        )
         self.lock_box = widgets.Checkbox(value=False, description="lock colour range", indent=False)
         self.theory_picker = widgets.Dropdown(
             options=THEORY_MODES, value="off", description="theory at init", style=style
         )
-        for w in (self.layer_picker, self.resolution_picker, self.mode_picker, self.theory_picker):
+        for w in (
+            self.layer_picker,
+            self.resolution_picker,
+            self.mode_picker,
+            self.theory_picker,
+            self.volume_picker,
+        ):
             w.layout.width = "200px"
         self.density_slider.layout.width = "240px"
         self.anchor_pickers = [
@@ -450,6 +469,7 @@ class SliceViewer(widgets.VBox):
             (self.relative_box, "relative"),
             (self.theory_picker, "theory"),
             (self.lock_box, "lock_colors"),
+            (self.volume_picker, "volume"),
         ):
             picker.observe(self._control_to_trait(name), names="value")
             self.observe(self._trait_to_control(picker), names=[name])
@@ -460,6 +480,7 @@ class SliceViewer(widgets.VBox):
                     [self.layer_picker, self.resolution_picker, self.relative_box, self.lock_box]
                 ),
                 widgets.HBox([self.density_slider, self.mode_picker, self.theory_picker]),
+                widgets.HBox([self.volume_picker]),
                 self.anchor_row,
             ]
         )
@@ -542,6 +563,7 @@ class SliceViewer(widgets.VBox):
             device=self.device,
             version=self._version,
             lock=bool(self.lock_colors),
+            volume=self.volume,
         )
         generation = self._worker.cancel()
         if self._render_cached(req, generation):
@@ -597,6 +619,12 @@ class SliceViewer(widgets.VBox):
             return
         if change["name"] == "theory" and change["new"] == "difference" and self.relative:
             self.relative = False
+            return
+        if change["name"] == "theory" and change["new"] == "difference" and self.volume == "full":
+            self.volume = "slice"  # the theory is the volume element of the slice metric
+            return
+        if change["name"] == "volume" and change["new"] == "full" and self.theory == "difference":
+            self.theory = "off"
             return
         self.refresh()
 
@@ -660,6 +688,8 @@ class SliceViewer(widgets.VBox):
         keys = [(req.version, req.step, req.layer, res)]
         if req.relative:
             keys.append((req.version, self._source.steps[0], req.layer, res))
+        if req.volume == "full":
+            return all(getattr(self._fields.get(k), "full_log10", None) is not None for k in keys)
         return all(k in self._fields for k in keys)
 
     def _render_cached(self, req: _Request, generation: int) -> bool:
@@ -777,8 +807,39 @@ class SliceViewer(widgets.VBox):
             fld = _Field(u, v, _numpy(mf.log10_volume), margin, boundary, mf)
             cache.put(key, fld)
             self.progress.value = 1.0
+        if req.volume == "full" and fld.full_log10 is None:
+            fld.full_log10, fld.full_k = self._full_volume(job, req, step, res, ctx)
         self._ellipses(fld, req)
         return fld
+
+    def _full_volume(
+        self, job: Job, req: _Request, step: int, res: int, ctx: _Context
+    ) -> tuple[np.ndarray, int]:
+        """Effective log10 volume of the whole input space at the grid points (DESIGN §3):
+        the sum of log10 of the top-k singular values of J / sqrt(p), and k."""
+        from richviz.devices import module_device, module_dtype
+        from richviz.features import feature_map
+        from richviz.geometry import effective_volume
+
+        model = self._source.load(step, req.device)
+        phi = feature_map(model, req.layer)
+        points = ctx.slice.to_input(
+            ctx.slice.grid_uv(res), dtype=module_dtype(model), device=module_device(model)
+        )
+        self._status(f"step {step}: full-space volume (top-{FULL_K} singular values)…", "busy")
+        self.progress.value = 0.0
+        out = []
+        block = 256
+        with COMPUTE.hold():
+            with torch.no_grad():
+                p = phi(points[:1]).shape[1]
+            k = min(FULL_K, int(np.prod(ctx.slice.input_shape)), p)
+            for start in range(0, len(points), block):
+                job.check()
+                _, logvol = effective_volume(phi, points[start : start + block], k=k)
+                out.append(_numpy(logvol))
+                self.progress.value = min(1.0, (start + block) / len(points))
+        return np.concatenate(out).reshape(res, res), k
 
     def _ellipses(self, fld: _Field, req: _Request) -> None:
         if req.density <= 0 or (req.density, req.mode) in fld.ellipses:
@@ -843,12 +904,14 @@ class SliceViewer(widgets.VBox):
         base: _Field | None,
         theory: np.ndarray | None,
     ) -> Frame:
-        values = fld.log10_volume
-        cmap, label = "viridis", "log10 volume element"
+        full = req.volume == "full"
+        values = fld.full_log10 if full else fld.log10_volume
+        what = f"effective log10 volume (top {fld.full_k} s.v.)" if full else "log10 volume"
+        cmap, label = "viridis", what if full else "log10 volume element"
         if base is not None:
-            values = values - base.log10_volume
+            values = values - (base.full_log10 if full else base.log10_volume)
             cmap = "diverging"
-            label = f"log10 vol(step {req.step}) − log10 vol(step {self._source.steps[0]})"
+            label = f"{what}: step {req.step} − step {self._source.steps[0]}"
         elif req.theory == "difference" and theory is not None:
             values = values - theory
             cmap, label = "diverging", "log10 vol − theory at init"
