@@ -214,6 +214,8 @@ class MetricsPanel(widgets.VBox):
             marks=[cursor],  # data lines and their y axes join once there is data (_draw)
             axes=[x_axis],
             legend_location="top-left",
+            legend_text={"font-size": "10px"},
+            legend_style={"fill": "white", "fill-opacity": 0.6, "stroke-width": 0},
             fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 60},
             layout=widgets.Layout(width="420px", height="260px"),
         )
