@@ -961,6 +961,9 @@ class SliceViewer(widgets.VBox):
                 self._sc.colors = rendering.colormap_stops(frame.cmap)
                 self._sc.min, self._sc.max = frame.vmin, frame.vmax
             self.figure.title = frame.label
+            ellipse_colour = "white" if frame.cmap == "viridis" else "#404040"
+            if list(self.ellipse_mark.colors) != [ellipse_colour]:
+                self.ellipse_mark.colors = [ellipse_colour]  # contrast on light diverging colours
             # bqplot's Image view redraws on a new ``image`` widget, not on its value: swap it.
             old = self.image_mark.image
             self._image_widget = widgets.Image(value=frame.png, format="png")
