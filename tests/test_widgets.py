@@ -487,9 +487,19 @@ def test_bad_inputs_give_one_line_errors(run: Run):
     with pytest.raises(TypeError, match="model_or_run"):
         SliceViewer("not a model")
     viewer = SliceViewer(run, step=run.steps[0], **VIEWER)
+    assert viewer.wait(60)
+    png = viewer.image_mark.image.value
     viewer.step = 123456  # not a checkpoint
     assert viewer.wait(60)
     assert "step 123456" in viewer.status.value and "#b00020" in viewer.status.value
+    assert viewer.image_mark.image.value == png and viewer.shown_step == run.steps[0]
+    viewer.step = run.steps[0]
+    viewer.layer = "no_such_layer"
+    assert viewer.wait(60)
+    assert "no_such_layer" in viewer.status.value and "#b00020" in viewer.status.value
+    assert "<br" not in viewer.status.value and viewer.image_mark.image.value == png
+    viewer.layer = "penultimate"  # still usable
+    assert viewer.wait(60) and viewer.shown_step == run.steps[0]
     viewer.close()
     browser = CheckpointBrowser(run)
     with pytest.raises(ValueError, match="step"):
