@@ -22,6 +22,7 @@ a warm-up call on CUDA. Sampling can miss very short peaks: CPU figures are lowe
 
     python benchmarks/metric_field.py                 # both workloads, 2 CPU threads
     python benchmarks/metric_field.py --workload mlp --repeats 9
+    python benchmarks/metric_field.py --workload effective --points 8 --repeats 3
     python benchmarks/metric_field.py --device cuda
 """
 
@@ -238,9 +239,43 @@ def peak_memory(args, name: str) -> float:
     return json.loads(out.strip().splitlines()[-1])["peak_bytes"] / 2**20
 
 
+def effective_volume_benchmark(device: torch.device, points: int, repeats: int, sync) -> None:
+    """Top-k singular values of J/sqrt(p) for a ResNet18 at ``points`` inputs (3x32x32, p=512):
+    randomized subspace iteration (richviz) vs the full Jacobian by reverse mode + svdvals."""
+    import torchvision
+    from torch.func import jacrev
+
+    from richviz.geometry import effective_volume
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).to(device).eval()
+    phi = feature_map(model)
+    x = torch.randn(points, 3, 32, 32, device=device)
+    k = 8
+
+    def full():
+        jac = vmap(jacrev(lambda z: phi(z[None])[0]), chunk_size=1)(x)  # (n, 512, 3, 32, 32)
+        return torch.linalg.svdvals(jac.reshape(points, 512, -1) / 512**0.5)[:, :k]
+
+    def randomized():
+        return effective_volume(model, x, k=k, oversample=8, iters=2)[0]
+
+    fns = {"full Jacobian (reverse mode) + svdvals": full, "richviz effective_volume": randomized}
+    med = median_times(fns, repeats, set(), sync)
+    err = float(((randomized().to(device) - full()).abs() / full()).max())
+    print(f"\neffective volume: ResNet18, {points} inputs 3x32x32, top-{k} of J/sqrt(512)")
+    base = med["full Jacobian (reverse mode) + svdvals"]
+    for name, t in med.items():
+        print(f"{name:44s} {t * 1e3:10.1f} ms   speed-up {base / t:6.2f}x")
+    print(f"max relative error of the top-{k} singular values: {err:.2e}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workload", choices=["mlp", "resnet", "both"], default="both")
+    ap.add_argument(
+        "--workload", choices=["mlp", "resnet", "effective", "both", "all"], default="both"
+    )
+    ap.add_argument("--points", type=int, default=8, help="inputs for --workload effective")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
@@ -254,9 +289,14 @@ def main(argv: list[str] | None = None) -> None:
     device = best_device(args.device)
     torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    workloads = ["mlp", "resnet"] if args.workload == "both" else [args.workload]
+    workloads = {"both": ["mlp", "resnet"], "all": ["mlp", "resnet", "effective"]}.get(
+        args.workload, [args.workload]
+    )
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
     for wl in workloads:
+        if wl == "effective":
+            effective_volume_benchmark(device, args.points, args.repeats, sync)
+            continue
         model, slice_, res = build(wl, device, args.res)
         fns = methods(wl, model, slice_, res, device)
         slow = {k for k in fns if k.startswith("paper")}

@@ -572,20 +572,26 @@ def chain_directional_derivatives(
 def slice_metric_and_volume(jt: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
     """2x2 metric (N, 2, 2) and volume element (N,) from ``jt = (J e1, J e2)`` of shape (2, N, p).
 
-    ``det G`` is formed as ``|a|^2 |b_perp|^2 / p^2`` with ``b_perp`` the part of ``b = J e2``
-    orthogonal to ``a = J e1``; unlike ``G11 G22 - G12^2`` this does not cancel
-    catastrophically when ``a`` and ``b`` are nearly parallel.
+    ``det G = (|a|^2 |b|^2 - (a.b)^2) / p^2`` (a = J e1, b = J e2) cancels when a and b are
+    nearly parallel; where ``det < 0.1 |a|^2 |b|^2`` (angle below ~18 degrees) it is formed
+    instead as ``|a|^2 |b_perp|^2 / p^2`` with ``b_perp`` the part of b orthogonal to a, whose
+    relative error stays near machine precision / sin(angle). Results are float64.
     """
     a, b = jt[0], jt[1]
-    aa = (a * a).sum(-1)
+    sq = (jt * jt).sum(-1)  # (2, N): |a|^2, |b|^2
+    aa, bb = sq[0], sq[1]
     ab = (a * b).sum(-1)
-    bb = (b * b).sum(-1)
-    safe = torch.where(aa > 0, aa, torch.ones_like(aa))
-    b_perp = b - (ab / safe).unsqueeze(-1) * a
-    bpbp = torch.where(aa > 0, (b_perp * b_perp).sum(-1), bb)
-    aa, ab, bb, bpbp = (t.double() / p for t in (aa, ab, bb, bpbp))
-    metric = torch.stack([torch.stack([aa, ab], -1), torch.stack([ab, bb], -1)], -2)
-    volume = torch.sqrt(torch.clamp(aa * bpbp, min=0))
+    det = aa * bb - ab * ab
+    bad = torch.nonzero(det <= 0.1 * aa * bb).squeeze(1)
+    det = det.double()
+    if bad.numel():
+        a_bad, b_bad, aa_bad = a[bad], b[bad], aa[bad]
+        safe = torch.where(aa_bad > 0, aa_bad, torch.ones_like(aa_bad))
+        b_perp = b_bad - (ab[bad] / safe).unsqueeze(-1) * a_bad
+        bpbp = torch.where(aa_bad > 0, (b_perp * b_perp).sum(-1), bb[bad])
+        det[bad] = aa_bad.double() * bpbp.double()
+    metric = torch.stack([aa, ab, ab, bb], -1).double().reshape(-1, 2, 2) / p
+    volume = torch.sqrt(torch.clamp(det, min=0)) / p
     return metric, volume
 
 
