@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import struct
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -541,3 +543,20 @@ def test_import_loads_no_model():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_close_after_failed_init_does_not_raise(run: Run, monkeypatch):
+    unraisable: list = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(TypeError, match="model_or_run"):
+        SliceViewer("not a model")  # fails before any worker thread exists
+    with pytest.raises(DataError):
+        SliceViewer(nn.Sequential(nn.Linear(5, 3)))
+    with pytest.raises(ValueError, match="resolution"):
+        Explorer(run, viewer={"resolution": 1})  # fails after the browser started
+    gc.collect()  # Widget.__del__ calls close() on the half-built widgets
+    assert unraisable == []
+    for cls in (SliceViewer, MetricsPanel, CheckpointBrowser, Explorer):
+        widget = cls.__new__(cls)  # as left by an __init__ that raised at once
+        widget.close()
+        widget.close()

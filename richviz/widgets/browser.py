@@ -110,7 +110,10 @@ class CheckpointBrowser(widgets.VBox):
         return self._worker.wait(timeout)
 
     def close(self) -> None:
-        self._worker.close()
+        """Stop background work and close the widgets (safe after a failed ``__init__``)."""
+        worker = getattr(self, "_worker", None)  # absent if __init__ failed early
+        if worker is not None:
+            worker.close()
         super().close()
 
     def select(self, step: int) -> None:

@@ -35,9 +35,13 @@ class Explorer(widgets.VBox):
         steps = list(run.steps)
         initial = step if step is not None else (steps[-1] if steps else 0)
         self.run = run
-        self.browser = CheckpointBrowser(run, step=initial, device=device)
-        self.viewer = SliceViewer(run, step=initial, device=device, **(viewer or {}))
-        self.panel = MetricsPanel(run, step=initial, **(panel or {}))
+        try:
+            self.browser = CheckpointBrowser(run, step=initial, device=device)
+            self.viewer = SliceViewer(run, step=initial, device=device, **(viewer or {}))
+            self.panel = MetricsPanel(run, step=initial, **(panel or {}))
+        except BaseException:
+            self.close()  # stop the views already started (their worker threads)
+            raise
         self.header = widgets.HTML(
             value=f"<h3 style='margin:4px 0'>richviz · {getattr(run.path, 'name', run.path)}</h3>"
         )
@@ -76,6 +80,9 @@ class Explorer(widgets.VBox):
         return self.browser.wait(timeout) and self.viewer.wait(timeout) and ok
 
     def close(self) -> None:
-        for w in (self.browser, self.viewer, self.panel):
-            w.close()
+        """Close the three views and this container (safe after a failed ``__init__``)."""
+        for name in ("browser", "viewer", "panel"):
+            view = getattr(self, name, None)  # absent if __init__ failed before creating it
+            if view is not None:
+                view.close()
         super().close()

@@ -235,7 +235,10 @@ class MetricsPanel(widgets.VBox):
         return self._worker.wait(timeout)
 
     def close(self) -> None:
-        self._worker.close()
+        """Stop background work and close the widgets (safe after a failed ``__init__``)."""
+        worker = getattr(self, "_worker", None)  # absent if __init__ failed early
+        if worker is not None:
+            worker.close()
         super().close()
 
     def to_csv(self, path: str | Path | None = None) -> Path:

@@ -269,6 +269,8 @@ class SliceViewer(widgets.VBox):
         self._ctx: _Context | None = None
         self._version = 0
         self._apply_lock = threading.RLock()
+        if self._source.run is None:
+            self._check_bare_model_inputs()
         self._worker = Worker("richviz-slice")
         self.compute_count = 0  #: number of fields computed (pullback_metric calls)
         self.frame: Frame | None = None  #: what is on screen
@@ -277,8 +279,6 @@ class SliceViewer(widgets.VBox):
         self._controls_sync = False
 
         steps = self._source.steps
-        if self._source.run is None:
-            self._check_bare_model_inputs()
         self._build_figure()
         self._build_controls(steps)
         super().__init__(
@@ -351,7 +351,7 @@ class SliceViewer(widgets.VBox):
             x=[], y=[], scales=xy, colors=["#ff00ff"], stroke_width=1.0, line_style="dashed"
         )
         self.points_mark = bqplot.Scatter(
-            x=[], y=[], scales=xy, default_size=12, stroke="white", default_opacities=[0.8]
+            x=[], y=[], scales=xy, default_size=12, stroke="white", opacities=[0.8]
         )
         self.anchor_mark = bqplot.Scatter(
             x=[],
@@ -575,8 +575,10 @@ class SliceViewer(widgets.VBox):
         return self._worker.wait(timeout)
 
     def close(self) -> None:
-        """Stop background work and close the widgets."""
-        self._worker.close()
+        """Stop background work and close the widgets (safe after a failed ``__init__``)."""
+        worker = getattr(self, "_worker", None)  # absent if __init__ failed early
+        if worker is not None:
+            worker.close()
         super().close()
 
     def heatmap_png(self, scale: int = 1) -> bytes:
