@@ -268,11 +268,13 @@ def effective_volume_benchmark(device: torch.device, points: int, repeats: int, 
         return torch.linalg.svdvals(jac.reshape(points, 512, -1) / 512**0.5)[:, :k]
 
     def randomized():
-        return effective_volume(model, x, k=k, oversample=8, iters=2)[0]
+        return effective_volume(model, x, k=k)[0]  # defaults: oversample=8, iters=4
 
     fns = {"full Jacobian (reverse mode) + svdvals": full, "richviz effective_volume": randomized}
     med = median_times(fns, repeats, set(), sync)
-    err = float(((randomized().to(device) - full()).abs() / full()).max())
+    with torch.no_grad():
+        ref = full().detach()
+        err = float(((randomized().to(device) - ref).abs() / ref).max())
     print(f"\neffective volume: ResNet18, {points} inputs 3x32x32, top-{k} of J/sqrt(512)")
     base = med["full Jacobian (reverse mode) + svdvals"]
     for name, t in med.items():

@@ -1049,7 +1049,7 @@ def effective_volume(
     points: torch.Tensor,
     k: int = 8,
     oversample: int = 8,
-    iters: int = 2,
+    iters: int = 4,
     chunk_size: int | None = None,
     seed: int = 0,
     *,
@@ -1064,6 +1064,10 @@ def effective_volume(
 
     Returns ``(sigma (N, k), log10_volume (N,))`` with ``log10_volume = sum_i log10 sigma_i``
     (the paper's effective volume element for d >> p). k must not exceed min(d, p).
+
+    Accuracy: on a ResNet18 at initialisation (a flat spectrum, the hard case) ``iters=4``
+    gives the top-8 values within 0.8 % at ~7x less time than the full Jacobian (``iters=2``:
+    3 %; ``iters=3, oversample=16``: 0.3 %). Trained networks' spectra decay faster.
     """
     x = torch.as_tensor(points)
     if x.ndim < 2:
