@@ -560,3 +560,62 @@ def test_close_after_failed_init_does_not_raise(run: Run, monkeypatch):
         widget = cls.__new__(cls)  # as left by an __init__ that raised at once
         widget.close()
         widget.close()
+
+
+def test_nice_ticks_are_few_round_and_distinct():
+    rng = np.random.default_rng(1)
+    cases = [(-1.85, -0.15), (-2.83, -2.71), (0.0, 1.0), (-3.2, 3.2), (1e-4, 3e-4), (7.0, 12345.0)]
+    cases += [tuple(sorted(rng.normal(0, 10 ** rng.uniform(-3, 3), 2))) for _ in range(200)]
+    for lo, hi in cases:
+        ticks = rendering.nice_ticks(lo, hi, 5)
+        assert 1 <= len(ticks) <= 5
+        assert ticks.min() >= lo - 1e-9 * abs(hi - lo) and ticks.max() <= hi + 1e-9 * abs(hi - lo)
+        step = np.diff(ticks)
+        if len(ticks) > 1:
+            np.testing.assert_allclose(step, step[0], rtol=1e-6)
+            mantissa = step[0] / 10 ** np.floor(np.log10(step[0]))
+            assert min(abs(mantissa - m) for m in (1, 2, 5, 10)) < 1e-6
+            # the step is as fine as allowed: halving to the next round step gives > 5 ticks
+            assert len(rendering.nice_ticks(lo, hi, 10)) >= len(ticks)
+        labels = rendering.format_ticks(ticks, rendering.tick_format(ticks))
+        assert len(set(labels)) == len(labels)
+        np.testing.assert_allclose(
+            [float(s) for s in labels], ticks, atol=step.min() / 100 if len(step) else 1e-9
+        )
+
+
+def test_colour_bar_beside_a_square_slice(explorer: Explorer):
+    from richviz.widgets import slice_viewer as sv
+
+    viewer = explorer.viewer
+    fig, bar = viewer.figure, viewer.colorbar
+    # bqplot fits the aspect ratio to the whole figure box: a square box whose horizontal and
+    # vertical margins are equal has a square plot area
+    margin = fig.fig_margin
+    assert fig.layout.width == fig.layout.height
+    assert margin["left"] + margin["right"] == margin["top"] + margin["bottom"]
+    # the colour bar is its own figure next to the slice, aligned with its plot area
+    assert viewer.color_axis not in fig.axes and viewer.color_axis in bar.axes
+    assert bar.layout.height == fig.layout.height
+    assert (bar.fig_margin["top"], bar.fig_margin["bottom"]) == (margin["top"], margin["bottom"])
+    assert any(fig in box.children and bar in box.children for box in viewer.children[1:2])
+    frame = viewer.frame
+    sy = viewer.color_axis.scale
+    assert (sy.min, sy.max) == (frame.vmin, frame.vmax)
+    assert list(viewer.colorbar_mark.y) == [frame.vmin, frame.vmax]
+    ticks = np.asarray(viewer.color_axis.tick_values, dtype=float)
+    assert 2 <= len(ticks) <= sv.COLORBAR_TICKS
+    assert ticks.min() >= frame.vmin and ticks.max() <= frame.vmax
+    labels = rendering.format_ticks(ticks, viewer.color_axis.tick_format)
+    assert len(set(labels)) == len(labels)
+    assert viewer.color_axis.label == frame.bar_label
+    # the gradient runs from the colormap's low end (bottom) to its high end (top)
+    pixels = decode_png(bytes(viewer.colorbar_mark.image.value))
+    stops = rendering.COLORMAPS[frame.cmap]
+    assert pixels[0, 0, :3].tolist() == [int(stops[-1][i : i + 2], 16) for i in (1, 3, 5)]
+    assert pixels[-1, 0, :3].tolist() == [int(stops[0][i : i + 2], 16) for i in (1, 3, 5)]
+    # the heatmap covers the slice grid exactly (pixel centres on the grid points)
+    u, v = viewer.slice.grid(frame.resolution)
+    (u0, u1), (v0, v1) = rendering.image_extent(u.numpy(), v.numpy())
+    assert list(viewer.image_mark.x) == pytest.approx([u0, u1])
+    assert list(viewer.image_mark.y) == pytest.approx([v0, v1])

@@ -321,3 +321,49 @@ def split_paths(
     mask = keep[path_of]
     n = len(path_of)
     return (xs[:n][mask], ys[:n][mask]), (xs[:n][~mask], ys[:n][~mask])
+
+
+def nice_ticks(vmin: float, vmax: float, max_ticks: int = 5) -> np.ndarray:
+    """At most ``max_ticks`` (>= 2) round tick values inside ``[vmin, vmax]``.
+
+    The step is 1, 2 or 5 times a power of ten, the smallest one giving no more than
+    ``max_ticks`` multiples of it in the range. Returns a float array (possibly a single value
+    for a degenerate range).
+    """
+    if max_ticks < 2:
+        raise ValueError(f"max_ticks must be >= 2, got {max_ticks}")
+    lo, hi = float(min(vmin, vmax)), float(max(vmin, vmax))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return np.array([])
+    span = hi - lo
+    if span <= 0:
+        return np.array([lo])
+    step = 0.0
+    for exponent in range(int(np.floor(np.log10(span / max_ticks))) - 1, 400):
+        for mantissa in (1.0, 2.0, 5.0):
+            step = mantissa * 10.0**exponent
+            first, last = np.ceil(lo / step - 1e-9), np.floor(hi / step + 1e-9)
+            if last - first + 1 <= max_ticks:
+                ticks = np.arange(first, last + 1) * step
+                return np.round(ticks, max(0, 1 - exponent) + 6) + 0.0  # -0.0 -> 0.0
+    return np.array([lo, hi])
+
+
+def tick_format(ticks: np.ndarray) -> str:
+    """A d3 number format (``".2f"``) with just enough decimals to tell ``ticks`` apart."""
+    ticks = np.asarray(ticks, dtype=float)
+    if len(ticks) < 2:
+        return ".3g"
+    step = float(np.min(np.diff(np.sort(ticks))))
+    decimals = int(max(0, -np.floor(np.log10(step) + 1e-9))) if step > 0 else 3
+    return f".{decimals}f"
+
+
+def format_ticks(ticks: np.ndarray, fmt: str) -> list[str]:
+    """``ticks`` as text with a ``".Nf"`` / ``".Ng"`` format (d3 and Python agree on these)."""
+    return [format(float(t), fmt) for t in np.asarray(ticks, dtype=float)]
+
+
+def colorbar_rgba(cmap: str = "viridis", length: int = 256) -> np.ndarray:
+    """A vertical colour bar image (length, 1, 4): row 0 (top) is the colormap's high end."""
+    return apply_colormap(np.linspace(1.0, 0.0, length)[:, None], 0.0, 1.0, cmap)

@@ -52,6 +52,10 @@ _ACTIVATIONS = {
     "Erf": "erf",
 }
 MAX_POINTS = 2000
+FIGURE_SIZE = 470  # px, the square slice figure
+FIGURE_MARGIN = {"top": 35, "bottom": 45, "left": 55, "right": 25}  # left+right == top+bottom
+COLORBAR_WIDTH = 96  # px, the colour bar figure beside it
+COLORBAR_TICKS = 5  # at most this many round ticks on the colour bar
 NEAR_BAND = 0.1  # ellipses at the 10 % of grid points with the smallest margin are highlighted
 
 
@@ -151,6 +155,7 @@ class Frame:
     ellipses_near: tuple[np.ndarray, np.ndarray]
     boundary: tuple[np.ndarray, np.ndarray]
     theory_lines: tuple[np.ndarray, np.ndarray]
+    bar_label: str = "log10 volume"  #: short label of the colour bar
 
 
 def _numpy(t: Any) -> np.ndarray:
@@ -282,7 +287,13 @@ class SliceViewer(widgets.VBox):
         self._build_figure()
         self._build_controls(steps)
         super().__init__(
-            children=[self.controls, self.figure, self.thumbnails, self.footer], **kwargs
+            children=[
+                self.controls,
+                widgets.HBox([self.figure, self.colorbar]),
+                self.thumbnails,
+                self.footer,
+            ],
+            **kwargs,
         )
         if self._source.model is not None:
             self._set_layer_options(self._source.model)
@@ -337,7 +348,6 @@ class SliceViewer(widgets.VBox):
         )
         self._sx = bqplot.LinearScale(min=-1.0, max=1.0)
         self._sy = bqplot.LinearScale(min=-1.0, max=1.0)
-        self._sc = bqplot.ColorScale(colors=rendering.colormap_stops("viridis"), min=0.0, max=1.0)
         xy = {"x": self._sx, "y": self._sy}
         self.image_mark = bqplot.Image(image=self._image_widget, scales=xy, x=[-1, 1], y=[-1, 1])
         self.ellipse_mark = bqplot.Lines(
@@ -362,21 +372,13 @@ class SliceViewer(widgets.VBox):
             stroke="black",
             display_names=True,
         )
-        # Invisible mark carrying the colour scale, so the ColorAxis has a mark to describe.
-        self._colorbar_mark = bqplot.Scatter(
-            x=[0.0, 0.0],
-            y=[0.0, 0.0],
-            color=[0.0, 1.0],
-            scales={"x": self._sx, "y": self._sy, "color": self._sc},
-            visible=False,
-        )
-        # The colour bar's label is the figure title (a label above the bar overlaps the plot).
-        self.color_axis = bqplot.ColorAxis(scale=self._sc, side="right")
         axes = [
             bqplot.Axis(scale=self._sx, label="u", grid_lines="none"),
             bqplot.Axis(scale=self._sy, label="v", side="left", grid_lines="none"),
-            self.color_axis,
         ]
+        # bqplot applies the aspect ratio to the whole figure box (non-auto layout): a square
+        # box with left + right == top + bottom margins gives a square plot area.
+        margin = dict(FIGURE_MARGIN)
         self.figure = bqplot.Figure(
             marks=self._marks_for([]),
             axes=axes,
@@ -386,9 +388,43 @@ class SliceViewer(widgets.VBox):
             padding_y=0.0,
             title="log10 volume element",
             title_style={"font-size": "13px"},
-            fig_margin={"top": 35, "bottom": 45, "left": 55, "right": 30},
-            layout=widgets.Layout(width="520px", height="470px"),
+            fig_margin=margin,
+            layout=widgets.Layout(width=f"{FIGURE_SIZE}px", height=f"{FIGURE_SIZE}px"),
         )
+        # The colour bar is a figure of its own beside the slice (a ColorAxis inside the slice
+        # figure is drawn over the plot): a vertical gradient image on a linear value axis with
+        # a few round ticks, its top and bottom aligned with the slice's plot area.
+        self._cb_sx = bqplot.LinearScale(min=0.0, max=1.0)
+        self._cb_sy = bqplot.LinearScale(min=0.0, max=1.0)
+        self._colorbar_cmap = "viridis"
+        self.colorbar_mark = bqplot.Image(
+            image=widgets.Image(value=self._colorbar_png("viridis"), format="png"),
+            scales={"x": self._cb_sx, "y": self._cb_sy},
+            x=[0.0, 1.0],
+            y=[0.0, 1.0],
+        )
+        ticks = rendering.nice_ticks(0.0, 1.0, COLORBAR_TICKS)
+        self.color_axis = bqplot.Axis(
+            scale=self._cb_sy,
+            side="right",
+            grid_lines="none",
+            tick_values=ticks,
+            tick_format=rendering.tick_format(ticks),
+            label="log10 volume",
+            label_offset="48px",
+            tick_style={"font-size": "11px"},
+        )
+        self.colorbar = bqplot.Figure(
+            marks=[self.colorbar_mark],
+            axes=[self.color_axis],
+            padding_x=0.0,
+            padding_y=0.0,
+            fig_margin={"top": margin["top"], "bottom": margin["bottom"], "left": 4, "right": 62},
+            layout=widgets.Layout(
+                width=f"{COLORBAR_WIDTH}px", height=f"{FIGURE_SIZE}px", flex="0 0 auto"
+            ),
+        )
+        self.figure.layout.flex = "0 0 auto"
 
     @property
     def _line_marks(self) -> list[bqplot.Lines]:
@@ -397,7 +433,29 @@ class SliceViewer(widgets.VBox):
     def _marks_for(self, lines: list[bqplot.Lines]) -> list[bqplot.Mark]:
         """Figure marks in drawing order with the given (non-empty) Lines marks."""
         ordered = [m for m in self._line_marks if m in lines]
-        return [self.image_mark, *ordered, self.points_mark, self.anchor_mark, self._colorbar_mark]
+        return [self.image_mark, *ordered, self.points_mark, self.anchor_mark]
+
+    @staticmethod
+    def _colorbar_png(cmap: str) -> bytes:
+        return rendering.encode_png(rendering.colorbar_rgba(cmap))
+
+    def _draw_colorbar(self, frame: Frame) -> None:
+        """Colour bar for ``frame``: gradient, value range, round ticks and label."""
+        if frame.cmap != self._colorbar_cmap:
+            old = self.colorbar_mark.image  # bqplot redraws on a new image widget only
+            self.colorbar_mark.image = widgets.Image(
+                value=self._colorbar_png(frame.cmap), format="png"
+            )
+            old.close()
+            self._colorbar_cmap = frame.cmap
+        with self._cb_sy.hold_sync():
+            self._cb_sy.min, self._cb_sy.max = frame.vmin, frame.vmax
+        self.colorbar_mark.y = [frame.vmin, frame.vmax]
+        ticks = rendering.nice_ticks(frame.vmin, frame.vmax, COLORBAR_TICKS)
+        with self.color_axis.hold_sync():
+            self.color_axis.tick_values = ticks
+            self.color_axis.tick_format = rendering.tick_format(ticks)
+            self.color_axis.label = frame.bar_label
 
     def _build_controls(self, steps: list[int]) -> None:
         style = {"description_width": "initial"}
@@ -600,12 +658,18 @@ class SliceViewer(widgets.VBox):
         return out
 
     def save_png(self, path: str | None = None) -> None:
-        """Ask the browser to save the whole figure as PNG (needs a rendered view)."""
-        self.figure.save_png(path or f"{self.export_name.value}.png")
+        """Ask the browser to save the slice figure as PNG and its colour bar as
+        ``<stem>-colorbar.png`` (needs a rendered view)."""
+        path = path or f"{self.export_name.value}.png"
+        self.figure.save_png(path)
+        self.colorbar.save_png(_colorbar_path(path, ".png"))
 
     def save_svg(self, path: str | None = None) -> None:
-        """Ask the browser to save the whole figure as SVG (needs a rendered view)."""
-        self.figure.save_svg(path or f"{self.export_name.value}.svg")
+        """Ask the browser to save the slice figure as SVG and its colour bar as
+        ``<stem>-colorbar.svg`` (needs a rendered view)."""
+        path = path or f"{self.export_name.value}.svg"
+        self.figure.save_svg(path)
+        self.colorbar.save_svg(_colorbar_path(path, ".svg"))
 
     # ------------------------------------------------------------------ observers
 
@@ -910,13 +974,16 @@ class SliceViewer(widgets.VBox):
         values = fld.full_log10 if full else fld.log10_volume
         what = f"effective log10 volume (top {fld.full_k} s.v.)" if full else "log10 volume"
         cmap, label = "viridis", what if full else "log10 volume element"
+        bar_label = "effective log10 volume" if full else "log10 volume"
         if base is not None:
             values = values - (base.full_log10 if full else base.log10_volume)
             cmap = "diverging"
             label = f"{what}: step {req.step} − step {self._source.steps[0]}"
+            bar_label = f"Δ {bar_label} from step {self._source.steps[0]}"
         elif req.theory == "difference" and theory is not None:
             values = values - theory
             cmap, label = "diverging", "log10 vol − theory at init"
+            bar_label = "log10 volume − theory"
         limits = self._locked_limits.get(cmap) if req.lock else None
         if limits is None:
             limits = rendering.color_limits(values, symmetric=cmap == "diverging")
@@ -947,6 +1014,7 @@ class SliceViewer(widgets.VBox):
             ellipses_near=near,
             boundary=fld.boundary,
             theory_lines=theory_lines,
+            bar_label=bar_label,
         )
 
     def _apply(self, generation: int, frame: Frame, ctx: _Context) -> None:
@@ -959,9 +1027,7 @@ class SliceViewer(widgets.VBox):
                 self._sx.min, self._sx.max = x0, x1
             with self._sy.hold_sync():
                 self._sy.min, self._sy.max = y0, y1
-            with self._sc.hold_sync():
-                self._sc.colors = rendering.colormap_stops(frame.cmap)
-                self._sc.min, self._sc.max = frame.vmin, frame.vmax
+            self._draw_colorbar(frame)
             self.figure.title = frame.label
             ellipse_colour = "white" if frame.cmap == "viridis" else "#404040"
             if list(self.ellipse_mark.colors) != [ellipse_colour]:
@@ -1033,6 +1099,12 @@ class SliceViewer(widgets.VBox):
                 finally:
                     self._controls_sync = False
                 self.anchor_row.layout.display = "flex"
+
+
+def _colorbar_path(path: str, suffix: str) -> str:
+    """``"fig.png"`` -> ``"fig-colorbar.png"`` (the colour bar figure's file name)."""
+    stem = path[: -len(suffix)] if path.endswith(suffix) else path
+    return f"{stem}-colorbar{suffix}"
 
 
 def slice_points(n: int, limit: int) -> np.ndarray:
