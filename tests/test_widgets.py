@@ -463,6 +463,16 @@ def test_image_plane_through_three_classes():
     idx = [p.value for p in viewer.anchor_pickers]
     assert len({int(y[i]) for i in idx}) == 3
     assert len(viewer.thumbnails.children) == 3
+    # the index boxes hold the anchors' indices (and have room to show them next to their
+    # one-letter label: ipywidgets' default 80 px label width would squeeze the box away)
+    assert viewer.anchor_indices == idx
+    assert viewer.anchor_row.layout.display != "none"
+    for picker, name, i, thumb in zip(
+        viewer.anchor_pickers, "ABC", idx, viewer.thumbnails.children, strict=True
+    ):
+        assert picker.max == len(x) - 1 and picker.description == name
+        assert picker.style.description_width == "initial"
+        assert thumb.children[1].value.startswith(f"{name} #{i} (class {int(y[i])})")
     np.testing.assert_allclose(
         np.stack([viewer.anchor_mark.x, viewer.anchor_mark.y], 1),
         viewer.slice.to_uv(x[idx]).numpy(),
@@ -479,6 +489,7 @@ def test_image_plane_through_three_classes():
     np.testing.assert_allclose(
         viewer.slice.to_uv(x[new]).numpy(), viewer.slice.anchors.numpy(), atol=1e-9
     )
+    assert viewer.anchor_indices == new == [p.value for p in viewer.anchor_pickers]
     viewer.close()
 
 

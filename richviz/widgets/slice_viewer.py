@@ -493,9 +493,16 @@ class SliceViewer(widgets.VBox):
         ):
             w.layout.width = "200px"
         self.density_slider.layout.width = "240px"
+        # A short description with ipywidgets' default label width (80 px) would squeeze the
+        # number box to nothing in a narrow widget: size the label to its text.
         self.anchor_pickers = [
             widgets.BoundedIntText(
-                value=0, min=0, max=0, description=name, layout={"width": "110px"}
+                value=0,
+                min=0,
+                max=0,
+                description=name,
+                style={"description_width": "initial"},
+                layout={"width": "120px", "margin": "2px 12px 2px 0"},
             )
             for name in ("A", "B", "C")
         ]
@@ -604,6 +611,12 @@ class SliceViewer(widgets.VBox):
     def slice(self) -> Any:
         """The current :class:`richviz.geometry.Slice` (None until first computed)."""
         return self._ctx.slice if self._ctx is not None else None
+
+    @property
+    def anchor_indices(self) -> list[int]:
+        """Data indices of the image plane's anchors A, B, C (empty for 2-D inputs or before
+        the slice is built); the index boxes show the same numbers."""
+        return list(self._ctx.anchor_indices) if self._ctx is not None else []
 
     def refresh(self) -> None:
         """Show the field for the current settings: at once when cached, else in the background.
@@ -1086,7 +1099,8 @@ class SliceViewer(widgets.VBox):
                         [
                             widgets.Image(value=png, format="png", width=64, height=64),
                             widgets.Label(label),
-                        ]
+                        ],
+                        layout={"margin": "0 16px 0 0", "align_items": "center"},
                     )
                     for png, label in zip(ctx.thumbnails, ctx.anchor_labels, strict=True)
                 ]
