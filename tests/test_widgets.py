@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gc
+import html
 import struct
 import sys
 import threading
@@ -630,3 +631,51 @@ def test_colour_bar_beside_a_square_slice(explorer: Explorer):
     (u0, u1), (v0, v1) = rendering.image_extent(u.numpy(), v.numpy())
     assert list(viewer.image_mark.x) == pytest.approx([u0, u1])
     assert list(viewer.image_mark.y) == pytest.approx([v0, v1])
+
+
+def test_metrics_charts_are_readable(explorer: Explorer, run: Run):
+    from richviz.widgets import metrics_panel as mp
+
+    panel = explorer.panel
+    assert panel.loaded
+    sizes = {(f.layout.width, f.layout.height) for f in panel.charts.values()}
+    assert len(sizes) == 1  # every chart the same size
+    for title, fig in panel.charts.items():
+        lines = panel.series[title]
+        assert lines, title
+        # legends sit below the chart (HTML), never over the data
+        assert not any(m.display_legend for m in fig.marks)
+        legend = panel.legends[title].value
+        for m in lines:
+            assert html.escape(m.labels[0]) in legend
+        x_axis, *y_axes = fig.axes
+        x_ticks = np.asarray(x_axis.tick_values, dtype=float)
+        assert 1 <= len(x_ticks) <= 6 and x_ticks.max() <= run.steps[-1] + 1
+        assert len(y_axes) >= 1
+        for axis in y_axes:
+            ticks = np.asarray(axis.tick_values, dtype=float)
+            assert 1 <= len(ticks) <= mp.MAX_TICKS, (title, ticks)
+            lo, hi = axis.scale.min, axis.scale.max
+            assert lo - 1e-12 <= ticks.min() and ticks.max() <= hi + 1e-12
+            # the scale covers every value drawn against it
+            ys = np.concatenate(
+                [np.asarray(m.y, dtype=float) for m in lines if m.scales["y"] is axis.scale]
+            )
+            ys = ys[np.isfinite(ys)]
+            assert lo <= ys.min() and ys.max() <= hi
+
+
+def test_log_ticks_are_few_and_inside():
+    rng = np.random.default_rng(2)
+    cases = [(1e-16, 1.2), (0.18, 0.46), (2e-3, 0.6), (1.0, 401.0), (1.0, 2.0), (1e-3, 1e3)]
+    cases += [tuple(sorted(10 ** rng.uniform(-18, 6, 2))) for _ in range(200)]
+    for lo, hi in cases:
+        ticks = rendering.log_ticks(lo, hi, 5)
+        assert 1 <= len(ticks) <= 5, (lo, hi, ticks)
+        assert lo * (1 - 1e-9) <= ticks.min() and ticks.max() <= hi * (1 + 1e-9)
+        assert np.all(np.diff(ticks) > 0)
+        if np.log10(hi / lo) >= 3:  # wide ranges: powers of ten, evenly strided
+            exps = np.log10(ticks)
+            np.testing.assert_allclose(exps, np.round(exps), atol=1e-9)
+            assert len(set(np.diff(np.round(exps)))) <= 1 and len(ticks) >= 2
+    assert list(rendering.step_ticks(401)) == [1.0, 10.0, 100.0]

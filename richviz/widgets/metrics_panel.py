@@ -10,6 +10,7 @@ run); filling that cache runs in a background thread with a progress bar.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
+from richviz.widgets import rendering
 from richviz.widgets.slice_viewer import atomic_write_bytes, error_line, status_html
 from richviz.widgets.tasks import COMPUTE, Job, Worker
 
@@ -64,6 +66,10 @@ FAMILIES: tuple[tuple[str, Series, Series, str, str], ...] = (
         "log",
     ),
 )
+
+CHART_WIDTH, CHART_HEIGHT = 400, 240  # px, every chart the same size
+CHART_MARGIN = {"top": 30, "bottom": 40, "left": 55, "right": 55}
+MAX_TICKS = 5  # y ticks per axis at most
 
 _LEFT_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
 _RIGHT_COLORS = ("#ff7f0e", "#d62728", "#e377c2", "#bcbd22")
@@ -133,6 +139,8 @@ class MetricsPanel(widgets.VBox):
         hi = (self.steps[-1] if self.steps else 1) + 1
         self._sx = bqplot.LogScale(min=1.0, max=float(max(hi, 2)))
         self.charts: dict[str, bqplot.Figure] = {}
+        #: per chart, its legend (HTML below the figure, so it never covers the lines)
+        self.legends: dict[str, widgets.HTML] = {}
         self.cursors: dict[str, bqplot.Lines] = {}
         self._axes: dict[str, tuple[bqplot.Axis, bqplot.Axis, bqplot.Axis]] = {}
         self._families: dict[str, tuple[tuple[Series, bqplot.Scale, str, bool], ...]] = {}
@@ -165,9 +173,12 @@ class MetricsPanel(widgets.VBox):
         self.csv_button.on_click(lambda _b: self._guard(self.to_csv))
         self.png_button.on_click(lambda _b: self._guard(self.save_png))
         self.svg_button.on_click(lambda _b: self._guard(self.save_svg))
-        figs = list(self.charts.values())
+        cells = [
+            widgets.VBox([fig, self.legends[title]], layout={"margin": "0 8px 8px 0"})
+            for title, fig in self.charts.items()
+        ]
         grid = widgets.VBox(
-            [widgets.HBox(figs[i : i + 2]) for i in range(0, len(figs), 2)],
+            [widgets.HBox(cells[i : i + 2]) for i in range(0, len(cells), 2)],
         )
         super().__init__(
             children=[
@@ -203,23 +214,35 @@ class MetricsPanel(widgets.VBox):
             colors=["#b00020"],
             stroke_width=1.5,
         )
-        x_axis = bqplot.Axis(scale=self._sx, label="step + 1", grid_lines="none")
+        ticks = rendering.step_ticks(self._sx.max)
+        tick_style = {"font-size": "10px"}
+        x_axis = bqplot.Axis(
+            scale=self._sx,
+            label="step + 1",
+            grid_lines="none",
+            tick_values=ticks,
+            tick_format="~g",
+            tick_style=tick_style,
+        )
+        # Tick values are set from the data (_draw): a few round values, never a crowd.
         self._axes[title] = (
             x_axis,
-            bqplot.Axis(scale=sy, side="left", grid_lines="dashed"),
-            bqplot.Axis(scale=sr, side="right", grid_lines="none"),
+            bqplot.Axis(scale=sy, side="left", grid_lines="dashed", tick_style=tick_style),
+            bqplot.Axis(scale=sr, side="right", grid_lines="none", tick_style=tick_style),
         )
+        # No bqplot legend (drawn inside the plot area, over the lines): an HTML legend below.
         fig = bqplot.Figure(
             title=title,
             marks=[cursor],  # data lines and their y axes join once there is data (_draw)
             axes=[x_axis],
-            legend_location="top-left",
-            legend_text={"font-size": "10px"},
-            legend_style={"fill": "white", "fill-opacity": 0.6, "stroke-width": 0},
-            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 60},
-            layout=widgets.Layout(width="420px", height="260px"),
+            title_style={"font-size": "13px"},
+            fig_margin=dict(CHART_MARGIN),
+            layout=widgets.Layout(width=f"{CHART_WIDTH}px", height=f"{CHART_HEIGHT}px"),
         )
         self.charts[title] = fig
+        self.legends[title] = widgets.HTML(
+            value="", layout=widgets.Layout(width=f"{CHART_WIDTH}px", min_height="22px")
+        )
         self.cursors[title] = cursor
         self._families[title] = ((left, sy, lscale, False), (right, sr, rscale, True))
 
@@ -331,21 +354,27 @@ class MetricsPanel(widgets.VBox):
             return
         with self._sx.hold_sync():
             self._sx.min, self._sx.max = 1.0, float(max(x.max(), 2.0))
+        step_ticks = rendering.step_ticks(self._sx.max)
         for title, sides in self._families.items():
             fig = self.charts[title]
             x_axis, left_axis, right_axis = self._axes[title]
+            x_axis.tick_values = step_ticks
             marks: list[bqplot.Lines] = []
             axes = [x_axis]
+            legend: list[tuple[str, str, bool]] = []
             for (series, scale, kind, dashed), axis, colors in zip(
                 sides, (left_axis, right_axis), (_LEFT_COLORS, _RIGHT_COLORS), strict=True
             ):
                 side_marks = []
+                values = []
                 for k, (key, label) in enumerate(series):
                     y = _values(rows, key, kind == "log")
                     finite = np.flatnonzero(np.isfinite(y))
                     if not len(finite):
                         continue
                     end = finite[-1] + 1
+                    values.append(y[finite])
+                    legend.append((label, colors[k % len(colors)], dashed))
                     side_marks.append(
                         bqplot.Lines(
                             x=x[:end],
@@ -353,7 +382,7 @@ class MetricsPanel(widgets.VBox):
                             scales={"x": self._sx, "y": scale},
                             colors=[colors[k % len(colors)]],
                             labels=[label],
-                            display_legend=True,
+                            display_legend=False,
                             line_style="dashed" if dashed else "solid",
                             stroke_width=2.0,
                         )
@@ -361,7 +390,40 @@ class MetricsPanel(widgets.VBox):
                 if side_marks:
                     marks += side_marks
                     axes.append(axis)
+                    _fit_axis(axis, np.concatenate(values), kind == "log")
             self.series[title] = marks
             with fig.hold_sync():
                 fig.marks = [*marks, self.cursors[title]]
                 fig.axes = axes
+            self.legends[title].value = legend_html(legend, two_axes=len(axes) == 3)
+
+
+def _fit_axis(axis: bqplot.Axis, values: np.ndarray, log: bool) -> None:
+    """Scale range = the data's range; at most ``MAX_TICKS`` round ticks inside it."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if hi <= lo:  # a constant series: a small range around it
+        pad = abs(lo) * 0.1 if lo != 0 else 1.0
+        lo, hi = (lo / 2, lo * 2) if log else (lo - pad, hi + pad)
+    ticks = (
+        rendering.log_ticks(lo, hi, MAX_TICKS) if log else rendering.nice_ticks(lo, hi, MAX_TICKS)
+    )
+    with axis.scale.hold_sync():
+        axis.scale.min, axis.scale.max = lo, hi
+    with axis.hold_sync():
+        axis.tick_values = ticks
+        axis.tick_format = "~g" if log else rendering.tick_format(ticks)
+
+
+def legend_html(entries: Sequence[tuple[str, str, bool]], two_axes: bool = False) -> str:
+    """A one-line HTML legend: a line sample (dashed for the right axis) and label per series."""
+    items = []
+    for label, color, dashed in entries:
+        dash = ' stroke-dasharray="5,3"' if dashed else ""
+        side = " (right)" if dashed and two_axes else ""
+        items.append(
+            '<span style="white-space:nowrap;margin-right:12px">'
+            f'<svg width="22" height="8" style="vertical-align:middle">'
+            f'<line x1="1" y1="4" x2="21" y2="4" stroke="{color}" stroke-width="2"{dash}/></svg>'
+            f" {html.escape(label)}{side}</span>"
+        )
+    return f'<div style="font-size:11px;line-height:16px;padding-left:40px">{"".join(items)}</div>'

@@ -367,3 +367,34 @@ def format_ticks(ticks: np.ndarray, fmt: str) -> list[str]:
 def colorbar_rgba(cmap: str = "viridis", length: int = 256) -> np.ndarray:
     """A vertical colour bar image (length, 1, 4): row 0 (top) is the colormap's high end."""
     return apply_colormap(np.linspace(1.0, 0.0, length)[:, None], 0.0, 1.0, cmap)
+
+
+def log_ticks(vmin: float, vmax: float, max_ticks: int = 5) -> np.ndarray:
+    """At most ``max_ticks`` (>= 2) ticks for a log axis over ``[vmin, vmax]`` (both > 0).
+
+    Powers of ten (every k-th decade when there are many); 1-2-5 or 1-3 multiples when the
+    range spans at most two decades; round linear ticks when none of these fit.
+    """
+    if max_ticks < 2:
+        raise ValueError(f"max_ticks must be >= 2, got {max_ticks}")
+    lo, hi = float(min(vmin, vmax)), float(max(vmin, vmax))
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0:
+        return np.array([])
+    a, b = np.log10(lo), np.log10(hi)
+    first, last = int(np.ceil(a - 1e-9)), int(np.floor(b + 1e-9))
+    decades = last - first + 1
+    if decades >= 3:
+        stride = int(np.ceil(decades / max_ticks))
+        # keep the largest power in view, step down from it
+        return 10.0 ** np.arange(last, first - 1, -stride)[::-1].astype(float)
+    for mantissas in ((1.0, 2.0, 5.0), (1.0, 3.0), (1.0,)):
+        candidates = [m * 10.0**e for e in range(first - 1, last + 1) for m in mantissas]
+        inside = [t for t in candidates if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+        if 2 <= len(inside) <= max_ticks:
+            return np.array(inside)
+    return nice_ticks(lo, hi, max_ticks)
+
+
+def step_ticks(max_step_plus_one: float) -> np.ndarray:
+    """Ticks 1, 10, 100, ... (and the 2-5 multiples for short runs) of a ``step + 1`` log axis."""
+    return log_ticks(1.0, max(float(max_step_plus_one), 2.0), 6)
