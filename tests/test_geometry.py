@@ -436,20 +436,24 @@ def test_effective_volume_matches_full_svd():
 
 
 def test_effective_volume_randomized_when_subspace_is_smaller():
-    """l = k + oversample < min(d, p): the randomized range finder must still find the top k."""
+    """l (iters + 1) < min(d, p): the block Krylov space must still find the top k."""
     torch.manual_seed(5)
     model = nn.Sequential(
-        nn.Linear(30, 60), nn.Tanh(), nn.Linear(60, 40), nn.Tanh(), nn.Linear(40, 2)
-    )
-    model = model.to(F64)
-    with torch.no_grad():  # a decaying spectrum, as in trained networks
-        model[0].weight.mul_(torch.logspace(0, -2, 30, dtype=F64))
-    x = torch.randn(4, 30, dtype=F64)
-    sig, _ = effective_volume(model, x, k=6, oversample=6, iters=2)
+        nn.Linear(100, 120), nn.Tanh(), nn.Linear(120, 120), nn.Tanh(), nn.Linear(120, 2)
+    ).to(F64)
     phi = nn.Sequential(*list(model)[:4])
+    x = torch.randn(3, 100, dtype=F64)
     jac = vmap(jacrev(lambda z: phi(z[None])[0]))(x)
-    ref = torch.linalg.svdvals(jac / math.sqrt(40))[:, :6]
-    torch.testing.assert_close(sig, ref, rtol=1e-2, atol=0)
+    ref = torch.linalg.svdvals(jac / math.sqrt(120))
+    sig, logvol = effective_volume(model, x, k=6)  # l = 14, 4 blocks: 56 of 100 directions
+    torch.testing.assert_close(sig, ref[:, :6], rtol=1e-3, atol=0)
+    torch.testing.assert_close(logvol, torch.log10(sig).sum(1))
+    with torch.no_grad():  # a decaying spectrum, as in trained networks: few iterations suffice
+        model[0].weight.mul_(torch.logspace(0, -2, 100, dtype=F64))
+    jac = vmap(jacrev(lambda z: phi(z[None])[0]))(x)
+    ref = torch.linalg.svdvals(jac / math.sqrt(120))
+    sig, _ = effective_volume(model, x, k=6, iters=2)
+    torch.testing.assert_close(sig, ref[:, :6], rtol=1e-3, atol=0)
 
 
 # ---- the hand-written forward mode for Linear/elementwise chains ----------------------------
