@@ -409,9 +409,10 @@ def _fit_axis(axis: bqplot.Axis, values: np.ndarray, log: bool) -> None:
     )
     with axis.scale.hold_sync():
         axis.scale.min, axis.scale.max = lo, hi
-    with axis.hold_sync():
-        axis.tick_values = ticks
-        axis.tick_format = "~g" if log else rendering.tick_format(ticks)
+    # Format first, in its own message: bqplot redraws the axis on new tick values and would
+    # label them with the old format if both changed in one update.
+    axis.tick_format = "~g" if log else rendering.tick_format(ticks)
+    axis.tick_values = ticks
 
 
 def legend_html(entries: Sequence[tuple[str, str, bool]], two_axes: bool = False) -> str:

@@ -452,10 +452,11 @@ class SliceViewer(widgets.VBox):
             self._cb_sy.min, self._cb_sy.max = frame.vmin, frame.vmax
         self.colorbar_mark.y = [frame.vmin, frame.vmax]
         ticks = rendering.nice_ticks(frame.vmin, frame.vmax, COLORBAR_TICKS)
-        with self.color_axis.hold_sync():
-            self.color_axis.tick_values = ticks
-            self.color_axis.tick_format = rendering.tick_format(ticks)
-            self.color_axis.label = frame.bar_label
+        # Format first, in its own message: bqplot redraws the axis on new tick values and
+        # would label them with the old format if both changed in one update.
+        self.color_axis.tick_format = rendering.tick_format(ticks)
+        self.color_axis.tick_values = ticks
+        self.color_axis.label = frame.bar_label
 
     def _build_controls(self, steps: list[int]) -> None:
         style = {"description_width": "initial"}
