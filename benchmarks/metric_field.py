@@ -1,10 +1,12 @@
 """Benchmark: cost of the pulled-back metric field relative to a plain forward pass.
 
-Two workloads (DESIGN §6):
+Three workloads (DESIGN §6):
 
 * ``mlp``: a 2 -> 256 -> 256 -> 256 tanh MLP (feature map = its output) on a 128 x 128 grid;
 * ``resnet``: a torchvision ResNet18 (num_classes=10, eval) on a 64 x 64 plane slice through
-  three random 3 x 32 x 32 inputs (feature map = the 512-d penultimate layer).
+  three random 3 x 32 x 32 inputs (feature map = the 512-d penultimate layer);
+* ``effective`` (not in the default ``both``; ``all`` runs the three): top-8 singular values of
+  the ResNet18's J / sqrt(512) at a few inputs, ``effective_volume`` against the full Jacobian.
 
 For each: the median wall time of several repeats of a plain forward pass over the same grid
 points (one batch, and chunked), of ``pullback_metric`` at several chunk sizes (default
@@ -251,7 +253,7 @@ def peak_memory(args, name: str) -> float:
 
 def effective_volume_benchmark(device: torch.device, points: int, repeats: int, sync) -> None:
     """Top-k singular values of J/sqrt(p) for a ResNet18 at ``points`` inputs (3x32x32, p=512):
-    randomized subspace iteration (richviz) vs the full Jacobian by reverse mode + svdvals."""
+    randomized block Krylov (richviz) vs the full Jacobian by reverse mode + svdvals."""
     import torchvision
     from torch.func import jacrev
 
