@@ -142,7 +142,7 @@ def test_wide_network_field_matches_theory_field():
 
 def test_random_network_statistics_and_feature_map():
     net = random_two_layer_network(3, 4000, "tanh", weight_std=2.0, bias_std=0.5, seed=0)
-    w, b = net[0].weight.double(), net[0].bias.double()
+    w, b = net[0].weight.detach().double(), net[0].bias.detach().double()
     assert abs(float(w.std()) - 2.0) < 0.05 and abs(float(b.std()) - 0.5) < 0.02
     x = torch.randn(4, 3)
     torch.testing.assert_close(feature_map(net)(x), torch.tanh(x @ net[0].weight.T + net[0].bias))
