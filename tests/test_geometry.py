@@ -549,3 +549,28 @@ def test_nested_chain_with_other_input_falls_back_to_jvp():
     phi = lambda x: model.head[:2](torch.sin(model.body(x)))  # noqa: E731
     ref = jacrev_slice_metric(phi, field.points, s.basis)
     torch.testing.assert_close(field.metric.reshape(-1, 2, 2), ref, rtol=1e-12, atol=1e-15)
+
+
+def test_covering_window_and_projection():
+    g = torch.Generator().manual_seed(6)
+    pts = torch.randn(50, 2, generator=g) * torch.tensor([2.0, 0.5]) + torch.tensor([1.0, -3.0])
+    s = Slice.covering(pts, margin=0.1)
+    assert s.dtype == torch.float32 and s.kind == "square"
+    (ulo, uhi), (vlo, vhi) = s.u_range, s.v_range
+    assert math.isclose(uhi - ulo, vhi - vlo)  # square
+    span = float((pts.max(0).values - pts.min(0).values).max())
+    assert math.isclose(uhi - ulo, 1.2 * span, rel_tol=1e-6)
+    assert bool((pts[:, 0] > ulo).all() and (pts[:, 0] < uhi).all())
+    assert bool((pts[:, 1] > vlo).all() and (pts[:, 1] < vhi).all())
+    torch.testing.assert_close(s.to_uv(pts), pts.double())  # the input plane itself
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        Slice.covering(torch.zeros(5, 3))
+    # paper plane: to_uv of a point on the plane recovers its (a, b)
+    x0, x1, x2 = torch.randn(3, 6, generator=g, dtype=F64)
+    pp = Slice.paper_plane(x0, x1, x2)
+    ab = torch.tensor([[0.3, -0.7], [-0.9, 0.2]], dtype=F64)
+    torch.testing.assert_close(pp.to_uv(pp.to_input(ab)), ab)
+    # a point off the plane projects orthogonally: the residual is orthogonal to the basis
+    off = torch.randn(1, 6, generator=g, dtype=F64)
+    resid = off - pp.to_input(pp.to_uv(off))
+    torch.testing.assert_close(pp.basis @ resid[0], torch.zeros(2, dtype=F64), atol=1e-12, rtol=0)
