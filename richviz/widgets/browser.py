@@ -17,7 +17,7 @@ import traitlets
 
 from richviz.widgets.slice_viewer import error_line, status_html
 from richviz.widgets.sources import device_arg, load_model
-from richviz.widgets.tasks import Job, Worker
+from richviz.widgets.tasks import BackgroundWork, Job, Worker
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -41,7 +41,7 @@ def checkpoint_label(ck: Any) -> str:
 _MONO_CSS = "<style>.richviz-mono select { font-family: monospace; }</style>"
 
 
-class CheckpointBrowser(widgets.VBox):
+class CheckpointBrowser(BackgroundWork, widgets.VBox):
     """List of a run's checkpoints with a device choice; the selected one is loaded.
 
     Traits: ``step`` (the loaded checkpoint's step), ``device`` (``"auto"``, ``"cpu"``,
@@ -104,17 +104,6 @@ class CheckpointBrowser(widgets.VBox):
                 self.step = initial
 
     # ---------------------------------------------------------------- public
-
-    def wait(self, timeout: float | None = 60.0) -> bool:
-        """Block until a pending load finished (tests, scripts)."""
-        return self._worker.wait(timeout)
-
-    def close(self) -> None:
-        """Stop background work and close the widgets (safe after a failed ``__init__``)."""
-        worker = getattr(self, "_worker", None)  # absent if __init__ failed early
-        if worker is not None:
-            worker.close()
-        super().close()
 
     def select(self, step: int) -> None:
         """Select the row of ``step`` as a user would (unreadable rows show their error)."""

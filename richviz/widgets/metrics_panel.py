@@ -24,7 +24,7 @@ import traitlets
 
 from richviz.widgets import rendering
 from richviz.widgets.slice_viewer import atomic_write_bytes, error_line, status_html
-from richviz.widgets.tasks import COMPUTE, Job, Worker
+from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
 Series = tuple[tuple[str, str], ...]
 
@@ -112,7 +112,7 @@ def rows_to_csv(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-class MetricsPanel(widgets.VBox):
+class MetricsPanel(BackgroundWork, widgets.VBox):
     """Charts of ``run.metrics()`` against step (log axis of ``step + 1``) with a step cursor.
 
     Traits: ``step`` (cursor; linked to the slider and Play button), ``loaded`` (metrics in).
@@ -121,6 +121,7 @@ class MetricsPanel(widgets.VBox):
 
     step = traitlets.Int(0, help="current step (cursor)")
     loaded = traitlets.Bool(False, help="True once the metrics are loaded")
+    wait_timeout = 120.0  # filling a run's metrics cache can take a while
 
     def __init__(
         self,
@@ -252,17 +253,6 @@ class MetricsPanel(widgets.VBox):
         """Read (or compute, with a progress bar) ``run.metrics()`` in the background."""
         self.status.value = status_html("loading metrics…", "busy")
         self._worker.submit(self._load)
-
-    def wait(self, timeout: float | None = 120.0) -> bool:
-        """Block until loading finished (tests, scripts)."""
-        return self._worker.wait(timeout)
-
-    def close(self) -> None:
-        """Stop background work and close the widgets (safe after a failed ``__init__``)."""
-        worker = getattr(self, "_worker", None)  # absent if __init__ failed early
-        if worker is not None:
-            worker.close()
-        super().close()
 
     def to_csv(self, path: str | Path | None = None) -> Path:
         """Write the metric rows as CSV (atomically); default ``<file box>.csv``."""

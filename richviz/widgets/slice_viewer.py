@@ -36,7 +36,7 @@ from richviz.errors import DataError
 from richviz.features import LOGITS, PENULTIMATE, layer_names
 from richviz.widgets import rendering
 from richviz.widgets.sources import ModelSource
-from richviz.widgets.tasks import COMPUTE, Cancelled, Job, LRUCache, Worker
+from richviz.widgets.tasks import COMPUTE, BackgroundWork, Cancelled, Job, LRUCache, Worker
 
 RESOLUTIONS = (16, 32, 48, 64, 96, 128, 192, 256)
 THEORY_MODES = (("off", "off"), ("contours", "contours"), ("trained − theory", "difference"))
@@ -202,7 +202,7 @@ def _signed_margin_lines(
     return np.concatenate(xs), np.concatenate(ys)
 
 
-class SliceViewer(widgets.VBox):
+class SliceViewer(BackgroundWork, widgets.VBox):
     """Heatmap of the log10 volume element on a slice, with ellipses and decision boundary.
 
     Parameters
@@ -641,17 +641,6 @@ class SliceViewer(widgets.VBox):
         if self._render_cached(req, generation):
             return
         self._worker.submit(self._job, req)
-
-    def wait(self, timeout: float | None = 60.0) -> bool:
-        """Block until background work is done (tests, scripts). False on timeout."""
-        return self._worker.wait(timeout)
-
-    def close(self) -> None:
-        """Stop background work and close the widgets (safe after a failed ``__init__``)."""
-        worker = getattr(self, "_worker", None)  # absent if __init__ failed early
-        if worker is not None:
-            worker.close()
-        super().close()
 
     def heatmap_png(self, scale: int = 1) -> bytes:
         """The heatmap on screen as PNG bytes (headless; ``scale``: pixel enlargement factor)."""

@@ -143,6 +143,28 @@ class Worker:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class BackgroundWork:
+    """Mixin for a widget whose heavy work runs on ``self._worker`` (a :class:`Worker`).
+
+    Gives it ``wait`` (for tests and scripts) and a ``close`` that stops the worker first and is
+    safe after a failed ``__init__``. List it before the ipywidgets base class.
+    """
+
+    _worker: Worker
+    wait_timeout: float | None = 60.0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until background work is done (default :attr:`wait_timeout`); False on timeout."""
+        return self._worker.wait(self.wait_timeout if timeout is None else timeout)
+
+    def close(self) -> None:
+        """Stop background work and close the widgets (safe after a failed ``__init__``)."""
+        worker = getattr(self, "_worker", None)  # absent if __init__ failed early
+        if worker is not None:
+            worker.close()
+        super().close()  # type: ignore[misc]
+
+
 class LRUCache:
     """A small thread-safe least-recently-used mapping with hit/miss counters."""
 
