@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from richviz.theory import Erf
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -25,16 +27,9 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
     "gelu": nn.GELU,
-    "erf": lambda: _Erf(),
+    "erf": Erf,  # theory's own module: the metric field's fast MLP path recognises it
     "square": lambda: _Square(),
 }
-
-
-class _Erf(nn.Module):
-    """sigma(u) = erf(u / sqrt 2), the activation with a closed-form infinite-width metric."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.erf(x * 0.7071067811865476)
 
 
 class _Square(nn.Module):

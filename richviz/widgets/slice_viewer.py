@@ -48,7 +48,6 @@ _ACTIVATIONS = {
     "ReLU": "relu",
     "Sigmoid": "sigmoid",
     "GELU": "gelu",
-    "_Erf": "erf",
     "Erf": "erf",
 }
 MAX_POINTS = 2000
