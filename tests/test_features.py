@@ -79,3 +79,29 @@ def test_best_device():
     assert best_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="device="):
         best_device("not-a-device")
+
+
+def test_vgg16_plane_slice_matches_finite_differences():
+    """Torchvision VGG16 (BatchNorm variant adapted to 32x32): default feature map + metric."""
+    from richviz.architectures import build
+    from richviz.geometry import Slice, pullback_metric
+
+    torch.manual_seed(0)
+    vgg = build("vgg16", num_classes=10).double().eval()
+    phi = feature_map(vgg)
+    assert phi.layer == "penultimate" and last_linear_name(vgg).startswith("classifier")
+    x0, x1, x2 = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    s = Slice.plane(x0, x1, x2)
+    field = pullback_metric(vgg, s, resolution=2)
+    assert field.metric.shape == (2, 2, 2, 2)
+    assert torch.isfinite(field.volume).all() and (field.volume > 0).all()
+    # second method: central differences of phi along the slice basis at grid point (0, 0)
+    point = s.to_input(s.grid_uv(2)[:1], dtype=torch.float64)
+    eps = 1e-5
+    cols = []
+    for e in s.basis:
+        e = e.unsqueeze(0).to(torch.float64)
+        cols.append((phi(point + eps * e) - phi(point - eps * e)) / (2 * eps))
+    je = torch.stack([c[0] for c in cols], dim=1)  # (p, 2)
+    expected = je.T @ je / je.shape[0]
+    torch.testing.assert_close(field.metric[0, 0], expected, rtol=1e-5, atol=1e-12)
