@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,6 +18,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "browser: real-browser tests (JupyterLab + headless Chromium)"
     )
     config.addinivalue_line("markers", "slow: tests that take more than a few seconds")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models: two threads only add overhead there.
+
+    Opt in per module with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -11,19 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from richviz import cli
 from richviz.checkpoints import Run, checkpoint_name
 from richviz.train import PRESETS, checkpoint_steps
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)
 
 
 @pytest.fixture(scope="module")

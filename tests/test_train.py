@@ -17,14 +17,7 @@ from richviz.features import features_and_outputs, last_linear_name
 from richviz.metrics import d_lr
 from richviz.train import PRESETS, Config, checkpoint_steps, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one thread is much faster than two on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)
 
 
 def test_checkpoint_steps_log_spaced():
