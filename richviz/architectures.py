@@ -18,25 +18,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from richviz.theory import Erf
+from richviz import activations
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
-
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-    "erf": Erf,  # theory's own module: the metric field's fast MLP path recognises it
-    "square": lambda: _Square(),
-}
-
-
-class _Square(nn.Module):
-    """sigma(u) = u^2 (Gromov's modular-arithmetic network)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * x
 
 
 class Scale(nn.Module):
@@ -76,10 +60,8 @@ def build(name: str, **kwargs: Any) -> nn.Module:
 
 
 def make_activation(name: str) -> nn.Module:
-    """A fresh activation module by name (tanh, relu, sigmoid, gelu, erf)."""
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation={name!r} is unknown; choose one of {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]()
+    """A fresh activation module by name (any of :data:`richviz.activations.REGISTRY`)."""
+    return activations.make(name)
 
 
 @register("mlp")

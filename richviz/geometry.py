@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.func import jvp, vjp, vmap
 
+from richviz import activations
 from richviz.devices import module_device, module_dtype
 from richviz.features import LOGITS, PENULTIMATE, FeatureMap, as_feature_map, last_linear_name
 
@@ -458,11 +459,7 @@ def directional_derivatives(
 
 # ---- fast path: chains of Linear layers and elementwise activations ----------------------
 
-_ELEMENTWISE: tuple[type[nn.Module], ...] = (
-    nn.Tanh, nn.Sigmoid, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Softplus, nn.ELU,
-    nn.CELU, nn.SELU, nn.Mish, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Softsign,
-    nn.Tanhshrink, nn.LogSigmoid,
-)  # fmt: skip
+_ELEMENTWISE: tuple[type[nn.Module], ...] = activations.elementwise_types()
 _IDENTITY: tuple[type[nn.Module], ...] = (nn.Identity, nn.Dropout, nn.AlphaDropout)
 
 
@@ -485,9 +482,7 @@ def _chain_supported(m: nn.Module) -> bool:
         return not m.training
     if isinstance(m, nn.Flatten):
         return m.start_dim == 1 and m.end_dim == -1
-    from richviz.theory import Erf  # local: theory imports geometry lazily
-
-    return isinstance(m, Erf)
+    return False
 
 
 def chain_modules(

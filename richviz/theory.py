@@ -1,4 +1,4 @@
-"""Closed-form metric of a wide random two-layer network at initialisation (DESIGN §3).
+"""Closed-form metric of a wide random two-layer network at initialisation.
 
 For ``phi_j(x) = sigma(w_j . x + b_j)``, ``j = 1..p``, ``w ~ N(0, s^2 I_d)``, ``b ~ N(0, z^2)``,
 the pulled-back metric ``g = J^T J / p = (1/p) sum_j sigma'(w_j.x + b_j)^2 w_j w_j^T`` tends,
@@ -25,43 +25,43 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-ACTIVATIONS = ("erf", "relu", "tanh", "sigmoid", "gelu", "softplus")
+from richviz import activations
+from richviz.activations import THEORY_ACTIVATIONS, Erf
+from richviz.errors import RichvizError
+
+ACTIVATIONS = THEORY_ACTIVATIONS
+"""Activations with an infinite-width theory (closed form: erf, relu; quadrature: the rest)."""
 Method = Literal["auto", "closed", "quadrature"]
+
+__all__ = [
+    "ACTIVATIONS",
+    "Erf",
+    "Method",
+    "NoTheoryError",
+    "activation_module",
+    "infer_theory_params",
+    "infinite_width_field",
+    "infinite_width_metric",
+    "infinite_width_volume",
+    "metric_coefficients",
+    "random_two_layer_network",
+]
 
 _SQRT_2PI = math.sqrt(2 * math.pi)
 
 
-def _erf_np(x: np.ndarray) -> np.ndarray:
-    return torch.special.erf(torch.from_numpy(np.asarray(x, dtype=np.float64))).numpy()
-
-
-def _sigmoid(u: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * u))
-
-
 def _derivative(activation: str) -> Callable[[np.ndarray], np.ndarray]:
-    """sigma'(u) for a named activation (numpy, float64)."""
-    if activation == "erf":
-        return lambda u: math.sqrt(2 / math.pi) * np.exp(-0.5 * u * u)
-    if activation == "relu":
-        return lambda u: (u > 0).astype(np.float64)
-    if activation == "tanh":
-        return lambda u: 1.0 - np.tanh(u) ** 2
-    if activation == "sigmoid":
-        return lambda u: _sigmoid(u) * (1.0 - _sigmoid(u))
-    if activation == "gelu":  # exact GELU u * Phi(u): derivative Phi(u) + u phi(u)
-        return lambda u: (
-            0.5 * (1.0 + _erf_np(u / math.sqrt(2))) + u * np.exp(-0.5 * u * u) / _SQRT_2PI
-        )
-    if activation == "softplus":
-        return _sigmoid
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    """sigma'(u) for a named activation (numpy, float64), from :mod:`richviz.activations`."""
+    entry = activations.REGISTRY.get(activation) if isinstance(activation, str) else None
+    if entry is None or not entry.theory or entry.derivative is None:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return entry.derivative
 
 
 # Gauss-Hermite (probabilists') nodes: accurate to ~1e-11 relative for V <= _GH_MAX_VAR with
@@ -156,7 +156,7 @@ def metric_coefficients(
     r2 = np.asarray(r2.detach().cpu() if isinstance(r2, torch.Tensor) else r2, dtype=np.float64)
     if np.any(r2 < 0) or not np.all(np.isfinite(r2)):
         raise ValueError("r2 must be finite and >= 0")
-    closed = activation in ("erf", "relu")
+    closed = activations.REGISTRY[activation].closed_form
     if method == "closed" and not closed:
         raise ValueError(f"no closed form for activation={activation!r}; use method='quadrature'")
     if closed and method != "quadrature":
@@ -253,26 +253,10 @@ def infinite_width_field(
     )
 
 
-class Erf(nn.Module):
-    """``erf(u / sqrt 2)``: the activation with a closed-form infinite-width metric."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.special.erf(x / math.sqrt(2.0))
-
-
 def activation_module(activation: str) -> nn.Module:
-    """The ``nn.Module`` for a named activation (``"gelu"`` is the exact, erf-based GELU)."""
-    modules: dict[str, Callable[[], nn.Module]] = {
-        "erf": Erf,
-        "relu": nn.ReLU,
-        "tanh": nn.Tanh,
-        "sigmoid": nn.Sigmoid,
-        "gelu": nn.GELU,
-        "softplus": nn.Softplus,
-    }
-    if activation not in modules:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    return modules[activation]()
+    """The ``nn.Module`` of a theory activation (``"gelu"`` is the exact, erf-based GELU)."""
+    _derivative(activation)  # validates: only activations with a theory
+    return activations.make(activation)
 
 
 def random_two_layer_network(
@@ -306,3 +290,59 @@ def random_two_layer_network(
         )
         net[2].bias.zero_()
     return net.eval()
+
+
+class NoTheoryError(RichvizError, ValueError):
+    """The infinite-width theory does not describe this model (the message says why)."""
+
+
+_PASSIVE: tuple[type[nn.Module], ...] = (nn.Flatten, nn.Identity, nn.Dropout)
+
+
+def infer_theory_params(model: nn.Module, layer: str | None = None) -> dict[str, Any]:
+    """``activation``, ``weight_std``, ``bias_std`` of a one-hidden-layer network for the theory.
+
+    The theory describes ``phi(x) = sigma(W x + b)`` of ``Linear(d, width) -> sigma ->
+    Linear(width, C)`` (optionally wrapped in :class:`richviz.architectures.Centered`, with a
+    ``Flatten`` in front, a ``Scale`` after the readout): the default feature map
+    (``layer`` None or ``"penultimate"``). ``sigma`` must be an activation of
+    :data:`ACTIVATIONS` with its default settings (:func:`richviz.activations.identify`).
+    ``weight_std`` and ``bias_std`` are the empirical standard deviations of the first
+    Linear's weights and biases (0 without a bias).
+
+    Raises :class:`NoTheoryError` with the reason otherwise (deep nets, convolutions,
+    unsupported activations, another feature layer).
+    """
+    if layer not in (None, "penultimate"):
+        raise NoTheoryError(
+            f"the theory describes the default feature map (penultimate), not layer={layer!r}"
+        )
+    from richviz.architectures import Centered, Scale  # local: architectures is the heavier module
+
+    net = model.net if isinstance(model, Centered) else model
+    leaves = [
+        m for m in net.modules() if not list(m.children()) and not isinstance(m, (*_PASSIVE, Scale))
+    ]
+    linears = [m for m in leaves if isinstance(m, nn.Linear)]
+    others = [m for m in leaves if not isinstance(m, nn.Linear)]
+    names = ", ".join(sorted({type(m).__name__ for m in others})) or "none"
+    if len(linears) != 2 or len(others) != 1 or leaves[1] is not others[0]:
+        hidden = max(len(linears) - 1, 0)
+        raise NoTheoryError(
+            "the theory covers Linear -> activation -> Linear (one hidden layer); this model has "
+            f"{hidden} hidden Linear layer(s) and non-Linear layers: {names}"
+        )
+    act = activations.identify(others[0])
+    if act is None or not act.theory:
+        raise NoTheoryError(
+            f"no infinite-width theory for activation {others[0]!r}; supported: {ACTIVATIONS}"
+        )
+    first = linears[0]
+    w = first.weight.detach().double()
+    return {
+        "activation": act.name,
+        "weight_std": float(w.std()) if w.numel() > 1 else float(w.abs().sum()),
+        "bias_std": float(first.bias.detach().double().std())
+        if first.bias is not None and first.bias.numel() > 1
+        else 0.0,
+    }

@@ -476,9 +476,9 @@ ACTS = [nn.Tanh(), nn.Sigmoid(), nn.ReLU(), nn.GELU(), nn.SiLU(), nn.Softplus(),
 
 @pytest.mark.parametrize("act", ACTS, ids=lambda a: type(a).__name__)
 def test_chain_fast_path_equals_jvp(act):
+    from richviz.activations import Erf
     from richviz.features import feature_map
     from richviz.geometry import chain_modules
-    from richviz.theory import Erf
 
     torch.manual_seed(0)
     net = nn.Sequential(

@@ -6,6 +6,7 @@ a truncated copy of one checkpoint is added as an unreadable checkpoint.
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import gc
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import traitlets
 from torch import nn
 
 from richviz import datasets, train
@@ -309,6 +311,27 @@ def test_ellipses_are_nan_separated(explorer: Explorer):
     # the highlighted ellipses sit where the margin is smallest (near the boundary)
     near = int(np.isnan(xs[1]).sum()) + 1
     assert 0 < near < n
+    # values: every drawn point p of an ellipse centred at c satisfies
+    # (p - c)^T G(c)^-1 (p - c) = s^2, one global s ("stretch": half-axes s sqrt(eig G)),
+    # with G = J^T J / p from a reverse-mode Jacobian of the feature map at c (square slice)
+    assert viewer.ellipse_mode == "stretch"
+    phi = copy.deepcopy(nn.Sequential(*list(explorer.browser.model)[:-1])).double()  # features
+    forms = []
+    for x, m in zip(xs, marks, strict=True):
+        y = np.asarray(m.y, dtype=float)
+        for px, py in zip(
+            np.split(x, np.flatnonzero(np.isnan(x))),
+            np.split(y, np.flatnonzero(np.isnan(y))),
+            strict=True,
+        ):
+            pts = np.stack([px[~np.isnan(px)], py[~np.isnan(py)]], 1)[:-1]  # drop the closing point
+            c = pts.mean(0)
+            jac = torch.func.jacrev(lambda z: phi(z[None])[0])(torch.tensor(c))
+            g = (jac.T @ jac / jac.shape[0]).numpy()
+            d = pts - c
+            forms.append(np.einsum("ni,ij,nj->n", d, np.linalg.inv(g), d))
+    forms = np.concatenate(forms)
+    np.testing.assert_allclose(forms, forms[0], rtol=1e-5)
     viewer.ellipse_density = 0
     assert all(len(m.x) == 0 for m in marks)
     viewer.ellipse_density = VIEWER["ellipse_density"]
@@ -334,8 +357,34 @@ def test_lock_colour_range_while_scrubbing(explorer: Explorer, run: Run):
 
 def test_decision_boundary_lines(explorer: Explorer):
     viewer = explorer.viewer
-    xs = np.asarray(viewer.boundary_mark.x)
+    xs = np.asarray(viewer.boundary_mark.x, dtype=float)
+    ys = np.asarray(viewer.boundary_mark.y, dtype=float)
     assert len(xs) > 0 and np.isnan(xs[2::3]).all()
+    # independent reference: the model's logit difference d = z0 - z1 on the grid; every grid
+    # edge whose ends differ in sign is crossed once, at the linear interpolation of d
+    model = explorer.browser.model
+    res = viewer.frame.resolution
+    gu, gv = (t.numpy() for t in viewer.slice.grid(res))
+    pts = torch.tensor(np.stack(np.meshgrid(gu, gv, indexing="xy"), -1).reshape(-1, 2))
+    with torch.no_grad():
+        z = model(pts.float()).double().numpy()
+    d = (z[:, 0] - z[:, 1]).reshape(res, res)  # [i, j] = (v[i], u[j])
+    expected = set()
+    for i in range(res):
+        for j in range(res):
+            for di, dj in ((0, 1), (1, 0)):
+                a, b = i + di, j + dj
+                if a < res and b < res and d[i, j] * d[a, b] < 0:
+                    t = d[i, j] / (d[i, j] - d[a, b])
+                    expected.add(
+                        (
+                            round(gu[j] + t * (gu[b] - gu[j]), 6),
+                            round(gv[i] + t * (gv[a] - gv[i]), 6),
+                        )
+                    )
+    ok = ~np.isnan(xs)
+    drawn = {(round(a, 6), round(b, 6)) for a, b in zip(xs[ok], ys[ok], strict=True)}
+    assert drawn == expected
 
 
 def test_csv_export(explorer: Explorer, run: Run, tmp_path: Path):
@@ -437,9 +486,9 @@ def test_coarse_then_fine(moons):
     assert viewer.wait(60)
     from richviz.theory import infinite_width_field
 
-    theory = infinite_width_field(viewer.slice, 20, **viewer.theory_params).log10_volume.numpy()
+    theory = infinite_width_field(viewer.slice, 20, **viewer.theory_used).log10_volume.numpy()
     np.testing.assert_allclose(viewer.frame.values, plain - theory, rtol=1e-6, atol=1e-9)
-    assert viewer.theory_params["activation"] == "tanh"
+    assert viewer.theory_used["activation"] == "tanh" and viewer.theory_note == ""
     viewer.theory = "contours"
     assert viewer.wait(60)
     assert len(viewer.theory_mark.x) > 0 and np.isnan(viewer.theory_mark.x).any()
@@ -508,11 +557,13 @@ def test_bad_inputs_give_one_line_errors(run: Run):
     assert "step 123456" in viewer.status.value and "#b00020" in viewer.status.value
     assert viewer.image_mark.image.value == png and viewer.shown_step == run.steps[0]
     viewer.step = run.steps[0]
-    viewer.layer = "no_such_layer"
-    assert viewer.wait(60)
-    assert "no_such_layer" in viewer.status.value and "#b00020" in viewer.status.value
-    assert "<br" not in viewer.status.value and viewer.image_mark.image.value == png
-    viewer.layer = "penultimate"  # still usable
+    with pytest.raises(traitlets.TraitError, match="no_such_layer"):
+        viewer.layer = "no_such_layer"  # refused at once: the layers are known
+    assert viewer.wait(60) and viewer.layer == "penultimate"
+    assert viewer.image_mark.image.value == png
+    viewer.layer = "logits"  # still usable
+    assert viewer.wait(60) and viewer.shown_step == run.steps[0]
+    viewer.layer = "penultimate"
     assert viewer.wait(60) and viewer.shown_step == run.steps[0]
     viewer.close()
     browser = CheckpointBrowser(run)
@@ -679,3 +730,142 @@ def test_log_ticks_are_few_and_inside():
             np.testing.assert_allclose(exps, np.round(exps), atol=1e-9)
             assert len(set(np.diff(np.round(exps)))) <= 1 and len(ticks) >= 2
     assert list(rendering.step_ticks(401)) == [1.0, 10.0, 100.0]
+
+
+# ----------------------------------------------------------------------------- hardening
+
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+def _html_values(widget) -> list[str]:
+    """Values of every HTML widget in a widget tree."""
+    import ipywidgets as widgets
+
+    out, stack = [], [widget]
+    while stack:
+        w = stack.pop()
+        if isinstance(w, widgets.HTML):
+            out.append(w.value)
+        stack += list(getattr(w, "children", ()) or ())
+    return out
+
+
+def test_run_folder_name_is_escaped_in_every_html_widget(run: Run, tmp_path: Path):
+    import shutil
+
+    evil_dir = tmp_path / EVIL
+    shutil.copytree(run.path, evil_dir)
+    evil = Run.open(evil_dir)
+    ex = Explorer(evil, viewer=VIEWER)
+    try:
+        assert ex.wait(120)
+        ex.browser.select(BAD_STEP)  # an error line that may carry the path
+        assert ex.wait(60)
+        values = _html_values(ex)
+        assert len(values) >= 5
+        for value in values:
+            assert "<img" not in value and "onerror=alert(1)>" not in value
+        assert html.escape(EVIL) in ex.header.value
+        assert html.escape(EVIL) in ex.browser.title.value
+    finally:
+        ex.close()
+
+
+def test_status_and_legend_escape_untrusted_strings():
+    from richviz.widgets.metrics_panel import legend_html
+    from richviz.widgets.slice_viewer import status_html
+
+    assert "<img" not in status_html(f"layer {EVIL}", "error")
+    assert html.escape(EVIL) in status_html(EVIL)
+    legend = legend_html([(EVIL, '"><script>x</script>', False)])
+    assert "<img" not in legend and "<script>" not in legend
+
+
+def test_widget_traits_are_typed(explorer: Explorer, run: Run):
+    """A bad value raises TraitError at once; the widget keeps its value and stays usable."""
+    viewer, browser, panel = explorer.viewer, explorer.browser, explorer.panel
+    bad = [
+        (viewer, "theory", "nonsense"),
+        (viewer, "volume", "everything"),
+        (viewer, "ellipse_mode", "circle"),
+        (viewer, "resolution", 1),
+        (viewer, "resolution", 10**6),
+        (viewer, "ellipse_density", -1),
+        (viewer, "anchors", [1, 1, 2]),
+        (viewer, "anchors", [0, 1]),
+        (viewer, "step", -5),
+        (browser, "selected_index", len(run.checkpoints)),
+        (browser, "step", -1),
+        (panel, "step", -1),
+        (explorer, "step", -1),
+    ]
+    if not torch.cuda.is_available():
+        bad += [(viewer, "device", "cuda"), (browser, "device", "cuda")]
+    bad += [(viewer, "device", "tpu"), (browser, "device", "tpu")]
+    for widget, name, value in bad:
+        before = getattr(widget, name)
+        with pytest.raises(traitlets.TraitError):
+            setattr(widget, name, value)
+        assert getattr(widget, name) == before, (name, value)
+    # still usable: good values take effect
+    stretch = np.asarray(viewer.ellipse_mark.x, dtype=float).copy()
+    viewer.theory = "contours"
+    viewer.ellipse_mode = "unit_ball"
+    assert explorer.wait(60)
+    assert viewer.mode_picker.value == "unit_ball" and viewer.theory_picker.value == "contours"
+    assert not np.array_equal(np.asarray(viewer.ellipse_mark.x, dtype=float), stretch)
+    # the run's 2-16-16-2 MLP is deep: no theory is drawn, and the status says why
+    assert "no theory for this model" in viewer.status.value
+    assert viewer.frame.theory_lines[0].size == 0
+    viewer.theory = "off"
+    viewer.ellipse_mode = "stretch"
+    assert explorer.wait(60) and "no theory" not in viewer.status.value
+    np.testing.assert_array_equal(np.asarray(viewer.ellipse_mark.x, dtype=float), stretch)
+
+
+@pytest.mark.parametrize(
+    "model,why",
+    [
+        (
+            nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)),
+            "hidden",
+        ),
+        (nn.Sequential(nn.Linear(2, 8), nn.Softplus(beta=3.0), nn.Linear(8, 2)), "Softplus"),
+        (nn.Sequential(nn.Linear(2, 8), nn.GELU(approximate="tanh"), nn.Linear(8, 2)), "GELU"),
+        (nn.Sequential(nn.Linear(2, 8), nn.Hardswish(), nn.Linear(8, 2)), "Hardswish"),
+    ],
+)
+def test_no_theory_is_said_not_guessed(moons, model, why):
+    viewer = SliceViewer(model, data=moons, resolution=12, coarse_resolution=12, ellipse_density=0)
+    try:
+        assert viewer.wait(60)
+        plain = viewer.frame.values.copy()
+        viewer.theory = "difference"
+        assert viewer.wait(60)
+        assert "no theory for this model" in viewer.status.value and why in viewer.status.value
+        assert "#b00020" not in viewer.status.value  # a note, not an error
+        np.testing.assert_array_equal(viewer.frame.values, plain)  # nothing subtracted
+        assert viewer.theory_used is None
+    finally:
+        viewer.close()
+
+
+@pytest.mark.parametrize("cls,name", [(nn.Softplus, "softplus"), (nn.SiLU, "silu")])
+def test_softplus_and_silu_get_their_own_theory(moons, cls, name):
+    from richviz.theory import infinite_width_field
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), cls(), nn.Linear(16, 2))
+    viewer = SliceViewer(model, data=moons, resolution=12, coarse_resolution=12, ellipse_density=0)
+    try:
+        assert viewer.wait(60)
+        plain = viewer.frame.values.copy()
+        viewer.theory = "difference"
+        assert viewer.wait(60)
+        w, b = model[0].weight.detach().double(), model[0].bias.detach().double()
+        params = {"activation": name, "weight_std": float(w.std()), "bias_std": float(b.std())}
+        assert viewer.theory_used == pytest.approx(params)
+        theory = infinite_width_field(viewer.slice, 12, **params).log10_volume.numpy()
+        np.testing.assert_allclose(viewer.frame.values, plain - theory, rtol=1e-6, atol=1e-9)
+    finally:
+        viewer.close()

@@ -7,6 +7,7 @@ loaded model stays loaded (and ``step`` keeps its value). Loading runs in the ba
 
 from __future__ import annotations
 
+import html
 import math
 import threading
 from typing import Any
@@ -15,7 +16,7 @@ import ipywidgets as widgets
 import torch
 import traitlets
 
-from richviz.widgets.slice_viewer import error_line, status_html
+from richviz.widgets.slice_viewer import DEVICES, check_device, error_line, status_html
 from richviz.widgets.sources import device_arg, load_model
 from richviz.widgets.tasks import BackgroundWork, Job, Worker
 
@@ -38,20 +39,48 @@ def checkpoint_label(ck: Any) -> str:
     return f"{ck.step:>7}  acc {_fmt(acc, '.3f'):>5}  loss {_fmt(loss, '.3g'):>7}"
 
 
+def run_name(run: Any) -> str:
+    """The run's folder name as plain text (escape it before it enters HTML)."""
+    path = getattr(run, "path", None)
+    return str(getattr(path, "name", path))
+
+
 _MONO_CSS = "<style>.richviz-mono select { font-family: monospace; }</style>"
 
 
 class CheckpointBrowser(BackgroundWork, widgets.VBox):
     """List of a run's checkpoints with a device choice; the selected one is loaded.
 
-    Traits: ``step`` (the loaded checkpoint's step), ``device`` (``"auto"``, ``"cpu"``,
-    ``"cuda"``). Attributes: ``model`` (the loaded ``nn.Module``) and ``checkpoint`` (its
-    :class:`richviz.checkpoints.Checkpoint`); ``loaded_step`` / ``loaded_device``.
+    Attributes
+    ----------
+    step : Int >= 0, the loaded checkpoint's step (a step that is not a checkpoint of the run
+        shows an error line and is reverted).
+    device : Enum ``"auto"`` | ``"cpu"`` | ``"cuda"`` (``"cuda"`` only where available).
+    selected_index : Int in [-1, number of rows - 1], the row selected in the list.
+    model : the loaded ``nn.Module`` (plain attribute).
+    checkpoint : its :class:`richviz.checkpoints.Checkpoint`; ``loaded_step`` /
+        ``loaded_device`` say what is loaded.
+
+    A bad trait value raises ``traitlets.TraitError`` at once and leaves the widget as it was.
+    Names from the run (folder, errors) are HTML-escaped before they are shown.
     """
 
-    step = traitlets.Int(0, help="step of the selected (loaded) checkpoint")
-    device = traitlets.Unicode("auto", help="'auto', 'cpu' or 'cuda'")
-    selected_index = traitlets.Int(-1, help="row selected in the list")
+    step = traitlets.Int(0, min=0, help="step of the selected (loaded) checkpoint")
+    device = traitlets.Enum(DEVICES, "auto", help="'auto', 'cpu' or 'cuda'")
+    selected_index = traitlets.Int(-1, min=-1, help="row selected in the list")
+
+    @traitlets.validate("device")
+    def _valid_device(self, proposal: dict) -> str:
+        return check_device(proposal["value"])
+
+    @traitlets.validate("selected_index")
+    def _valid_index(self, proposal: dict) -> int:
+        n = len(getattr(self, "_index", ()))
+        if proposal["value"] >= n:
+            raise traitlets.TraitError(
+                f"selected_index={proposal['value']} must be below the {n} rows of the list"
+            )
+        return proposal["value"]
 
     def __init__(self, run: Any, step: int | None = None, device: str = "auto", **kwargs: Any):
         self.run = run
@@ -68,7 +97,7 @@ class CheckpointBrowser(BackgroundWork, widgets.VBox):
 
         self.title = widgets.HTML(
             value=_MONO_CSS
-            + f"<b>{getattr(run.path, 'name', run.path)}</b> · {len(checkpoints)} checkpoints"
+            + f"<b>{html.escape(run_name(run))}</b> · {len(checkpoints)} checkpoints"
             f" ({sum(not c.readable for c in checkpoints)} unreadable)"
         )
         self.list = widgets.Select(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import ipywidgets as widgets
 import traitlets
 
-from richviz.widgets.browser import CheckpointBrowser
+from richviz.widgets.browser import CheckpointBrowser, run_name
 from richviz.widgets.metrics_panel import MetricsPanel
 from richviz.widgets.slice_viewer import SliceViewer
 
@@ -19,9 +20,18 @@ class Explorer(widgets.VBox):
     every view; the slice viewer loads through the same run (its LRU-cached models).
     Keyword arguments ``viewer=`` / ``panel=`` are passed to :class:`SliceViewer` /
     :class:`MetricsPanel`.
+
+    Attributes
+    ----------
+    step : Int >= 0, the step shown by all three views (linked to theirs).
+    browser, viewer, panel : the :class:`CheckpointBrowser`, :class:`SliceViewer` and
+        :class:`MetricsPanel`.
+    header : HTML title with the run's folder name (HTML-escaped).
+
+    A bad ``step`` raises ``traitlets.TraitError`` at once and leaves the views as they were.
     """
 
-    step = traitlets.Int(0, help="step shown by all three views")
+    step = traitlets.Int(0, min=0, help="step shown by all three views")
 
     def __init__(
         self,
@@ -43,7 +53,7 @@ class Explorer(widgets.VBox):
             self.close()  # stop the views already started (their worker threads)
             raise
         self.header = widgets.HTML(
-            value=f"<h3 style='margin:4px 0'>richviz · {getattr(run.path, 'name', run.path)}</h3>"
+            value=f"<h3 style='margin:4px 0'>richviz · {html.escape(run_name(run))}</h3>"
         )
         super().__init__(
             children=[

@@ -115,11 +115,16 @@ def rows_to_csv(rows: Sequence[dict]) -> str:
 class MetricsPanel(BackgroundWork, widgets.VBox):
     """Charts of ``run.metrics()`` against step (log axis of ``step + 1``) with a step cursor.
 
-    Traits: ``step`` (cursor; linked to the slider and Play button), ``loaded`` (metrics in).
-    ``rows`` holds the metric rows once loaded; ``to_csv(path)`` writes them.
+    Attributes
+    ----------
+    step : Int >= 0, the cursor (linked to the slider and Play button).
+    loaded : Bool, True once the metrics are loaded.
+    rows : the metric rows once loaded (plain attribute); ``to_csv(path)`` writes them.
+
+    A bad ``step`` raises ``traitlets.TraitError`` at once and leaves the panel as it was.
     """
 
-    step = traitlets.Int(0, help="current step (cursor)")
+    step = traitlets.Int(0, min=0, help="current step (cursor)")
     loaded = traitlets.Bool(False, help="True once the metrics are loaded")
     wait_timeout = 120.0  # filling a run's metrics cache can take a while
 
@@ -414,7 +419,8 @@ def legend_html(entries: Sequence[tuple[str, str, bool]], two_axes: bool = False
         items.append(
             '<span style="white-space:nowrap;margin-right:12px">'
             f'<svg width="22" height="8" style="vertical-align:middle">'
-            f'<line x1="1" y1="4" x2="21" y2="4" stroke="{color}" stroke-width="2"{dash}/></svg>'
+            f'<line x1="1" y1="4" x2="21" y2="4" stroke="{html.escape(color)}" '
+            f'stroke-width="2"{dash}/></svg>'
             f" {html.escape(label)}{side}</span>"
         )
     return f'<div style="font-size:11px;line-height:16px;padding-left:40px">{"".join(items)}</div>'

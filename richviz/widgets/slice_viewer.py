@@ -1,4 +1,4 @@
-"""SliceViewer: the pulled-back volume element on a 2-D slice of input space (DESIGN §3).
+"""SliceViewer: the pulled-back volume element on a 2-D slice of input space.
 
 A bqplot figure with equal scales shows, for the model at the current ``step``:
 
@@ -42,20 +42,23 @@ RESOLUTIONS = (16, 32, 48, 64, 96, 128, 192, 256)
 THEORY_MODES = (("off", "off"), ("contours", "contours"), ("trained − theory", "difference"))
 ELLIPSE_MODES = (("stretch", "stretch"), ("unit ball", "unit_ball"))
 VOLUME_MODES = (("on the slice", "slice"), ("full space (top-k)", "full"))
+MAX_RESOLUTION = 1024  # grid points per side: 1024**2 points, ~50 MB of float64 metric
+MAX_ELLIPSE_DENSITY = 64
+DEVICES = ("auto", "cpu", "cuda")
 FULL_K = 8  # singular values in the full-space effective volume (the paper uses 6-10)
-_ACTIVATIONS = {
-    "Tanh": "tanh",
-    "ReLU": "relu",
-    "Sigmoid": "sigmoid",
-    "GELU": "gelu",
-    "Erf": "erf",
-}
 MAX_POINTS = 2000
 FIGURE_SIZE = 470  # px, the square slice figure
 FIGURE_MARGIN = {"top": 35, "bottom": 45, "left": 55, "right": 25}  # left+right == top+bottom
 COLORBAR_WIDTH = 96  # px, the colour bar figure beside it
 COLORBAR_TICKS = 5  # at most this many round ticks on the colour bar
 NEAR_BAND = 0.1  # ellipses at the 10 % of grid points with the smallest margin are highlighted
+
+
+def check_device(device: str) -> str:
+    """A widget device choice: ``"cuda"`` only where CUDA is available (TraitError otherwise)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise traitlets.TraitError("device='cuda' but CUDA is not available; use 'auto' or 'cpu'")
+    return device
 
 
 def status_html(message: str, kind: str = "info") -> str:
@@ -155,6 +158,7 @@ class Frame:
     boundary: tuple[np.ndarray, np.ndarray]
     theory_lines: tuple[np.ndarray, np.ndarray]
     bar_label: str = "log10 volume"  #: short label of the colour bar
+    note: str = ""  #: e.g. why no theory overlay is drawn
 
 
 def _numpy(t: Any) -> np.ndarray:
@@ -217,26 +221,87 @@ class SliceViewer(BackgroundWork, widgets.VBox):
     resolution : grid points per side of the full-resolution field; ``coarse_resolution`` is
         shown first while the full field is computed.
     theory_params : ``dict(activation=..., weight_std=..., bias_std=...)`` for the
-        infinite-width overlay; default: activation after the first Linear and the empirical
-        std of its weights and biases at the first step.
+        infinite-width overlay; default: inferred from the first step's model by
+        :func:`richviz.theory.infer_theory_params` (one-hidden-layer networks only; otherwise
+        the status line says "no theory for this model (why)").
+
+    Attributes
+    ----------
+    step : Int >= 0, the checkpoint step shown.
+    layer : Unicode, feature layer; once the model is loaded, one of its layer names.
+    resolution : Int in [2, MAX_RESOLUTION], grid points per side of the full field.
+    ellipse_density : Int in [0, MAX_ELLIPSE_DENSITY], ellipses per side (0: none).
+    ellipse_mode : Enum ``"stretch"`` | ``"unit_ball"``.
+    relative : Bool, show the change from the first step.
+    theory : Enum ``"off"`` | ``"contours"`` | ``"difference"``.
+    device : Enum ``"auto"`` | ``"cpu"`` | ``"cuda"`` (``"cuda"`` only where available).
+    lock_colors : Bool, keep the colour range while scrubbing.
+    volume : Enum ``"slice"`` | ``"full"``.
+    anchors : List of three distinct data indices spanning an image plane, or ``[]``.
+    shown_step, shown_resolution : Int, what is on screen (read-only in spirit).
+    busy : Bool, True while background work runs.
+
+    A bad value raises ``traitlets.TraitError`` at once and leaves the widget as it was.
     """
 
-    step = traitlets.Int(0, help="checkpoint step shown")
+    step = traitlets.Int(0, min=0, help="checkpoint step shown")
     layer = traitlets.Unicode(PENULTIMATE, help="feature layer")
-    resolution = traitlets.Int(96, help="grid points per side (full resolution)")
-    ellipse_density = traitlets.Int(12, help="ellipses per side (0: none)")
-    ellipse_mode = traitlets.Unicode("stretch", help="'stretch' or 'unit_ball'")
-    relative = traitlets.Bool(False, help="show log10 vol(step) - log10 vol(first step)")
-    theory = traitlets.Unicode("off", help="infinite-width overlay: off, contours, difference")
-    device = traitlets.Unicode("auto", help="'auto', 'cpu' or 'cuda'")
-    lock_colors = traitlets.Bool(False, help="keep the colour range fixed while scrubbing")
-    volume = traitlets.Unicode(
-        "slice", help="'slice': volume of the 2x2 slice metric; 'full': effective volume of g"
+    resolution = traitlets.Int(
+        96, min=2, max=MAX_RESOLUTION, help="grid points per side (full resolution)"
     )
-    anchors = traitlets.List(traitlets.Int(), help="test-set indices of the plane's 3 inputs")
-    shown_step = traitlets.Int(-1, help="step of the field on screen (-1: none yet)")
-    shown_resolution = traitlets.Int(0, help="resolution of the field on screen")
+    ellipse_density = traitlets.Int(
+        12, min=0, max=MAX_ELLIPSE_DENSITY, help="ellipses per side (0: none)"
+    )
+    ellipse_mode = traitlets.Enum(
+        [v for _, v in ELLIPSE_MODES], "stretch", help="'stretch' or 'unit_ball'"
+    )
+    relative = traitlets.Bool(False, help="show log10 vol(step) - log10 vol(first step)")
+    theory = traitlets.Enum(
+        [v for _, v in THEORY_MODES],
+        "off",
+        help="infinite-width overlay: off, contours, difference",
+    )
+    device = traitlets.Enum(DEVICES, "auto", help="'auto', 'cpu' or 'cuda'")
+    lock_colors = traitlets.Bool(False, help="keep the colour range fixed while scrubbing")
+    volume = traitlets.Enum(
+        [v for _, v in VOLUME_MODES],
+        "slice",
+        help="'slice': volume of the 2x2 slice metric; 'full': effective volume of g",
+    )
+    anchors = traitlets.List(
+        traitlets.Int(min=0), help="test-set indices of the plane's 3 inputs (or [])"
+    )
+    shown_step = traitlets.Int(-1, min=-1, help="step of the field on screen (-1: none yet)")
+    shown_resolution = traitlets.Int(0, min=0, help="resolution of the field on screen")
     busy = traitlets.Bool(False, help="True while background work runs")
+
+    @traitlets.validate("device")
+    def _valid_device(self, proposal: dict) -> str:
+        return check_device(proposal["value"])
+
+    @traitlets.validate("layer")
+    def _valid_layer(self, proposal: dict) -> str:
+        layer = proposal["value"]
+        known = list(self.layer_picker.options) if getattr(self, "_layers_known", False) else []
+        if not layer or (known and layer not in known):
+            raise traitlets.TraitError(
+                f"layer={layer!r} is not a layer of this model; choose one of {known}"
+            )
+        return layer
+
+    @traitlets.validate("anchors")
+    def _valid_anchors(self, proposal: dict) -> list[int]:
+        anchors = list(proposal["value"])
+        if anchors and (len(anchors) != 3 or len(set(anchors)) != 3):
+            raise traitlets.TraitError(
+                f"anchors={anchors} must be three distinct test-set indices (or [] to choose)"
+            )
+        data = self._source.data() if self._source._data_loaded else None
+        if anchors and data is not None and max(anchors) >= len(data[0]):
+            raise traitlets.TraitError(
+                f"anchors={anchors}: indices must lie in [0, {len(data[0]) - 1}]"
+            )
+        return anchors
 
     def __init__(
         self,
@@ -270,6 +335,10 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         self._fields = LRUCache(cache_size)  # full-resolution fields
         self._previews = LRUCache(16)  # coarse previews (not needed once the full one exists)
         self._theory_cache = LRUCache(8)
+        #: why the theory overlay is missing ("" when drawn or off)
+        self.theory_note = ""
+        #: parameters of the last theory overlay computed (given or inferred), or None
+        self.theory_used: dict[str, Any] | None = None
         self._ctx: _Context | None = None
         self._version = 0
         self._apply_lock = threading.RLock()
@@ -771,9 +840,10 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             base = self._fields.get((req.version, self._source.steps[0], req.layer, req.resolution))
         theory = None
         if req.theory != "off":
-            theory = self._theory_cache.get((req.version, req.resolution))
-            if theory is None:
+            cached = self._theory_cache.get((req.version, req.layer, req.resolution))
+            if cached is None:
                 return False
+            theory, self.theory_note, self.theory_used = cached
         if (req.density, req.mode) not in fld.ellipses and req.density > 0:
             return False
         frame = self._compose(req, req.resolution, fld, base, theory)
@@ -883,7 +953,7 @@ class SliceViewer(BackgroundWork, widgets.VBox):
     def _full_volume(
         self, job: Job, req: _Request, step: int, res: int, ctx: _Context
     ) -> tuple[np.ndarray, int]:
-        """Effective log10 volume of the whole input space at the grid points (DESIGN §3):
+        """Effective log10 volume of the whole input space at the grid points:
         the sum of log10 of the top-k singular values of J / sqrt(p), and k."""
         from richviz.devices import module_device, module_dtype
         from richviz.features import feature_map
@@ -927,40 +997,35 @@ class SliceViewer(BackgroundWork, widgets.VBox):
     def _set_progress(self, value: float) -> None:
         self.progress.value = float(value)
 
-    def _theory(self, job: Job, req: _Request, res: int, ctx: _Context) -> np.ndarray:
-        """log10 of the infinite-width volume element at initialisation on the slice grid."""
-        key = (req.version, res)
-        out = self._theory_cache.get(key)
-        if out is None:
-            from richviz.theory import infinite_width_field
+    def _theory(self, job: Job, req: _Request, res: int, ctx: _Context) -> np.ndarray | None:
+        """log10 of the infinite-width volume element at initialisation on the slice grid.
 
-            params = self.theory_params or self._infer_theory_params(req)
-            job.check()
-            with COMPUTE.hold():
-                out = _numpy(infinite_width_field(ctx.slice, res, **params).log10_volume)
-            self._theory_cache.put(key, out)
+        None when no theory describes the model; :attr:`theory_note` then says why.
+        """
+        key = (req.version, req.layer, res)
+        cached = self._theory_cache.get(key)
+        if cached is None:
+            from richviz.theory import NoTheoryError, infinite_width_field
+
+            try:
+                params = self.theory_params or self._infer_theory_params(req)
+            except NoTheoryError as exc:
+                cached = (None, f"no theory for this model ({exc})", None)
+            else:
+                job.check()
+                with COMPUTE.hold():
+                    out = _numpy(infinite_width_field(ctx.slice, res, **params).log10_volume)
+                cached = (out, "", dict(params))
+            self._theory_cache.put(key, cached)
+        out, self.theory_note, self.theory_used = cached
         return out
 
     def _infer_theory_params(self, req: _Request) -> dict[str, Any]:
+        """Activation and init scales of the first step's model (:func:`infer_theory_params`)."""
+        from richviz.theory import infer_theory_params
+
         model = self._source.load(self._source.steps[0], req.device)
-        first, act = None, None
-        for m in model.modules():
-            if first is None and isinstance(m, nn.Linear):
-                first = m
-            elif first is not None and type(m).__name__ in _ACTIVATIONS:
-                act = _ACTIVATIONS[type(m).__name__]
-                break
-        if first is None:
-            raise ValueError("the theory overlay needs a model whose first layer is nn.Linear")
-        params = {
-            "activation": act or "erf",
-            "weight_std": float(first.weight.detach().double().std()),
-            "bias_std": float(first.bias.detach().double().std())
-            if first.bias is not None
-            else 0.0,
-        }
-        self.theory_params = params
-        return params
+        return infer_theory_params(model, req.layer)
 
     # ------------------------------------------------------------------ drawing
 
@@ -1017,6 +1082,7 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             boundary=fld.boundary,
             theory_lines=theory_lines,
             bar_label=bar_label,
+            note=self.theory_note if req.theory != "off" else "",
         )
 
     def _apply(self, generation: int, frame: Frame, ctx: _Context) -> None:
@@ -1063,8 +1129,10 @@ class SliceViewer(BackgroundWork, widgets.VBox):
                 self.shown_step = frame.step
                 self.shown_resolution = frame.resolution
             done = "" if frame.resolution == self.resolution else " (coarse preview)"
+            note = f" · {frame.note}" if frame.note else ""
             self._status(
                 f"step {frame.step} · {frame.layer} · {frame.resolution}×{frame.resolution}{done}"
+                f"{note}"
             )
 
     def _apply_context(self, ctx: _Context, x_images: torch.Tensor | None) -> None:
