@@ -10,10 +10,26 @@ calls with hooks, so they compose with ``torch.func`` transforms (``jvp``, ``vma
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+
+__all__ = [
+    "LOGITS",
+    "PENULTIMATE",
+    "FeatureMap",
+    "as_feature_map",
+    "eval_mode",
+    "feature_map",
+    "features_and_outputs",
+    "in_eval_mode",
+    "last_linear_name",
+    "layer_names",
+]
 
 LOGITS = "logits"
 PENULTIMATE = "penultimate"
@@ -47,6 +63,43 @@ def layer_names(model: nn.Module) -> list[str]:
     names += [n for n, m in model.named_modules() if n and not isinstance(m, nn.Dropout)]
     names.append(LOGITS)
     return names
+
+
+@contextlib.contextmanager
+def eval_mode(model: object) -> Iterator[None]:
+    """Put ``model`` (an ``nn.Module``, a :class:`FeatureMap`, else nothing) in eval mode for
+    the block, then give every submodule back the ``training`` flag it had on entry."""
+    module = model.model if isinstance(model, FeatureMap) else model
+    if not isinstance(module, nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def in_eval_mode(fn: Callable) -> Callable:
+    """Decorator: run ``fn(model, ...)`` (or iterate a generator function) inside
+    :func:`eval_mode` of its first argument, so the caller's train/eval modes come back."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(model, *args, **kwargs):
+            with eval_mode(model):
+                yield from fn(model, *args, **kwargs)
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        with eval_mode(model):
+            return fn(model, *args, **kwargs)
+
+    return wrapper
 
 
 class _Stop(Exception):
@@ -127,11 +180,17 @@ def features_and_outputs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features at ``layer`` (N, p) and the last Linear layer's own output (N, C), one forward.
 
-    "Output" is the output of the final ``nn.Linear`` itself, not of a wrapper around the model
-    (DESIGN §4): a centred lazy model alpha * (f - f0) outputs zero at init, where metrics based
-    on the output would be undefined. Without a Linear layer the model output is used.
+    "Output" is the output of the final ``nn.Linear`` itself, not of a wrapper around the model:
+    a centred lazy model alpha * (f - f0) outputs zero at init, where metrics based on the
+    output would be undefined. Without a Linear layer the model output is used.
     """
-    model = model.eval()
+    with eval_mode(model):
+        return _features_and_outputs(model, x, layer)
+
+
+def _features_and_outputs(
+    model: nn.Module, x: torch.Tensor, layer: str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     layer = PENULTIMATE if layer is None else layer
     if layer == PENULTIMATE:
         last = model.get_submodule(last_linear_name(model))  # ValueError without a Linear

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -37,7 +38,14 @@ from torch.func import jvp, vjp, vmap
 
 from richviz import activations
 from richviz.devices import module_device, module_dtype
-from richviz.features import LOGITS, PENULTIMATE, FeatureMap, as_feature_map, last_linear_name
+from richviz.features import (
+    LOGITS,
+    PENULTIMATE,
+    FeatureMap,
+    as_feature_map,
+    in_eval_mode,
+    last_linear_name,
+)
 
 Progress = bool | Callable[[int, int], object] | None
 FeatureFn = nn.Module | Callable[[torch.Tensor], torch.Tensor]
@@ -411,6 +419,60 @@ def auto_chunk_size(input_numel: int) -> int:
     return int(max(1, min(_AUTO_CHUNK_MAX, _AUTO_CHUNK_ELEMENTS // max(1, input_numel))))
 
 
+OUTPUT_BYTES_PER_POINT = 56
+"""Bytes :func:`pullback_metric` keeps per grid point: the 2x2 float64 metric (32), the volume
+element (8) and the point's (u, v) coordinates (16)."""
+
+OUTPUT_MEMORY_FRACTION = 0.25
+"""Default output budget of :func:`pullback_metric`: this fraction of the available memory."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``; else the free
+    physical pages), or None where neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_output_bytes(resolution: int, max_output_bytes: int | None = None) -> int:
+    """Bytes the outputs of a ``resolution`` x ``resolution`` field need
+    (``OUTPUT_BYTES_PER_POINT * resolution**2``); ``MemoryError`` naming the largest resolution
+    that fits when they exceed ``max_output_bytes`` (default: ``OUTPUT_MEMORY_FRACTION`` of
+    :func:`available_memory`; no check where that is unknown)."""
+    need = OUTPUT_BYTES_PER_POINT * resolution * resolution
+    if max_output_bytes is None:
+        avail = available_memory()
+        if avail is None:
+            return need
+        budget = int(avail * OUTPUT_MEMORY_FRACTION)
+        what = f"{OUTPUT_MEMORY_FRACTION:g} of the available memory"
+    else:
+        if isinstance(max_output_bytes, bool) or not isinstance(
+            max_output_bytes, (int, np.integer)
+        ):
+            raise ValueError(
+                f"max_output_bytes must be an integer or None, got {max_output_bytes!r}"
+            )
+        budget, what = int(max_output_bytes), f"max_output_bytes={int(max_output_bytes)}"
+    if need > budget:
+        fits = math.isqrt(max(budget, 0) // OUTPUT_BYTES_PER_POINT)
+        raise MemoryError(
+            f"resolution={resolution} needs {need / 2**20:.0f} MiB for the field's outputs, more "
+            f"than {what} ({budget / 2**20:.0f} MiB); the largest resolution that fits is {fits} "
+            "(or pass a larger max_output_bytes)"
+        )
+    return need
+
+
 def _check_chunk_size(chunk_size: int | None, input_numel: int) -> int:
     if chunk_size is None:
         return auto_chunk_size(input_numel)
@@ -591,6 +653,7 @@ def slice_metric_and_volume(jt: torch.Tensor, p: int) -> tuple[torch.Tensor, tor
     return metric, volume
 
 
+@in_eval_mode
 def iter_metric_chunks(
     phi: FeatureFn,
     slice: Slice,
@@ -649,6 +712,7 @@ def iter_metric_chunks(
             yield start, stop, metric.cpu(), volume.cpu(), p
 
 
+@in_eval_mode
 def pullback_metric(
     phi: FeatureFn,
     slice: Slice,
@@ -660,13 +724,15 @@ def pullback_metric(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     method: Literal["auto", "jvp"] = "auto",
+    max_output_bytes: int | None = None,
 ) -> MetricField:
     """The pulled-back metric ``G = (J E)^T (J E) / p`` on a ``resolution`` x ``resolution`` grid.
 
     Parameters
     ----------
     phi : an ``nn.Module`` (its feature map at ``layer``, default the input of the last
-        ``nn.Linear``; the model is put in eval mode) or any callable ``(N, *input_shape) ->
+        ``nn.Linear``, evaluated in eval mode; the model's train/eval mode of every submodule
+        is restored on return) or any callable ``(N, *input_shape) ->
         (N, ...)`` (flattened to (N, p)).
     slice : the :class:`Slice`; ``E = slice.basis``.
     resolution : grid points per axis (>= 2).
@@ -680,6 +746,9 @@ def pullback_metric(
         ``"auto"`` (default): the same recursion written out by hand
         (:func:`chain_directional_derivatives`) when the feature map is a chain of Linear layers
         and elementwise activations in an ``nn.Sequential`` (an MLP), else ``"jvp"``.
+    max_output_bytes : memory budget of the outputs, ``OUTPUT_BYTES_PER_POINT`` (56) bytes per
+        grid point, checked before anything is allocated; default a quarter of the available
+        memory. Over budget: ``MemoryError`` naming the largest resolution that fits.
 
     Returns
     -------
@@ -687,6 +756,7 @@ def pullback_metric(
     indexed ``[i, j] = (v[i], u[j])``.
     """
     res = _check_resolution(resolution)
+    check_output_bytes(res, max_output_bytes)
     total = res * res
     metric = torch.empty(total, 2, 2, dtype=torch.float64)
     volume = torch.empty(total, dtype=torch.float64)
@@ -713,6 +783,7 @@ def pullback_metric(
     )
 
 
+@in_eval_mode
 def pullback_metric_at(
     phi: FeatureFn,
     x: torch.Tensor,
@@ -921,6 +992,7 @@ def boundary_mask(predicted: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+@in_eval_mode
 def decision_field(
     logits_fn_or_model: FeatureFn,
     slice: Slice,
@@ -933,12 +1005,13 @@ def decision_field(
 ) -> DecisionField:
     """Margin, entropy and predicted class of a classifier's outputs on the slice grid.
 
-    ``logits_fn_or_model``: an ``nn.Module`` (its output, in eval mode) or a callable
+    ``logits_fn_or_model``: an ``nn.Module`` (its output, in eval mode; its train/eval
+    modes are restored on return) or a callable
     ``(N, *input_shape) -> (N, C)``.
     """
     res = _check_resolution(resolution)
     if isinstance(logits_fn_or_model, nn.Module):
-        model = logits_fn_or_model.eval()
+        model = logits_fn_or_model
         fn: Callable[[torch.Tensor], torch.Tensor] = model
         dev = module_device(model) if device is None else torch.device(device)
         dt = module_dtype(model) if dtype is None else dtype
@@ -1039,6 +1112,7 @@ def boundary_magnification(
 # --------------------------------------------------------------------------------------------
 
 
+@in_eval_mode
 def effective_volume(
     phi: FeatureFn,
     points: torch.Tensor,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -11,9 +13,13 @@ from torch import nn
 from torch.func import jacrev, vmap
 
 from richviz.geometry import (
+    OUTPUT_BYTES_PER_POINT,
+    OUTPUT_MEMORY_FRACTION,
     MetricField,
     Slice,
+    available_memory,
     boundary_magnification,
+    check_output_bytes,
     decision_field,
     decision_margin,
     effective_volume,
@@ -248,16 +254,23 @@ def test_volume_is_stable_for_nearly_parallel_directions():
 
 
 def test_model_without_linear_needs_a_layer():
-    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
-    s = Slice.plane(*torch.randn(3, 1, 5, 5))
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten()).to(F64)
+    g = torch.Generator().manual_seed(5)
+    s = Slice.plane(*torch.randn(3, 1, 5, 5, generator=g, dtype=F64))
     with pytest.raises(ValueError, match="no nn.Linear"):
         pullback_metric(conv, s, resolution=2)
-    field = pullback_metric(conv, s, resolution=2, layer="logits")
-    assert field.p == 18 and bool((field.volume > 0).all())
+    field = pullback_metric(conv, s, resolution=3, layer="logits")
+    assert field.p == 18
+    ref = jacrev_slice_metric(conv, field.points, s.basis)
+    torch.testing.assert_close(field.metric.reshape(-1, 2, 2), ref, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(
+        field.volume.reshape(-1), torch.linalg.det(ref).sqrt(), rtol=1e-8, atol=1e-14
+    )
 
 
 def test_callable_feature_map_and_points_lazy():
-    w = torch.randn(4, 2, dtype=F64)
+    w = torch.randn(4, 2, generator=torch.Generator().manual_seed(6), dtype=F64)
     field = pullback_metric(
         lambda x: torch.tanh(x @ w.T), Slice.square(torch.zeros(2, dtype=F64), 1.0), 4
     )
@@ -280,13 +293,29 @@ def test_resnet18_plane_slice_runs_on_cpu():
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
-    x0, x1, x2 = torch.randn(3, 3, 32, 32)
+    x0, x1, x2 = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(8))
     s = Slice.plane(x0, x1, x2)
     field = pullback_metric(model, s, resolution=3)  # one chunk of 9 points
     assert field.p == 512
-    assert bool(torch.isfinite(field.volume).all()) and bool((field.volume > 0).all())
+    # reference: central finite differences of the float64 features along e1, e2
+    ref_model = copy.deepcopy(model).double()
+    phi = nn.Sequential(*list(ref_model.children())[:-1], nn.Flatten())  # input of model.fc
+    pts = field.points.double()
+    h = 1e-5
+    e = s.basis.to(F64)
+    with torch.no_grad():
+        je = torch.stack(
+            [(phi(pts + h * e[k]) - phi(pts - h * e[k])) / (2 * h) for k in range(2)], -1
+        )  # (9, 512, 2)
+    ref = je.transpose(1, 2) @ je / 512
+    torch.testing.assert_close(field.metric.reshape(-1, 2, 2), ref, rtol=2e-3, atol=1e-7)
     dec = decision_field(model, s, resolution=3)
-    assert dec.logits.shape == (3, 3, 10) and dec.num_classes == 10
+    with torch.no_grad():
+        logits = model(field.points.float())
+    torch.testing.assert_close(dec.logits.reshape(9, 10), logits, rtol=1e-5, atol=1e-5)
+    top2 = logits.double().topk(2, dim=1).values
+    torch.testing.assert_close(dec.margin.reshape(-1), top2[:, 0] - top2[:, 1])
+    assert dec.num_classes == 10
 
 
 # ---- ellipses ------------------------------------------------------------------------------
@@ -328,7 +357,7 @@ def test_ellipse_axes_follow_eigenvalues(mode):
 
 def test_ellipse_weights_and_global_scale():
     # phi(x) = |x|^2 / 2 * e-ish: metric grows with |x|, so sizes must differ by ellipse
-    w = torch.randn(6, 2, dtype=F64)
+    w = torch.randn(6, 2, generator=torch.Generator().manual_seed(7), dtype=F64)
     field = pullback_metric(
         lambda x: torch.tanh(x @ w.T), Slice.square(torch.zeros(2, dtype=F64), 2.0), 12
     )
@@ -416,7 +445,62 @@ def test_metric_field_is_frozen_dataclass():
     field = pullback_metric(tanh_mlp(), Slice.square([0.0, 0.0], 1.0), 3)
     assert isinstance(field, MetricField)
     assert field.extent == (-1.0, 1.0, -1.0, 1.0)
-    torch.testing.assert_close(field.det, field.volume**2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        field.p = 1
+    # det from the 2x2 metric itself (the volume is formed separately, cancellation-free)
+    torch.testing.assert_close(field.det, torch.linalg.det(field.metric), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("fn", ["pullback_metric", "decision_field", "effective_volume", "at"])
+def test_model_train_eval_modes_are_restored(fn):
+    """Dropout in train mode; one submodule left in eval mode: both come back as they were."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(2, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)
+    ).to(F64)
+    model.train()
+    model[1].eval()
+    before = [m.training for m in model.modules()]
+    s = Slice.square(torch.zeros(2, dtype=F64), 1.0)
+    if fn == "pullback_metric":
+        out = pullback_metric(model, s, resolution=4).metric.reshape(-1, 2, 2)
+        ref_points = s.to_input(s.grid_uv(4), dtype=F64)
+    elif fn == "decision_field":
+        out = decision_field(model, s, resolution=4).logits.reshape(16, 3)
+    elif fn == "effective_volume":
+        out = effective_volume(model, torch.zeros(2, 2, dtype=F64), k=2)[0]
+    else:
+        ref_points = torch.randn(3, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+        out = pullback_metric_at(model, ref_points)
+    assert [m.training for m in model.modules()] == before
+    # and the computation itself ran in eval mode (dropout off): deterministic reference
+    model.eval()
+    if fn == "pullback_metric":
+        ref = jacrev_slice_metric(nn.Sequential(*list(model)[:5]), ref_points, s.basis)
+        torch.testing.assert_close(out, ref)
+    elif fn == "decision_field":
+        with torch.no_grad():
+            torch.testing.assert_close(out, model(s.to_input(s.grid_uv(4), dtype=F64)))
+    elif fn == "at":
+        jac = vmap(jacrev(lambda z: nn.Sequential(*list(model)[:5])(z[None])[0]))(ref_points)
+        torch.testing.assert_close(out, jac.transpose(1, 2) @ jac / 8)
+
+
+def test_output_bytes_are_checked_before_allocating():
+    s = Slice.square([0.0, 0.0], 1.0)
+    budget = OUTPUT_BYTES_PER_POINT * 50 * 50 + 10  # 50 fits, 51 does not
+    with pytest.raises(MemoryError, match="largest resolution that fits is 50"):
+        pullback_metric(tanh_mlp(), s, resolution=51, max_output_bytes=budget)
+    assert pullback_metric(tanh_mlp(), s, resolution=50, max_output_bytes=budget).resolution == 50
+    # default budget: a fraction of the available memory; 10000 x 10000 needs 5.6 GB
+    avail = available_memory()
+    assert avail is None or avail > 0
+    if avail is not None and 56 * 10**8 > OUTPUT_MEMORY_FRACTION * avail:
+        with pytest.raises(MemoryError, match="resolution=10000 needs 5341 MiB") as info:
+            pullback_metric(tanh_mlp(), s, resolution=10000)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="max_output_bytes"):
+        check_output_bytes(10, max_output_bytes="lots")
 
 
 # ---- effective volume ----------------------------------------------------------------------
