@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -324,6 +325,7 @@ def _neural_collapse(
     num_classes: int,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
+    center: str = "global",
 ) -> dict[str, float]:
     """NC1-NC4 from prepared features (n, p), int64 labels (n,), float64 weight (C, p).
 
@@ -338,7 +340,8 @@ def _neural_collapse(
     onehot[labels, torch.arange(n, device=hc.device)] = 1.0
     counts = onehot.sum(dim=1)
     mu = (onehot @ hc) / counts.unsqueeze(1)  # class means (centred coordinates), one GEMM
-    m = mu - mu.mean(dim=0, keepdim=True)  # rows mu_c - mu_G, mu_G = mean of class means
+    # rows mu_c - mu_G: the global mean of all samples is 0 in centred coordinates
+    m = mu if center == "global" else mu - mu.mean(dim=0, keepdim=True)
     out = {k: math.nan for k in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")}
 
     flat = hc.reshape(-1)
@@ -393,14 +396,21 @@ def neural_collapse(
     labels: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
+    center: Literal["global", "class_means"] = "global",
 ) -> dict[str, float]:
     """Neural-collapse statistics NC1-NC4 (Papyan, Han & Donoho 2020); all 0 at full collapse.
 
     ``features`` H (n, p), ``labels`` (n,) integers in 0..C-1, ``weight`` W (C, p) and
-    ``bias`` b (C,) of the classifier; C = ``weight.shape[0]``. With class means mu_c, centre
-    mu_G = the mean of the class means (the global mean when classes are balanced; this choice
-    keeps an ETF an ETF under class imbalance), M = [mu_c - mu_G] (C, p),
-    Sigma_W = within-class covariance (1/n), Sigma_B = M^T M / C:
+    ``bias`` b (C,) of the classifier; C = ``weight.shape[0]``. With class means mu_c and a
+    centre mu_G, M = [mu_c - mu_G] (C, p), Sigma_W = within-class covariance (1/n),
+    Sigma_B = M^T M / C. The centre is
+
+    - ``center="global"`` (default, Papyan et al.): the global mean of all n samples,
+      mu_G = (1/n) sum_i h_i = sum_c (n_c / n) mu_c;
+    - ``center="class_means"``: the unweighted mean of the class means (1/C) sum_c mu_c,
+      which keeps a simplex ETF of class means an ETF under class imbalance.
+
+    Both agree when the classes are balanced. The statistics:
 
     - ``nc1`` = tr(Sigma_W Sigma_B^+) / C >= 0, where Sigma_B^+ keeps directions whose
       between-class singular value is at least ``RANK_RTOL`` of the largest.
@@ -413,6 +423,7 @@ def neural_collapse(
       prediction argmin_c |h - mu_c|, in [0, 1].
 
     NC2 and NC3 are ``nan`` when all class means coincide. Cost O(n p C), float64.
+    ``ValueError`` for another ``center``.
 
     Raises ``ValueError`` (one line naming the argument) for fewer than 2 classes, fewer
     samples than classes, an empty class (labels must cover 0..C-1), labels out of range,
@@ -435,8 +446,10 @@ def neural_collapse(
             raise ValueError(f"bias must have shape ({c},) to match weight, got {tuple(b.shape)}")
         if not bool(torch.isfinite(b).all()):
             raise NonFiniteError("bias contain NaN/inf (diverged checkpoint?)")
+    if center not in ("global", "class_means"):
+        raise ValueError(f"center must be 'global' or 'class_means', got {center!r}")
     y = _check_classes(labels, n, c, h.c.device)
-    return _neural_collapse(h, y, c, w, b)
+    return _neural_collapse(h, y, c, w, b, center)
 
 
 def _check_classes(labels: torch.Tensor, n: int, c: int, device: torch.device) -> torch.Tensor:
