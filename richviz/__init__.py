@@ -6,6 +6,10 @@ widgets; ``richviz.widgets`` is a thin ipywidgets/bqplot shell over it.
 
 import warnings
 
+__all__ = [
+    "__version__",
+]
+
 # torch's own forward-mode AD and torchvision's import call the deprecated torch.jit.script;
 # the FutureWarning is not actionable for richviz users and would clutter every notebook.
 warnings.filterwarnings(

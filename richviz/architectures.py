@@ -20,6 +20,20 @@ from torch.func import functional_call
 
 from richviz import activations
 
+__all__ = [
+    "ARCHITECTURES",
+    "build",
+    "build_model",
+    "Centered",
+    "make_activation",
+    "mlp",
+    "register",
+    "resnet18",
+    "Scale",
+    "small_cnn",
+    "vgg16",
+]
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 
 

@@ -38,6 +38,22 @@ from richviz.devices import best_device, module_device
 from richviz.errors import CheckpointError, DataError
 from richviz.metrics import METRIC_KEYS, checkpoint_metrics
 
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "META_KEYS",
+    "METRICS_CACHE",
+    "METRICS_VERSION",
+    "atomic_save",
+    "atomic_write_json",
+    "Checkpoint",
+    "checkpoint_name",
+    "Run",
+    "RunWriter",
+    "save_checkpoint",
+]
+
 MANIFEST = "run.json"
 METRICS_CACHE = "metrics.json"
 FORMAT = "richviz-run"

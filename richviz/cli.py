@@ -20,6 +20,11 @@ from typing import Any, TextIO
 
 from richviz.errors import RichvizError
 
+__all__ = [
+    "build_parser",
+    "main",
+]
+
 
 def _fmt(v: Any) -> str:
     if v is None:

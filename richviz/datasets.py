@@ -18,6 +18,22 @@ import torch
 
 from richviz.errors import DataError
 
+__all__ = [
+    "LOADERS",
+    "cifar10",
+    "circles",
+    "Dataset",
+    "digits",
+    "image_folder",
+    "load",
+    "modular_addition",
+    "moons",
+    "names",
+    "sinusoid",
+    "spirals",
+    "xor",
+]
+
 LOADERS: dict[str, Callable[..., Dataset]] = {}
 
 

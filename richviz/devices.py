@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import torch
 
+__all__ = [
+    "best_device",
+    "module_device",
+    "module_dtype",
+]
+
 
 def best_device(device: str | torch.device | None = None) -> torch.device:
     """Return ``device`` as a ``torch.device``, or the best available one when it is ``None``.

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "RichvizError",
+]
+
 
 class RichvizError(Exception):
     """Base class for richviz errors that are meant to be shown to a user as one line."""

@@ -47,6 +47,35 @@ from richviz.features import (
     last_linear_name,
 )
 
+__all__ = [
+    "OUTPUT_BYTES_PER_POINT",
+    "OUTPUT_MEMORY_FRACTION",
+    "auto_chunk_size",
+    "available_memory",
+    "boundary_magnification",
+    "boundary_mask",
+    "chain_directional_derivatives",
+    "chain_modules",
+    "check_output_bytes",
+    "decision_field",
+    "decision_margin",
+    "DecisionField",
+    "directional_derivatives",
+    "effective_volume",
+    "ellipse_sites",
+    "FeatureFn",
+    "iter_metric_chunks",
+    "metric_ellipses",
+    "MetricField",
+    "predicted_class",
+    "Progress",
+    "pullback_metric",
+    "pullback_metric_at",
+    "Slice",
+    "slice_metric_and_volume",
+    "softmax_entropy",
+]
+
 Progress = bool | Callable[[int, int], object] | None
 FeatureFn = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 

@@ -26,6 +26,15 @@ from richviz.architectures import build_model
 from richviz.checkpoints import Run, RunWriter, _progress
 from richviz.devices import best_device
 
+__all__ = [
+    "PRESETS",
+    "checkpoint_steps",
+    "Config",
+    "evaluate",
+    "resolve",
+    "train",
+]
+
 
 @dataclass(frozen=True)
 class Config:

@@ -20,6 +20,12 @@ from richviz.widgets.slice_viewer import DEVICES, check_device, error_line, stat
 from richviz.widgets.sources import device_arg, load_model
 from richviz.widgets.tasks import BackgroundWork, Job, Worker
 
+__all__ = [
+    "checkpoint_label",
+    "CheckpointBrowser",
+    "run_name",
+]
+
 
 def _fmt(value: Any, spec: str) -> str:
     try:

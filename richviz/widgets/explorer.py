@@ -12,6 +12,10 @@ from richviz.widgets.browser import CheckpointBrowser, run_name
 from richviz.widgets.metrics_panel import MetricsPanel
 from richviz.widgets.slice_viewer import SliceViewer
 
+__all__ = [
+    "Explorer",
+]
+
 
 class Explorer(widgets.VBox):
     """All three views of a run, linked through ``step`` (and the browser's device choice).

@@ -26,6 +26,16 @@ from richviz.widgets import rendering
 from richviz.widgets.slice_viewer import atomic_write_bytes, error_line, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
+__all__ = [
+    "CHART_MARGIN",
+    "FAMILIES",
+    "MAX_TICKS",
+    "legend_html",
+    "MetricsPanel",
+    "rows_to_csv",
+    "Series",
+]
+
 Series = tuple[tuple[str, str], ...]
 
 #: (title, left-axis series, right-axis series, left scale, right scale); series are

@@ -13,6 +13,29 @@ import zlib
 
 import numpy as np
 
+__all__ = [
+    "CLASS_COLORS",
+    "COLORMAPS",
+    "apply_colormap",
+    "color_limits",
+    "colorbar_rgba",
+    "colormap_stops",
+    "contour_levels",
+    "contour_lines",
+    "encode_png",
+    "field_to_rgba",
+    "format_ticks",
+    "image_extent",
+    "log_ticks",
+    "marching_squares",
+    "nice_ticks",
+    "split_paths",
+    "square_limits",
+    "step_ticks",
+    "tick_format",
+    "upscale",
+]
+
 # Colour stops sampled from matplotlib's viridis and a reversed RdBu (blue = low, red = high).
 COLORMAPS: dict[str, tuple[str, ...]] = {
     "viridis": (

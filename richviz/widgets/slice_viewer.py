@@ -38,6 +38,31 @@ from richviz.widgets import rendering
 from richviz.widgets.sources import ModelSource
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Cancelled, Job, LRUCache, Worker
 
+__all__ = [
+    "COLORBAR_TICKS",
+    "COLORBAR_WIDTH",
+    "DEVICES",
+    "ELLIPSE_MODES",
+    "FIGURE_MARGIN",
+    "FIGURE_SIZE",
+    "FULL_K",
+    "MAX_ELLIPSE_DENSITY",
+    "MAX_POINTS",
+    "MAX_RESOLUTION",
+    "NEAR_BAND",
+    "RESOLUTIONS",
+    "THEORY_MODES",
+    "VOLUME_MODES",
+    "atomic_write_bytes",
+    "check_device",
+    "error_line",
+    "Frame",
+    "slice_points",
+    "SliceViewer",
+    "status_html",
+    "thumbnail_png",
+]
+
 RESOLUTIONS = (16, 32, 48, 64, 96, 128, 192, 256)
 THEORY_MODES = (("off", "off"), ("contours", "contours"), ("trained − theory", "difference"))
 ELLIPSE_MODES = (("stretch", "stretch"), ("unit ball", "unit_ball"))

@@ -18,6 +18,14 @@ from torch import nn
 
 from richviz.errors import DataError
 
+__all__ = [
+    "device_arg",
+    "is_run",
+    "load_model",
+    "ModelSource",
+    "run_lock",
+]
+
 _LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 

@@ -19,6 +19,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+__all__ = [
+    "COMPUTE",
+    "BackgroundWork",
+    "Cancelled",
+    "ComputeLock",
+    "Job",
+    "LRUCache",
+    "Worker",
+]
+
 
 class Cancelled(Exception):
     """Raised inside a job when a newer job has made it stale."""
