@@ -441,3 +441,88 @@ def test_quickstart_renders_in_jupyterlab(
         info = run_notebook_in_lab(base, token, QUICKSTART, artifact_dir, "quickstart")
     print(f"browser test: {info}")
     assert info["figures"] >= 1
+
+
+# ---- HTML injection through a run folder's name
+
+PAYLOAD = '<img src=x onerror="window.__pwned=1">'
+INJECTION_NOTEBOOK = "injection.ipynb"
+INJECTION_CELL = f"""\
+from richviz.train import train
+from richviz.widgets import Explorer
+
+run = train("moons", out={"runs/" + PAYLOAD!r}, steps=30, progress=False)
+Explorer(run, viewer={{"resolution": 24, "coarse_resolution": 12}})
+"""
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    nb = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+             "source": src}
+            for src in cells
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }  # fmt: skip
+    path.write_text(json.dumps(nb))
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.timeout(300)
+def test_run_folder_name_cannot_inject_script(
+    tmp_path: Path, jupyter_data_dir: Path, artifact_dir: Path
+) -> None:
+    """An Explorer on a run folder named like an <img onerror> tag: no script runs, and the
+    name is shown literally (header and browser title). Control: the same tag inserted as
+    HTML by the page does run its handler, so the check can fail."""
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "root"
+    root.mkdir()
+    write_notebook(root / INJECTION_NOTEBOOK, [INJECTION_CELL])
+    console: list[str] = []
+    with jupyterlab(root, jupyter_data_dir, tmp_path / "jupyter") as (base, token):
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1100})
+                page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
+                panel = page.locator(".jp-NotebookPanel").first
+                page.goto(f"{base}/lab/tree/{INJECTION_NOTEBOOK}?reset&token={token}")
+                page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+                panel.wait_for(timeout=60_000)
+                page.evaluate(RUN_ALL_JS, INJECTION_NOTEBOOK)
+                page.wait_for_function(
+                    "() => window.__richvizRun && window.__richvizRun.done",
+                    timeout=RUN_ALL_S * 1000,
+                )
+                assert page.evaluate("() => window.__richvizRun")["ok"] is True
+                header = f"richviz · {PAYLOAD}"
+                deadline = time.monotonic() + RENDER_S
+                while header not in panel.inner_text():
+                    assert not output_errors(panel.inner_text()), panel.inner_text()[-2000:]
+                    assert time.monotonic() < deadline, "the Explorer header never appeared"
+                    page.wait_for_timeout(1000)
+                page.wait_for_timeout(SETTLE_S * 1000)  # images load (and fail) meanwhile
+                text = panel.inner_text()
+                page.screenshot(path=str(artifact_dir / "injection-page.png"), full_page=True)
+                assert page.evaluate("() => typeof window.__pwned") == "undefined"
+                assert text.count(PAYLOAD) >= 2, text[-2000:]  # header and browser title
+                assert page.locator(".jp-NotebookPanel img[src='x']").count() == 0
+                # control: the payload as real HTML runs its handler in this browser
+                page.evaluate(
+                    "(p) => { const d = document.createElement('div'); d.innerHTML = p;"
+                    " document.body.appendChild(d); }",
+                    PAYLOAD,
+                )
+                page.wait_for_function("() => window.__pwned === 1", timeout=10_000)
+            finally:
+                (artifact_dir / "injection-console.log").write_text("\n".join(console) + "\n")
+                browser.close()
