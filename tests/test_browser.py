@@ -507,6 +507,8 @@ def test_run_folder_name_cannot_inject_script(
                 header = f"richviz · {PAYLOAD}"
                 deadline = time.monotonic() + RENDER_S
                 while header not in panel.inner_text():
+                    pwned = page.evaluate("() => typeof window.__pwned")
+                    assert pwned == "undefined", "the run folder's name ran a script"
                     assert not output_errors(panel.inner_text()), panel.inner_text()[-2000:]
                     assert time.monotonic() < deadline, "the Explorer header never appeared"
                     page.wait_for_timeout(1000)
