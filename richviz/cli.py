@@ -3,7 +3,7 @@
     richviz presets
     richviz train PRESET --out DIR [--steps N] [--alpha A] [--seed S] [--device D]
     richviz info RUN
-    richviz metrics RUN [--csv] [--layer NAME]
+    richviz metrics RUN [--csv] [--layer NAME] [--outputs last_linear|learned]
 
 Errors are printed as one line on stderr with a non-zero exit status, never a traceback.
 """
@@ -108,6 +108,8 @@ _TABLE_KEYS = (
     "train_acc",
     "test_acc",
     "d_lr",
+    "confinement",
+    "isotropy",
     "nc1",
     "cka_init",
     "param_dist_sq",
@@ -120,13 +122,15 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     from richviz.checkpoints import Run
 
     run = Run.open(args.run)
-    rows = run.metrics(progress=not args.quiet, layer=args.layer)
+    rows = run.metrics(progress=not args.quiet, layer=args.layer, outputs=args.outputs)
     if not rows:
         raise RichvizError(f"{run.path}: no readable checkpoints")
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    keys = [k for k in keys if k != "error"] + ["error"]
+    keys = [k for k in keys if k not in ("error", "note")] + ["error"]
+    if any(r.get("note") for r in rows):
+        keys.append("note")
     if args.csv:
         w = csv.DictWriter(sys.stdout, fieldnames=keys, lineterminator="\n")
         w.writeheader()
@@ -138,6 +142,12 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
         for r in rows:
             if r.get("error"):
                 print(f"step {r['step']}: {r['error']}")
+            elif r.get("note"):
+                print(f"step {r['step']}: {r['note']}")
+        print(
+            "1 - d_lr = confinement x isotropy (share of the feature kernel inside the outputs' "
+            "span x its evenness there); compare with step 0 and with sibling runs"
+        )
     return 0
 
 
@@ -167,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("run", help="run folder")
     m.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     m.add_argument("--layer", default=None, help="feature layer (default: input of last Linear)")
+    m.add_argument(
+        "--outputs",
+        choices=("last_linear", "learned"),
+        default="last_linear",
+        help="D_LR against the last Linear's own output (default) or, for alpha-scaled runs, "
+        "the learned function alpha*(f - f0) (undefined at step 0)",
+    )
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_cmd_metrics)
     return p
