@@ -1,7 +1,8 @@
 """``richviz`` command line: train presets, inspect runs, fill the metrics cache.
 
     richviz presets
-    richviz train PRESET --out DIR [--steps N] [--alpha A] [--seed S] [--device D]
+    richviz train PRESET --out DIR [--steps N] [--alpha A] [--lr LR] [--train-fraction F]
+                  [--label-noise F] [--cap-lr] [--seed S] [--device D]
     richviz info RUN
     richviz metrics RUN [--csv] [--layer NAME] [--outputs last_linear|learned]
 
@@ -50,16 +51,29 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from richviz.train import train
 
-    run = train(
-        args.preset,
-        args.out,
-        steps=args.steps,
-        alpha=args.alpha,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.quiet,
-        data_root=args.data_root,
-    )
+    from richviz.train import CatapultWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CatapultWarning)
+        run = train(
+            args.preset,
+            args.out,
+            steps=args.steps,
+            alpha=args.alpha,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.quiet,
+            data_root=args.data_root,
+            lr=args.lr,
+            train_fraction=args.train_fraction,
+            label_noise=args.label_noise,
+            cap_lr=args.cap_lr,
+        )
+    for w in caught:
+        if issubclass(w.category, CatapultWarning):
+            print(f"richviz train: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     last = run.checkpoints[-1]
     print(
         f"wrote {len(run.checkpoints)} checkpoints to {run.path} "
@@ -163,6 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="output folder for the run")
     t.add_argument("--steps", type=int, default=None, help="number of optimizer steps")
     t.add_argument("--alpha", type=float, default=None, help="output scale (large = lazy)")
+    t.add_argument(
+        "--lr", type=float, default=None, help="learning rate (before the alpha scaling)"
+    )
+    t.add_argument(
+        "--train-fraction", type=float, default=None, help="keep this fraction of the train set"
+    )
+    t.add_argument(
+        "--label-noise", type=float, default=None, help="fraction of train labels flipped"
+    )
+    t.add_argument(
+        "--cap-lr",
+        action="store_true",
+        help="alpha-scaled SGD: cap the step at the measured stability bound instead of warning",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
     t.add_argument("--data-root", default=None, help="folder of image data (CIFAR-10)")
