@@ -49,9 +49,7 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from richviz.train import train
-
-    from richviz.train import CatapultWarning
+    from richviz.train import CatapultWarning, train
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CatapultWarning)
