@@ -336,6 +336,9 @@ def sharpness(
     return lam
 
 
+SHARPNESS_SAMPLES = 1024
+"""Training samples (a fixed subset) on which the stability check measures the sharpness."""
+
 CATAPULT_RTOL = 1e-3
 """A full-batch SGD step that raises the loss by more than this (relative) is a catapult."""
 
@@ -353,7 +356,7 @@ def _catapult(
     cap_lr: bool,
 ) -> float:
     """Warn about (or, with ``cap_lr``, cap the step after) a loss rise; return the new lr."""
-    lam = sharpness(model, cfg.loss, *_subset(x, y, cfg.eval_limit))
+    lam = sharpness(model, cfg.loss, *_subset(x, y, SHARPNESS_SAMPLES))
     stable = 2.0 * (1.0 + cfg.momentum) / lam if lam > 0 else math.inf
     if cap_lr and lr > stable:
         lr = 0.9 * stable
@@ -417,7 +420,7 @@ def train(
     Stability: for an alpha-scaled SGD run the step lr / alpha^2 grows without bound as alpha
     shrinks, while the loss sharpness at initialisation does not shrink as fast (its
     alpha * residual * Hessian-of-f part scales as alpha, not alpha^2). The trainer measures
-    lambda_max at step 0 (:func:`sharpness`, on up to ``eval_limit`` training samples) and
+    lambda_max at step 0 (:func:`sharpness`, on up to ``SHARPNESS_SAMPLES`` training samples) and
     issues a :class:`CatapultWarning` when lr_eff lambda_max > 2 (1 + momentum); with
     ``cap_lr`` it lowers lr_eff to 0.9 of that bound instead. Both numbers go into the
     manifest (``hparams.sharpness_init``, ``hparams.stable_lr``).
@@ -455,7 +458,7 @@ def train(
     lr = cfg.effective_lr
     lam = stable = math.nan
     if cfg.alpha is not None and cfg.optimizer == "sgd":
-        lam = sharpness(model, cfg.loss, *_subset(x_tr, y_tr, cfg.eval_limit))
+        lam = sharpness(model, cfg.loss, *_subset(x_tr, y_tr, SHARPNESS_SAMPLES))
         stable = 2.0 * (1.0 + cfg.momentum) / lam if lam > 0 else math.inf
         if lr > stable:
             if cap_lr:
