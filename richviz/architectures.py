@@ -115,18 +115,32 @@ def mlp(
 
 @register("small_cnn")
 def small_cnn(
-    in_channels: int = 1, num_classes: int = 10, width: int = 16, image_size: int = 8
+    in_channels: int = 1,
+    num_classes: int = 10,
+    width: int = 16,
+    image_size: int = 8,
+    batch_norm: bool = False,
 ) -> nn.Sequential:
-    """Two 3x3 conv + ReLU blocks (the second pools by 2), a hidden Linear and a readout."""
+    """Two 3x3 conv + ReLU blocks (the second pools by 2), a hidden Linear and a readout.
+
+    ``batch_norm``: a BatchNorm after each conv and after the hidden Linear (before each ReLU).
+    """
     pooled = image_size // 2
+
+    def norm(kind: type[nn.Module], channels: int) -> list[nn.Module]:
+        return [kind(channels)] if batch_norm else []
+
     return nn.Sequential(
         nn.Conv2d(in_channels, width, 3, padding=1),
+        *norm(nn.BatchNorm2d, width),
         nn.ReLU(),
         nn.Conv2d(width, 2 * width, 3, padding=1),
+        *norm(nn.BatchNorm2d, 2 * width),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
         nn.Linear(2 * width * pooled * pooled, 64),
+        *norm(nn.BatchNorm1d, 64),
         nn.ReLU(),
         nn.Linear(64, num_classes),
     )

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import pickletools
 import re
@@ -36,7 +37,7 @@ from torch import nn
 from richviz import datasets
 from richviz.devices import best_device, module_device
 from richviz.errors import CheckpointError, DataError
-from richviz.metrics import METRIC_KEYS, checkpoint_metrics
+from richviz.metrics import METRIC_KEYS, OUTPUTS, checkpoint_metrics
 
 __all__ = [
     "FORMAT",
@@ -58,7 +59,7 @@ MANIFEST = "run.json"
 METRICS_CACHE = "metrics.json"
 FORMAT = "richviz-run"
 FORMAT_VERSION = 1
-METRICS_VERSION = 1
+METRICS_VERSION = 2  # 2: confinement, isotropy; the outputs option in the key
 META_KEYS = ("step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time")
 _SUFFIXES = (".pt", ".pth")
 _NAN = float("nan")
@@ -551,6 +552,7 @@ class Run:
         progress: bool | Callable[[int, int], None] | None = True,
         layer: str | None = None,
         probe_size: int = 1000,
+        outputs: str = "last_linear",
     ) -> list[dict[str, Any]]:
         """One row of metrics per readable checkpoint, cached in ``metrics.json`` beside the run.
 
@@ -558,9 +560,17 @@ class Run:
         key of :func:`richviz.metrics.checkpoint_metrics` (init model = the first checkpoint),
         ``boundary_magnification`` for 2-D inputs, and ``error`` (None, or why the row is NaN).
         A cached row is reused while the checkpoint file (size, mtime), the init checkpoint, the
-        layer and the probe set are unchanged. ``progress``: True (tqdm bar), False, or a
-        callable ``(done, total)``.
+        layer, the ``outputs`` choice and the probe set are unchanged. ``progress``: True (tqdm
+        bar), False, or a callable ``(done, total)``.
+
+        ``outputs``: what D_LR, confinement and isotropy measure the features against, as in
+        :func:`richviz.metrics.checkpoint_metrics`: ``"last_linear"`` (the last Linear's own
+        output; for an alpha-scaled run at large alpha this stays at its initial value) or
+        ``"learned"`` (alpha * (f - f0); undefined at step 0, where the row's ``note`` says
+        why the three are NaN).
         """
+        if outputs not in OUTPUTS:
+            raise ValueError(f"outputs={outputs!r} must be one of {', '.join(OUTPUTS)}")
         x, y = self.probe(probe_size)
         probe_key = _tensor_hash(x, y)
         layer_key = layer or "penultimate"
@@ -577,6 +587,7 @@ class Run:
                 "init": init_fp,
                 "layer": layer_key,
                 "probe": probe_key,
+                "outputs": outputs,
                 "version": METRICS_VERSION,
             }
 
@@ -586,7 +597,7 @@ class Run:
         init_model = self._safe_load(init)[0] if todo and init is not None else None
         try:
             for done, c in enumerate(todo, 1):
-                row = self._metrics_row(c, x, y, init_model, layer)
+                row = self._metrics_row(c, x, y, init_model, layer, outputs)
                 entries[str(c.step)] = {"key": key(c), "row": row}
                 self._write_cache(cache_path, cache)
                 report(done)
@@ -616,6 +627,7 @@ class Run:
         y: torch.Tensor,
         init_model: nn.Module | None,
         layer: str | None,
+        outputs: str = "last_linear",
     ) -> dict[str, Any]:
         row: dict[str, Any] = {"step": c.step}
         row.update({k: _NAN for k in METRIC_KEYS})
@@ -633,9 +645,19 @@ class Run:
             dev = module_device(model)
             with torch.no_grad():
                 values = checkpoint_metrics(
-                    model, x.to(dev), y.to(dev), init_model=init_model, layer=layer
+                    model,
+                    x.to(dev),
+                    y.to(dev),
+                    init_model=init_model,
+                    layer=layer,
+                    outputs=outputs,
                 )
             row.update({k: _float(v) for k, v in values.items()})
+            if outputs == "learned" and math.isnan(row["d_lr"]):
+                row["note"] = (
+                    "the learned function alpha*(f - f0) is constant on the probe set (zero at "
+                    "step 0): D_LR, confinement and isotropy are undefined (NaN)"
+                )
             if two_d:
                 row["boundary_magnification"] = _boundary_magnification(model, x)
             row["error"] = None

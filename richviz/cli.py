@@ -1,9 +1,10 @@
 """``richviz`` command line: train presets, inspect runs, fill the metrics cache.
 
     richviz presets
-    richviz train PRESET --out DIR [--steps N] [--alpha A] [--seed S] [--device D]
+    richviz train PRESET --out DIR [--steps N] [--alpha A] [--lr LR] [--train-fraction F]
+                  [--label-noise F] [--cap-lr] [--seed S] [--device D]
     richviz info RUN
-    richviz metrics RUN [--csv] [--layer NAME]
+    richviz metrics RUN [--csv] [--layer NAME] [--outputs last_linear|learned]
 
 Errors are printed as one line on stderr with a non-zero exit status, never a traceback.
 """
@@ -53,18 +54,29 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from richviz.train import train
+    from richviz.train import CatapultWarning, train
 
-    run = train(
-        args.preset,
-        args.out,
-        steps=args.steps,
-        alpha=args.alpha,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.quiet,
-        data_root=args.data_root,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CatapultWarning)
+        run = train(
+            args.preset,
+            args.out,
+            steps=args.steps,
+            alpha=args.alpha,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.quiet,
+            data_root=args.data_root,
+            lr=args.lr,
+            train_fraction=args.train_fraction,
+            label_noise=args.label_noise,
+            cap_lr=args.cap_lr,
+        )
+    for w in caught:
+        if issubclass(w.category, CatapultWarning):
+            print(f"richviz train: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     last = run.checkpoints[-1]
     print(
         f"wrote {len(run.checkpoints)} checkpoints to {run.path} "
@@ -113,6 +125,8 @@ _TABLE_KEYS = (
     "train_acc",
     "test_acc",
     "d_lr",
+    "confinement",
+    "isotropy",
     "nc1",
     "cka_init",
     "param_dist_sq",
@@ -125,13 +139,15 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     from richviz.checkpoints import Run
 
     run = Run.open(args.run)
-    rows = run.metrics(progress=not args.quiet, layer=args.layer)
+    rows = run.metrics(progress=not args.quiet, layer=args.layer, outputs=args.outputs)
     if not rows:
         raise RichvizError(f"{run.path}: no readable checkpoints")
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    keys = [k for k in keys if k != "error"] + ["error"]
+    keys = [k for k in keys if k not in ("error", "note")] + ["error"]
+    if any(r.get("note") for r in rows):
+        keys.append("note")
     if args.csv:
         w = csv.DictWriter(sys.stdout, fieldnames=keys, lineterminator="\n")
         w.writeheader()
@@ -143,6 +159,12 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
         for r in rows:
             if r.get("error"):
                 print(f"step {r['step']}: {r['error']}")
+            elif r.get("note"):
+                print(f"step {r['step']}: {r['note']}")
+        print(
+            "1 - d_lr = confinement x isotropy (share of the feature kernel inside the outputs' "
+            "span x its evenness there); compare with step 0 and with sibling runs"
+        )
     return 0
 
 
@@ -158,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="output folder for the run")
     t.add_argument("--steps", type=int, default=None, help="number of optimizer steps")
     t.add_argument("--alpha", type=float, default=None, help="output scale (large = lazy)")
+    t.add_argument(
+        "--lr", type=float, default=None, help="learning rate (before the alpha scaling)"
+    )
+    t.add_argument(
+        "--train-fraction", type=float, default=None, help="keep this fraction of the train set"
+    )
+    t.add_argument(
+        "--label-noise", type=float, default=None, help="fraction of train labels flipped"
+    )
+    t.add_argument(
+        "--cap-lr",
+        action="store_true",
+        help="alpha-scaled SGD: cap the step at the measured stability bound instead of warning",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
     t.add_argument("--data-root", default=None, help="folder of image data (CIFAR-10)")
@@ -172,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("run", help="run folder")
     m.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     m.add_argument("--layer", default=None, help="feature layer (default: input of last Linear)")
+    m.add_argument(
+        "--outputs",
+        choices=("last_linear", "learned"),
+        default="last_linear",
+        help="D_LR against the last Linear's own output (default) or, for alpha-scaled runs, "
+        "the learned function alpha*(f - f0) (undefined at step 0)",
+    )
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_cmd_metrics)
     return p

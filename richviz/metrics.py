@@ -35,6 +35,9 @@ from richviz.features import PENULTIMATE, features_and_outputs, last_linear_name
 __all__ = [
     "NonFiniteError",
     "FeatureSpectrum",
+    "Richness",
+    "richness",
+    "OUTPUTS",
     "RANK_RTOL",
     "d_lr",
     "neural_collapse",
@@ -62,6 +65,8 @@ utilisation curves."""
 
 METRIC_KEYS = (
     "d_lr",
+    "confinement",
+    "isotropy",
     "nc1",
     "nc2_equinorm",
     "nc2_equiangular",
@@ -74,6 +79,9 @@ METRIC_KEYS = (
     "probe_acc",
 )
 """Keys of :func:`checkpoint_metrics`, in display order."""
+
+OUTPUTS = ("last_linear", "learned")
+"""Choices of ``outputs`` in :func:`checkpoint_metrics`: the function D_LR is measured against."""
 
 
 class NonFiniteError(RichvizError, ValueError):
@@ -224,20 +232,54 @@ def _cross_sq(a: torch.Tensor, b: torch.Tensor) -> float:
         return float(((a @ a.T).double() * (b @ b.T).double()).sum())
 
 
-def _d_lr_core(phi: _Centred, f: _Centred) -> float:
-    """D_LR from prepared features (n, p) and outputs (n, C); nan if either is constant."""
+@dataclass(frozen=True)
+class Richness:
+    """D_LR and its two factors (see :func:`richness`); ``1 - d_lr = confinement * isotropy``.
+
+    Attributes
+    ----------
+    d_lr : float in [0, 1], exactly :func:`d_lr`.
+    confinement : float in [0, 1], |P K P|_F / |K|_F (share of the feature kernel inside the
+        span of the outputs).
+    isotropy : float in [0, 1], tr A / (sqrt(r) |A|_F) (evenness over the r output directions).
+    rank : int, r = rank of the centred outputs (0 when undefined).
+    """
+
+    d_lr: float
+    confinement: float
+    isotropy: float
+    rank: int
+
+
+_NAN_RICHNESS = Richness(math.nan, math.nan, math.nan, 0)
+
+
+def _richness_core(phi: _Centred, f: _Centred) -> Richness:
+    """D_LR, confinement and isotropy from prepared features (n, p) and outputs (n, C)."""
     if phi.constant or f.constant:
-        return math.nan
+        return _NAN_RICHNESS
     gram_norm = phi.gram_norm
     if not (0.0 < gram_norm < math.inf):
-        return math.nan
+        return _NAN_RICHNESS
     u, s, _ = torch.linalg.svd(f.c / f.scale, full_matrices=False)
     r = int((s > RANK_RTOL * s[0]).sum())
     if r == 0:
-        return math.nan
-    aligned = float(((u[:, :r].T @ phi.c) / phi.scale).square().sum())
+        return _NAN_RICHNESS
+    b = (u[:, :r].T @ phi.c) / phi.scale  # Q^T Phic (r, p), float64, in units of the Gram
+    gram_b = b @ b.T if b.shape[0] <= b.shape[1] else b.T @ b  # same Frobenius norm as A
+    aligned = float(b.square().sum())  # tr A = |Q^T Phic|_F^2
+    a_norm = float(torch.linalg.matrix_norm(gram_b))  # |A|_F = |Phic^T Q Q^T Phic|_F
     cka = aligned / (gram_norm * math.sqrt(r))
-    return 1.0 - min(max(cka, 0.0), 1.0)
+    confinement = min(max(a_norm / gram_norm, 0.0), 1.0)
+    isotropy = math.nan  # A = 0 up to rounding: no feature energy inside the span to spread
+    if a_norm > _CONST_RTOL * gram_norm:
+        isotropy = min(max(aligned / (math.sqrt(r) * a_norm), 0.0), 1.0)
+    return Richness(1.0 - min(max(cka, 0.0), 1.0), confinement, isotropy, r)
+
+
+def _d_lr_core(phi: _Centred, f: _Centred) -> float:
+    """D_LR from prepared features (n, p) and outputs (n, C); nan if either is constant."""
+    return _richness_core(phi, f).d_lr
 
 
 def _cka_core(a: _Centred, b: _Centred) -> float:
@@ -288,6 +330,49 @@ def d_lr(features: torch.Tensor, outputs: torch.Tensor) -> float:
     """
     phi = _prepare("features", features)
     return _d_lr_core(phi, _prepare("outputs", outputs, rows=phi.c.shape[0]))
+
+
+def richness(features: torch.Tensor, outputs: torch.Tensor) -> Richness:
+    """D_LR with its two factors, confinement and isotropy: ``1 - D_LR = confinement * isotropy``.
+
+    ``features`` Phi (n, p), ``outputs`` F (n, C), as in :func:`d_lr` (same centring, rank
+    rule and precision; one SVD of Fc and one Gram of Phic, nothing extra). With Q (n, r) an
+    orthonormal basis of the columns of Fc, P = Q Q^T, the feature kernel K = Phic Phic^T and
+    the r x r matrix A = (Q^T Phic)(Q^T Phic)^T = Q^T K Q:
+
+    - |Q^T Phic|_F^2 = tr A, and |Phic^T Phic|_F = |K|_F, so CKA = tr A / (|K|_F sqrt(r));
+    - |P K P|_F = |Q A Q^T|_F = |A|_F, hence the exact factorisation
+
+          1 - D_LR = CKA = (|A|_F / |K|_F) * (tr A / (sqrt(r) |A|_F))
+                         =   confinement   *      isotropy.
+
+    **confinement** = |P K P|_F / |K|_F in [0, 1] (P K P <= K in the PSD order, so its
+    eigenvalues, and its Frobenius norm, are at most K's): the share of the feature kernel
+    that lies inside the span of the outputs; its square is the share of |K|_F^2. It is 1 when
+    every feature direction is a direction the outputs use, 0 when the features are orthogonal
+    to the outputs. It stays low when the features carry much variance the outputs ignore,
+    which is what a lazy run looks like: its kernel is still the random one at initialisation.
+
+    **isotropy** = tr A / (sqrt(r) |A|_F) = sqrt(PR(A) / r) in [0, 1], with PR(A) =
+    (tr A)^2 / |A|_F^2 the participation ratio of A's eigenvalues a_1..a_r (Cauchy-Schwarz).
+    It is 1 when the kernel inside the output span is isotropic (A a multiple of I_r), and
+    sqrt(k / r) when it spreads evenly over only k of the r directions. It is low when the
+    features are more compressed than the outputs (effective rank below r, e.g. below C - 1
+    class directions) even if the features are fully confined.
+
+    Both factors are invariant to rotations, isotropic scaling and translation of the
+    features, and to invertible linear mixing of the outputs (they depend on span(Fc) only).
+    D_LR is low (rich) only when both are near 1; a rising D_LR tells which one fell.
+
+    Returns a :class:`Richness` (``d_lr``, ``confinement``, ``isotropy``, ``rank`` r). All
+    ``nan`` (rank 0) when :func:`d_lr` is ``nan``; ``isotropy`` is ``nan`` when A = 0 (the
+    features are orthogonal to the outputs, confinement below 1e-12: D_LR 1; nothing to
+    spread). The
+    identity holds to rounding (~1e-15 for float64 features) whenever isotropy is defined.
+    Raises as :func:`d_lr`.
+    """
+    phi = _prepare("features", features)
+    return _richness_core(phi, _prepare("outputs", outputs, rows=phi.c.shape[0]))
 
 
 def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -650,6 +735,7 @@ def checkpoint_metrics(
     init_model: nn.Module | None = None,
     layer: str | None = None,
     batch_size: int = 1024,
+    outputs: str = "last_linear",
 ) -> dict[str, float]:
     """All metrics-panel numbers for one checkpoint, from one forward pass over the probe set.
 
@@ -660,7 +746,19 @@ def checkpoint_metrics(
     :func:`richviz.features.features_and_outputs` (default: input of the last ``nn.Linear``).
     The forward runs in chunks of ``batch_size`` on the model's device.
 
-    Returns a dict with keys :data:`METRIC_KEYS`: ``d_lr`` (features vs last-Linear outputs),
+    ``outputs``: the function F that ``d_lr``, ``confinement`` and ``isotropy`` measure the
+    features against. ``"last_linear"`` (default): the last ``nn.Linear``'s own output
+    f = Phi W^T + b, always defined. For an alpha-scaled model
+    (:class:`richviz.architectures.Centered`, output alpha * (f - f0)) this is the inner f,
+    not the scaled difference: at large alpha f hardly moves, so D_LR stays at its value at
+    initialisation (the lazy reading). ``"learned"``: the learned function, i.e. the model's
+    own output alpha * (f - f0) for a ``Centered`` model, and f - f0 (model output minus
+    ``init_model``'s, taken from the forward pass ``cka_init`` already needs) for a plain
+    model, which then requires ``init_model``. It is identically zero at initialisation, so
+    the three richness numbers are ``nan`` there (outputs without variation).
+
+    Returns a dict with keys :data:`METRIC_KEYS`: ``d_lr``, ``confinement``, ``isotropy``
+    (:func:`richness` of the features vs ``outputs``),
     ``nc1``, ``nc2_equinorm``, ``nc2_equiangular``, ``nc3``, ``nc4`` (classifier = the last
     ``nn.Linear``'s weight and bias; C = its rows), ``cka_init`` (:func:`similarity_to_init`),
     ``param_norm_sq``, ``param_dist_sq`` (over ``named_parameters``), ``effective_rank`` (of
@@ -683,6 +781,14 @@ def checkpoint_metrics(
         raise ValueError("x must be a tensor (n, *input_shape) with at least 2 inputs")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if outputs not in OUTPUTS:
+        raise ValueError(f"outputs={outputs!r} must be one of {', '.join(OUTPUTS)}")
+    centred = _is_centered(model)
+    if outputs == "learned" and not centred and init_model is None:
+        raise ValueError(
+            "outputs='learned' needs init_model (f - f0) for a model that is not alpha-scaled "
+            "(richviz.architectures.Centered)"
+        )
     y = torch.as_tensor(y)
     if y.ndim == 2:
         y = y.argmax(dim=1)
@@ -701,9 +807,11 @@ def checkpoint_metrics(
     try:
         with torch.no_grad():
             feats, lin_out, model_out = _forward_all(model, x, layer, batch_size)
-            init_feats = None
+            init_feats = init_out = None
             if init_model is not None:
-                init_feats = _forward_all(init_model, x, layer, batch_size)[0]
+                init_feats, _, init_out = _forward_all(init_model, x, layer, batch_size)
+            if outputs == "learned":
+                lin_out = _learned_outputs(model_out, None if centred else init_out)
             params = dict(model.named_parameters())
             init_params = None if init_model is None else dict(init_model.named_parameters())
             out.update(parameter_norms(params, init_params))
@@ -712,6 +820,23 @@ def checkpoint_metrics(
         for m, training in modes.items():
             m.train(training)
     return out
+
+
+def _is_centered(model: nn.Module) -> bool:
+    from richviz.architectures import Centered  # not at import time: keeps metrics light
+
+    return isinstance(model, Centered)
+
+
+def _learned_outputs(model_out: torch.Tensor | None, init_out: torch.Tensor | None) -> torch.Tensor:
+    """The learned function: the model output (Centered) or model minus init output, (n, C)."""
+    if not isinstance(model_out, torch.Tensor) or model_out.ndim != 2:
+        raise ValueError("outputs='learned' needs a model whose output is an (n, C) tensor")
+    if init_out is None:
+        return model_out
+    if not isinstance(init_out, torch.Tensor) or init_out.shape != model_out.shape:
+        raise ValueError("outputs='learned': init_model's output must have the model's shape")
+    return model_out.double() - init_out.to(model_out.device).double()
 
 
 def _feature_metrics(
@@ -736,7 +861,8 @@ def _feature_metrics(
         f = _prepare("outputs", lin_out, rows=n)
     except NonFiniteError:
         return  # diverged checkpoint: feature metrics stay nan
-    out["d_lr"] = _d_lr_core(phi, f)
+    rich = _richness_core(phi, f)
+    out["d_lr"], out["confinement"], out["isotropy"] = rich.d_lr, rich.confinement, rich.isotropy
     if not phi.constant:
         out["effective_rank"] = _effective_rank(torch.linalg.eigvalsh(phi.gram / n).clamp_min(0.0))
 

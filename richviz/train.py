@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,8 @@ class Config:
     checkpoints: int = 30
     eval_limit: int | None = 2000
     description: str = ""
+    train_fraction: float = 1.0
+    label_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in ("ce", "mse"):
@@ -71,6 +74,10 @@ class Config:
             raise ValueError(f"batch_size={self.batch_size} must be positive or None")
         if self.checkpoints < 2:
             raise ValueError(f"checkpoints={self.checkpoints} must be at least 2")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction={self.train_fraction} must lie in (0, 1]")
+        if not 0 <= self.label_noise < 1:
+            raise ValueError(f"label_noise={self.label_noise} must lie in [0, 1)")
 
     @property
     def effective_lr(self) -> float:
@@ -98,6 +105,8 @@ def _toy(
 _SINUSOID = {"activation": "sigmoid", "init": "normal"}
 _DIGITS_MLP = {"in_features": 64, "hidden": [256, 256], "out_features": 10, "activation": "tanh"}
 _MOD_MLP = {"in_features": 46, "hidden": [128, 128], "out_features": 23, "activation": "relu"}
+_DIGITS_CNN = {"in_channels": 1, "num_classes": 10, "width": 16, "image_size": 8}
+_DIGITS_CNN_SGD = {"lr": 0.05, "momentum": 0.9, "batch_size": 128, "steps": 1000}
 _CIFAR = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}
 
 PRESETS: dict[str, Config] = {
@@ -146,12 +155,46 @@ PRESETS: dict[str, Config] = {
     "digits_cnn": Config(
         data="digits",
         arch="small_cnn",
-        arch_kwargs={"in_channels": 1, "num_classes": 10, "width": 16, "image_size": 8},
-        lr=0.05,
-        momentum=0.9,
-        batch_size=128,
-        steps=1000,
+        arch_kwargs=_DIGITS_CNN,
         description="8x8 digits, small CNN (2 conv + 2 linear), CE, SGD momentum",
+        **_DIGITS_CNN_SGD,
+    ),
+    "digits_cnn_bn": Config(
+        data="digits",
+        arch="small_cnn",
+        arch_kwargs={**_DIGITS_CNN, "batch_norm": True},
+        description="as 'digits_cnn' with BatchNorm after each conv and the hidden Linear",
+        **_DIGITS_CNN_SGD,
+    ),
+    "digits_cnn_lr_low": Config(
+        data="digits",
+        arch="small_cnn",
+        arch_kwargs=_DIGITS_CNN,
+        description="as 'digits_cnn' with a 10x smaller learning rate (0.005)",
+        **{**_DIGITS_CNN_SGD, "lr": 0.005},
+    ),
+    "digits_cnn_lr_high": Config(
+        data="digits",
+        arch="small_cnn",
+        arch_kwargs=_DIGITS_CNN,
+        description="as 'digits_cnn' with a 4x larger learning rate (0.2)",
+        **{**_DIGITS_CNN_SGD, "lr": 0.2},
+    ),
+    "digits_cnn_small_data": Config(
+        data="digits",
+        arch="small_cnn",
+        arch_kwargs=_DIGITS_CNN,
+        train_fraction=0.1,
+        description="as 'digits_cnn' on 10% of the training images (a seed-fixed subset)",
+        **_DIGITS_CNN_SGD,
+    ),
+    "digits_cnn_label_noise": Config(
+        data="digits",
+        arch="small_cnn",
+        arch_kwargs=_DIGITS_CNN,
+        label_noise=0.2,
+        description="as 'digits_cnn' with 20% of the training labels flipped (seed-fixed)",
+        **_DIGITS_CNN_SGD,
     ),
     "modular_addition": Config(
         data="modular_addition",
@@ -238,6 +281,109 @@ def evaluate(
     return total_loss / len(x), correct / len(x)
 
 
+class CatapultWarning(UserWarning):
+    """The SGD step exceeds the stable bound 2 (1 + momentum) / lambda_max at initialisation."""
+
+
+def train_subset(n: int, fraction: float, seed: int) -> torch.Tensor:
+    """Indices of the round(fraction * n) (at least 1) training samples kept, fixed by ``seed``."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"train_fraction={fraction} must lie in (0, 1]")
+    k = max(1, int(round(fraction * n)))
+    if k >= n:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(10007 + seed)
+    return torch.randperm(n, generator=gen)[:k].sort().values
+
+
+def flip_labels(y: torch.Tensor, fraction: float, num_classes: int, seed: int) -> torch.Tensor:
+    """A copy of ``y`` with exactly round(fraction * n) labels moved to another class.
+
+    The flipped samples and their new classes (uniform over the other C - 1) are fixed by
+    ``seed``; ``fraction`` = 0 returns an unchanged copy.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"label_noise={fraction} must lie in [0, 1)")
+    y = y.clone()
+    k = int(round(fraction * len(y)))
+    if k == 0 or num_classes < 2:
+        return y
+    gen = torch.Generator().manual_seed(20011 + seed)
+    idx = torch.randperm(len(y), generator=gen)[:k]
+    shift = torch.randint(1, num_classes, (k,), generator=gen)
+    y[idx] = (y[idx].cpu() + shift).remainder(num_classes).to(y.device)
+    return y
+
+
+def sharpness(
+    model: nn.Module, loss: str, x: torch.Tensor, y: torch.Tensor, iters: int = 20
+) -> float:
+    """Largest Hessian eigenvalue lambda_max of the mean ``loss`` ('ce' or 'mse') at (x, y).
+
+    Power iteration on exact Hessian-vector products (double backward), ``iters`` of them,
+    from a fixed random start; returns the Rayleigh quotient v^T H v of the last iterate.
+    Gradient descent with step eta (momentum beta) is stable near this point only while
+    eta lambda_max < 2 (1 + beta); beyond it the loss first rises (a catapult) or diverges.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    buffers = {k: b.clone() for k, b in model.named_buffers()}  # BatchNorm statistics
+    try:
+        grads = torch.autograd.grad(_loss(loss, model(x), y), params, create_graph=True)
+    finally:
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                b.copy_(buffers[k])
+    gen = torch.Generator().manual_seed(0)
+    v = [torch.randn(p.shape, generator=gen).to(p) for p in params]
+    lam = 0.0
+    for _ in range(iters):
+        norm = torch.sqrt(sum((t * t).sum() for t in v))
+        v = [t / norm for t in v]
+        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+        lam = float(sum((a * b).sum() for a, b in zip(v, hv, strict=True)))
+        v = [t.detach() for t in hv]
+    return lam
+
+
+SHARPNESS_SAMPLES = 1024
+"""Training samples (a fixed subset) on which the stability check measures the sharpness."""
+
+CATAPULT_RTOL = 1e-3
+"""A full-batch SGD step that raises the loss by more than this (relative) is a catapult."""
+
+
+def _catapult(
+    model: nn.Module,
+    cfg: Config,
+    opt: torch.optim.Optimizer,
+    lr: float,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    step: int,
+    before: float,
+    after: float,
+    cap_lr: bool,
+) -> float:
+    """Warn about (or, with ``cap_lr``, cap the step after) a loss rise; return the new lr."""
+    lam = sharpness(model, cfg.loss, *_subset(x, y, SHARPNESS_SAMPLES))
+    stable = 2.0 * (1.0 + cfg.momentum) / lam if lam > 0 else math.inf
+    if cap_lr and lr > stable:
+        lr = 0.9 * stable
+        for group in opt.param_groups:
+            group["lr"] = lr
+        return lr
+    if not cap_lr:
+        warnings.warn(
+            f"alpha={cfg.alpha:g}: catapult at step {step} (full-batch loss {before:.4g} -> "
+            f"{after:.4g}): the SGD step lr/alpha^2 = {lr:.3g} exceeds the stable bound "
+            f"2(1+momentum)/lambda_max = {stable:.3g} there (sharpness {lam:.3g}). Use a "
+            f"larger alpha, a smaller lr, or cap_lr (--cap-lr)",
+            CatapultWarning,
+            stacklevel=3,
+        )
+    return lr
+
+
 def _subset(
     x: torch.Tensor, y: torch.Tensor, limit: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,18 +412,39 @@ def train(
     progress: bool | Callable[[int, int], None] = True,
     data_root: str | None = None,
     data: datasets.Dataset | None = None,
+    lr: float | None = None,
+    train_fraction: float | None = None,
+    label_noise: float | None = None,
+    cap_lr: bool = False,
 ) -> Run:
     """Train a preset (or a :class:`Config`) and write its run to ``out``; return the Run.
 
-    ``steps``/``alpha`` override the preset's; ``seed`` fixes the initialisation and minibatch
-    order (same seed, same device: same checkpoints). ``data_root`` is the folder for image data
-    (CIFAR-10). ``data`` reuses an already loaded Dataset matching the config.
+    ``steps``/``alpha``/``lr``/``train_fraction``/``label_noise`` override the preset's;
+    ``seed`` fixes the initialisation, minibatch order, the training subset and the flipped
+    labels (same seed, same device: same checkpoints). ``train_fraction`` keeps a seed-fixed
+    subset of the training set; ``label_noise`` moves that fraction of its labels to another
+    class (the run's probe set for metrics stays the clean data). ``data_root`` is the folder
+    for image data (CIFAR-10). ``data`` reuses an already loaded Dataset matching the config.
+
+    Stability: for an alpha-scaled SGD run the step lr / alpha^2 grows without bound as alpha
+    shrinks, while the loss sharpness at initialisation does not shrink as fast (its
+    alpha * residual * Hessian-of-f part scales as alpha, not alpha^2). The trainer measures
+    lambda_max at step 0 (:func:`sharpness`, on up to ``SHARPNESS_SAMPLES`` training samples) and
+    issues a :class:`CatapultWarning` when lr_eff lambda_max > 2 (1 + momentum); with
+    ``cap_lr`` it lowers lr_eff to 0.9 of that bound instead. Both numbers go into the
+    manifest (``hparams.sharpness_init``, ``hparams.stable_lr``).
     """
     name, cfg = resolve(preset_or_config)
-    if steps is not None:
-        cfg = dataclasses.replace(cfg, steps=steps)
-    if alpha is not None:
-        cfg = dataclasses.replace(cfg, alpha=alpha)
+    overrides = {
+        "steps": steps,
+        "alpha": alpha,
+        "lr": lr,
+        "train_fraction": train_fraction,
+        "label_noise": label_noise,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
     data_kwargs = dict(cfg.data_kwargs)
     if data_root is not None:
         data_kwargs["root"] = str(data_root)
@@ -289,7 +456,32 @@ def train(
     spec = {"name": cfg.arch, "kwargs": cfg.arch_kwargs, "alpha": cfg.alpha}
     model = build_model(spec).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
+
+    x_tr, y_tr = data.x_train.to(dev), data.y_train.to(dev)
+    if cfg.train_fraction < 1:
+        keep = train_subset(len(x_tr), cfg.train_fraction, seed).to(dev)
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
+    if cfg.label_noise > 0:
+        y_tr = flip_labels(y_tr, cfg.label_noise, data.num_classes, seed)
+
     lr = cfg.effective_lr
+    lam = stable = math.nan
+    if cfg.alpha is not None and cfg.optimizer == "sgd":
+        lam = sharpness(model, cfg.loss, *_subset(x_tr, y_tr, SHARPNESS_SAMPLES))
+        stable = 2.0 * (1.0 + cfg.momentum) / lam if lam > 0 else math.inf
+        if lr > stable:
+            if cap_lr:
+                lr = 0.9 * stable
+            else:
+                warnings.warn(
+                    f"alpha={cfg.alpha:g}: the SGD step lr/alpha^2 = {lr:.3g} exceeds the "
+                    f"stable bound 2(1+momentum)/lambda_max = {stable:.3g} at initialisation "
+                    f"(sharpness {lam:.3g}): expect a catapult (the loss rises) or divergence. "
+                    f"Use a larger alpha, lr <= {stable * cfg.alpha**2:.3g}, or cap_lr "
+                    f"(--cap-lr)",
+                    CatapultWarning,
+                    stacklevel=2,
+                )
     if cfg.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
             params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -311,6 +503,11 @@ def train(
             "optimizer": cfg.optimizer,
             "lr": cfg.lr,
             "effective_lr": lr,
+            "sharpness_init": lam if math.isfinite(lam) else None,
+            "stable_lr": stable if math.isfinite(stable) else None,
+            "lr_capped": bool(lr != cfg.effective_lr),
+            "train_fraction": cfg.train_fraction,
+            "label_noise": cfg.label_noise,
             "momentum": cfg.momentum,
             "weight_decay": cfg.weight_decay,
             "batch_size": cfg.batch_size,
@@ -322,7 +519,6 @@ def train(
     }
     writer = RunWriter(out, manifest)
 
-    x_tr, y_tr = data.x_train.to(dev), data.y_train.to(dev)
     ev_tr = _subset(x_tr, y_tr, cfg.eval_limit)
     ev_te = _subset(data.x_test.to(dev), data.y_test.to(dev), cfg.eval_limit)
     n = len(x_tr)
@@ -332,6 +528,9 @@ def train(
     pos = 0
 
     save_set = set(save_at)
+    # full-batch SGD of an alpha-scaled model should lower the loss at every step
+    watch = cfg.alpha is not None and cfg.optimizer == "sgd" and bs == n
+    prev = math.nan
     bar, report = _progress(progress, cfg.steps)
     start = time.perf_counter()
     try:
@@ -346,6 +545,7 @@ def train(
                     "test_loss": vl,
                     "test_acc": va,
                     "time": time.perf_counter() - start,
+                    "lr": lr,
                 }
                 writer.save(step, model, meta)
             if step == cfg.steps:
@@ -360,7 +560,14 @@ def train(
                 xb, yb = x_tr[idx], y_tr[idx]
             model.train()
             opt.zero_grad(set_to_none=True)
-            _loss(cfg.loss, model(xb), yb).backward()
+            batch_loss = _loss(cfg.loss, model(xb), yb)
+            batch_loss.backward()
+            if watch:
+                now = float(batch_loss.detach())
+                if math.isfinite(prev) and now > prev * (1.0 + CATAPULT_RTOL):
+                    lr = _catapult(model, cfg, opt, lr, x_tr, y_tr, step, prev, now, cap_lr)
+                    watch = cap_lr  # warn once; with cap_lr keep capping
+                prev = now
             opt.step()
             report(step + 1)
     finally:

@@ -81,6 +81,38 @@ def test_metrics_csv_and_table(run_dir, capsys):
     assert table.splitlines()[0].split()[:2] == ["step", "train_acc"]
 
 
+def test_metrics_prints_the_two_factors(run_dir, capsys):
+    assert cli.main(["metrics", str(run_dir), "-q"]) == 0
+    table = capsys.readouterr().out
+    header = table.splitlines()[0].split()
+    assert header[3:6] == ["d_lr", "confinement", "isotropy"]
+    assert "1 - d_lr = confinement x isotropy" in table
+    assert cli.main(["metrics", str(run_dir), "--csv", "-q"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    for r in rows:  # CSV carries full precision: the identity holds row by row
+        d, c, i = float(r["d_lr"]), float(r["confinement"]), float(r["isotropy"])
+        assert 0 < c <= 1 and 0 < i <= 1
+        assert 1 - d == pytest.approx(c * i, abs=1e-12)
+
+
+def test_metrics_learned_outputs_of_an_alpha_run(tmp_path, capsys):
+    out = tmp_path / "alpha"
+    args = ["train", "moons", "--out", str(out), "--steps", "3", "--alpha", "10", "-q"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert cli.main(["metrics", str(out), "--csv", "-q", "--outputs", "learned"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0]["step"] == "0" and rows[0]["d_lr"] == "nan"
+    assert "zero at step 0" in rows[0]["note"] and not rows[0]["error"]
+    assert all(0 <= float(r["d_lr"]) <= 1 for r in rows[1:])
+    assert cli.main(["metrics", str(out), "-q", "--outputs", "learned"]) == 0
+    assert "step 0: the learned function" in capsys.readouterr().out
+    # the default (the last Linear's own output) is defined at step 0 (outputs is in the cache key)
+    assert cli.main(["metrics", str(out), "--csv", "-q"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert 0 < float(rows[0]["d_lr"]) < 1 and "note" not in rows[0]
+
+
 def test_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["info", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err

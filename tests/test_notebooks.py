@@ -7,6 +7,8 @@ must not fail because its run directory already exists.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
 import time
@@ -24,6 +26,7 @@ TUTORIALS = [
     "03_lazy_vs_rich",
     "04_grokking",
     "05_your_model",
+    "07_richness",
 ]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -83,7 +86,11 @@ def stream_tracebacks(nb: nbformat.NotebookNode) -> list[str]:
     ]
 
 
-def test_the_five_tutorials_are_there() -> None:
+#: executed notebooks, so the claim tests reuse test_notebook_executes's run
+EXECUTED: dict[str, nbformat.NotebookNode] = {}
+
+
+def test_the_tutorials_are_there() -> None:
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == TUTORIALS
 
 
@@ -124,3 +131,51 @@ def test_notebook_executes(
         assert widget_views(nb) >= 1, f"{name}: no widget was displayed"
         assert not stream_tracebacks(nb), f"{name}: {stream_tracebacks(nb)}"
         assert not widget_errors(nb), f"{name}: a widget reports {widget_errors(nb)}"
+    EXECUTED[name] = nb
+
+
+def stream_text(nb: nbformat.NotebookNode) -> str:
+    return "".join(o.text for o in outputs(nb) if o.output_type == "stream")
+
+
+def test_richness_notebook_claims(
+    workdir: Path, jupyter_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every claim of 07_richness, re-checked from the numbers the notebook computed."""
+    nb = EXECUTED.get("07_richness")
+    if nb is None:  # run alone: execute it here
+        monkeypatch.setenv("JUPYTER_PATH", str(jupyter_data_dir))
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        nb = execute(workdir / "07_richness.ipynb")
+    text = stream_text(nb)
+    line = next(ln for ln in text.splitlines() if ln.startswith("RICHVIZ_CLAIMS "))
+    claims = json.loads(line.removeprefix("RICHVIZ_CLAIMS "))
+    cnn = claims["cnn"]
+    for label, s in cnn.items():  # the factorisation, on every run
+        assert 1 - s["d_lr"] == pytest.approx(s["confinement"] * s["isotropy"], abs=1e-12), label
+        assert s["d_lr_0"] == pytest.approx(cnn["no BatchNorm, lr 0.05"]["d_lr_0"], abs=1e-6)
+    plain, bn = cnn["no BatchNorm, lr 0.05"], cnn["BatchNorm, lr 0.05"]
+    # richness is not accuracy: same test accuracy, different D_LR
+    assert abs(plain["test_acc"] - bn["test_acc"]) < 0.02 and plain["test_acc"] > 0.95
+    assert plain["d_lr"] - bn["d_lr"] > 0.1
+    assert "Richness is not accuracy: equal accuracy" in text
+    # BatchNorm trains richer, through isotropy (both fully confined)
+    assert bn["d_lr"] < plain["d_lr"] < plain["d_lr_0"]
+    assert "BatchNorm trains richer here" in text and "NOT reproduce" not in text
+    assert min(plain["confinement"], bn["confinement"]) > 0.95
+    assert bn["isotropy"] - plain["isotropy"] > 0.1
+    assert plain["effective_rank"] < 9 < bn["effective_rank"]
+    # learning rate: larger trains richer; the low rate is undertrained (stated as a caveat)
+    lrs = [cnn[f"no BatchNorm, lr {lr}"] for lr in ("0.005", "0.05", "0.2")]
+    assert lrs[0]["d_lr"] > lrs[1]["d_lr"] > lrs[2]["d_lr"]
+    assert "D_LR falls as the learning rate grows" in text
+    assert lrs[0]["train_acc"] < 0.95 and "Caveat: lr 0.005 reaches only" in text
+    # grokking: memorising reads lazier than init (confinement drops), generalising rich
+    g = claims["grokking"]
+    peak, final = g["peak"], g["final"]
+    assert peak["test_acc"] < 0.5 and peak["step"] >= g["memorised_step"]
+    assert peak["d_lr"] > g["d_lr_0"] and final["d_lr"] < peak["d_lr"] - 0.2
+    assert final["test_acc"] > 0.9 and final["d_lr"] < g["d_lr_0"]
+    assert final["confinement"] - peak["confinement"] > 0.3
+    assert "The grokking finding reproduces" in text
+    assert all(math.isfinite(v) for s in cnn.values() for v in s.values())

@@ -417,6 +417,17 @@ def test_metrics_panel_charts(explorer: Explorer, run: Run):
     assert list(lines.labels) == ["D_LR"] and lines in panel.charts["richness"].marks
     np.testing.assert_allclose(lines.x, np.array(run.steps) + 1.0)
     np.testing.assert_allclose(lines.y, [r["d_lr"] for r in panel.rows])
+    # D_LR with its two factors on the same [0, 1] axis, each in the legend
+    factors = {m.labels[0]: m for m in panel.series["richness"][1:3]}
+    assert list(factors) == ["confinement", "isotropy"]
+    for key, m in factors.items():
+        np.testing.assert_allclose(m.y, [r[key] for r in panel.rows])
+        assert key in panel.legends["richness"].value
+    np.testing.assert_allclose(
+        1.0 - np.asarray(lines.y),
+        np.asarray(factors["confinement"].y) * np.asarray(factors["isotropy"].y),
+        atol=1e-12,
+    )
     labels = [m.labels[0] for m in panel.series["neural collapse"]]
     assert "NC1" in labels and all(
         len(m.x) and np.isfinite(m.y[-1]) for m in panel.series["neural collapse"]

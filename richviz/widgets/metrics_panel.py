@@ -39,11 +39,12 @@ __all__ = [
 Series = tuple[tuple[str, str], ...]
 
 #: (title, left-axis series, right-axis series, left scale, right scale); series are
-#: (row key, legend label). Series whose key no row has are left out.
+#: (row key, legend label). Series whose key no row has are left out. The richness chart
+#: shows D_LR with its two factors, 1 - D_LR = confinement x isotropy (all in [0, 1]).
 FAMILIES: tuple[tuple[str, Series, Series, str, str], ...] = (
     (
         "richness",
-        (("d_lr", "D_LR"),),
+        (("d_lr", "D_LR"), ("confinement", "confinement"), ("isotropy", "isotropy")),
         (("boundary_magnification", "boundary magnification"),),
         "linear",
         "linear",
