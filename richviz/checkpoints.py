@@ -897,6 +897,20 @@ def _boundary_magnification(model: nn.Module, x: torch.Tensor, resolution: int =
 # --------------------------------------------------------------------------- writing runs
 
 
+def check_run_folder(path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``out=`` unless ``path`` can take a new run (writes nothing)."""
+    path = Path(path)
+    if (path / MANIFEST).exists():
+        raise ValueError(f"out={str(path)!r} already holds a run; choose another folder")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out={str(path)!r} exists and is not a folder")
+    if path.is_dir() and any(p.suffix in _SUFFIXES for p in path.iterdir()):
+        raise ValueError(f"out={str(path)!r} already holds checkpoint files")
+    parent = next((p for p in [path, *path.parents] if p.exists()), None)
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise ValueError(f"out={str(path)!r}: folder {str(parent)!r} is not writable")
+
+
 class RunWriter:
     """Creates a run folder: the manifest first, then checkpoints as training proceeds.
 
@@ -906,12 +920,7 @@ class RunWriter:
 
     def __init__(self, path: str | os.PathLike, manifest: Mapping[str, Any]):
         self.path = Path(path)
-        if (self.path / MANIFEST).exists():
-            raise ValueError(f"out={str(self.path)!r} already holds a run; choose another folder")
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"out={str(self.path)!r} exists and is not a folder")
-        if self.path.is_dir() and any(p.suffix in _SUFFIXES for p in self.path.iterdir()):
-            raise ValueError(f"out={str(self.path)!r} already holds checkpoint files")
+        check_run_folder(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest = {"format": FORMAT, "version": FORMAT_VERSION, **_primitive(dict(manifest))}
         self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
