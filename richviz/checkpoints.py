@@ -350,8 +350,8 @@ def _callable_identity(fn: Any) -> str:
 def _mark_duplicates(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
     """Mark every checkpoint whose step another (readable, earlier-listed) one has as unreadable.
 
-    ``checkpoints`` is sorted by step, ties in listing order; the first readable file of a step
-    keeps it.
+    ``checkpoints`` is sorted by step, ties in listing order (files named in the manifest
+    first); the first readable file of a step keeps it.
     """
     keeper: dict[int, Checkpoint] = {}
     for c in checkpoints:
@@ -465,7 +465,8 @@ class Run:
         except OSError as exc:
             raise RunError(f"{path}: cannot list the run folder ({exc.strerror})") from None
         files = []
-        for name in sorted(set(listed) | found, key=_natural_key):
+        # files the manifest lists come first, so they win a step over an unlisted duplicate
+        for name in sorted(set(listed) | found, key=lambda n: (n not in listed, _natural_key(n))):
             meta = listed.get(name, {})
             step = meta.get("step")
             if not isinstance(step, int):
