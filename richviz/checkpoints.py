@@ -822,7 +822,10 @@ def _valid_row(step: str, entry: Any) -> bool:
     if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict):
         return False
     row = entry.get("row")
-    if not isinstance(row, dict) or row.get("step") != _as_int_or_none(step):
+    want = _as_int_or_none(step)
+    if not isinstance(row, dict) or want is None or not _is_int(row.get("step")):
+        return False
+    if row["step"] != want:
         return False
     if not isinstance(row.get("error", None), (str, type(None))):
         return False
@@ -832,6 +835,10 @@ def _valid_row(step: str, entry: Any) -> bool:
         or (v is None and k != "step")
         for k, v in row.items()
     )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _as_int_or_none(text: str) -> int | None:
