@@ -40,6 +40,7 @@ from richviz.errors import CheckpointError, DataError, ModelError, RichvizError,
 from richviz.features import (
     FeatureMap,
     OutputSelector,
+    model_output,
     select_model_output,
 )
 from richviz.manifest import FORMAT, FORMAT_VERSION, MANIFEST, inside, validate_manifest
@@ -792,6 +793,7 @@ class Run:
         try:
             dev = module_device(model)
             with torch.no_grad():
+                model_output(model, x[:2].to(dev))  # a tuple/dict output: say so, with output=
                 values = checkpoint_metrics(
                     model, x.to(dev), y.to(dev), init_model=init_model, layer=layer
                 )

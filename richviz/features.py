@@ -140,6 +140,12 @@ def layer_names(model: nn.Module) -> list[str]:
     return names
 
 
+def model_output(model: nn.Module, x: torch.Tensor, output: OutputSelector = None) -> torch.Tensor:
+    """``model(x)`` as a tensor: selected by ``output``, or a ``ModelError`` saying what the
+    model returned (a tuple, a dict, ...) or that it needs integer inputs."""
+    return select_output(_forward(model, x), output)
+
+
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once the wanted activation is captured."""
 
@@ -153,9 +159,7 @@ class FeatureMap:
     layer : ``"penultimate"``, ``"logits"`` or a submodule name.
     """
 
-    def __init__(
-        self, model: nn.Module, layer: str | None = None, output: OutputSelector = None
-    ):
+    def __init__(self, model: nn.Module, layer: str | None = None, output: OutputSelector = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         layer = PENULTIMATE if layer is None else layer
