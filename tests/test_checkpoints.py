@@ -541,6 +541,11 @@ def test_stored_nonfinite_flag_is_not_trusted(run_dir):
     run = Run.open(run_dir)
     assert run.checkpoint(STEPS[-1]).nonfinite
     assert not run.checkpoint(STEPS[0]).nonfinite
+    # huge but finite weights (their float32 sum overflows) are not flagged
+    sd["1.bias"][:] = 3e38
+    save_checkpoint(run_dir / checkpoint_name(STEPS[-1]), sd, {"step": STEPS[-1]})
+    assert not torch.isfinite(sd["1.bias"].sum()) and torch.isfinite(sd["1.bias"]).all()
+    assert not Run.open(run_dir).checkpoint(STEPS[-1]).nonfinite
 
 
 def test_bad_entries_never_stop_open(run_dir, monkeypatch):
