@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -34,9 +35,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from richviz import datasets
+from richviz import __version__, datasets
 from richviz.devices import best_device, module_device
-from richviz.errors import CheckpointError, DataError
+from richviz.errors import CheckpointError, DataError, ModelError, RichvizError, RunError
+from richviz.features import (
+    FeatureMap,
+    OutputSelector,
+    model_output,
+    select_model_output,
+)
+from richviz.manifest import FORMAT, FORMAT_VERSION, MANIFEST, inside, validate_manifest
 from richviz.metrics import METRIC_KEYS, OUTPUTS, checkpoint_metrics
 
 __all__ = [
@@ -55,11 +63,8 @@ __all__ = [
     "save_checkpoint",
 ]
 
-MANIFEST = "run.json"
 METRICS_CACHE = "metrics.json"
-FORMAT = "richviz-run"
-FORMAT_VERSION = 1
-METRICS_VERSION = 2  # 2: confinement, isotropy; the outputs option in the key
+METRICS_VERSION = f"{__version__}/2"  #: 2: confinement, isotropy, outputs; other versions recompute
 META_KEYS = ("step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time")
 _SUFFIXES = (".pt", ".pth")
 _NAN = float("nan")
@@ -68,11 +73,33 @@ _NAN = float("nan")
 # --------------------------------------------------------------------------- atomic writes
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask (read from /proc on Linux, else by setting and restoring it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o022)
+        os.umask(old)
+    return old
+
+
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    """Write via a temp file in ``path``'s folder, fsync, then ``os.replace`` onto ``path``."""
+    """Write via a temp file in ``path``'s folder, fsync, then ``os.replace`` onto ``path``.
+
+    The file gets mode ``0o666 & ~umask`` like a plain ``open`` (``mkstemp`` alone gives 0600).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -139,13 +166,17 @@ def _torch_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> An
     """``torch.load`` with ``weights_only=True``; any failure becomes a one-line CheckpointError."""
     try:
         size = path.stat().st_size
+        if path.is_dir():
+            raise _fail(path, "is a folder, not a checkpoint file")
+        if size == 0:
+            raise _fail(path, "checkpoint file is empty")
+        with open(path, "rb") as f:
+            head = f.read(4)
+        is_zip = zipfile.is_zipfile(path)
     except FileNotFoundError:
         raise _fail(path, "checkpoint file is missing") from None
-    if size == 0:
-        raise _fail(path, "checkpoint file is empty")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    is_zip = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise _fail(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
     if head == b"PK\x03\x04" and not is_zip:
         raise _fail(path, "truncated or corrupt checkpoint (the zip archive is incomplete)")
     try:
@@ -242,7 +273,18 @@ def _match(path: Path, sd: Mapping[str, torch.Tensor], reference: Mapping[str, A
 
 
 def _nonfinite(sd: Mapping[str, torch.Tensor]) -> list[str]:
-    return [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    """Names of floating tensors holding NaN or inf.
+
+    A finite sum proves a tensor finite (NaN and inf propagate through it) and is ~15x cheaper
+    than ``isfinite(v).all()``; only a non-finite sum (NaN/inf, or an overflow of huge finite
+    values) takes the exact check.
+    """
+    return [
+        k
+        for k, v in sd.items()
+        if v.is_floating_point()
+        and not (bool(torch.isfinite(v.sum())) or bool(torch.isfinite(v).all()))
+    ]
 
 
 # --------------------------------------------------------------------------- data model
@@ -272,9 +314,85 @@ class Checkpoint:
         """(size, mtime_ns) of the file now; changes when the file is rewritten."""
         try:
             st = self.path.stat()
-        except FileNotFoundError:
+        except OSError:
             return [-1, -1]
         return [st.st_size, st.st_mtime_ns]
+
+    def content_hash(self) -> str:
+        """SHA-256 of the file's bytes now ("" when it cannot be read)."""
+        return _file_hash(self.path)
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return ""
+    return h.hexdigest()
+
+
+def _as_step(step: Any) -> int:
+    """A step given as an int, an integer-valued number or a numeric string ("2000")."""
+    if isinstance(step, bool):
+        raise ValueError(f"step={step!r} must be an integer step")
+    if isinstance(step, str) and re.fullmatch(r"\s*[+-]?\d+\s*", step):
+        return int(step)
+    try:
+        value = int(step)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"step={step!r} must be an integer step") from None
+    if isinstance(step, float) and value != step:
+        raise ValueError(f"step={step!r} must be an integer step")
+    return value
+
+
+def _source_hash(obj: Any) -> str:
+    """Hash of an object's source code ("" when Python cannot find it, e.g. a builtin)."""
+    try:
+        src = inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+def _model_identity(model: nn.Module) -> str:
+    """Hash of a model's structure: its repr, parameter names/shapes, its classes' source."""
+    h = hashlib.sha256(repr(model).encode())
+    for k, v in model.state_dict().items():
+        h.update(f"{k}:{tuple(v.shape)}:{v.dtype};".encode())
+    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: c.__qualname__):
+        h.update(f"{cls.__module__}.{cls.__qualname__}:{_source_hash(cls)};".encode())
+    return h.hexdigest()[:16]
+
+
+def _callable_identity(fn: Any) -> str:
+    """Qualified name plus source hash of a callable (a factory or an output selector)."""
+    if isinstance(fn, (int, str)) or fn is None:
+        return repr(fn)
+    name = getattr(fn, "__qualname__", type(fn).__qualname__)
+    return f"{getattr(fn, '__module__', '?')}.{name}:{_source_hash(fn)}"
+
+
+def _mark_duplicates(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+    """Mark every checkpoint whose step another (readable, earlier-listed) one has as unreadable.
+
+    ``checkpoints`` is sorted by step, ties in listing order (files named in the manifest
+    first); the first readable file of a step keeps it.
+    """
+    keeper: dict[int, Checkpoint] = {}
+    for c in checkpoints:
+        if c.readable:
+            keeper.setdefault(c.step, c)
+    for c in checkpoints:
+        k = keeper.get(c.step)
+        if k is not None and k is not c and c.readable:
+            c.error = str(
+                _fail(c.path, f"duplicate of step {c.step} (already in {k.path.name}); ignored")
+            )
+    return checkpoints
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -312,18 +430,30 @@ class Run:
         files: list[tuple[int, Path, dict[str, Any]]],
         data: datasets.Dataset | None = None,
         cache_size: int = 8,
+        output: OutputSelector = None,
+        confine: bool = False,
     ):
         self.path = Path(path)
         self.manifest = manifest
         self.cache_size = cache_size
+        self.output = output
         self._factory = factory
         self._data = data
+        self._confine = confine  # files must stay inside the folder (manifest runs)
         self._cache: OrderedDict[tuple[int, str], nn.Module] = OrderedDict()
         self._lock = threading.RLock()  # load() may be called from widget threads
-        self._reference = self._reference_state()
-        self.checkpoints: list[Checkpoint] = sorted(
+        template = self._template()
+        self._reference = dict(template.state_dict())
+        self._identity = {
+            "architecture": manifest.get("architecture"),
+            "factory": None if manifest.get("architecture") else _callable_identity(factory),
+            "model": _model_identity(template),
+            "output": _callable_identity(output),
+        }
+        checkpoints = sorted(
             (self._inspect(step, p, meta) for step, p, meta in files), key=lambda c: c.step
         )
+        self.checkpoints: list[Checkpoint] = _mark_duplicates(checkpoints)
 
     # ---- construction
 
@@ -331,34 +461,26 @@ class Run:
     def open(cls, path: str | os.PathLike, cache_size: int = 8) -> Run:
         """Open a run folder (or its ``run.json``). Unreadable checkpoints are listed, marked.
 
-        Raises ``CheckpointError`` naming the manifest when it is missing or invalid.
+        Raises ``RunError`` (a ``CheckpointError``) naming the manifest and the field when the
+        manifest is missing or invalid, or names a file outside the run folder.
         """
         path = Path(path)
         if path.name == MANIFEST and path.is_file():
             path = path.parent
         mpath = path / MANIFEST
         if not path.exists():
-            raise CheckpointError(f"{path}: no such run folder")
+            raise RunError(f"{path}: no such run folder")
         if not mpath.is_file():
-            raise CheckpointError(
+            raise RunError(
                 f"{mpath}: run manifest is missing (for a folder of state dicts use "
                 "Run.from_state_dicts(factory, folder))"
             )
         try:
             manifest = json.loads(mpath.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(
-                f"{mpath}: invalid run manifest ({_one_line(str(exc))})"
-            ) from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise CheckpointError(f"{mpath}: not a richviz run manifest (no 'format': {FORMAT!r})")
-        version = manifest.get("version", 0)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise CheckpointError(
-                f"{mpath}: manifest version {version!r} is not one this richviz understands "
-                f"(<= {FORMAT_VERSION})"
-            )
-        spec = manifest.get("architecture")
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise RunError(f"{mpath}: invalid run manifest ({_one_line(str(exc))})") from None
+        manifest = validate_manifest(manifest, mpath)
+        spec = manifest["architecture"]
         from richviz.architectures import build_model
 
         def factory() -> nn.Module:
@@ -366,11 +488,14 @@ class Run:
 
         listed: dict[str, dict[str, Any]] = {}
         for entry in manifest.get("checkpoints", []):
-            if isinstance(entry, dict) and isinstance(entry.get("file"), str):
-                listed[entry["file"]] = dict(entry.get("meta") or {}, step=entry.get("step"))
-        names = set(listed) | {p.name for p in path.iterdir() if p.suffix in _SUFFIXES}
+            listed[entry["file"]] = dict(entry.get("meta") or {}, step=entry["step"])
+        try:
+            found = {p.name for p in path.iterdir() if p.suffix in _SUFFIXES}
+        except OSError as exc:
+            raise RunError(f"{path}: cannot list the run folder ({exc.strerror})") from None
         files = []
-        for name in sorted(names, key=_natural_key):
+        # files the manifest lists come first, so they win a step over an unlisted duplicate
+        for name in sorted(set(listed) | found, key=lambda n: (n not in listed, _natural_key(n))):
             meta = listed.get(name, {})
             step = meta.get("step")
             if not isinstance(step, int):
@@ -378,10 +503,13 @@ class Run:
                 step = int(nums[-1]) if nums else -1
             files.append((step, path / name, meta))
         try:
-            return cls(path, manifest, factory, files, cache_size=cache_size)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CheckpointError(
-                f"{mpath}: cannot build the architecture ({_one_line(str(exc))})"
+            return cls(path, manifest, factory, files, cache_size=cache_size, confine=True)
+        except RichvizError:
+            raise
+        except Exception as exc:  # any failure to build the architecture the manifest names
+            raise RunError(
+                f"{mpath}: field 'architecture': cannot build the architecture "
+                f"({type(exc).__name__}: {_one_line(str(exc), 200)})"
             ) from None
 
     @classmethod
@@ -391,16 +519,31 @@ class Run:
         folder: str | os.PathLike,
         data: datasets.Dataset | str | None = None,
         cache_size: int = 8,
+        output: OutputSelector = None,
     ) -> Run:
         """A run from a model factory and a folder of ``*.pt``/``*.pth`` state dicts.
 
         Files are sorted naturally; steps are the last integer in each name (``step_100.pt`` ->
         100) when all names carry distinct integers, else 0, 1, 2, ... Each file is a bare
         state dict or ``{"state_dict", "meta"}``. ``data``: a Dataset or a data set name.
+        ``output``: for a model that returns a tuple, list or dict, what picks the logits
+        tensor: an index, a key or a callable ``output(raw) -> Tensor``.
         """
         folder = Path(folder)
+        if isinstance(factory, nn.Module):
+            name = type(factory).__name__
+            raise ModelError(
+                f"factory= got a model instance ({name}); pass a callable that builds a fresh "
+                f"model, e.g. factory=lambda: {name}(...)"
+            )
         if not callable(factory):
-            raise TypeError(f"factory must be a callable returning an nn.Module, got {factory!r}")
+            raise ModelError(
+                f"factory= must be a callable returning an nn.Module, got {type(factory).__name__}"
+            )
+        if output is not None and not (isinstance(output, (int, str)) or callable(output)):
+            raise ModelError(
+                f"output= must be an index, a key or a callable, got {type(output).__name__}"
+            )
         if not folder.is_dir():
             raise CheckpointError(f"{folder}: no such folder of state dicts")
         paths = sorted(
@@ -427,35 +570,59 @@ class Run:
             [(s, p, {}) for s, p in zip(steps, paths, strict=True)],
             data,
             cache_size,
+            output,
         )
 
     # ---- validation
 
-    def _reference_state(self) -> dict[str, Any]:
-        """The architecture's state dict for key/shape checks (on the meta device if possible)."""
+    def _build(self) -> nn.Module:
+        model = self._factory()
+        if not isinstance(model, nn.Module):
+            raise ModelError(
+                f"factory= returned {type(model).__name__}, not an nn.Module; pass a callable "
+                "that builds the model"
+            )
+        return model
+
+    def _template(self) -> nn.Module:
+        """The architecture, built on the ``meta`` device when it allows (no memory used)."""
         try:
             with torch.device("meta"):
-                model = self._factory()
+                return self._build()
+        except ModelError:
+            raise
         except Exception:
-            model = self._factory()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"factory returned {type(model).__name__}, not an nn.Module")
-        return {k: v for k, v in model.state_dict().items()}
+            return self._build()
+
+    @property
+    def complete(self) -> bool | None:
+        """True when training finished, False while it runs or after it was killed; None when
+        the run does not say (a folder of state dicts, or a run from an older richviz)."""
+        value = self.manifest.get("complete")
+        return value if isinstance(value, bool) else None
 
     def _inspect(self, step: int, path: Path, meta: dict[str, Any]) -> Checkpoint:
-        """Cheap validity check: mmap-load with weights_only, compare keys and shapes."""
-        ck = Checkpoint(step, path, dict(meta))
+        """Cheap validity check: mmap-load with weights_only, compare keys and shapes.
+
+        Whether the weights hold NaN/inf is computed from the tensors, never taken from a
+        stored flag. Any failure marks the checkpoint unreadable with a one-line reason.
+        """
+        ck = Checkpoint(step, path, {k: v for k, v in meta.items() if k != "nonfinite"})
         ck.size, ck.mtime_ns = ck.fingerprint()
         try:
+            if self._confine and not inside(self.path, path):
+                raise _fail(path, "links to a file outside the run folder; refused")
             sd, file_meta = _split_payload(path, _torch_load(path, mmap=True))
             _match(path, sd, self._reference)
-            ck.meta.update(file_meta)
-            if "nonfinite" not in ck.meta and sum(v.numel() for v in sd.values()) <= 2_000_000:
-                ck.meta["nonfinite"] = bool(_nonfinite(sd))
+            ck.meta.update({k: v for k, v in file_meta.items() if k != "nonfinite"})
+            ck.meta["nonfinite"] = bool(_nonfinite(sd))
         except CheckpointError as exc:
             ck.error = str(exc)
+        except Exception as exc:  # one bad entry never stops the run from opening
+            ck.error = str(_fail(path, f"cannot read ({type(exc).__name__}: {exc})"))
         if (
             isinstance(ck.meta.get("step"), int)
+            and not isinstance(ck.meta.get("step"), bool)
             and ck.meta["step"] != step
             and self.manifest.get("architecture")
         ):
@@ -470,18 +637,22 @@ class Run:
         """Steps of the readable checkpoints, ascending."""
         return [c.step for c in self.checkpoints if c.readable]
 
-    def checkpoint(self, step: int) -> Checkpoint:
-        """The checkpoint at ``step`` (ValueError if there is none)."""
-        for c in self.checkpoints:
-            if c.step == step:
-                return c
-        raise ValueError(
-            f"step={step} is not in run {self.path} (steps: {[c.step for c in self.checkpoints]})"
-        )
+    def checkpoint(self, step: int | str) -> Checkpoint:
+        """The checkpoint at ``step`` (an int or a numeric string; ValueError if there is none)."""
+        step = _as_step(step)
+        found = [c for c in self.checkpoints if c.step == step]
+        if not found:
+            raise ValueError(
+                f"step={step} is not in run {self.path} "
+                f"(steps: {[c.step for c in self.checkpoints]})"
+            )
+        return next((c for c in found if c.readable), found[0])
 
-    def load(self, step: int, device: str | torch.device | None = None) -> nn.Module:
-        """The model at ``step`` in eval mode on ``device`` (CUDA when available).
+    def load(self, step: int | str, device: str | torch.device | None = None) -> nn.Module:
+        """The model at ``step`` (an int or a numeric string) in eval mode on ``device``.
 
+        ``device`` defaults to CUDA when available, else CPU. With ``output=`` (see
+        :meth:`from_state_dicts`) the model's forward returns the selected tensor.
         Recently loaded models are kept in an LRU cache (``cache_size``), so the same object is
         returned for a repeated (step, device); thread-safe. Raises ``CheckpointError`` naming
         the file.
@@ -497,6 +668,8 @@ class Run:
             if ck.error is not None:
                 raise CheckpointError(ck.error)
             try:
+                if self._confine and not inside(self.path, ck.path):
+                    raise _fail(ck.path, "links to a file outside the run folder; refused")
                 sd, _ = _split_payload(ck.path, _torch_load(ck.path, map_location="cpu"))
                 _match(ck.path, sd, self._reference)
             except CheckpointError as exc:
@@ -508,7 +681,9 @@ class Run:
                 warnings.warn(
                     f"{ck.path}: weights contain NaN or inf (in {bad[0]!r})", stacklevel=2
                 )
-            model = self._factory()
+            model = self._build()
+            if self.output is not None:
+                select_model_output(model, self.output)
             try:
                 model.load_state_dict(sd, strict=True)
             except RuntimeError as exc:
@@ -559,9 +734,13 @@ class Run:
         Each row: step, epoch, train/test loss and accuracy (from the checkpoint meta), every
         key of :func:`richviz.metrics.checkpoint_metrics` (init model = the first checkpoint),
         ``boundary_magnification`` for 2-D inputs, and ``error`` (None, or why the row is NaN).
-        A cached row is reused while the checkpoint file (size, mtime), the init checkpoint, the
-        layer, the ``outputs`` choice and the probe set are unchanged. ``progress``: True (tqdm
-        bar), False, or a callable ``(done, total)``.
+        A cached row is reused only while everything that determines it is unchanged: the
+        SHA-256 of the checkpoint file's bytes and of the init checkpoint's, the architecture
+        (manifest) or the factory (qualified name and source, the model's repr, parameter
+        names and shapes, the source of its module classes), the ``output`` selector, the
+        layer, the probe set and the richviz version. A cache file of the wrong shape is
+        recomputed. ``progress``: True (tqdm bar), False, or a callable ``(done, total)``.
+        An unknown ``layer`` raises ``ModelError`` before anything is computed or cached.
 
         ``outputs``: what D_LR, confinement and isotropy measure the features against, as in
         :func:`richviz.metrics.checkpoint_metrics`: ``"last_linear"`` (the last Linear's own
@@ -571,27 +750,36 @@ class Run:
         """
         if outputs not in OUTPUTS:
             raise ValueError(f"outputs={outputs!r} must be one of {', '.join(OUTPUTS)}")
+        layer_key = layer or "penultimate"
+        try:
+            FeatureMap(self._template(), layer)
+        except ValueError as exc:
+            raise ModelError(f"{self.path}: {_one_line(str(exc), 400)}") from None
         x, y = self.probe(probe_size)
         probe_key = _tensor_hash(x, y)
-        layer_key = layer or "penultimate"
         cache_path = self.path / METRICS_CACHE
         cache = self._read_cache(cache_path)
         readable = [c for c in self.checkpoints if c.readable]
+        hashes = {c.step: c.content_hash() for c in readable}
         init = readable[0] if readable else None
-        init_fp = [init.step, *init.fingerprint()] if init else None
+        init_key = [init.step, hashes[init.step]] if init else None
+        model_key = hashlib.sha256(
+            json.dumps(self._identity, sort_keys=True, default=repr).encode()
+        ).hexdigest()[:16]
 
         def key(c: Checkpoint) -> dict[str, Any]:
             return {
                 "file": c.path.name,
-                "fingerprint": c.fingerprint(),
-                "init": init_fp,
+                "sha256": hashes[c.step],
+                "init": init_key,
+                "model": model_key,
                 "layer": layer_key,
                 "probe": probe_key,
                 "outputs": outputs,
                 "version": METRICS_VERSION,
             }
 
-        entries = cache.setdefault("rows", {})
+        entries = cache["rows"]
         todo = [c for c in readable if entries.get(str(c.step), {}).get("key") != key(c)]
         bar, report = _progress(progress, len(todo))
         init_model = self._safe_load(init)[0] if todo and init is not None else None
@@ -644,6 +832,7 @@ class Run:
         try:
             dev = module_device(model)
             with torch.no_grad():
+                model_output(model, x[:2].to(dev))  # a tuple/dict output: say so, with output=
                 values = checkpoint_metrics(
                     model,
                     x.to(dev),
@@ -669,13 +858,7 @@ class Run:
 
     @staticmethod
     def _read_cache(path: Path) -> dict[str, Any]:
-        try:
-            cache = json.loads(path.read_text())
-            if isinstance(cache, dict) and isinstance(cache.get("rows"), dict):
-                return cache
-        except (OSError, ValueError):
-            pass
-        return {"format": "richviz-metrics", "rows": {}}
+        return read_metrics_cache(path)
 
     @staticmethod
     def _write_cache(path: Path, cache: dict[str, Any]) -> None:
@@ -683,6 +866,51 @@ class Run:
             atomic_write_json(cache, path)
         except OSError as exc:
             warnings.warn(f"{path}: cannot write the metrics cache ({exc})", stacklevel=3)
+
+
+def _valid_row(step: str, entry: Any) -> bool:
+    """A cache entry ``{"key": {...}, "row": {"step": int, "error": str|None, k: number}}``."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict):
+        return False
+    row = entry.get("row")
+    want = _as_int_or_none(step)
+    if not isinstance(row, dict) or want is None or not _is_int(row.get("step")):
+        return False
+    if row["step"] != want:
+        return False
+    if not isinstance(row.get("error", None), (str, type(None))):
+        return False
+    return all(
+        k == "error"
+        or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        or (v is None and k != "step")
+        for k, v in row.items()
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _as_int_or_none(text: str) -> int | None:
+    return int(text) if re.fullmatch(r"-?\d{1,30}", text) else None
+
+
+def read_metrics_cache(path: str | os.PathLike) -> dict[str, Any]:
+    """The metrics cache at ``path`` with only its well-formed rows (empty when unreadable).
+
+    Never raises: a missing, unreadable or malformed file, or a row of the wrong shape, just
+    means those rows are recomputed.
+    """
+    empty: dict[str, Any] = {"format": "richviz-metrics", "rows": {}}
+    try:
+        cache = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):
+        return empty
+    if not isinstance(cache, dict) or not isinstance(cache.get("rows"), dict):
+        return empty
+    rows = {k: v for k, v in cache["rows"].items() if _valid_row(k, v)}
+    return {"format": "richviz-metrics", "rows": rows}
 
 
 def _float(v: Any) -> float:
@@ -728,21 +956,35 @@ def _boundary_magnification(model: nn.Module, x: torch.Tensor, resolution: int =
 # --------------------------------------------------------------------------- writing runs
 
 
+def check_run_folder(path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``out=`` unless ``path`` can take a new run (writes nothing)."""
+    path = Path(path)
+    if (path / MANIFEST).exists():
+        raise ValueError(f"out={str(path)!r} already holds a run; choose another folder")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out={str(path)!r} exists and is not a folder")
+    if path.is_dir() and any(p.suffix in _SUFFIXES for p in path.iterdir()):
+        raise ValueError(f"out={str(path)!r} already holds checkpoint files")
+    parent = next((p for p in [path, *path.parents] if p.exists()), None)
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise ValueError(f"out={str(path)!r}: folder {str(parent)!r} is not writable")
+
+
 class RunWriter:
-    """Creates a run folder: the manifest first, then checkpoints as training proceeds."""
+    """Creates a run folder: the manifest first, then checkpoints as training proceeds.
+
+    The manifest says ``"complete": false`` until :meth:`finish` is called, so a run whose
+    training was killed stays marked incomplete.
+    """
 
     def __init__(self, path: str | os.PathLike, manifest: Mapping[str, Any]):
         self.path = Path(path)
-        if (self.path / MANIFEST).exists():
-            raise ValueError(f"out={str(self.path)!r} already holds a run; choose another folder")
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"out={str(self.path)!r} exists and is not a folder")
-        if self.path.is_dir() and any(p.suffix in _SUFFIXES for p in self.path.iterdir()):
-            raise ValueError(f"out={str(self.path)!r} already holds checkpoint files")
+        check_run_folder(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.manifest = {"format": FORMAT, "version": FORMAT_VERSION, **_primitive(dict(manifest))}
         self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         self.manifest["checkpoints"] = []
+        self.manifest["complete"] = False
         atomic_write_json(self.manifest, self.path / MANIFEST)
 
     def save(self, step: int, model: nn.Module, meta: Mapping[str, Any]) -> Path:
@@ -757,3 +999,16 @@ class RunWriter:
         self.manifest["checkpoints"].append({"step": int(step), "file": name, "meta": meta})
         atomic_write_json(self.manifest, self.path / MANIFEST)
         return self.path / name
+
+    def finish(self) -> None:
+        """Mark the run complete (``"complete": true`` in the manifest)."""
+        self.manifest["complete"] = True
+        atomic_write_json(self.manifest, self.path / MANIFEST)
+
+    def discard(self) -> None:
+        """Remove the manifest and the checkpoints written so far (training failed to start)."""
+        for e in self.manifest["checkpoints"]:
+            with contextlib.suppress(OSError):
+                (self.path / e["file"]).unlink()
+        with contextlib.suppress(OSError):
+            (self.path / MANIFEST).unlink()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -86,6 +87,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_status(complete: bool | None) -> str:
+    """``complete``, ``incomplete (...)`` or ``unknown (...)`` for a run's ``complete`` flag."""
+    if complete is None:
+        return "unknown (the run does not record whether training finished)"
+    return "complete" if complete else "INCOMPLETE (training was stopped or is still running)"
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from richviz.checkpoints import Run
 
@@ -94,11 +102,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     arch = m.get("architecture") or {}
     data = m.get("data") or {}
     print(f"run        {run.path}")
+    print(f"status     {run_status(run.complete)}")
     print(f"preset     {m.get('preset', '-')}")
     alpha = arch.get("alpha")
     print(
         f"model      {arch.get('name')} {arch.get('kwargs')}"
-        + (f" alpha={alpha:g}" if alpha else "")
+        + (f" alpha={alpha:g}" if isinstance(alpha, (int, float)) else "")
     )
     print(f"data       {data.get('name')} {data.get('kwargs') or ''}".rstrip())
     hp = {k: v for k, v in (m.get("hparams") or {}).items() if k != "checkpoint_steps"}
@@ -179,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("preset", help="preset name (see `richviz presets`)")
     t.add_argument("--out", required=True, help="output folder for the run")
     t.add_argument("--steps", type=int, default=None, help="number of optimizer steps")
-    t.add_argument("--alpha", type=float, default=None, help="output scale (large = lazy)")
+    t.add_argument(
+        "--alpha", type=float, default=None, help="output scale in [1e-4, 1e6] (large = lazy)"
+    )
     t.add_argument(
         "--lr", type=float, default=None, help="learning rate (before the alpha scaling)"
     )
@@ -195,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="alpha-scaled SGD: cap the step at the measured stability bound instead of warning",
     )
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
+    t.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: auto)")
     t.add_argument("--data-root", default=None, help="folder of image data (CIFAR-10)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
@@ -226,7 +237,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torch's forward-AD decompositions warn about torch.jit.script on first use: not ours.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # the reader went away (`richviz info RUN | head -1`): stop quietly, like other tools;
+        # point stdout at devnull so the interpreter's final flush does not complain again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status of a Unix tool killed by a closed pipe
     except (RichvizError, ValueError, FileNotFoundError, PermissionError) as exc:
         print(f"richviz {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = [
-    "CheckpointError",
-    "DataError",
-    "RichvizError",
-]
+__all__ = ["CheckpointError", "DataError", "ModelError", "RichvizError", "RunError"]
 
 
 class RichvizError(Exception):
@@ -17,5 +13,13 @@ class CheckpointError(RichvizError):
     """A run or checkpoint could not be read: truncated, foreign, unsafe, or mismatched."""
 
 
+class RunError(CheckpointError):
+    """A run folder or its manifest is invalid (the message names the file and the field)."""
+
+
 class DataError(RichvizError, ValueError):
     """A data set could not be found or does not fit the model."""
+
+
+class ModelError(RichvizError, TypeError, ValueError):
+    """A user's model or model factory does not fit what richviz needs (names the argument)."""

@@ -6,6 +6,9 @@ or ``"logits"`` for the model's output.
 
 Feature maps are plain callables ``(N, *input_shape) -> (N, p)`` built from ordinary forward
 calls with hooks, so they compose with ``torch.func`` transforms (``jvp``, ``vmap``).
+
+A model whose forward returns a tuple, list or dict (e.g. ``(logits, hidden)``) is used with an
+``output`` selector: an index, a key, or a callable ``output(raw) -> Tensor``.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from richviz.errors import ModelError
+
 __all__ = [
     "LOGITS",
+    "OutputSelector",
     "PENULTIMATE",
     "FeatureMap",
     "as_feature_map",
@@ -29,10 +36,98 @@ __all__ = [
     "in_eval_mode",
     "last_linear_name",
     "layer_names",
+    "model_output",
+    "select_model_output",
+    "select_output",
 ]
 
 LOGITS = "logits"
 PENULTIMATE = "penultimate"
+
+OutputSelector = int | str | Callable[[Any], torch.Tensor] | None
+
+
+def describe_output(out: Any) -> str:
+    """Short description of what a forward returned, e.g. ``a tuple of 2 (Tensor(4, 2), int)``."""
+    if isinstance(out, torch.Tensor):
+        return f"Tensor{tuple(out.shape)}"
+    if isinstance(out, Mapping):
+        keys = list(out)
+        return f"a {type(out).__name__} with keys {keys[:6]}{' ...' if len(keys) > 6 else ''}"
+    if isinstance(out, (tuple, list)):
+        parts = [
+            f"Tensor{tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+            for v in out[:4]
+        ]
+        more = ", ..." if len(out) > 4 else ""
+        return f"a {type(out).__name__} of {len(out)} ({', '.join(parts)}{more})"
+    return f"a {type(out).__name__}"
+
+
+def select_output(out: Any, output: OutputSelector = None) -> torch.Tensor:
+    """The logits tensor from a forward's return value ``out``.
+
+    ``output=None`` requires ``out`` to be a tensor; an int or str indexes ``out``; a callable
+    is applied to it. Raises ``ModelError`` saying what the model returned otherwise.
+    """
+    if output is None:
+        if isinstance(out, torch.Tensor):
+            return out
+        raise ModelError(
+            f"the model returned {describe_output(out)}, not a tensor; pass output= (an index, a "
+            "key or a callable) to pick the logits"
+        )
+    if callable(output):
+        picked = output(out)
+    elif isinstance(output, (int, str)) and not isinstance(output, bool):
+        try:
+            picked = out[output]
+        except (KeyError, IndexError, TypeError):
+            raise ModelError(
+                f"output={output!r} selects nothing from {describe_output(out)}"
+            ) from None
+    else:
+        raise ModelError(
+            f"output= must be an index, a key or a callable, got {type(output).__name__}"
+        )
+    if not isinstance(picked, torch.Tensor):
+        raise ModelError(f"output={output!r} picked {describe_output(picked)}, not a tensor")
+    return picked
+
+
+def select_model_output(model: nn.Module, output: OutputSelector) -> nn.Module:
+    """Make ``model``'s forward return ``select_output(raw, output)`` (a forward hook).
+
+    The module, its class and its state dict are unchanged; returns ``model``.
+    """
+    if output is not None and getattr(model, "_richviz_output", None) is None:
+        model.register_forward_hook(lambda _m, _a, out: select_output(out, output))
+        object.__setattr__(model, "_richviz_output", output)
+    return model
+
+
+def integer_input_layers(model: nn.Module) -> list[str]:
+    """Names of the ``nn.Embedding``/``nn.EmbeddingBag`` submodules (their inputs are ids)."""
+    return [
+        n or type(m).__name__
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+    ]
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> Any:
+    """``model(x)``; an integer-input model given real-valued points raises ``ModelError``."""
+    try:
+        return model(x)
+    except RuntimeError as exc:
+        emb = integer_input_layers(model)
+        if emb and x.is_floating_point() and "indices" in str(exc):
+            raise ModelError(
+                f"{type(model).__name__} takes integer token ids (nn.Embedding {emb[0]!r}), but "
+                "the input space must be continuous for fields, slices and derivatives; use a "
+                "model of real-valued inputs (e.g. one-hot inputs with nn.Linear)"
+            ) from None
+        raise
 
 
 def last_linear_name(model: nn.Module) -> str:
@@ -102,6 +197,12 @@ def in_eval_mode(fn: Callable) -> Callable:
     return wrapper
 
 
+def model_output(model: nn.Module, x: torch.Tensor, output: OutputSelector = None) -> torch.Tensor:
+    """``model(x)`` as a tensor: selected by ``output``, or a ``ModelError`` saying what the
+    model returned (a tuple, a dict, ...) or that it needs integer inputs."""
+    return select_output(_forward(model, x), output)
+
+
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once the wanted activation is captured."""
 
@@ -115,7 +216,7 @@ class FeatureMap:
     layer : ``"penultimate"``, ``"logits"`` or a submodule name.
     """
 
-    def __init__(self, model: nn.Module, layer: str | None = None):
+    def __init__(self, model: nn.Module, layer: str | None = None, output: OutputSelector = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         layer = PENULTIMATE if layer is None else layer
@@ -136,10 +237,11 @@ class FeatureMap:
             )
         self.model = model.eval()
         self.layer = layer
+        self.output = output
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self._module_name is None:
-            out = self.model(x)
+            out = select_output(_forward(self.model, x), self.output)
             return out.reshape(out.shape[0], -1)
         captured: list[torch.Tensor] = []
         module = self.model.get_submodule(self._module_name)
@@ -159,7 +261,7 @@ class FeatureMap:
 
             handle = module.register_forward_hook(hook)
         try:
-            self.model(x)
+            _forward(self.model, x)
         except _Stop:
             pass
         finally:
@@ -170,26 +272,32 @@ class FeatureMap:
         return out.reshape(out.shape[0], -1)
 
 
-def feature_map(model: nn.Module, layer: str | None = None) -> FeatureMap:
-    """Feature map of ``model`` at ``layer`` (default: input of the last ``nn.Linear``)."""
-    return FeatureMap(model, layer)
+def feature_map(
+    model: nn.Module, layer: str | None = None, output: OutputSelector = None
+) -> FeatureMap:
+    """Feature map of ``model`` at ``layer`` (default: input of the last ``nn.Linear``).
+
+    ``output`` picks the logits from a model returning a tuple/list/dict (``layer="logits"``).
+    """
+    return FeatureMap(model, layer, output)
 
 
 def features_and_outputs(
-    model: nn.Module, x: torch.Tensor, layer: str | None = None
+    model: nn.Module, x: torch.Tensor, layer: str | None = None, output: OutputSelector = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features at ``layer`` (N, p) and the last Linear layer's own output (N, C), one forward.
 
     "Output" is the output of the final ``nn.Linear`` itself, not of a wrapper around the model:
     a centred lazy model alpha * (f - f0) outputs zero at init, where metrics based on the
     output would be undefined. Without a Linear layer the model output is used.
+    ``output`` picks the logits from a model returning a tuple/list/dict.
     """
     with eval_mode(model):
-        return _features_and_outputs(model, x, layer)
+        return _features_and_outputs(model, x, layer, output)
 
 
 def _features_and_outputs(
-    model: nn.Module, x: torch.Tensor, layer: str | None
+    model: nn.Module, x: torch.Tensor, layer: str | None, output: OutputSelector
 ) -> tuple[torch.Tensor, torch.Tensor]:
     layer = PENULTIMATE if layer is None else layer
     if layer == PENULTIMATE:
@@ -212,14 +320,16 @@ def _features_and_outputs(
         sub = model.get_submodule(layer)
         handles.append(sub.register_forward_hook(lambda _m, _a, o: feats.append(o)))
     try:
-        y = model(x)
+        raw = _forward(model, x)
     finally:
         for h in handles:
             h.remove()
-    if layer == LOGITS:
-        feats.append(y)
-    if not outs:
-        outs.append(y)
+    if layer == LOGITS or not outs:
+        y = select_output(raw, output)
+        if layer == LOGITS:
+            feats.append(y)
+        if not outs:
+            outs.append(y)
     f = feats[0]
     return f.reshape(f.shape[0], -1), outs[-1].reshape(outs[-1].shape[0], -1)
 

@@ -9,6 +9,7 @@ alpha is rich. Checkpoints are saved at log-spaced steps, step 0 always.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -24,7 +25,7 @@ from torch import nn
 
 from richviz import datasets
 from richviz.architectures import build_model
-from richviz.checkpoints import Run, RunWriter, _progress
+from richviz.checkpoints import Run, RunWriter, _progress, check_run_folder
 from richviz.devices import best_device
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "resolve",
     "train",
 ]
+
+ALPHA_RANGE = (1e-4, 1e6)  #: accepted output scales (beyond them training over/underflows)
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,19 @@ class Config:
             raise ValueError(f"loss={self.loss!r} must be 'ce' or 'mse'")
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise ValueError(f"optimizer={self.optimizer!r} must be 'sgd', 'adam' or 'adamw'")
-        if self.steps < 1:
-            raise ValueError(f"steps={self.steps} must be at least 1")
-        if self.alpha is not None and not self.alpha > 0:
-            raise ValueError(f"alpha={self.alpha} must be positive")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr} must be positive")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(f"steps={self.steps!r} must be an integer of at least 1")
+        if self.alpha is not None:
+            lo, hi = ALPHA_RANGE
+            if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool):
+                raise ValueError(f"alpha={self.alpha!r} must be a number")
+            if not math.isfinite(self.alpha) or not lo <= self.alpha <= hi:
+                raise ValueError(
+                    f"alpha={self.alpha!r} must be a finite number in [{lo:g}, {hi:g}]"
+                )
+        lr_ok = isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
+        if not lr_ok:
+            raise ValueError(f"lr={self.lr!r} must be a finite positive number")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be positive or None")
         if self.checkpoints < 2:
@@ -402,6 +412,26 @@ def resolve(preset_or_config: str | Config) -> tuple[str, Config]:
     return preset_or_config, PRESETS[preset_or_config]
 
 
+def check_device(device: str | torch.device | None) -> torch.device:
+    """The torch device for training: ``None``/``"auto"`` (CUDA when available), ``"cpu"``,
+    ``"cuda"`` or ``"cuda:N"``; anything else (``mps``, ``meta``, ...) raises ``ValueError``."""
+    if device is None or device == "auto":
+        return best_device(None)
+    text = str(device) if isinstance(device, torch.device) else device
+    if not isinstance(text, str) or not (
+        text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit())
+    ):
+        raise ValueError(
+            f"device={device!r} is not supported for training; use auto, cpu, cuda or cuda:N"
+        )
+    dev = best_device(text)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return dev
+
+
 def train(
     preset_or_config: str | Config,
     out: str | os.PathLike,
@@ -433,6 +463,10 @@ def train(
     issues a :class:`CatapultWarning` when lr_eff lambda_max > 2 (1 + momentum); with
     ``cap_lr`` it lowers lr_eff to 0.9 of that bound instead. Both numbers go into the
     manifest (``hparams.sharpness_init``, ``hparams.stable_lr``).
+
+    Every argument is checked before anything is written (a bad one raises ``ValueError``
+    naming it and leaves no file behind). The manifest says ``"complete": false`` while
+    training and ``true`` once the last checkpoint is saved.
     """
     name, cfg = resolve(preset_or_config)
     overrides = {
@@ -445,10 +479,13 @@ def train(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
         cfg = dataclasses.replace(cfg, **overrides)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed={seed!r} must be an integer in [0, 2**63)")
     data_kwargs = dict(cfg.data_kwargs)
     if data_root is not None:
         data_kwargs["root"] = str(data_root)
-    dev = best_device(device)
+    dev = check_device(device)
+    check_run_folder(out)
     if data is None:
         data = datasets.load(cfg.data, **data_kwargs)
 
@@ -517,6 +554,7 @@ def train(
         "device": str(dev),
         "torch": torch.__version__,
     }
+    created = not os.path.exists(out)
     writer = RunWriter(out, manifest)
 
     ev_tr = _subset(x_tr, y_tr, cfg.eval_limit)
@@ -570,6 +608,14 @@ def train(
                 prev = now
             opt.step()
             report(step + 1)
+        writer.finish()
+    except BaseException:
+        if not writer.manifest["checkpoints"]:  # failed before the first checkpoint
+            writer.discard()
+            if created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(out)
+        raise
     finally:
         if bar is not None:
             bar.close()

@@ -18,7 +18,7 @@ from torch import nn
 import richviz.checkpoints as ckpts
 from richviz import datasets
 from richviz.checkpoints import Run, atomic_save, checkpoint_name, save_checkpoint
-from richviz.errors import CheckpointError, DataError
+from richviz.errors import CheckpointError, DataError, ModelError, RunError
 from richviz.features import features_and_outputs
 from richviz.metrics import d_lr
 from richviz.train import Config, checkpoint_steps, evaluate, train
@@ -408,3 +408,228 @@ def test_no_warnings_on_clean_load(master):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run.load(STEPS[-1])
+
+
+# --------------------------------------------------------------------------- hardening (issue 10)
+
+
+def _manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "nested-dotdot"])
+def test_manifest_path_outside_the_run_is_refused(run_dir, tmp_path, kind):
+    outside = tmp_path / "x.pt"
+    shutil.copy(run_dir / checkpoint_name(STEPS[-1]), outside)  # a valid checkpoint out there
+    name = {
+        "dotdot": "../x.pt",
+        "absolute": str(outside),
+        "nested-dotdot": f"sub/../../{outside.name}",
+    }[kind]
+    m = _manifest(run_dir)
+    m["checkpoints"][0]["file"] = name
+    (run_dir / "run.json").write_text(json.dumps(m))
+    with pytest.raises(RunError, match="outside the run folder") as info:
+        Run.open(run_dir)
+    assert _one_line(str(info.value)) and "checkpoints[0].file" in str(info.value)
+
+
+def test_symlink_out_of_the_run_is_unreadable(run_dir, tmp_path):
+    outside = tmp_path / "elsewhere.pt"
+    shutil.copy(run_dir / checkpoint_name(STEPS[-1]), outside)
+    link = run_dir / checkpoint_name(STEPS[0])
+    link.unlink()
+    link.symlink_to(outside)  # step 0, the init model, now points outside
+    run = Run.open(run_dir)
+    ck = run.checkpoints[0]
+    assert ck.step == STEPS[0] and not ck.readable and "outside the run folder" in ck.error
+    assert run.steps == STEPS[1:]
+    with pytest.raises(CheckpointError, match="outside the run folder"):
+        run.load(STEPS[0])
+    # a link that stays inside the folder is fine
+    link.unlink()
+    link.symlink_to(run_dir / checkpoint_name(STEPS[1]))
+    assert Run.open(run_dir).checkpoints[0].readable
+
+
+def _tiny(act: type[nn.Module]) -> nn.Module:
+    return nn.Sequential(nn.Linear(2, 8), act(), nn.Linear(8, 2))
+
+
+def test_metrics_cache_tanh_to_relu_is_not_stale(tmp_path):
+    """The issue's reproduction: same state dicts, Tanh factory then ReLU factory."""
+    folder = tmp_path / "sd"
+    folder.mkdir()
+    torch.manual_seed(1)
+    for s in (0, 10, 20):
+        torch.save(_tiny(nn.Tanh).state_dict(), folder / f"step_{s}.pt")
+    data = datasets.load("moons", n=80)
+
+    def factory():  # redefined below with the same name and another activation
+        return _tiny(nn.Tanh)
+
+    tanh_rows = Run.from_state_dicts(factory, folder, data=data).metrics(progress=False)
+
+    def factory():  # noqa: F811 - the point of the test
+        return _tiny(nn.ReLU)
+
+    run = Run.from_state_dicts(factory, folder, data=data)
+    relu_rows = run.metrics(progress=False)
+    x, _ = run.probe()
+    for r_tanh, r_relu in zip(tanh_rows, relu_rows, strict=True):
+        model = run.load(r_relu["step"])
+        assert isinstance(model[1], nn.ReLU)
+        f, o = features_and_outputs(model, x)
+        assert r_relu["d_lr"] == pytest.approx(d_lr(f, o), rel=1e-6)
+        assert r_relu["d_lr"] != pytest.approx(r_tanh["d_lr"], rel=1e-3)
+
+
+def test_metrics_cache_keyed_on_bytes_not_size_and_mtime(run_dir, monkeypatch):
+    calls = []
+    real = ckpts.checkpoint_metrics
+    monkeypatch.setattr(
+        ckpts, "checkpoint_metrics", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    first = Run.open(run_dir).metrics(progress=False)
+    assert len(calls) == len(STEPS)
+    run = Run.open(run_dir)
+    path = run.checkpoint(STEPS[2]).path
+    st = path.stat()
+    # other weights, same size, same mtime: only a content hash can tell
+    save_checkpoint(path, run.load(STEPS[-1]).state_dict(), run.checkpoint(STEPS[2]).meta)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    second = Run.open(run_dir).metrics(progress=False)
+    assert len(calls) == len(STEPS) + 1
+    assert second[2]["d_lr"] == pytest.approx(first[-1]["d_lr"])
+    # another richviz version invalidates every row
+    monkeypatch.setattr(ckpts, "METRICS_VERSION", "0.0.0-other")
+    Run.open(run_dir).metrics(progress=False)
+    assert len(calls) == 2 * len(STEPS) + 1
+
+
+def test_metrics_version_derives_from_package_version():
+    import richviz
+
+    assert ckpts.METRICS_VERSION.startswith(richviz.__version__ + "/")
+
+
+def test_duplicate_step_is_unreadable_with_reason(run_dir, monkeypatch):
+    # step_5.pt parses to the same step as step_00000005.pt; meta says the same step too
+    shutil.copy(run_dir / checkpoint_name(STEPS[2]), run_dir / f"step_{STEPS[2]}.pt")
+    run = Run.open(run_dir)
+    same = [c for c in run.checkpoints if c.step == STEPS[2]]
+    assert len(same) == 2
+    assert same[0].readable and same[0].path.name == checkpoint_name(STEPS[2])
+    assert not same[1].readable and "duplicate of step" in same[1].error
+    assert checkpoint_name(STEPS[2]) in same[1].error and _one_line(same[1].error)
+    assert run.steps == STEPS and run.checkpoint(STEPS[2]) is same[0]
+    calls = []
+    real = ckpts.checkpoint_metrics
+    monkeypatch.setattr(
+        ckpts, "checkpoint_metrics", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    rows = run.metrics(progress=False)
+    assert [r["step"] for r in rows] == STEPS and len(calls) == len(STEPS)
+    Run.open(run_dir).metrics(progress=False)
+    assert len(calls) == len(STEPS)  # no endless recompute
+
+
+def test_run_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "run"
+        train(CFG, out, seed=0, progress=False, steps=2)
+        Run.open(out).metrics(progress=False)
+        for name in ("run.json", checkpoint_name(0), "metrics.json"):
+            assert (out / name).stat().st_mode & 0o777 == 0o644, name
+        os.umask(0o077)
+        atomic_write_json_path = tmp_path / "private.json"
+        ckpts.atomic_write_json({}, atomic_write_json_path)
+        assert atomic_write_json_path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_stored_nonfinite_flag_is_not_trusted(run_dir):
+    run = Run.open(run_dir)
+    sd = {k: v.clone() for k, v in run.load(STEPS[-1]).state_dict().items()}
+    sd["1.bias"][1] = float("inf")
+    # lie in both places: the file meta and the manifest entry
+    save_checkpoint(
+        run_dir / checkpoint_name(STEPS[-1]), sd, {"step": STEPS[-1], "nonfinite": False}
+    )
+    m = _manifest(run_dir)
+    m["checkpoints"][-1]["meta"]["nonfinite"] = False
+    m["checkpoints"][0]["meta"]["nonfinite"] = True  # and claim clean step 0 is bad
+    (run_dir / "run.json").write_text(json.dumps(m))
+    run = Run.open(run_dir)
+    assert run.checkpoint(STEPS[-1]).nonfinite
+    assert not run.checkpoint(STEPS[0]).nonfinite
+    # huge but finite weights (their float32 sum overflows) are not flagged
+    sd["1.bias"][:] = 3e38
+    save_checkpoint(run_dir / checkpoint_name(STEPS[-1]), sd, {"step": STEPS[-1]})
+    assert not torch.isfinite(sd["1.bias"].sum()) and torch.isfinite(sd["1.bias"]).all()
+    assert not Run.open(run_dir).checkpoint(STEPS[-1]).nonfinite
+
+
+def test_bad_entries_never_stop_open(run_dir, monkeypatch):
+    (run_dir / "step_00000099.pt").mkdir()
+    bad = run_dir / checkpoint_name(STEPS[1])
+    real_open = open
+
+    def guarded_open(file, *args, **kwargs):  # tests run as root: simulate EACCES
+        if Path(file) == bad:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded_open)
+    run = Run.open(run_dir)
+    by_name = {c.path.name: c for c in run.checkpoints}
+    assert "is a folder" in by_name["step_00000099.pt"].error
+    assert "Permission denied" in by_name[bad.name].error
+    assert all(_one_line(c.error) for c in run.checkpoints if c.error)
+    assert run.steps == [s for s in STEPS if s != STEPS[1]]
+    run.load(STEPS[-1])  # the rest stays usable
+    rows = run.metrics(progress=False)
+    assert [r["step"] for r in rows] == run.steps and rows[-1]["error"] is None
+
+
+def test_load_accepts_numeric_strings(master):
+    run = Run.open(master)
+    assert run.load(str(STEPS[-1])) is run.load(STEPS[-1])
+    assert run.checkpoint(f" {STEPS[2]} ").step == STEPS[2]
+    with pytest.raises(ValueError, match="must be an integer step"):
+        run.load("last")
+    with pytest.raises(ValueError, match="must be an integer step"):
+        run.load(2.5)
+    with pytest.raises(ValueError, match="is not in run"):
+        run.load("123456")
+
+
+def test_writer_marks_complete_only_at_the_end(master, tmp_path):
+    assert Run.open(master).complete is True and _manifest(master)["complete"] is True
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def progress(done, total):  # kill training after a few steps, as Ctrl-C would
+        calls.append(done)
+        if done == 7:
+            raise Stop
+
+    out = tmp_path / "killed"
+    with pytest.raises(Stop):
+        train(CFG, out, seed=0, progress=progress)
+    run = Run.open(out)
+    assert run.complete is False and _manifest(out)["complete"] is False
+    assert run.steps and run.steps[-1] < CFG.steps
+
+
+def test_unknown_layer_fails_before_caching(run_dir):
+    run = Run.open(run_dir)
+    with pytest.raises(ModelError, match="layer='bogus'") as info:
+        run.metrics(progress=False, layer="bogus")
+    assert _one_line(str(info.value))
+    assert not (run_dir / "metrics.json").exists()

@@ -135,3 +135,94 @@ def test_python_dash_m_bad_path(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "does-not-exist" in proc.stderr
+
+
+# --------------------------------------------------------------------------- hardening (issue 10)
+
+
+def test_info_shows_complete_and_incomplete(run_dir, tmp_path, capsys):
+    import shutil
+
+    assert cli.main(["info", str(run_dir)]) == 0
+    assert "status     complete" in capsys.readouterr().out
+    copy = Path(shutil.copytree(run_dir, tmp_path / "copy"))
+    m = json.loads((copy / "run.json").read_text())
+    m["complete"] = False
+    (copy / "run.json").write_text(json.dumps(m))
+    assert cli.main(["info", str(copy)]) == 0
+    assert "status     INCOMPLETE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--alpha", "inf"], "alpha=inf must be a finite number"),
+        (["--alpha", "nan"], "alpha=nan must be a finite number"),
+        (["--alpha", "1e200"], "alpha=1e+200 must be a finite number in [0.0001, 1e+06]"),
+        (["--alpha", "0"], "alpha=0.0 must be"),
+        (["--device", "mps"], "device='mps' is not supported"),
+        (["--device", "meta"], "device='meta' is not supported"),
+        (["--device", "cuda:x"], "device='cuda:x' is not supported"),
+        (["--steps", "0"], "steps=0"),
+        (["--seed", "-1"], "seed=-1"),
+    ],
+)
+def test_train_validates_before_writing(tmp_path, capsys, args, needle):
+    out = tmp_path / "run"
+    assert cli.main(["train", "xor", "--out", str(out), "-q", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+    assert not out.exists()  # nothing written, so a retry works
+    assert cli.main(["train", "xor", "--out", str(out), "-q", "--steps", "2"]) == 0
+
+
+def test_train_cuda_without_cuda_writes_nothing(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "run"
+    assert cli.main(["train", "xor", "--out", str(out), "-q", "--device", "cuda:0"]) == 1
+    assert "CUDA is not available" in capsys.readouterr().err and not out.exists()
+
+
+def test_train_into_a_file_writes_nothing(tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("keep")
+    assert cli.main(["train", "xor", "--out", str(target), "-q"]) == 1
+    assert "is not a folder" in capsys.readouterr().err and target.read_text() == "keep"
+
+
+def test_info_into_a_closed_pipe_is_quiet(run_dir):
+    """`richviz info RUN | head -1`: the reader is gone before richviz writes."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "richviz", "info", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    proc.stdout.close()  # like `head` exiting: every write now hits EPIPE
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err and err == ""
+    assert proc.returncode == 141
+
+
+def test_info_head_in_a_shell(run_dir):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    cmd = f"'{sys.executable}' -m richviz info '{run_dir}' | head -1"
+    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.stdout.startswith("run ") and proc.stdout.count("\n") == 1
+    assert proc.stderr == ""
+
+
+def test_metrics_bogus_layer(run_dir, tmp_path, capsys):
+    import shutil
+
+    copy = Path(shutil.copytree(run_dir, tmp_path / "copy"))
+    (copy / "metrics.json").unlink(missing_ok=True)
+    assert cli.main(["metrics", str(copy), "--layer", "bogus", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "layer='bogus'" in err
+    assert not (copy / "metrics.json").exists()

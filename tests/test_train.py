@@ -226,3 +226,75 @@ def test_train_on_an_image_folder(tmp_path):
     assert run.checkpoints[-1].meta["train_acc"] == 1.0  # brightness separates the classes
     x, _ = run.probe()
     assert run.load(30)(x).shape == (len(x), 2)
+
+
+# --------------------------------------------------------------------------- hardening (issue 10)
+
+_TINY = Config(
+    data="moons",
+    data_kwargs={"n": 60},
+    arch="mlp",
+    arch_kwargs={"in_features": 2, "hidden": [4], "out_features": 2},
+    steps=4,
+    lr=0.1,
+    checkpoints=3,
+)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"alpha": float("inf")}, "alpha=inf"),
+        ({"alpha": 1e200}, "alpha=1e+200"),
+        ({"alpha": 1e-9}, "alpha=1e-09"),
+        ({"device": "mps"}, "device='mps'"),
+        ({"device": "meta"}, "device='meta'"),
+        ({"device": torch.device("meta")}, "device=device(type='meta')"),
+        ({"seed": 2**64}, "seed="),
+        ({"seed": 1.5}, "seed="),
+        ({"steps": -3}, "steps=-3"),
+    ],
+)
+def test_train_refuses_bad_arguments_before_writing(tmp_path, kwargs, needle):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError) as info:
+        train(_TINY, out, progress=False, **kwargs)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert not out.exists()
+
+
+def test_config_refuses_non_finite_lr():
+    with pytest.raises(ValueError, match="lr=nan"):
+        dataclasses.replace(_TINY, lr=float("nan"))
+
+
+def test_failure_before_the_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
+    import richviz.train as train_mod
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(train_mod, "evaluate", broken)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="device lost"):
+        train(_TINY, out, progress=False)
+    assert not out.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError):
+        train(_TINY, existing, progress=False)
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+
+
+def test_complete_flag_false_while_training(tmp_path):
+    out = tmp_path / "run"
+    seen = []
+
+    def progress(done, total):
+        if done:
+            seen.append(Run.open(out).complete)
+
+    run = train(_TINY, out, progress=progress)
+    assert seen and all(flag is False for flag in seen)
+    assert run.complete is True

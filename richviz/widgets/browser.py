@@ -49,6 +49,14 @@ def run_name(run: Any) -> str:
     """The run's folder name as plain text (escape it before it enters HTML)."""
     path = getattr(run, "path", None)
     return str(getattr(path, "name", path))
+def run_state_html(run: Any) -> str:
+    """Small escaped line saying whether the run's training finished ("" when not recorded)."""
+    complete = getattr(run, "complete", None)
+    if complete is None:
+        return ""
+    text = "complete run" if complete else "incomplete run: training was stopped or is running"
+    color = "#666" if complete else "#b35c00"
+    return f'<span style="font-size: 11px; color: {color}">{html.escape(text)}</span>'
 
 
 _MONO_CSS = "<style>.richviz-mono select { font-family: monospace; }</style>"
@@ -99,13 +107,16 @@ class CheckpointBrowser(BackgroundWork, widgets.VBox):
         self._worker = Worker("richviz-browser")
         self._syncing = False
         checkpoints = list(run.checkpoints)
-        self._index = {ck.step: i for i, ck in enumerate(checkpoints)}
+        self._index: dict[int, int] = {}
+        for i, ck in sorted(enumerate(checkpoints), key=lambda t: not t[1].readable):
+            self._index.setdefault(ck.step, i)  # a step's readable row wins over a duplicate
 
         self.title = widgets.HTML(
             value=_MONO_CSS
             + f"<b>{html.escape(run_name(run))}</b> · {len(checkpoints)} checkpoints"
             f" ({sum(not c.readable for c in checkpoints)} unreadable)"
         )
+        self.run_state = widgets.HTML(value=run_state_html(run))
         self.list = widgets.Select(
             options=[(checkpoint_label(ck), i) for i, ck in enumerate(checkpoints)],
             value=None,
@@ -122,7 +133,14 @@ class CheckpointBrowser(BackgroundWork, widgets.VBox):
         self.status = widgets.HTML(value="")
         kwargs.setdefault("layout", widgets.Layout(width="345px", min_width="345px"))
         super().__init__(
-            children=[self.title, self.list, self.device_picker, self.info, self.status],
+            children=[
+                self.title,
+                self.run_state,
+                self.list,
+                self.device_picker,
+                self.info,
+                self.status,
+            ],
             **kwargs,
         )
         self.device = self.device_picker.value
