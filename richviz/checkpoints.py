@@ -303,6 +303,7 @@ class Run:
         self._data = data
         self._cache: OrderedDict[tuple[int, str], nn.Module] = OrderedDict()
         self._lock = threading.RLock()  # load() may be called from widget threads
+        self._probes: dict[int, tuple[torch.Tensor, torch.Tensor, str]] = {}
         self._reference = self._reference_state()
         self.checkpoints: list[Checkpoint] = sorted(
             (self._inspect(step, p, meta) for step, p, meta in files), key=lambda c: c.step
@@ -544,12 +545,39 @@ class Run:
         A cached row is reused while the checkpoint file (size, mtime), the init checkpoint, the
         layer and the probe set are unchanged. ``progress``: True (tqdm bar), False, or a
         callable ``(done, total)``.
+
+        The serial loop is ``pending_metrics`` -> ``metrics_entry`` -> ``store_metrics_rows``,
+        the same hooks :mod:`richviz.sweep` spreads over a Dask cluster.
         """
-        x, y = self.probe(probe_size)
-        probe_key = _tensor_hash(x, y)
+        todo = self.pending_metrics(layer, probe_size)
+        entries = self._read_cache(self.path / METRICS_CACHE)["rows"]
+        bar, report = _progress(progress, len(todo))
+        try:
+            for done, step in enumerate(todo, 1):
+                entries = self.store_metrics_rows([self.metrics_entry(step, layer, probe_size)])
+                report(done)
+        finally:
+            if bar is not None:
+                bar.close()
+        rows = []
+        for c in self.checkpoints:
+            if not c.readable:
+                continue
+            row = dict(entries[str(c.step)]["row"])
+            for k in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch", "time"):
+                row[k] = _float(c.meta.get(k))
+            rows.append(row)
+        return rows
+
+    def _metrics_setup(
+        self, layer: str | None, probe_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor, Checkpoint | None, Callable[[Checkpoint], Any]]:
+        """(probe x, probe y, init checkpoint, cache key function) of a metrics table."""
+        if probe_size not in self._probes:
+            x, y = self.probe(probe_size)
+            self._probes[probe_size] = (x, y, _tensor_hash(x, y))
+        x, y, probe_key = self._probes[probe_size]
         layer_key = layer or "penultimate"
-        cache_path = self.path / METRICS_CACHE
-        cache = self._read_cache(cache_path)
         readable = [c for c in self.checkpoints if c.readable]
         init = readable[0] if readable else None
         init_fp = [init.step, *init.fingerprint()] if init else None
@@ -564,26 +592,47 @@ class Run:
                 "version": METRICS_VERSION,
             }
 
-        entries = cache.setdefault("rows", {})
-        todo = [c for c in readable if entries.get(str(c.step), {}).get("key") != key(c)]
-        bar, report = _progress(progress, len(todo))
-        init_model = self._safe_load(init)[0] if todo and init is not None else None
-        try:
-            for done, c in enumerate(todo, 1):
-                row = self._metrics_row(c, x, y, init_model, layer)
-                entries[str(c.step)] = {"key": key(c), "row": row}
-                self._write_cache(cache_path, cache)
-                report(done)
-        finally:
-            if bar is not None:
-                bar.close()
-        rows = []
-        for c in readable:
-            row = dict(entries[str(c.step)]["row"])
-            for k in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch", "time"):
-                row[k] = _float(c.meta.get(k))
-            rows.append(row)
-        return rows
+        return x, y, init, key
+
+    def pending_metrics(self, layer: str | None = None, probe_size: int = 1000) -> list[int]:
+        """Steps of the readable checkpoints whose cached metrics row is missing or stale."""
+        key = self._metrics_setup(layer, probe_size)[3]
+        entries = self._read_cache(self.path / METRICS_CACHE)["rows"]
+        return [
+            c.step
+            for c in self.checkpoints
+            if c.readable and entries.get(str(c.step), {}).get("key") != key(c)
+        ]
+
+    def metrics_entry(
+        self, step: int, layer: str | None = None, probe_size: int = 1000
+    ) -> dict[str, Any]:
+        """Compute the metrics row of ``step``: ``{"step", "key", "row"}`` for the cache.
+
+        The key (file fingerprint, init checkpoint, layer, probe) is taken before the row is
+        computed, so a checkpoint rewritten meanwhile leaves a stale entry, never a wrong one.
+        """
+        x, y, init, key = self._metrics_setup(layer, probe_size)
+        c = self.checkpoint(step)
+        entry_key = key(c)
+        init_model = self._safe_load(init)[0] if init is not None else None
+        row = self._metrics_row(c, x, y, init_model, layer)
+        return {"step": c.step, "key": entry_key, "row": row}
+
+    def store_metrics_rows(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """Merge :meth:`metrics_entry` results into ``metrics.json`` (one atomic write).
+
+        Returns the cache's rows (by step as a string), including ``entries`` even when the
+        file cannot be written (a warning says so).
+        """
+        path = self.path / METRICS_CACHE
+        with self._lock:
+            cache = self._read_cache(path)
+            for e in entries:
+                cache["rows"][str(int(e["step"]))] = {"key": e["key"], "row": e["row"]}
+            if entries:
+                self._write_cache(path, cache)
+        return cache["rows"]
 
     def _safe_load(self, c: Checkpoint) -> tuple[nn.Module | None, str | None]:
         try:
