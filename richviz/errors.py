@@ -13,3 +13,7 @@ class CheckpointError(RichvizError):
 
 class DataError(RichvizError, ValueError):
     """A data set could not be found or does not fit the model."""
+
+
+class MissingDependencyError(RichvizError, ImportError):
+    """An optional dependency is not installed; the message says which extra to install."""

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,18 +257,23 @@ def train(
     progress: bool | Callable[[int, int], None] = True,
     data_root: str | None = None,
     data: datasets.Dataset | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Run:
     """Train a preset (or a :class:`Config`) and write its run to ``out``; return the Run.
 
-    ``steps``/``alpha`` override the preset's; ``seed`` fixes the initialisation and minibatch
-    order (same seed, same device: same checkpoints). ``data_root`` is the folder for image data
-    (CIFAR-10). ``data`` reuses an already loaded Dataset matching the config.
+    ``steps``/``alpha`` override the preset's, ``overrides`` any other :class:`Config` field
+    (e.g. ``{"lr": 0.05}``; the manifest keeps the preset's name); ``seed`` fixes the
+    initialisation and minibatch order (same seed, same device: same checkpoints). ``data_root``
+    is the folder for image data (CIFAR-10). ``data`` reuses an already loaded Dataset matching
+    the config.
     """
     name, cfg = resolve(preset_or_config)
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
     if alpha is not None:
         cfg = dataclasses.replace(cfg, alpha=alpha)
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
     data_kwargs = dict(cfg.data_kwargs)
     if data_root is not None:
         data_kwargs["root"] = str(data_root)
