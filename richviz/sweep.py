@@ -79,7 +79,9 @@ def _require_dask() -> Any:
 
 
 @contextlib.contextmanager
-def open_client(scheduler: Scheduler = None, workers: int = 2) -> Iterator[Any]:
+def open_client(
+    scheduler: Scheduler = None, workers: int = 2, timeout: float = 30.0
+) -> Iterator[Any]:
     """A ``distributed.Client`` for the duration of the ``with`` block.
 
     Parameters
@@ -91,6 +93,8 @@ def open_client(scheduler: Scheduler = None, workers: int = 2) -> Iterator[Any]:
         is (it stays open).
     workers
         Number of worker processes of the local cluster (>= 1).
+    timeout
+        Seconds to wait for a scheduler address to answer.
 
     Raises
     ------
@@ -109,7 +113,7 @@ def open_client(scheduler: Scheduler = None, workers: int = 2) -> Iterator[Any]:
                 f"scheduler={scheduler!r} must be None, an address or a distributed.Client"
             )
         try:
-            client = distributed.Client(scheduler, timeout="20s")
+            client = distributed.Client(scheduler, timeout=f"{timeout}s")
         except (OSError, TimeoutError) as exc:
             raise RichvizError(
                 f"scheduler={scheduler!r}: cannot connect ({type(exc).__name__}: "

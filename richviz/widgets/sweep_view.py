@@ -116,7 +116,7 @@ class SweepView(BackgroundWork, widgets.VBox):
         for key, title in CHARTS:
             sy = bqplot.LinearScale()
             x_axis = bqplot.Axis(scale=self._sx, label="", grid_lines="none")
-            y_axis = bqplot.Axis(scale=sy, orientation="vertical", grid_lines="dashed")
+            y_axis = bqplot.Axis(scale=sy, side="left", grid_lines="dashed")
             self._x_axes[key] = x_axis
             self.figures[key] = bqplot.Figure(
                 title=title,
