@@ -24,6 +24,7 @@ TUTORIALS = [
     "03_lazy_vs_rich",
     "04_grokking",
     "05_your_model",
+    "08_sweeps",
 ]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
