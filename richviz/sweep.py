@@ -155,13 +155,16 @@ _RUNS_MAX = 4
 _COMPUTE = threading.Lock()
 
 
-def _signature(path: Path) -> tuple:
+def _signature(path: Path) -> tuple | None:
     """(name, size, mtime_ns) of the manifest and every checkpoint file of a run folder."""
     out = []
-    for p in sorted(path.iterdir()):
-        if p.name == MANIFEST or p.suffix in (".pt", ".pth"):
-            st = p.stat()
-            out.append((p.name, st.st_size, st.st_mtime_ns))
+    try:
+        for p in sorted(path.iterdir()):
+            if p.name == MANIFEST or p.suffix in (".pt", ".pth"):
+                st = p.stat()
+                out.append((p.name, st.st_size, st.st_mtime_ns))
+    except OSError:
+        return None  # Run.open says what is wrong
     return tuple(out)
 
 
@@ -169,7 +172,7 @@ def _open_cached(path: str) -> Run:
     """``Run.open(path)``, reused while the folder's files are unchanged (a few per process)."""
     sig = _signature(Path(path))
     hit = _RUNS.get(path)
-    if hit is not None and hit[0] == sig:
+    if hit is not None and sig is not None and hit[0] == sig:
         _RUNS.move_to_end(path)
         return hit[1]
     run = Run.open(path)
@@ -280,13 +283,16 @@ def sweep_metrics(
                     )
                     futures[fut] = (path, step)
                 done = 0
-                for batch in distributed.as_completed(futures).batches():
+                # results are fetched as each task finishes; rows are stored batch by batch
+                finished = distributed.as_completed(futures, with_results=True, raise_errors=False)
+                for batch in finished.batches():
                     by_run: dict[Path, list[dict[str, Any]]] = {}
-                    for fut in batch:
+                    for fut, result in batch:
                         path, step = futures[fut]
-                        try:
-                            by_run.setdefault(path, []).append(fut.result())
-                        except Exception as exc:  # a task error must not lose the others
+                        if fut.status == "finished":
+                            by_run.setdefault(path, []).append(result)
+                        else:  # a task error must not lose the others
+                            exc = result[1] if isinstance(result, tuple) else result
                             failures.append(
                                 f"{path}: step {step}: {type(exc).__name__}: "
                                 f"{' '.join(str(exc).split())[:200]}"

@@ -403,3 +403,21 @@ def test_sweep_view_loads_runs_in_background_and_escapes_names(grid_dir, tmp_pat
         assert view.wait(120)
     finally:
         view.close()
+
+
+@pytest.mark.slow
+def test_failed_tasks_are_reported_and_the_others_stored(client, grid_dir, tmp_path):
+    paths = fresh_copy(grid_dir, tmp_path / "g")[:2]
+    gone = tmp_path / "gone"
+
+    def progress(done: int, total: int) -> None:
+        if done == 0:  # tasks not submitted yet: the second run vanishes under the sweep
+            paths[1].rename(gone)
+
+    with pytest.raises(RichvizError) as err:
+        sweep.sweep_metrics(paths, scheduler=client, probe_size=PROBE, progress=progress)
+    msg = str(err.value)
+    assert msg.startswith(f"{len(STEPS)} of {2 * len(STEPS)} metrics tasks failed, e.g. ")
+    assert "no such run folder" in msg and "\n" not in msg
+    assert_clean_cache(paths[0])  # the healthy run's rows all landed
+    assert not (gone / METRICS_CACHE).exists()
