@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from richviz.checkpoints import MANIFEST
 from richviz.errors import CheckpointError
 
 __all__ = ["FINAL_KEYS", "RunSummary", "hyperparameters", "summarize", "varying"]
@@ -91,6 +90,8 @@ def summarize(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Run
 
     Reads only the manifest; raises ``CheckpointError`` naming it when it is unreadable.
     """
+    from richviz.checkpoints import MANIFEST  # lazily: importing richviz.widgets opens no runs
+
     path = Path(path)
     mpath = path / MANIFEST
     try:
