@@ -442,6 +442,7 @@ class Run:
         self._confine = confine  # files must stay inside the folder (manifest runs)
         self._cache: OrderedDict[tuple[int, str], nn.Module] = OrderedDict()
         self._lock = threading.RLock()  # load() may be called from widget threads
+        self._probes: dict[int, tuple[torch.Tensor, torch.Tensor, str]] = {}
         template = self._template()
         self._reference = dict(template.state_dict())
         self._identity = {
@@ -747,6 +748,37 @@ class Run:
         output; for an alpha-scaled run at large alpha this stays at its initial value) or
         ``"learned"`` (alpha * (f - f0); undefined at step 0, where the row's ``note`` says
         why the three are NaN).
+
+        The serial loop is ``pending_metrics`` -> ``metrics_entry`` -> ``store_metrics_rows``,
+        the same hooks :mod:`richviz.sweep` spreads over a Dask cluster.
+        """
+        todo = self.pending_metrics(layer, probe_size, outputs)
+        entries = self._read_cache(self.path / METRICS_CACHE)["rows"]
+        bar, report = _progress(progress, len(todo))
+        try:
+            for done, step in enumerate(todo, 1):
+                entry = self.metrics_entry(step, layer, probe_size, outputs)
+                entries = self.store_metrics_rows([entry])
+                report(done)
+        finally:
+            if bar is not None:
+                bar.close()
+        rows = []
+        for c in self.checkpoints:
+            if not c.readable:
+                continue
+            row = dict(entries[str(c.step)]["row"])
+            for k in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch", "time"):
+                row[k] = _float(c.meta.get(k))
+            rows.append(row)
+        return rows
+
+    def _metrics_setup(
+        self, layer: str | None, probe_size: int, outputs: str = "last_linear"
+    ) -> tuple[torch.Tensor, torch.Tensor, Checkpoint | None, Callable[[Checkpoint], Any]]:
+        """(probe x, probe y, init checkpoint, cache key function) of a metrics table.
+
+        Checks ``outputs`` and ``layer`` first (``ValueError`` / ``ModelError``, nothing cached).
         """
         if outputs not in OUTPUTS:
             raise ValueError(f"outputs={outputs!r} must be one of {', '.join(OUTPUTS)}")
@@ -755,14 +787,20 @@ class Run:
             FeatureMap(self._template(), layer)
         except ValueError as exc:
             raise ModelError(f"{self.path}: {_one_line(str(exc), 400)}") from None
-        x, y = self.probe(probe_size)
-        probe_key = _tensor_hash(x, y)
-        cache_path = self.path / METRICS_CACHE
-        cache = self._read_cache(cache_path)
+        if probe_size not in self._probes:
+            x, y = self.probe(probe_size)
+            self._probes[probe_size] = (x, y, _tensor_hash(x, y))
+        x, y, probe_key = self._probes[probe_size]
         readable = [c for c in self.checkpoints if c.readable]
-        hashes = {c.step: c.content_hash() for c in readable}
+        hashes: dict[int, str] = {}  # computed on first use: a worker keys one row
+
+        def content_hash(c: Checkpoint) -> str:
+            if c.step not in hashes:
+                hashes[c.step] = c.content_hash()
+            return hashes[c.step]
+
         init = readable[0] if readable else None
-        init_key = [init.step, hashes[init.step]] if init else None
+        init_key = [init.step, content_hash(init)] if init else None
         model_key = hashlib.sha256(
             json.dumps(self._identity, sort_keys=True, default=repr).encode()
         ).hexdigest()[:16]
@@ -770,7 +808,7 @@ class Run:
         def key(c: Checkpoint) -> dict[str, Any]:
             return {
                 "file": c.path.name,
-                "sha256": hashes[c.step],
+                "sha256": content_hash(c),
                 "init": init_key,
                 "model": model_key,
                 "layer": layer_key,
@@ -779,26 +817,53 @@ class Run:
                 "version": METRICS_VERSION,
             }
 
-        entries = cache["rows"]
-        todo = [c for c in readable if entries.get(str(c.step), {}).get("key") != key(c)]
-        bar, report = _progress(progress, len(todo))
-        init_model = self._safe_load(init)[0] if todo and init is not None else None
-        try:
-            for done, c in enumerate(todo, 1):
-                row = self._metrics_row(c, x, y, init_model, layer, outputs)
-                entries[str(c.step)] = {"key": key(c), "row": row}
-                self._write_cache(cache_path, cache)
-                report(done)
-        finally:
-            if bar is not None:
-                bar.close()
-        rows = []
-        for c in readable:
-            row = dict(entries[str(c.step)]["row"])
-            for k in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch", "time"):
-                row[k] = _float(c.meta.get(k))
-            rows.append(row)
-        return rows
+        return x, y, init, key
+
+    def pending_metrics(
+        self, layer: str | None = None, probe_size: int = 1000, outputs: str = "last_linear"
+    ) -> list[int]:
+        """Steps of the readable checkpoints whose cached metrics row is missing or stale."""
+        key = self._metrics_setup(layer, probe_size, outputs)[3]
+        entries = self._read_cache(self.path / METRICS_CACHE)["rows"]
+        return [
+            c.step
+            for c in self.checkpoints
+            if c.readable and entries.get(str(c.step), {}).get("key") != key(c)
+        ]
+
+    def metrics_entry(
+        self,
+        step: int,
+        layer: str | None = None,
+        probe_size: int = 1000,
+        outputs: str = "last_linear",
+    ) -> dict[str, Any]:
+        """Compute the metrics row of ``step``: ``{"step", "key", "row"}`` for the cache.
+
+        The key (content hashes, model identity, layer, outputs, probe) is taken before the row
+        is computed, so a checkpoint rewritten meanwhile leaves a stale entry, never a wrong one.
+        """
+        x, y, init, key = self._metrics_setup(layer, probe_size, outputs)
+        c = self.checkpoint(step)
+        entry_key = key(c)
+        init_model = self._safe_load(init)[0] if init is not None else None
+        row = self._metrics_row(c, x, y, init_model, layer, outputs)
+        return {"step": c.step, "key": entry_key, "row": row}
+
+    def store_metrics_rows(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """Merge :meth:`metrics_entry` results into ``metrics.json`` (one atomic write).
+
+        Returns the cache's rows (by step as a string), including ``entries`` even when the
+        file cannot be written (a warning says so).
+        """
+        path = self.path / METRICS_CACHE
+        with self._lock:
+            cache = self._read_cache(path)
+            for e in entries:
+                cache["rows"][str(int(e["step"]))] = {"key": e["key"], "row": e["row"]}
+            if entries:
+                self._write_cache(path, cache)
+        return cache["rows"]
 
     def _safe_load(self, c: Checkpoint) -> tuple[nn.Module | None, str | None]:
         try:

@@ -5,8 +5,11 @@
                   [--label-noise F] [--cap-lr] [--seed S] [--device D]
     richviz info RUN
     richviz metrics RUN [--csv] [--layer NAME] [--outputs last_linear|learned]
+    richviz train PRESET --out DIR --sweep alpha=0.1,1,10 --sweep seed=0,1 [--scheduler ADDR]
+    richviz sweep RUN... [--scheduler ADDRESS] [--workers N] [--layer L] [--probe-size N]
 
-Errors are printed as one line on stderr with a non-zero exit status, never a traceback.
+Errors are printed as one line on stderr with a non-zero exit status, never a traceback
+(exit status 2 when an optional dependency such as dask is missing).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from richviz.errors import RichvizError
+from richviz.errors import MissingDependencyError, RichvizError
 
 __all__ = [
     "build_parser",
@@ -55,6 +58,8 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.sweep:
+        return _train_sweep(args)
     from richviz.train import CatapultWarning, train
 
     with warnings.catch_warnings(record=True) as caught:
@@ -84,6 +89,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"(final train_acc={_fmt(last.meta.get('train_acc'))}, "
         f"test_acc={_fmt(last.meta.get('test_acc'))})"
     )
+    return 0
+
+
+def _train_sweep(args: argparse.Namespace) -> int:
+    from richviz.sweep import parse_grid, train_sweep
+
+    grid = parse_grid(args.sweep)
+    overrides = {}
+    if args.steps is not None and "steps" not in grid:
+        overrides["steps"] = args.steps
+    for name in ("alpha", "lr", "train_fraction", "label_noise"):
+        if getattr(args, name) is not None and name not in grid:
+            overrides[name] = getattr(args, name)
+    runs = train_sweep(
+        args.preset,
+        args.out,
+        grid,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        seed=args.seed,
+        overrides=overrides,
+        device=args.device,
+        data_root=args.data_root,
+        progress=not args.quiet,
+    )
+    rows = []
+    for run in runs:
+        last = run.checkpoints[-1]
+        rows.append(
+            [
+                run.path.name,
+                len(run.checkpoints),
+                last.meta.get("train_acc"),
+                last.meta.get("test_acc"),
+            ]
+        )
+    _table(rows, ["run", "checkpoints", "train_acc", "test_acc"], sys.stdout)
+    print(f"{len(runs)} runs in {args.out}")
     return 0
 
 
@@ -177,6 +220,38 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from richviz.sweep import sweep_metrics
+
+    if args.probe_size < 1:
+        raise ValueError(f"--probe-size {args.probe_size} must be positive")
+    tables = sweep_metrics(
+        args.runs,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        layer=args.layer,
+        probe_size=args.probe_size,
+        progress=not args.quiet,
+    )
+    if args.combined:
+        shown = ["run"] + [
+            k for k in _TABLE_KEYS if any(k in r for t in tables.values() for r in t)
+        ]
+        rows = [
+            [path.name] + [r.get(k) for k in shown[1:]] for path, t in tables.items() for r in t
+        ]
+        _table(rows, shown, sys.stdout)
+    for path, table in tables.items():
+        if not args.combined:
+            print(f"== {path}")
+            shown = [k for k in _TABLE_KEYS if any(k in r for r in table)]
+            _table([[r.get(k) for k in shown] for r in table], shown, sys.stdout)
+        for r in table:
+            if r.get("error"):
+                print(f"{path.name} step {r['step']}: {r['error']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``richviz`` command."""
     p = argparse.ArgumentParser(prog="richviz", description=__doc__.splitlines()[0])
@@ -208,6 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: auto)")
     t.add_argument("--data-root", default=None, help="folder of image data (CIFAR-10)")
+    t.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="train one run per combination on a Dask cluster (repeatable; keys: seed, alpha, "
+        "lr, width, steps, ...); runs go to OUT/KEY=V,...",
+    )
+    _cluster_args(t)
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 
@@ -228,11 +312,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_cmd_metrics)
+
+    w = sub.add_parser("sweep", help="metrics of many runs on a Dask cluster, one task per row")
+    w.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    _cluster_args(w)
+    w.add_argument("--layer", default=None, help="feature layer (default: input of last Linear)")
+    w.add_argument("--probe-size", type=int, default=1000, help="probe samples per run")
+    w.add_argument("--combined", action="store_true", help="one table for all runs")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    w.set_defaults(func=_cmd_sweep)
     return p
 
 
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="worker processes of the local cluster")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 on success, 1 on a reported error)."""
+    """Entry point; returns the exit status (0 success, 1 reported error, 2 missing extra)."""
     args = build_parser().parse_args(argv)
     # torch's forward-AD decompositions warn about torch.jit.script on first use: not ours.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
@@ -246,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, the status of a Unix tool killed by a closed pipe
+    except MissingDependencyError as exc:
+        print(f"richviz {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     except (RichvizError, ValueError, FileNotFoundError, PermissionError) as exc:
         print(f"richviz {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

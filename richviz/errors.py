@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "DataError", "ModelError", "RichvizError", "RunError"]
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "MissingDependencyError",
+    "ModelError",
+    "RichvizError",
+    "RunError",
+]
 
 
 class RichvizError(Exception):
@@ -23,3 +30,5 @@ class DataError(RichvizError, ValueError):
 
 class ModelError(RichvizError, TypeError, ValueError):
     """A user's model or model factory does not fit what richviz needs (names the argument)."""
+class MissingDependencyError(RichvizError, ImportError):
+    """An optional dependency is not installed; the message says which extra to install."""

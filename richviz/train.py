@@ -15,7 +15,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -446,6 +446,7 @@ def train(
     train_fraction: float | None = None,
     label_noise: float | None = None,
     cap_lr: bool = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Run:
     """Train a preset (or a :class:`Config`) and write its run to ``out``; return the Run.
 
@@ -455,6 +456,8 @@ def train(
     subset of the training set; ``label_noise`` moves that fraction of its labels to another
     class (the run's probe set for metrics stays the clean data). ``data_root`` is the folder
     for image data (CIFAR-10). ``data`` reuses an already loaded Dataset matching the config.
+    ``overrides`` sets any other :class:`Config` field (e.g. ``{"width": 64}``; the manifest
+    keeps the preset's name).
 
     Stability: for an alpha-scaled SGD run the step lr / alpha^2 grows without bound as alpha
     shrinks, while the loss sharpness at initialisation does not shrink as fast (its
@@ -469,16 +472,17 @@ def train(
     training and ``true`` once the last checkpoint is saved.
     """
     name, cfg = resolve(preset_or_config)
-    overrides = {
+    changes = dict(overrides or {})
+    changes.update({
         "steps": steps,
         "alpha": alpha,
         "lr": lr,
         "train_fraction": train_fraction,
         "label_noise": label_noise,
-    }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides:
-        cfg = dataclasses.replace(cfg, **overrides)
+    })
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes:
+        cfg = dataclasses.replace(cfg, **changes)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise ValueError(f"seed={seed!r} must be an integer in [0, 2**63)")
     data_kwargs = dict(cfg.data_kwargs)

@@ -22,11 +22,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BINDER = REPO_ROOT / "binder"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 QUICKSTART_URLPATH = "urlpath=lab/tree/notebooks/01_quickstart.ipynb"
+# Optional runtime extras Binder installs too, so that every notebook runs there.
+RUNTIME_EXTRAS = ("dask",)
 
 
-def project_dependencies() -> dict[str, Requirement]:
+def project_dependencies(extras: tuple[str, ...] = ()) -> dict[str, Requirement]:
+    """Requirements by canonical name: ``dependencies``, or those of the optional ``extras``."""
     with open(REPO_ROOT / "pyproject.toml", "rb") as f:
-        deps = tomllib.load(f)["project"]["dependencies"]
+        project = tomllib.load(f)["project"]
+    if extras:
+        deps = [d for e in extras for d in project["optional-dependencies"][e]]
+    else:
+        deps = project["dependencies"]
     reqs = [Requirement(d) for d in deps]
     return {canonicalize_name(r.name): r for r in reqs}
 
@@ -67,9 +74,12 @@ def setup_env_torch_pins() -> dict[str, Version]:
     return pins
 
 
-def test_every_project_dependency_is_in_binder_with_a_compatible_version() -> None:
+@pytest.mark.parametrize("extras", [(), RUNTIME_EXTRAS], ids=["dependencies", "runtime-extras"])
+def test_every_project_dependency_is_in_binder_with_a_compatible_version(
+    extras: tuple[str, ...],
+) -> None:
     binder, _ = binder_requirements()
-    for name, dep in project_dependencies().items():
+    for name, dep in project_dependencies(extras).items():
         assert name in binder, f"binder/requirements.txt lacks project dependency {dep}"
         version = pinned_version(binder[name])
         # Local labels (+cpu) do not change the release: compare the public version.
@@ -81,7 +91,7 @@ def test_every_project_dependency_is_in_binder_with_a_compatible_version() -> No
 
 def test_binder_has_nothing_the_project_does_not_need() -> None:
     binder, _ = binder_requirements()
-    extra = set(binder) - set(project_dependencies())
+    extra = set(binder) - set(project_dependencies()) - set(project_dependencies(RUNTIME_EXTRAS))
     assert not extra, f"binder/requirements.txt lists packages pyproject.toml does not: {extra}"
 
 

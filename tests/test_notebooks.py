@@ -27,6 +27,7 @@ TUTORIALS = [
     "04_grokking",
     "05_your_model",
     "07_richness",
+    "08_sweeps",
 ]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

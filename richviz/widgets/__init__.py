@@ -2,6 +2,7 @@
 
 ``CheckpointBrowser``, ``SliceViewer``, ``MetricsPanel`` and ``Explorer`` are ipywidgets
 containers with a ``step`` trait, linked with ``traitlets.link`` in :class:`Explorer`.
+``SweepView`` plots many runs, one point each, and opens a clicked run in an Explorer.
 Importing this package loads no model and computes nothing.
 """
 
@@ -11,5 +12,6 @@ from richviz.widgets.browser import CheckpointBrowser
 from richviz.widgets.explorer import Explorer
 from richviz.widgets.metrics_panel import MetricsPanel
 from richviz.widgets.slice_viewer import SliceViewer
+from richviz.widgets.sweep_view import SweepView
 
-__all__ = ["CheckpointBrowser", "Explorer", "MetricsPanel", "SliceViewer"]
+__all__ = ["CheckpointBrowser", "Explorer", "MetricsPanel", "SliceViewer", "SweepView"]

@@ -1,0 +1,91 @@
+"""Metrics sweep of 8 runs x 26 checkpoints on a Dask LocalCluster: 1 vs 2 worker processes.
+
+The runs (moons preset, 2-64-64-2 tanh MLP, 400 steps, 26 log-spaced checkpoints, alpha x
+seed grid) are trained once by ``train_sweep`` on 2 workers. Then each round fills fresh
+copies of their metrics caches (208 tasks, one per checkpoint row) with ``sweep_metrics`` on a
+warm 1-worker and a warm 2-worker cluster, and in this process with ``Run.metrics`` (1 thread)
+as the serial reference. Rounds interleave the three so machine load affects them alike; the
+report gives medians and the ratios measured in this one run.
+
+    .venv/bin/python benchmarks/sweep.py [--rounds 2] [--steps 400] [--probe-size 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from richviz.checkpoints import METRICS_CACHE, Run
+from richviz.sweep import open_client, sweep_metrics, train_sweep
+
+GRID = {"alpha": [0.1, 1.0, 10.0, 100.0], "seed": [0, 1]}
+
+
+def fresh(src: list[Path], dest: Path) -> list[Path]:
+    shutil.rmtree(dest, ignore_errors=True)
+    out = []
+    for p in src:
+        q = Path(shutil.copytree(p, dest / p.name))
+        (q / METRICS_CACHE).unlink(missing_ok=True)
+        out.append(q)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--probe-size", type=int, default=1000)
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # as each worker (dask sets OMP_NUM_THREADS=1)
+    root = Path(tempfile.mkdtemp(prefix="richviz-sweep-bench-"))
+    try:
+        t0 = time.perf_counter()
+        runs = train_sweep(
+            "moons",
+            root / "runs",
+            GRID,
+            workers=2,
+            overrides={"steps": args.steps, "checkpoints": 30},
+            progress=False,
+        )
+        train_s = time.perf_counter() - t0
+        paths = [r.path for r in runs]
+        tasks = sum(len(r.steps) for r in runs)
+        print(f"trained {len(runs)} runs, {tasks} checkpoints, in {train_s:.1f} s (2 workers)")
+        times: dict[str, list[float]] = {"serial": [], "1 worker": [], "2 workers": []}
+        with open_client(workers=1) as c1, open_client(workers=2) as c2:
+            for c in (c1, c2):  # warm: torch and richviz imported in every worker
+                c.run(importlib.import_module, "richviz.sweep")
+            for r in range(args.rounds):
+                for label, client in (("1 worker", c1), ("2 workers", c2), ("serial", None)):
+                    copies = fresh(paths, root / f"copy-{r}-{label.replace(' ', '')}")
+                    t = time.perf_counter()
+                    if client is None:
+                        for p in copies:
+                            Run.open(p).metrics(progress=False, probe_size=args.probe_size)
+                    else:
+                        sweep_metrics(
+                            copies, scheduler=client, probe_size=args.probe_size, progress=False
+                        )
+                    times[label].append(time.perf_counter() - t)
+                    print(f"round {r + 1}: {label:9s} {times[label][-1]:6.1f} s", flush=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"\n{tasks} metrics rows, medians of {args.rounds} rounds:")
+        for k, v in med.items():
+            print(f"  {k:9s} {v:6.1f} s  ({1000 * v / tasks:.0f} ms/row)")
+        print(f"  speed-up 2 workers vs 1 worker: {med['1 worker'] / med['2 workers']:.2f}x")
+        print(f"  1 worker vs serial in-process:  {med['serial'] / med['1 worker']:.2f}x")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
