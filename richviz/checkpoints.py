@@ -754,10 +754,12 @@ class Run:
         """
         todo = self.pending_metrics(layer, probe_size, outputs)
         entries = self._read_cache(self.path / METRICS_CACHE)["rows"]
+        computed: dict[str, Any] = {}
         bar, report = _progress(progress, len(todo))
         try:
             for done, step in enumerate(todo, 1):
                 entry = self.metrics_entry(step, layer, probe_size, outputs)
+                computed[str(step)] = {"key": entry["key"], "row": entry["row"]}
                 entries = self.store_metrics_rows([entry])
                 report(done)
         finally:
@@ -767,7 +769,7 @@ class Run:
         for c in self.checkpoints:
             if not c.readable:
                 continue
-            row = dict(entries[str(c.step)]["row"])
+            row = dict({**entries, **computed}[str(c.step)]["row"])
             for k in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch", "time"):
                 row[k] = _float(c.meta.get(k))
             rows.append(row)
@@ -933,8 +935,11 @@ class Run:
             warnings.warn(f"{path}: cannot write the metrics cache ({exc})", stacklevel=3)
 
 
+_TEXT_KEYS = ("error", "note")  # the only row values that may be text
+
+
 def _valid_row(step: str, entry: Any) -> bool:
-    """A cache entry ``{"key": {...}, "row": {"step": int, "error": str|None, k: number}}``."""
+    """A cache entry ``{"key": {...}, "row": {"step": int, "error"/"note": str|None, k: number}}``."""
     if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict):
         return False
     row = entry.get("row")
@@ -943,10 +948,10 @@ def _valid_row(step: str, entry: Any) -> bool:
         return False
     if row["step"] != want:
         return False
-    if not isinstance(row.get("error", None), (str, type(None))):
+    if not all(isinstance(row.get(k), (str, type(None))) for k in _TEXT_KEYS):
         return False
     return all(
-        k == "error"
+        k in _TEXT_KEYS
         or (isinstance(v, (int, float)) and not isinstance(v, bool))
         or (v is None and k != "step")
         for k, v in row.items()

@@ -40,12 +40,17 @@ class RunSummary:
         return self.path.name
 
 
+# measured or derived by the trainer, not chosen: never a sweep axis
+_DERIVED = frozenset({"effective_lr", "sharpness_init", "stable_lr", "lr_capped"})
+
+
 def hyperparameters(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Flat hyper-parameters of a run manifest (numbers, strings, booleans only).
 
     ``preset``, ``data``, ``seed``, ``alpha`` (output scale; 0 for a plain model), ``width``
     (the hidden size when all hidden layers share it, or a CNN's ``width``), ``depth`` (number
-    of hidden layers) and every scalar of ``hparams`` except the derived ``effective_lr``.
+    of hidden layers) and every scalar of ``hparams`` except derived ones (``effective_lr``,
+    ``sharpness_init``, ``stable_lr``, ``lr_capped``).
     """
     out: dict[str, Any] = {}
     for key in ("preset", "seed"):
@@ -69,7 +74,7 @@ def hyperparameters(manifest: Mapping[str, Any]) -> dict[str, Any]:
     hp = manifest.get("hparams")
     if isinstance(hp, Mapping):
         for k, v in hp.items():
-            if k != "effective_lr" and _scalar(v):
+            if k not in _DERIVED and _scalar(v):
                 out[str(k)] = v
     return out
 

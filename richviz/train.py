@@ -472,15 +472,14 @@ def train(
     training and ``true`` once the last checkpoint is saved.
     """
     name, cfg = resolve(preset_or_config)
-    changes = dict(overrides or {})
-    changes.update({
+    explicit = {
         "steps": steps,
         "alpha": alpha,
         "lr": lr,
         "train_fraction": train_fraction,
         "label_noise": label_noise,
-    })
-    changes = {k: v for k, v in changes.items() if v is not None}
+    }
+    changes = {**dict(overrides or {}), **{k: v for k, v in explicit.items() if v is not None}}
     if changes:
         cfg = dataclasses.replace(cfg, **changes)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:

@@ -105,6 +105,10 @@ def test_metrics_learned_outputs_of_an_alpha_run(tmp_path, capsys):
     assert rows[0]["step"] == "0" and rows[0]["d_lr"] == "nan"
     assert "zero at step 0" in rows[0]["note"] and not rows[0]["error"]
     assert all(0 <= float(r["d_lr"]) <= 1 for r in rows[1:])
+    # rows with a note are valid cache rows: nothing is left to recompute
+    from richviz.checkpoints import Run
+
+    assert Run.open(out).pending_metrics(outputs="learned") == []
     assert cli.main(["metrics", str(out), "-q", "--outputs", "learned"]) == 0
     assert "step 0: the learned function" in capsys.readouterr().out
     # the default (the last Linear's own output) is defined at step 0 (outputs is in the cache key)
