@@ -939,7 +939,7 @@ _TEXT_KEYS = ("error", "note")  # the only row values that may be text
 
 
 def _valid_row(step: str, entry: Any) -> bool:
-    """A cache entry ``{"key": {...}, "row": {"step": int, "error"/"note": str|None, k: number}}``."""
+    """A cache entry ``{"key": {...}, "row": {"step": int, k: number}}``; error/note: text."""
     if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict):
         return False
     row = entry.get("row")
