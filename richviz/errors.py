@@ -13,3 +13,7 @@ class CheckpointError(RichvizError):
 
 class DataError(RichvizError, ValueError):
     """A data set could not be found or does not fit the model."""
+
+
+class ConfigError(RichvizError, ValueError):
+    """A configuration (e.g. a Playground JSON file) is malformed or out of range."""
