@@ -794,6 +794,10 @@ class FrameLoop:
     :meth:`submit` never blocks: it replaces any item not drawn yet (counted in ``skipped``).
     ``draw(item)`` runs on the loop's thread; an exception goes to ``on_error`` (default:
     kept in ``last_error``) and the loop goes on. ``frames`` counts finished draws.
+
+    ``max_duty`` bounds the share of wall time spent drawing: after a frame that took ``d``
+    seconds the next starts no sooner than ``max(1 / fps, d / max_duty)`` after it began, so a
+    slow frame lowers the frame rate instead of taking CPU (and the GIL) from training.
     """
 
     def __init__(
@@ -802,8 +806,12 @@ class FrameLoop:
         fps: float = 10.0,
         on_error: Callable[[BaseException], None] | None = None,
         name: str = "richviz-frames",
+        max_duty: float = 0.15,
     ):
+        if not 0 < max_duty <= 1:
+            raise ValueError(f"max_duty={max_duty!r} must lie in (0, 1]")
         self._draw = draw
+        self.max_duty = float(max_duty)
         self.fps = float(fps)
         self.on_error = on_error
         self.frames = 0
@@ -864,7 +872,6 @@ class FrameLoop:
                 item, self._item, self._pending = self._item, None, False
                 self._drawing = True
                 start = time.perf_counter()
-                self._next = start + 1.0 / self._fps
             try:
                 self._draw(item)
                 self.frames += 1
@@ -873,7 +880,9 @@ class FrameLoop:
                 if self.on_error is not None:
                     self.on_error(exc)
             finally:
+                took = time.perf_counter() - start
                 with self._cv:
+                    self._next = start + max(1.0 / self._fps, took / self.max_duty)
                     self._drawing = False
                     self._cv.notify_all()
 
