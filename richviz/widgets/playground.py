@@ -230,7 +230,6 @@ class Playground(widgets.VBox):
                 axes.append(
                     bqplot.Axis(
                         scale=sy,
-                        orientation="vertical",
                         side=side,
                         label=key,
                         label_color=colour,
@@ -309,8 +308,8 @@ class Playground(widgets.VBox):
             description="click adds class",
             style={"description_width": "initial", "button_width": "32px"},
         )
-        widgets.link((self.click_picker, "value"), (self, "click_class"))
-        self.observe(self._on_classes, names=["classes"])
+        self.click_picker.observe(self._picker_to_class, names="value")
+        self.observe(self._class_to_picker, names=["click_class"])
         self.start_button = widgets.Button(description="Start", icon="play", button_style="success")
         self.pause_button = widgets.Button(description="Pause", icon="pause")
         self.step_button = widgets.Button(description="Step", icon="step-forward")
@@ -419,10 +418,21 @@ class Playground(widgets.VBox):
     def _on_view_trait(self, change: dict) -> None:
         self.redraw()
 
-    def _on_classes(self, change: dict) -> None:
-        self.click_picker.options = [(str(k), k) for k in range(change["new"])]
-        if self.click_class >= change["new"]:
-            self.click_class = 0
+    def _picker_to_class(self, change: dict) -> None:
+        if change["new"] is not None:
+            self.click_class = change["new"]
+
+    def _class_to_picker(self, change: dict) -> None:
+        if change["new"] in [v for _, v in self.click_picker.options]:
+            self.click_picker.value = change["new"]
+
+    def _set_click_classes(self, classes: int) -> None:
+        """The class picker offers the network's classes (clicks of others are refused)."""
+        options = [(str(k), k) for k in range(classes)]
+        if list(self.click_picker.options) != options:
+            self.click_picker.options = options
+        value = self.click_class if self.click_class < classes else 0
+        self.click_picker.value = value
 
     def _rebuild(self, config: PlaygroundConfig) -> None:
         """A new trainer for ``config`` (the old one pauses, checkpoints and stops)."""
@@ -450,6 +460,7 @@ class Playground(widgets.VBox):
         if old is not None:
             old.close()
         self._show_points(data)
+        self._set_click_classes(config.num_classes)
         trainer.add_listener(self._on_state)
         self.running = False
         self._frames.submit((trainer, trainer.state))
