@@ -24,6 +24,7 @@ TUTORIALS = [
     "03_lazy_vs_rich",
     "04_grokking",
     "05_your_model",
+    "06_playground",
 ]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -83,7 +84,7 @@ def stream_tracebacks(nb: nbformat.NotebookNode) -> list[str]:
     ]
 
 
-def test_the_five_tutorials_are_there() -> None:
+def test_the_tutorials_are_there() -> None:
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == TUTORIALS
 
 
