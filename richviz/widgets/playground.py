@@ -58,6 +58,13 @@ _CONFIG_TRAITS = tuple(
     f.name for f in dataclasses.fields(PlaygroundConfig) if f.name not in ("x", "y")
 )
 _VIEW_TRAITS = ("view", "resolution", "ellipse_density")
+_STRIP_LABELS = {
+    "loss": "loss",
+    "acc": "accuracy",
+    "d_lr": "D_LR",
+    "nc1": "NC1",
+    "boundary_magnification": "decades",
+}
 
 
 @dataclasses.dataclass
@@ -212,42 +219,63 @@ class Playground(widgets.VBox):
     def _build_strip(self) -> None:
         """Three small charts against step: loss/accuracy, D_LR/NC1, boundary magnification."""
         self._strip_lines: dict[str, bqplot.Lines] = {}
+        self._strip_axes: dict[str, bqplot.Axis] = {}
+        self._strip_x: list[tuple[bqplot.LinearScale, bqplot.Axis]] = []
         figures = []
         for title, left, right in (
             ("loss · accuracy", ("loss", "#0072B2"), ("acc", "#E69F00")),
             ("D_LR · NC1", ("d_lr", "#009E73"), ("nc1", "#CC79A7")),
             ("boundary magnification", ("boundary_magnification", "#D55E00"), None),
         ):
-            sx = bqplot.LinearScale()
-            marks, axes = [], [bqplot.Axis(scale=sx, label="step", num_ticks=4)]
+            sx = bqplot.LinearScale(min=0.0, max=1.0)
+            x_axis = bqplot.Axis(scale=sx, label="step", tick_values=[0, 1], tick_format=".0f")
+            self._strip_x.append((sx, x_axis))
+            marks, axes = [], [x_axis]
             for key, colour, side in ((*left, "left"), *([(*right, "right")] if right else [])):
-                sy = bqplot.LinearScale()
+                sy = bqplot.LinearScale(min=0.0, max=1.0)
                 line = bqplot.Lines(
                     x=[], y=[], scales={"x": sx, "y": sy}, colors=[colour], labels=[key]
                 )
                 self._strip_lines[key] = line
                 marks.append(line)
-                axes.append(
-                    bqplot.Axis(
-                        scale=sy,
-                        side=side,
-                        label=key,
-                        label_color=colour,
-                        num_ticks=4,
-                        grid_lines="none",
-                    )
+                axis = bqplot.Axis(
+                    scale=sy,
+                    side=side,
+                    label=_STRIP_LABELS[key],
+                    label_color=colour,
+                    label_offset="40px",
+                    tick_values=[0, 1],
+                    tick_format=".1f",
+                    grid_lines="none",
                 )
+                self._strip_axes[key] = axis
+                axes.append(axis)
             figures.append(
                 bqplot.Figure(
                     marks=marks,
                     axes=axes,
                     title=title,
                     title_style={"font-size": "12px"},
+                    padding_y=0.0,
                     fig_margin={"top": 28, "bottom": 36, "left": 50, "right": 50},
                     layout=widgets.Layout(width=f"{STRIP_WIDTH}px", height=f"{STRIP_HEIGHT}px"),
                 )
             )
         self.strip = widgets.HBox(figures)
+
+    @staticmethod
+    def _set_axis(scale: bqplot.LinearScale, axis: bqplot.Axis, values: np.ndarray) -> None:
+        """Scale limits and round ticks for ``values`` (explicit: bqplot cannot format the
+        ticks of a degenerate domain)."""
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if hi - lo < 1e-9 * max(1.0, abs(lo)):
+            lo, hi = lo - 0.5 * max(abs(lo), 1e-3), hi + 0.5 * max(abs(hi), 1e-3)
+        ticks = rendering.nice_ticks(lo, hi, 4)
+        with scale.hold_sync():
+            scale.min, scale.max = lo, hi
+        axis.tick_format = rendering.tick_format(ticks)
+        axis.tick_values = ticks
 
     def _build_controls(self) -> None:
         style = {"description_width": "initial"}
@@ -290,7 +318,9 @@ class Playground(widgets.VBox):
                 style=style,
             ),
             "resolution": widgets.BoundedIntText(min=16, max=256, description="grid", style=style),
-            "ellipse_density": widgets.IntSlider(min=0, max=32, description="ellipses"),
+            "ellipse_density": widgets.IntSlider(
+                min=0, max=32, description="ellipses", style=style
+            ),
             "fps": widgets.BoundedFloatText(min=0.5, max=60.0, description="fps", style=style),
             "steps_per_click": widgets.BoundedIntText(
                 min=1, max=100000, description="steps/Step", style=style
@@ -301,7 +331,8 @@ class Playground(widgets.VBox):
             control.value = getattr(self, name)
             widgets.link((control, "value"), (self, name))
         c["data"].layout.width = c["view"].layout.width = "170px"
-        c["alpha"].layout.width = c["ellipse_density"].layout.width = "200px"
+        c["alpha"].layout.width = "200px"
+        c["ellipse_density"].layout.width = "240px"
         self.control_widgets = c
         self.click_picker = widgets.ToggleButtons(
             options=[(str(k), k) for k in range(self.classes)],
@@ -657,8 +688,11 @@ class Playground(widgets.VBox):
         if len(self.rows) > MAX_ROWS:
             self.rows = self.rows[::2]
         steps = np.array([r["step"] for r in self.rows])
+        for sx, axis in self._strip_x:
+            self._set_axis(sx, axis, np.array([0.0, max(float(steps.max()), 1.0)]))
         for key, line in self._strip_lines.items():
             values = np.array([r[key] for r in self.rows], dtype=float)
+            self._set_axis(line.scales["y"], self._strip_axes[key], values)
             with line.hold_sync():
                 line.x, line.y = steps, values
 
