@@ -420,6 +420,8 @@ class LiveTrainer:
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[LiveState], None]] = []
         self._trajectory = 0
+        self._eval_model: nn.Module | None = None
+        self._eval_lock = threading.Lock()
         self.error: BaseException | None = None
         self._reset_trajectory(new=False)
 
@@ -505,17 +507,20 @@ class LiveTrainer:
 
     @torch.no_grad()
     def evaluate(self, split: str = "train") -> tuple[float, float]:
-        """(mean cross-entropy, accuracy) of the current model on the train or test split."""
-        with self._cv:
-            self._wait_idle_locked(None)
-            if self._data is None:
-                return math.nan, math.nan
-            x, y = (
-                (self._x, self._y)
-                if split == "train"
-                else (self._data.x_test.to(self.device), self._data.y_test.to(self.device))
-            )
-            return _evaluate(self.model, x, y)
+        """(mean cross-entropy, accuracy) of the newest published weights on the ``"train"``
+        or ``"test"`` split, computed on a CPU copy of the model (never waits for training;
+        when the trainer is idle the published weights are the model's)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split={split!r} must be 'train' or 'test'")
+        data = self._data
+        if data is None:
+            return math.nan, math.nan
+        x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+        with self._eval_lock:
+            if self._eval_model is None:
+                self._eval_model = build_model(self.config.architecture())
+            self._eval_model.load_state_dict(self._state.weights)
+            return _evaluate(self._eval_model, x, y)
 
     # ---- control
 
@@ -524,6 +529,7 @@ class LiveTrainer:
         self._need_data()
         with self._cv:
             self._check_open()
+            self.error = None
             self._free = True
             self._ensure_thread()
             self._cv.notify_all()
@@ -549,6 +555,7 @@ class LiveTrainer:
             self._check_open()
             self._free = False
             self._wait_idle_locked(timeout)
+            self.error = None
             self._budget = n
             self._ensure_thread()
             self._cv.notify_all()
@@ -569,6 +576,7 @@ class LiveTrainer:
             self._budget = 0
             self._wait_idle_locked(None)
             self._checkpoint_now()
+            self.error = None
             self._reset_trajectory()
 
     def set_data(self, data: datasets.Dataset | PlaygroundConfig) -> None:
