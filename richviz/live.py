@@ -806,6 +806,7 @@ class FrameLoop:
     ``max_duty`` bounds the share of wall time spent drawing: after a frame that took ``d``
     seconds the next starts no sooner than ``max(1 / fps, d / max_duty)`` after it began, so a
     slow frame lowers the frame rate instead of taking CPU (and the GIL) from training.
+    ``clock``: seconds, monotonic (tests pass a fake one).
     """
 
     def __init__(
@@ -814,11 +815,13 @@ class FrameLoop:
         fps: float = 10.0,
         on_error: Callable[[BaseException], None] | None = None,
         name: str = "richviz-frames",
-        max_duty: float = 0.15,
+        max_duty: float = 0.2,
+        clock: Callable[[], float] = time.perf_counter,
     ):
         if not 0 < max_duty <= 1:
             raise ValueError(f"max_duty={max_duty!r} must lie in (0, 1]")
         self._draw = draw
+        self._clock = clock
         self.max_duty = float(max_duty)
         self.fps = float(fps)
         self.on_error = on_error
@@ -872,14 +875,14 @@ class FrameLoop:
                 self._cv.wait_for(lambda: self._closed or self._pending)
                 if self._closed:
                     return
-                delay = self._next - time.perf_counter()
+                delay = self._next - self._clock()
                 if delay > 0:  # too early: newer items may replace this one meanwhile
                     self._cv.wait_for(lambda: self._closed, timeout=delay)
                     if self._closed:
                         return
                 item, self._item, self._pending = self._item, None, False
                 self._drawing = True
-                start = time.perf_counter()
+                start = self._clock()
             try:
                 self._draw(item)
                 self.frames += 1
@@ -888,7 +891,7 @@ class FrameLoop:
                 if self.on_error is not None:
                     self.on_error(exc)
             finally:
-                took = time.perf_counter() - start
+                took = self._clock() - start
                 with self._cv:
                     self._next = start + max(1.0 / self._fps, took / self.max_duty)
                     self._drawing = False

@@ -299,6 +299,25 @@ def test_frame_loop_reports_errors_and_goes_on():
     loop.close()
 
 
+def test_frame_loop_bounds_the_drawing_duty_cycle():
+    now = [100.0]
+    starts: list[float] = []
+
+    def draw(item):
+        starts.append(now[0])
+        now[0] += item  # this frame "takes" item seconds on the fake clock
+
+    loop = FrameLoop(draw, fps=10.0, max_duty=0.2, clock=lambda: now[0])
+    loop.submit(0.05)  # 50 ms: the next frame may start 0.05 / 0.2 = 0.25 s after this one
+    assert loop.wait(60)
+    assert loop._next == pytest.approx(100.25)
+    now[0] = 100.25  # due: drawn without waiting
+    loop.submit(0.01)  # 10 ms: the fps bound (0.1 s) applies
+    assert loop.wait(60)
+    assert starts == [100.0, 100.25] and loop._next == pytest.approx(100.35)
+    loop.close()
+
+
 def test_compute_view_metrics_match_independent_computations():
     from richviz.geometry import Slice, boundary_magnification, pullback_metric
     from richviz.metrics import d_lr
