@@ -206,6 +206,54 @@ def test_four_blobs_trained_live_show_four_class_regions(tmp_path):
         pg.close()
 
 
+def borders_covered(predicted, u, v, xs, ys) -> bool:
+    """Every place where two classes meet on the grid lies within 1.5 cells of a drawn line."""
+    du = u[1] - u[0]
+    pts = np.stack([xs[np.isfinite(xs)], ys[np.isfinite(ys)]], 1)
+    mids = []
+    i, j = np.nonzero(predicted[:, 1:] != predicted[:, :-1])  # horizontal neighbours
+    mids.append(np.stack([(u[j] + u[j + 1]) / 2, v[i]], 1))
+    i, j = np.nonzero(predicted[1:, :] != predicted[:-1, :])  # vertical neighbours
+    mids.append(np.stack([u[j], (v[i] + v[i + 1]) / 2], 1))
+    mids = np.concatenate(mids)
+    dist = np.sqrt(((mids[:, None, :] - pts[None, :, :]) ** 2).sum(-1)).min(1)
+    return len(mids) > 0 and bool(np.all(dist <= 1.5 * du))
+
+
+def test_multi_class_boundaries_in_the_playground_and_the_slice_viewer(tmp_path):
+    from richviz.widgets import SliceViewer
+
+    pg = Playground(data="blobs", classes=4, device="cpu", root=tmp_path, fps=30)
+    try:
+        pg.step(200)
+        assert pg.wait(60)
+        view = pg.frame.view
+        assert len(np.unique(view.predicted)) == 4
+        xs, ys = pg.frame.boundary
+        assert borders_covered(view.predicted, view.u, view.v, xs, ys)
+        # a binary-only boundary (the border of class 0 alone) would miss borders
+        x0, y0 = rendering.decision_boundary_lines(
+            view.margin, (view.predicted == 0).astype(int), view.u, view.v
+        )
+        assert not borders_covered(view.predicted, view.u, view.v, x0, y0)
+        run = Run.open(pg.trainer.run_path)
+    finally:
+        pg.close()
+    sv = SliceViewer(run, resolution=48, coarse_resolution=16, ellipse_density=0)
+    try:
+        assert sv.wait(120) and sv.shown_resolution == 48
+        from richviz.geometry import Slice, decision_field
+
+        dec = decision_field(run.load(run.steps[-1]), sv.slice, resolution=48)
+        pred = dec.predicted.numpy()
+        assert len(np.unique(pred)) == 4
+        xs, ys = sv.frame.boundary
+        assert borders_covered(pred, dec.u.numpy(), dec.v.numpy(), xs, ys)
+        assert isinstance(sv.slice, Slice)
+    finally:
+        sv.close()
+
+
 def test_errors_are_escaped_and_the_widget_stays_usable(pg, tmp_path):
     evil = tmp_path / "<img src=x onerror=alert(1)>.csv"
     pg._guard(lambda: pg.load_csv(evil))
