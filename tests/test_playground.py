@@ -265,11 +265,17 @@ def test_errors_are_escaped_and_the_widget_stays_usable(pg, tmp_path):
     assert pg.step(3) == 3
 
 
-def test_a_playground_run_opens_in_the_explorer(pg):
+def test_a_playground_run_opens_in_the_explorer_and_the_cli(pg, capsys):
+    from richviz import cli
     from richviz.widgets import Explorer
 
     pg.step(20)
     assert pg.wait(60)
+    assert cli.main(["info", str(pg.trainer.run_path)]) == 0
+    out = capsys.readouterr().out
+    assert "playground" in out and "step_00000020.pt" in out
+    assert cli.main(["metrics", str(pg.trainer.run_path)]) == 0
+    assert "d_lr" in capsys.readouterr().out
     run = Run.open(pg.trainer.run_path)
     ex = Explorer(run, viewer={"resolution": 16, "coarse_resolution": 8})
     try:
