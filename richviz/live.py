@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,9 +41,11 @@ from torch import nn
 
 from richviz import datasets
 from richviz.architectures import build_model
-from richviz.checkpoints import Run, RunWriter, atomic_write_json
 from richviz.devices import best_device
 from richviz.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # richviz.widgets imports this module: keep the checkpoint code unloaded
+    from richviz.checkpoints import Run, RunWriter
 
 __all__ = [
     "ACTIVATIONS",
@@ -493,6 +495,8 @@ class LiveTrainer:
 
     def open_run(self) -> Run:
         """The current run as a :class:`richviz.checkpoints.Run` (checkpoints written so far)."""
+        from richviz.checkpoints import Run
+
         if self._writer is None:
             raise ValueError("no run yet: start() or step() first")
         return Run.open(self._writer.path)
@@ -603,6 +607,8 @@ class LiveTrainer:
             self.config = config
             self._order, self._pos = None, 0
             if self._writer is not None:
+                from richviz.checkpoints import atomic_write_json
+
                 m = self._writer.manifest
                 m["data"] = self.config.data_spec()
                 m["playground"] = self.config.to_dict()
@@ -713,6 +719,8 @@ class LiveTrainer:
             self._checkpoint(self._step)
 
     def _open_writer(self) -> None:
+        from richviz.checkpoints import RunWriter
+
         self.root.mkdir(parents=True, exist_ok=True)
         i = 0
         while (self.root / f"run-{i:03d}").exists():
