@@ -10,8 +10,9 @@ For a 2-16-16-C tanh MLP on Gaussian blobs (C = 4 by default), in one process:
   (default 10 frames/s); reports the frames drawn and skipped meanwhile;
 
 and prints the ratio (training with views / alone: the slowdown drawing causes). Both
-training runs alternate ``--repeats`` times and the medians are compared, so a noisy shared
-machine affects both alike.
+training runs alternate ``--repeats`` times; the ratio of the medians and the median of the
+ratios of neighbouring windows are printed, so slow drifts of a noisy shared machine affect
+both alike.
 
     python benchmarks/playground.py [--threads 2] [--seconds 3] [--repeats 3] [--fps 10]
 """
@@ -88,7 +89,11 @@ def main() -> None:
         f"frames drawn while training: {med(drawn):.1f}/s at fps={args.fps:g} "
         f"(skipped states: {sum(skipped)})"
     )
-    print(f"ratio with/without views: {med(viewed) / med(alone):.2f}")
+    pairs = [v / a for v, a in zip(viewed, alone, strict=True) if a > 0]
+    print(
+        f"ratio with/without views: {med(viewed) / med(alone):.2f} (medians), "
+        f"{med(pairs):.2f} (median of paired windows)"
+    )
 
 
 if __name__ == "__main__":
