@@ -291,3 +291,16 @@ def test_config_property_matches_traits(pg):
     assert pg.config == PlaygroundConfig(**{**SMALL, "alpha": None})
     pg.alpha = 5.0
     assert pg.config.alpha == 5.0
+
+
+def test_a_config_that_cannot_train(pg, tmp_path):
+    from richviz.errors import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        Playground(device="cuda", root=tmp_path)
+    before = pg.trainer
+    pg.device = "cuda"  # a later change keeps the previous network and says why
+    assert pg.trainer is before and "CUDA is not available" in pg.status.value
+    assert pg.step(2) == 2

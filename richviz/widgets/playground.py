@@ -179,7 +179,11 @@ class Playground(widgets.VBox):
         self.observe(self._on_config_trait, names=list(_CONFIG_TRAITS))
         self.observe(self._on_view_trait, names=list(_VIEW_TRAITS))
         self.observe(lambda c: setattr(self._frames, "fps", c["new"]), names=["fps"])
-        self._rebuild(config)
+        try:
+            self._rebuild(config, strict=True)
+        except BaseException:
+            self._frames.close()
+            raise
 
     # ------------------------------------------------------------------ construction
 
@@ -465,14 +469,18 @@ class Playground(widgets.VBox):
         value = self.click_class if self.click_class < classes else 0
         self.click_picker.value = value
 
-    def _rebuild(self, config: PlaygroundConfig) -> None:
-        """A new trainer for ``config`` (the old one pauses, checkpoints and stops)."""
+    def _rebuild(self, config: PlaygroundConfig, strict: bool = False) -> None:
+        """A new trainer for ``config`` (the old one pauses, checkpoints and stops). A config
+        that cannot train raises when ``strict`` (construction), else keeps the old trainer
+        and says why in the status line."""
         from richviz.geometry import Slice
 
         try:
             trainer = LiveTrainer(config, self.root)
         except (RichvizError, ValueError) as exc:
-            self._status(error_line(exc), "error")
+            if strict or self.trainer is None:
+                raise
+            self._status(f"{error_line(exc)} (still showing the previous network)", "error")
             return
         with self._lock:
             old, self.trainer = self.trainer, trainer
