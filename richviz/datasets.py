@@ -1,4 +1,5 @@
-"""Data sets for runs: 2-D toys, 8x8 digits, modular addition, CIFAR-10 and image folders.
+"""Data sets for runs: 2-D toys, 8x8 digits, modular addition, CIFAR-10, image folders and the
+user's own arrays or CSV files.
 
 Nothing downloads: toys are generated, digits ship with scikit-learn, image data come from
 the user's own folder. Every loader is deterministic given ``seed`` and returns float32 inputs
@@ -173,6 +174,33 @@ def sinusoid(n: int = 400, seed: int = 0, test_fraction: float = 0.25) -> Datase
     return _split("sinusoid", x, y, test_fraction, seed, 2)
 
 
+@_loader("blobs")
+def blobs(
+    n: int = 400,
+    classes: int = 4,
+    noise: float = 0.15,
+    radius: float = 0.7,
+    seed: int = 0,
+    test_fraction: float = 0.25,
+) -> Dataset:
+    """Gaussian blobs, one per class: centres ``radius (cos 2 pi k / C, sin 2 pi k / C)``.
+
+    Class ``k = i mod C`` for point ``i`` (balanced classes); each point is its centre plus
+    isotropic Gaussian noise of standard deviation ``noise``.
+    """
+    _check(n, test_fraction)
+    if not 2 <= classes <= 64:
+        raise DataError(f"classes={classes} must lie in [2, 64]")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise DataError(f"noise={noise} must be finite and >= 0")
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    angle = 2 * math.pi * y / classes
+    centres = radius * np.stack([np.cos(angle), np.sin(angle)], 1)
+    x = centres + noise * rng.standard_normal((n, 2))
+    return _split("blobs", x, y, test_fraction, seed, classes)
+
+
 @_loader("digits")
 def digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images), shape (1, 8, 8), pixel values in [0, 1]."""
@@ -200,6 +228,115 @@ def modular_addition(p: int = 23, train_fraction: float = 0.4, seed: int = 0) ->
     x[np.arange(p * p), a] = 1
     x[np.arange(p * p), p + b] = 1
     ds = _split("modular_addition", x, (a + b) % p, 1 - train_fraction, seed, p)
+    return ds
+
+
+def check_arrays(x: Any, y: Any, name: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """Validate user inputs ``x`` (N, d) and integer labels ``y`` (N,); float64 and int64 copies.
+
+    Raises ``DataError`` naming ``name`` for a wrong shape, non-finite inputs, or labels that
+    are not non-negative integers.
+    """
+    try:
+        xa = np.array(x, dtype=np.float64)
+        ya_raw = np.array(y, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name}: x and y must be numeric arrays ({exc})") from None
+    if xa.ndim != 2 or xa.shape[0] < 1:
+        raise DataError(f"{name}: x must have shape (N, d) with N >= 1, got {xa.shape}")
+    if ya_raw.shape != (xa.shape[0],):
+        raise DataError(f"{name}: y must have shape ({xa.shape[0]},), got {ya_raw.shape}")
+    if not np.all(np.isfinite(xa)):
+        raise DataError(f"{name}: x contains NaN or inf")
+    if not np.all(np.isfinite(ya_raw)) or np.any(ya_raw < 0) or np.any(ya_raw != np.round(ya_raw)):
+        raise DataError(f"{name}: labels y must be integers >= 0")
+    return xa, ya_raw.astype(np.int64)
+
+
+@_loader("arrays")
+def arrays(
+    x: Any = None,
+    y: Any = None,
+    num_classes: int | None = None,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+) -> Dataset:
+    """The user's own points: ``x`` (N, d) inputs and ``y`` (N,) integer labels (lists or arrays).
+
+    ``num_classes`` defaults to ``max(y) + 1``. ``test_fraction = 0`` (the default, for a handful
+    of points) uses every point for training and evaluates on the same points; otherwise a
+    seeded shuffle holds out that fraction.
+    """
+    if x is None or y is None:
+        raise DataError("arrays: pass x=(N, d) inputs and y=(N,) labels")
+    xa, ya = check_arrays(x, y, "arrays")
+    classes = int(ya.max()) + 1
+    if num_classes is not None:
+        if num_classes < classes:
+            raise DataError(
+                f"arrays: num_classes={num_classes} but the labels go up to {classes - 1}"
+            )
+        classes = int(num_classes)
+    if test_fraction == 0:
+        xt = torch.as_tensor(xa, dtype=torch.float32)
+        yt = torch.as_tensor(ya, dtype=torch.int64)
+        return Dataset("arrays", xt, yt, xt.clone(), yt.clone(), classes)
+    if len(xa) < 4:
+        raise DataError(f"arrays: {len(xa)} points cannot be split; use test_fraction=0")
+    _check(len(xa), test_fraction)
+    return _split("arrays", xa, ya, test_fraction, seed, classes)
+
+
+def read_csv(
+    path: str | Path, label_column: int = -1, delimiter: str = ","
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a CSV of numbers: each row the input coordinates plus one integer label column.
+
+    A first row that is not numeric is taken as a header and skipped. Returns ``(x, y)``:
+    float64 (N, d) and int64 (N,). Raises ``DataError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such CSV file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    rows = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if rows:
+        try:
+            [float(c) for c in rows[0].split(delimiter)]
+        except ValueError:
+            rows = rows[1:]  # a header
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    try:
+        table = np.array([[float(c) for c in r.split(delimiter)] for r in rows], dtype=np.float64)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a table of numbers ({exc})") from None
+    if table.ndim != 2 or table.shape[1] < 2:
+        raise DataError(f"{path}: every row needs the inputs and a label, got {table.shape}")
+    col = label_column % table.shape[1]
+    x = np.delete(table, col, axis=1)
+    xa, ya = check_arrays(x, table[:, col], str(path))
+    return xa, ya
+
+
+@_loader("csv")
+def csv_file(
+    path: str | None = None,
+    label_column: int = -1,
+    num_classes: int | None = None,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+) -> Dataset:
+    """A CSV file read by :func:`read_csv` (inputs, then a label column), split as
+    :func:`arrays`."""
+    if path is None:
+        raise DataError("csv: pass path=<file.csv>")
+    x, y = read_csv(path, label_column)
+    ds = arrays(x, y, num_classes=num_classes, test_fraction=test_fraction, seed=seed)
+    ds.name = "csv"
     return ds
 
 

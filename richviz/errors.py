@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "ConfigError",
     "DataError",
     "MissingDependencyError",
     "ModelError",
@@ -30,5 +31,11 @@ class DataError(RichvizError, ValueError):
 
 class ModelError(RichvizError, TypeError, ValueError):
     """A user's model or model factory does not fit what richviz needs (names the argument)."""
+
+
 class MissingDependencyError(RichvizError, ImportError):
     """An optional dependency is not installed; the message says which extra to install."""
+
+
+class ConfigError(RichvizError, ValueError):
+    """A configuration (e.g. a Playground JSON file) is malformed or out of range."""

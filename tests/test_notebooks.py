@@ -26,6 +26,7 @@ TUTORIALS = [
     "03_lazy_vs_rich",
     "04_grokking",
     "05_your_model",
+    "06_playground",
     "07_richness",
     "08_sweeps",
 ]

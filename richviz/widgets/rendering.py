@@ -77,6 +77,18 @@ CLASS_COLORS: tuple[str, ...] = (
 )
 
 
+# Colour-blind-safe class colours (Okabe & Ito): blue, orange, bluish green, reddish purple,
+# sky blue, vermillion. Classes beyond six repeat them.
+CLASS_PALETTE: tuple[str, ...] = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+)
+
+
 def _hex_to_rgb(colors: tuple[str, ...]) -> np.ndarray:
     """``("#rrggbb", ...)`` -> float array (K, 3) in [0, 255]."""
     return np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=float)
@@ -147,6 +159,52 @@ def field_to_rgba(
     if values.ndim != 2:
         raise ValueError(f"values must be a 2-D field, got shape {values.shape}")
     return apply_colormap(values[::-1], vmin, vmax, cmap)
+
+
+def class_color(c: int) -> str:
+    """Hex colour of class ``c`` in :data:`CLASS_PALETTE`."""
+    return CLASS_PALETTE[int(c) % len(CLASS_PALETTE)]
+
+
+def class_regions_rgba(predicted: np.ndarray, tint: float = 0.55) -> np.ndarray:
+    """Predicted classes (res_v, res_u), indexed ``[i, j] = (v[i], u[j])``, as an image.
+
+    Class ``c`` is :func:`class_color` mixed with white (``tint`` = share of white, so points
+    drawn in the full colour stand out): exactly one colour per class. Rows are flipped like
+    :func:`field_to_rgba`. Returns RGBA uint8 (res_v, res_u, 4).
+    """
+    pred = np.asarray(predicted)
+    if pred.ndim != 2:
+        raise ValueError(f"predicted must be a 2-D field, got shape {pred.shape}")
+    if not 0 <= tint < 1:
+        raise ValueError(f"tint={tint} must lie in [0, 1)")
+    colours = _hex_to_rgb(CLASS_PALETTE) * (1 - tint) + 255.0 * tint
+    out = np.empty(pred.shape + (4,), dtype=np.uint8)
+    out[..., :3] = np.round(colours[pred[::-1] % len(CLASS_PALETTE)]).astype(np.uint8)
+    out[..., 3] = 255
+    return out
+
+
+def decision_boundary_lines(
+    margin: np.ndarray, predicted: np.ndarray, u: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Borders between predicted classes (any number of classes) as NaN-separated segments.
+
+    For each class c, ``+margin`` inside its region and ``-margin`` outside is zero exactly on
+    the region's border (margin = top-1 minus top-2 logit), so its zero contour (marching
+    squares) is that border; with two classes one contour is enough.
+    """
+    predicted = np.asarray(predicted)
+    margin = np.asarray(margin, dtype=float)
+    classes = np.unique(predicted)
+    if len(classes) < 2:
+        return np.array([]), np.array([])
+    xs, ys = [np.array([])], [np.array([])]
+    for c in classes[:1] if len(classes) == 2 else classes:
+        cx, cy = marching_squares(np.where(predicted == c, margin, -margin), u, v, 0.0)
+        xs.append(cx)
+        ys.append(cy)
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:

@@ -1,0 +1,110 @@
+"""Real-browser test of the Playground: it draws, and a click on the figure adds a point.
+
+Reuses the JupyterLab + headless Chromium harness of ``test_browser.py`` on a one-cell
+notebook (the Playground of ``06_playground.ipynb``), waits for the heatmap, clicks on an
+empty corner of it and waits for the kernel-side point count shown under the class picker
+to grow by one. Screenshots land in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    FIND_HEATMAP_JS,
+    RENDER_S,
+    RUN_ALL_JS,
+    RUN_ALL_S,
+    check_heatmap,
+    jupyterlab,
+    needs_chromium,
+    output_errors,
+)
+
+NOTEBOOK = "playground_click.ipynb"
+CELL = """from richviz.widgets import Playground
+
+pg = Playground(data="blobs", classes=4, root="runs/playground", ellipse_density=6)
+pg.step(50)
+pg"""
+POINTS = re.compile(r"points: (\d+)")
+# Corners of the heatmap (fractions of its box): the blobs sit in the middle, so these are
+# empty; a few candidates in case an ellipse or boundary line lies under the first one.
+CORNERS = ((0.06, 0.06), (0.94, 0.06), (0.06, 0.94), (0.94, 0.94))
+
+
+def write_notebook(path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3"}}
+    nb.cells = [nbformat.v4.new_code_cell(CELL)]
+    nbformat.write(nb, path)
+
+
+def point_count(page) -> int | None:
+    found = POINTS.findall(page.locator(".jp-NotebookPanel").first.inner_text())
+    return int(found[-1]) if found else None
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.timeout(300)
+def test_playground_click_adds_a_point_in_jupyterlab(
+    tmp_path: Path, jupyter_data_dir: Path, artifact_dir: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "root"
+    root.mkdir()
+    write_notebook(root / NOTEBOOK)
+    console: list[str] = []
+    with jupyterlab(root, jupyter_data_dir, tmp_path / "jupyter") as (base, token):
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
+            try:
+                page.goto(f"{base}/lab/tree/{NOTEBOOK}?reset&token={token}", timeout=60_000)
+                page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+                page.locator(".jp-NotebookPanel").first.wait_for(timeout=60_000)
+                page.evaluate(RUN_ALL_JS, NOTEBOOK)
+                page.wait_for_function(
+                    "() => window.__richvizRun && window.__richvizRun.done",
+                    timeout=RUN_ALL_S * 1000,
+                )
+                deadline = time.monotonic() + RENDER_S
+                while True:  # the frame loop draws the trained state a moment later
+                    page.wait_for_timeout(500)
+                    reason, info = check_heatmap(page, artifact_dir, "playground")
+                    if reason is None and point_count(page) is not None:
+                        break
+                    assert time.monotonic() < deadline, f"playground not drawn: {reason} {info}"
+                before = point_count(page)
+                box = page.evaluate(FIND_HEATMAP_JS)
+                x, y, w, h = box["image"]
+                added = False
+                for fx, fy in CORNERS:
+                    page.mouse.click(x + fx * w, y + fy * h)
+                    with contextlib.suppress(Exception):
+                        page.wait_for_function(
+                            f"() => /points: {before + 1}\\b/.test(document.body.innerText)",
+                            timeout=15_000,
+                        )
+                    if point_count(page) == before + 1:
+                        added = True
+                        break
+                page.screenshot(path=str(artifact_dir / "playground-page.png"), full_page=True)
+                text = page.locator(".jp-NotebookPanel").first.inner_text()
+                assert not output_errors(text), output_errors(text)
+                assert added, f"no point was added by clicking (count stays {point_count(page)})"
+            finally:
+                (artifact_dir / "playground-console.log").write_text("\n".join(console) + "\n")
+                browser.close()

@@ -1,0 +1,306 @@
+"""The Playground widget: controls, Start/Pause/Step/Reset, clicks, JSON replay, multi-class."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import traitlets
+
+from richviz.checkpoints import Run
+from richviz.live import PlaygroundConfig
+from richviz.widgets import Playground, rendering
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = dict(data="moons", n=120, width=8, depth=2, batch_size=16, device="cpu")
+
+
+def poll(predicate, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def click(pg: Playground, x1: float, x2: float) -> None:
+    """What bqplot's front end sends when the heatmap image is clicked at (x1, x2)."""
+    pg.image_mark._handle_custom_msgs(
+        None, {"event": "element_click", "data": {"click_x": x1, "click_y": x2}}
+    )
+
+
+def png_colours(png: bytes) -> set[tuple[int, ...]]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        rgb = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    return {tuple(int(v) for v in c) for c in np.unique(rgb, axis=0)}
+
+
+@pytest.fixture
+def pg(tmp_path):
+    w = Playground(root=tmp_path / "runs", fps=30, **SMALL)
+    yield w
+    w.close()
+
+
+def test_controls_are_typed_and_linked(pg):
+    assert pg.control_widgets["width"].value == 8
+    pg.control_widgets["width"].value = 12
+    assert pg.width == 12 and pg.trainer.config.width == 12  # a new network
+    pg.lr = 0.05
+    assert pg.control_widgets["lr"].value == 0.05
+    for name, bad in (("data", "nope"), ("classes", 7), ("width", 0), ("optimizer", "lbfgs")):
+        with pytest.raises(traitlets.TraitError):
+            setattr(pg, name, bad)
+    assert pg.wait(60) and pg.drawn_step == 0
+
+
+def test_buttons_start_pause_step_reset(pg):
+    w0 = pg.trainer.state.weights
+    pg.steps_per_click = 7
+    pg.step_button.click()  # returns at once; the trainer runs 7 steps in the background
+    assert pg.wait(60) and pg.trainer.step_count == 7 and pg.drawn_step == 7
+    pg.step_button.click()
+    assert pg.wait(60) and pg.trainer.step_count == 14
+    pg.start_button.click()
+    assert poll(lambda: pg.trainer.step_count > 40)
+    pg.pause_button.click()
+    assert pg.wait(60)
+    stopped = pg.trainer.step_count
+    assert not pg.trainer.running and pg.drawn_step == stopped and not pg.running
+    assert pg.trainer.wait(1) and pg.trainer.step_count == stopped
+    pg.reset_button.click()
+    assert pg.wait(60) and pg.trainer.step_count == 0 and pg.drawn_step == 0
+    assert same_weights(pg.trainer.state.weights, w0)
+    assert [r["step"] for r in pg.rows] == [0.0]  # the strip starts over
+
+
+def test_start_returns_at_once_while_training_proceeds(pg):
+    gate = threading.Event()
+    pg.trainer.publish_hz = None
+    pg.trainer.add_listener(lambda state: gate.wait(60))  # blocks the trainer after a step
+    pg.start_button.click()
+    assert pg.trainer.step_count <= 1 and pg.trainer.running
+    gate.set()
+    assert poll(lambda: pg.trainer.step_count >= 100)
+    pg.pause()
+    assert pg.wait(60) and pg.drawn_step == pg.trainer.step_count
+
+
+def test_metrics_strip_grows_while_training(pg):
+    pg.step(40)
+    assert pg.wait(60)
+    pg.start()
+    assert poll(lambda: pg.trainer.step_count > 200)
+    pg.pause()
+    assert pg.wait(60)
+    steps = [r["step"] for r in pg.rows]
+    assert steps[0] == 0 and steps == sorted(set(steps)) and len(steps) >= 3
+    assert steps[-1] == pg.trainer.step_count
+    last = pg.rows[-1]
+    assert all(
+        np.isfinite(last[k]) for k in ("loss", "acc", "d_lr", "nc1", "boundary_magnification")
+    )
+    loss, acc = pg.trainer.evaluate()  # the probe is the training set (n <= 500)
+    assert last["loss"] == pytest.approx(loss, rel=1e-5) and last["acc"] == pytest.approx(acc)
+    for key, line in pg._strip_lines.items():
+        assert len(line.x) == len(steps) and len(line.y) == len(steps), key
+
+
+def test_clicks_add_points_of_the_chosen_class_while_training(pg):
+    pg.step(10)
+    assert pg.wait(60)
+    n0 = len(pg.trainer.data.x_train)
+    pg.click_class = 1
+    click(pg, 0.25, -0.5)
+    assert pg.data == "points" and pg.trainer.step_count == 10  # no reset
+    x, y = pg.trainer.data.x_train, pg.trainer.data.y_train
+    assert len(x) == n0 + 1 and x[-1].tolist() == [0.25, -0.5] and int(y[-1]) == 1
+    assert len(pg.points_mark.x) == n0 + 1 and pg.points_mark.colors[-1] == rendering.class_color(1)
+    assert f"points: {n0 + 1}" in pg.points_label.value
+    pg.step(5)
+    assert pg.wait(60)
+    run = Run.open(pg.trainer.run_path)
+    assert run.data().x_train[-1].tolist() == [0.25, -0.5]
+    assert pg.config.y[-1] == 1 and len(pg.config.x) == n0 + 1
+    # a class the network does not have: a one-line error, the widget stays usable
+    pg.click_class = 4
+    click(pg, 0.0, 0.0)
+    assert "class 4" in pg.status.value and len(pg.trainer.data.x_train) == n0 + 1
+    pg.step(1)
+    assert pg.wait(60) and pg.trainer.step_count == 16
+
+
+def test_clicking_on_an_empty_canvas(tmp_path):
+    pg = Playground(data="points", classes=3, root=tmp_path, device="cpu")
+    try:
+        pg.start_button.click()
+        assert "no points yet" in pg.status.value
+        for k, (a, b) in enumerate([(-1, 0), (1, 0), (0, 1)]):
+            pg.click_class = k
+            click(pg, a, b)
+        assert pg.trainer.data.y_train.tolist() == [0, 1, 2]
+        assert pg.step(50) == 50 and pg.wait(60)
+        assert pg.trainer.evaluate()[1] == 1.0
+    finally:
+        pg.close()
+
+
+def test_json_round_trip_replays_the_same_initial_weights(pg, tmp_path):
+    pg.seed = 3
+    pg.alpha = 2.0
+    pg.step(5)
+    click(pg, 0.1, 0.2)
+    path = tmp_path / "demo.json"
+    text = pg.to_json(path)
+    assert path.read_text() == text
+    again = Playground.from_json(path, root=tmp_path / "again")
+    try:
+        assert again.config == pg.config and again.alpha == 2.0 and again.data == "points"
+        assert same_weights(again.trainer.state.weights, pg.trainer._initial)
+        again.step(5)
+        assert again.wait(60) and again.drawn_step == 5
+    finally:
+        again.close()
+    with pytest.raises(Exception, match="unknown keys"):
+        Playground.from_json('{"data": "moons", "speed": 1}')
+
+
+def test_four_blobs_trained_live_show_four_class_regions(tmp_path):
+    pg = Playground(
+        data="blobs", classes=4, n=400, width=16, depth=2, device="cpu", root=tmp_path, fps=30
+    )
+    try:
+        pg.start()
+        assert poll(lambda: pg.trainer.step_count >= 300)
+        pg.pause()
+        assert pg.wait(60)
+        assert pg.trainer.evaluate("test")[1] >= 0.95
+        pg.view = "classes"
+        assert pg.wait(60) and pg.frame.mode == "classes"
+        predicted = pg.frame.view.predicted
+        assert sorted(np.unique(predicted).tolist()) == [0, 1, 2, 3]
+        # each class region is a sizeable part of the picture, and the shown image has exactly
+        # the four tinted palette colours
+        assert min(np.bincount(predicted.ravel())) > 0.05 * predicted.size
+        tinted = {
+            tuple(int(v) for v in c)
+            for c in rendering.class_regions_rgba(np.arange(4)[None, :])[0, :, :3]
+        }
+        assert png_colours(pg.frame.png) == tinted and len(tinted) == 4
+        xs, _ = pg.boundary_mark.x, pg.boundary_mark.y
+        assert len(xs) > 0
+    finally:
+        pg.close()
+
+
+def borders_covered(predicted, u, v, xs, ys) -> bool:
+    """Every place where two classes meet on the grid lies within 1.5 cells of a drawn line."""
+    du = u[1] - u[0]
+    pts = np.stack([xs[np.isfinite(xs)], ys[np.isfinite(ys)]], 1)
+    mids = []
+    i, j = np.nonzero(predicted[:, 1:] != predicted[:, :-1])  # horizontal neighbours
+    mids.append(np.stack([(u[j] + u[j + 1]) / 2, v[i]], 1))
+    i, j = np.nonzero(predicted[1:, :] != predicted[:-1, :])  # vertical neighbours
+    mids.append(np.stack([u[j], (v[i] + v[i + 1]) / 2], 1))
+    mids = np.concatenate(mids)
+    dist = np.sqrt(((mids[:, None, :] - pts[None, :, :]) ** 2).sum(-1)).min(1)
+    return len(mids) > 0 and bool(np.all(dist <= 1.5 * du))
+
+
+def test_multi_class_boundaries_in_the_playground_and_the_slice_viewer(tmp_path):
+    from richviz.widgets import SliceViewer
+
+    pg = Playground(data="blobs", classes=4, device="cpu", root=tmp_path, fps=30)
+    try:
+        pg.step(200)
+        assert pg.wait(60)
+        view = pg.frame.view
+        assert len(np.unique(view.predicted)) == 4
+        xs, ys = pg.frame.boundary
+        assert borders_covered(view.predicted, view.u, view.v, xs, ys)
+        # a binary-only boundary (the border of class 0 alone) would miss borders
+        x0, y0 = rendering.decision_boundary_lines(
+            view.margin, (view.predicted == 0).astype(int), view.u, view.v
+        )
+        assert not borders_covered(view.predicted, view.u, view.v, x0, y0)
+        run = Run.open(pg.trainer.run_path)
+    finally:
+        pg.close()
+    sv = SliceViewer(run, resolution=48, coarse_resolution=16, ellipse_density=0)
+    try:
+        assert sv.wait(120) and sv.shown_resolution == 48
+        from richviz.geometry import Slice, decision_field
+
+        dec = decision_field(run.load(run.steps[-1]), sv.slice, resolution=48)
+        pred = dec.predicted.numpy()
+        assert len(np.unique(pred)) == 4
+        xs, ys = sv.frame.boundary
+        assert borders_covered(pred, dec.u.numpy(), dec.v.numpy(), xs, ys)
+        assert isinstance(sv.slice, Slice)
+    finally:
+        sv.close()
+
+
+def test_errors_are_escaped_and_the_widget_stays_usable(pg, tmp_path):
+    evil = tmp_path / "<img src=x onerror=alert(1)>.csv"
+    pg._guard(lambda: pg.load_csv(evil))
+    assert "&lt;img src=x" in pg.status.value and "<img" not in pg.status.value
+    good = tmp_path / "ok.csv"
+    good.write_text("0,0,0\n1,1,1\n0,1,1\n1,0,0\n")
+    pg.load_csv(good)
+    assert pg.data == "points" and pg.trainer.data.y_train.tolist() == [0, 1, 1, 0]
+    assert pg.step(3) == 3
+
+
+def test_a_playground_run_opens_in_the_explorer_and_the_cli(pg, capsys):
+    from richviz import cli
+    from richviz.widgets import Explorer
+
+    pg.step(20)
+    assert pg.wait(60)
+    assert cli.main(["info", str(pg.trainer.run_path)]) == 0
+    out = capsys.readouterr().out
+    assert "playground" in out and "step_00000020.pt" in out
+    assert cli.main(["metrics", str(pg.trainer.run_path)]) == 0
+    assert "d_lr" in capsys.readouterr().out
+    run = Run.open(pg.trainer.run_path)
+    ex = Explorer(run, viewer={"resolution": 16, "coarse_resolution": 8})
+    try:
+        assert ex.wait(120)
+        assert ex.viewer.shown_step == 20
+        assert ex.panel.rows and ex.panel.rows[-1]["step"] == 20
+    finally:
+        ex.close()
+
+
+def test_config_property_matches_traits(pg):
+    pg.alpha = 0.0
+    assert pg.config == PlaygroundConfig(**{**SMALL, "alpha": None})
+    pg.alpha = 5.0
+    assert pg.config.alpha == 5.0
+
+
+def test_a_config_that_cannot_train(pg, tmp_path):
+    from richviz.errors import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        Playground(device="cuda", root=tmp_path)
+    before = pg.trainer
+    pg.device = "cuda"  # a later change keeps the previous network and says why
+    assert pg.trainer is before and "CUDA is not available" in pg.status.value
+    assert pg.step(2) == 2
