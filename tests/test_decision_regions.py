@@ -98,3 +98,22 @@ def test_entropy_one_at_the_exact_tie_on_the_grid():
         others = torch.ones(9, 9, dtype=torch.bool)
         others[4, 4] = False
         assert (dec.entropy[others] < 1 - 1e-6).all()
+
+
+def test_boundary_magnification_is_the_documented_band_formula():
+    # BM = mean(lv | k cells of smallest margin) - mean(lv | rest), k = max(1, round(band N))
+    from richviz.geometry import boundary_magnification
+
+    rng = np.random.default_rng(0)
+    lv = rng.normal(size=(23, 23))
+    margin = rng.exponential(size=(23, 23))
+    lv[0, 0], margin[1, 1] = -np.inf, np.nan  # ignored cells
+    ok = np.isfinite(lv) & np.isfinite(margin)
+    for band in (0.05, 0.1, 0.2, 0.5):
+        k = max(1, round(band * ok.sum()))
+        order = np.argsort(margin[ok])
+        want = lv[ok][order[:k]].mean() - lv[ok][order[k:]].mean()
+        got = boundary_magnification(torch.from_numpy(lv), torch.from_numpy(margin), band=band)
+        assert got == pytest.approx(want, rel=1e-12)
+    # scale invariance of the quantile band
+    assert boundary_magnification(lv, 1e3 * margin) == boundary_magnification(lv, margin)
