@@ -33,6 +33,19 @@ TUTORIALS = [
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 CELL_TIMEOUT_S = 300
+# Printed numbers a notebook's text relies on: (pattern with float groups, check on the floats).
+PRINTED_CHECKS = {
+    "02_geometry": [
+        # entropy and effective volume are larger on class-boundary cells than elsewhere
+        (r"entropy: mean ([\d.]+) on boundary cells, ([\d.]+) elsewhere", lambda a, b: a > 2 * b),
+        (
+            r"effective log10 volume: mean ([-\d.]+) on boundary cells, ([-\d.]+)",
+            lambda a, b: a > b,
+        ),
+        (r"max relative error ([-+.\de]+)", lambda e: e < 1e-9),  # the sphere check
+        (r"step +0: R in .*?negative on (\d+)%", lambda pct: pct >= 90),
+    ],
+}
 # An exception reported by a widget's status line, e.g. "step 400: RuntimeError: ...".
 ERROR_PATTERN = re.compile(r"\b[A-Z]\w*(?:Error|Exception): ")
 
@@ -133,6 +146,12 @@ def test_notebook_executes(
         assert widget_views(nb) >= 1, f"{name}: no widget was displayed"
         assert not stream_tracebacks(nb), f"{name}: {stream_tracebacks(nb)}"
         assert not widget_errors(nb), f"{name}: a widget reports {widget_errors(nb)}"
+        printed = "".join(o.text for o in outputs(nb) if o.output_type == "stream")
+        for pattern, check in PRINTED_CHECKS.get(name, []):
+            found = re.search(pattern, printed)
+            assert found, f"{name}: no printed line matches {pattern!r}"
+            values = [float(g) for g in found.groups()]
+            assert check(*values), f"{name}: {found.group(0)!r} fails its check"
     EXECUTED[name] = nb
 
 
