@@ -8,6 +8,7 @@ __all__ = [
     "DataError",
     "MissingDependencyError",
     "ModelError",
+    "NonFiniteError",
     "RichvizError",
     "RunError",
 ]
@@ -39,3 +40,10 @@ class MissingDependencyError(RichvizError, ImportError):
 
 class ConfigError(RichvizError, ValueError):
     """A configuration (e.g. a Playground JSON file) is malformed or out of range."""
+
+
+class NonFiniteError(RichvizError, ValueError):
+    """An input contains NaN or inf (often a diverged checkpoint); the message names the argument.
+
+    Every public numerical function of richviz raises this same type for non-finite input.
+    """
