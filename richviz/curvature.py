@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.func import jvp, vmap
 
+from richviz import validation
 from richviz.devices import module_device, module_dtype
 from richviz.features import FeatureMap, as_feature_map
 from richviz.geometry import Slice, auto_chunk_size
@@ -121,6 +122,15 @@ def second_order_jets(
     ``jvp`` along b of ``x -> (phi(x), jvp(phi, x, a))`` gives ``(J a, J b, D^2 phi[a, b])``;
     the three pairs run as one ``vmap``-batched pass sharing the primal.
     """
+    validation.check_finite(x, "x")
+    validation.check_finite(basis, "basis")
+    return _second_order_jets(phi, x, basis)
+
+
+def _second_order_jets(
+    phi: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, basis: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`second_order_jets` without argument checks (the kernel)."""
 
     def flat(y: torch.Tensor) -> torch.Tensor:
         out = phi(y)
@@ -160,8 +170,29 @@ def brioschi(
              - det [[0, E_v/2, G_u/2], [E_v/2, E, F], [G_u/2, F, G]]) / (E G - F^2)^2.
 
     Elementwise over tensors of one shape. NaN where ``E G - F^2 <= rtol * E G`` or ``E``,
-    ``G`` vanish (degenerate metric).
+    ``G`` vanish (degenerate metric). Non-finite input raises
+    :class:`~richviz.errors.NonFiniteError` naming the argument.
     """
+    args = {"E": E, "F": F, "G": G, "E_u": E_u, "E_v": E_v, "F_u": F_u, "F_v": F_v}
+    for name, t in {**args, "G_u": G_u, "G_v": G_v, "S": S}.items():
+        validation.check_finite(validation.as_tensor(t, name), name)
+    return _brioschi(E, F, G, E_u, E_v, F_u, F_v, G_u, G_v, S, rtol)
+
+
+def _brioschi(
+    E: torch.Tensor,
+    F: torch.Tensor,
+    G: torch.Tensor,
+    E_u: torch.Tensor,
+    E_v: torch.Tensor,
+    F_u: torch.Tensor,
+    F_v: torch.Tensor,
+    G_u: torch.Tensor,
+    G_v: torch.Tensor,
+    S: torch.Tensor,
+    rtol: float,
+) -> torch.Tensor:
+    """:func:`brioschi` without argument checks (the kernel)."""
     det = E * G - F * F
     a1, a2, a3 = F_v - G_u / 2, E, F
     b1, b2, b3 = G_v / 2, F, G
@@ -190,7 +221,7 @@ def _curvature_from_jets(
 
     E, F, G = dot(j1, j1), dot(j1, j2), dot(j2, j2)
     h11j1, h12j1, h12j2, h22j2 = dot(h11, j1), dot(h12, j1), dot(h12, j2), dot(h22, j2)
-    k = brioschi(
+    k = _brioschi(
         E,
         F,
         G,
@@ -269,13 +300,7 @@ def _progress(progress: Progress, total: int) -> tuple[Callable[[int], None], Ca
 
 
 def _check_chunk(chunk_size: int | None, numel: int) -> int:
-    if chunk_size is None:
-        return max(1, auto_chunk_size(numel) // _CHUNK_DIVISOR)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    return int(chunk_size)
+    return validation.chunk_size(chunk_size, max(1, auto_chunk_size(numel) // _CHUNK_DIVISOR))
 
 
 def scalar_curvature(
@@ -340,7 +365,7 @@ def scalar_curvature(
                 stop = min(total, start + cs)
                 x = origin + uv[start:stop].to(dev) @ basis64
                 x = x.reshape(-1, *slice.input_shape).to(dt)
-                first, second = second_order_jets(fn, x, tangents)
+                first, second = _second_order_jets(fn, x, tangents)
                 p = first.shape[-1]
                 k, m = _curvature_from_jets(first, second, p, tol)
                 gauss[start:stop] = k.cpu()
@@ -375,17 +400,17 @@ def gaussian_curvature_at(
     default the standard basis of 2-D inputs (then K is the curvature of ``g = J^T J / p``).
     NaN where the metric is degenerate (see :func:`scalar_curvature`).
     """
-    x = torch.as_tensor(points)
+    x = validation.as_tensor(points, "points")
     if x.ndim < 2 or not x.is_floating_point():
         raise ValueError(f"points must be a float tensor (N, *input_shape), got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("points contains non-finite values (NaN or inf)")
+    validation.check_finite(x, "points")
     shape = tuple(x.shape[1:])
     if basis is None:
         if shape != (2,):
             raise ValueError(f"basis is required for inputs of shape {shape} (default: 2-D only)")
         basis = torch.eye(2)
-    basis = torch.as_tensor(basis).to(device=x.device, dtype=x.dtype)
+    basis = validation.as_tensor(basis, "basis").to(device=x.device, dtype=x.dtype)
+    validation.check_finite(basis, "basis")
     if tuple(basis.shape) != (2, *shape):
         raise ValueError(f"basis must have shape (2, *{shape}), got {tuple(basis.shape)}")
     fn, owner, _, dt = _prepare(phi, layer, x.device, x.dtype, (x.device, x.dtype))
@@ -394,6 +419,6 @@ def gaussian_curvature_at(
     out = []
     with _ModeGuard(owner), torch.no_grad():
         for start in range(0, x.shape[0], cs):
-            first, second = second_order_jets(fn, x[start : start + cs], basis)
+            first, second = _second_order_jets(fn, x[start : start + cs], basis)
             out.append(_curvature_from_jets(first, second, first.shape[-1], tol)[0].cpu())
     return torch.cat(out)

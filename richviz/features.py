@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from richviz import validation
 from richviz.errors import ModelError
 
 __all__ = [
@@ -199,7 +200,10 @@ def in_eval_mode(fn: Callable) -> Callable:
 
 def model_output(model: nn.Module, x: torch.Tensor, output: OutputSelector = None) -> torch.Tensor:
     """``model(x)`` as a tensor: selected by ``output``, or a ``ModelError`` saying what the
-    model returned (a tuple, a dict, ...) or that it needs integer inputs."""
+    model returned (a tuple, a dict, ...) or that it needs integer inputs. NaN/inf in ``x``
+    raise :class:`~richviz.errors.NonFiniteError`."""
+    if isinstance(x, torch.Tensor):
+        validation.check_finite(x, "x")
     return select_output(_forward(model, x), output)
 
 
@@ -290,8 +294,11 @@ def features_and_outputs(
     "Output" is the output of the final ``nn.Linear`` itself, not of a wrapper around the model:
     a centred lazy model alpha * (f - f0) outputs zero at init, where metrics based on the
     output would be undefined. Without a Linear layer the model output is used.
-    ``output`` picks the logits from a model returning a tuple/list/dict.
+    ``output`` picks the logits from a model returning a tuple/list/dict. NaN/inf in ``x``
+    raise :class:`~richviz.errors.NonFiniteError`.
     """
+    if isinstance(x, torch.Tensor):
+        validation.check_finite(x, "x")
     with eval_mode(model):
         return _features_and_outputs(model, x, layer, output)
 

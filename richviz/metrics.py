@@ -28,8 +28,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from richviz import validation
 from richviz.devices import module_device
-from richviz.errors import RichvizError
+from richviz.errors import NonFiniteError
 from richviz.features import PENULTIMATE, features_and_outputs, last_linear_name
 
 __all__ = [
@@ -58,6 +59,8 @@ _CONST_RTOL = 1e-12
 (the variation is float64 rounding noise from the centring)."""
 
 _EIG_RTOL = 1e-10
+
+_DIVERGED = " (diverged checkpoint?)"
 _EIG_RTOL_FLOAT32 = 1e-5
 """Eigenvalues rho_k below ``_EIG_RTOL * rho_1`` (float64 work; ``_EIG_RTOL_FLOAT32`` for
 float32) have numerically undefined eigenfunctions and are left out of the quality and
@@ -84,10 +87,6 @@ OUTPUTS = ("last_linear", "learned")
 """Choices of ``outputs`` in :func:`checkpoint_metrics`: the function D_LR is measured against."""
 
 
-class NonFiniteError(RichvizError, ValueError):
-    """Features or outputs contain NaN or inf (typically a diverged checkpoint)."""
-
-
 # --------------------------------------------------------------------------- input checks
 
 
@@ -95,13 +94,8 @@ def _tensor2d(
     name: str, x: torch.Tensor, rows: int | None = None, min_rows: int = 2
 ) -> torch.Tensor:
     """Validate the shape of a real 2-D matrix; return it detached (dtype and device kept)."""
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{name} must be a tensor, got {type(x).__name__}") from exc
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, dim), got shape {tuple(x.shape)}")
+    x = validation.as_tensor(x, name)
+    validation.check_ndim(x, name, 2, "(n, dim)")
     if rows is not None and x.shape[0] != rows:
         raise ValueError(f"{name} has {x.shape[0]} rows but features has {rows} (one per sample)")
     if x.shape[0] < min_rows:
@@ -116,8 +110,7 @@ def _tensor2d(
 def _matrix(name: str, x: torch.Tensor, rows: int | None = None, min_rows: int = 2) -> torch.Tensor:
     """Validate a finite real 2-D matrix and return it detached as float64 (same device)."""
     x = _tensor2d(name, x, rows, min_rows).to(torch.float64)
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteError(f"{name} contain NaN/inf (diverged checkpoint?)")
+    validation.check_finite(x, name, _DIVERGED)
     return x
 
 
@@ -202,8 +195,7 @@ def _prepare(name: str, x: torch.Tensor, rows: int | None = None) -> _Centred:
     c = x.to(torch.float64, copy=True)  # our own copy: centred in place below
     mean = c.mean(dim=0, keepdim=True)
     if not bool(torch.isfinite(mean).all()):  # any NaN/inf entry reaches the column mean
-        if not bool(torch.isfinite(c).all()):
-            raise NonFiniteError(f"{name} contain NaN/inf (diverged checkpoint?)")
+        validation.check_finite(c, name, _DIVERGED)
         raise ValueError(f"{name} are too large to sum in float64 (max |entry| ~ 1e308)")
     return _Centred(c.sub_(mean), mean, work)
 
@@ -529,8 +521,7 @@ def neural_collapse(
         b = torch.as_tensor(bias).detach().to(device=h.c.device, dtype=torch.float64)
         if b.shape != (c,):
             raise ValueError(f"bias must have shape ({c},) to match weight, got {tuple(b.shape)}")
-        if not bool(torch.isfinite(b).all()):
-            raise NonFiniteError("bias contain NaN/inf (diverged checkpoint?)")
+        validation.check_finite(b, "bias", _DIVERGED)
     if center not in ("global", "class_means"):
         raise ValueError(f"center must be 'global' or 'class_means', got {center!r}")
     y = _check_classes(labels, n, c, h.c.device)

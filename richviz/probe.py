@@ -20,20 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from richviz import validation
 from richviz.devices import module_device, module_dtype
 from richviz.features import LOGITS, FeatureMap
 
 __all__ = ["FeatureExtractor", "LinearProbe", "probe_classifier"]
-
-
-def _as_array(x: object, name: str, ndim: int) -> np.ndarray:
-    try:
-        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be an array of numbers") from exc
-    if arr.ndim != ndim or arr.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty {ndim}-D array, got shape {arr.shape}")
-    return arr
 
 
 class LinearProbe(nn.Linear):
@@ -73,18 +64,17 @@ class LinearProbe(nn.Linear):
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
-        x = _as_array(features, "features", 2).astype(np.float64)
-        y = _as_array(labels, "labels", 1)
+        x = validation.as_array(features, "features", 2).astype(np.float64)
+        y = validation.as_array(labels, "labels", 1)
         if len(y) != len(x):
             raise ValueError(f"features has {len(x)} rows but labels has {len(y)}")
-        if not np.isfinite(x).all():
-            raise ValueError("features contains non-finite values (NaN or inf)")
+        validation.check_finite(x, "features")
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"labels must be integer classes, got dtype {y.dtype}")
         if len(np.unique(y)) < 2:
             raise ValueError("labels must contain at least two classes")
-        if not C > 0:
-            raise ValueError(f"C={C} must be positive")
+        C = validation.finite_float(C, "C", low=0.0, low_open=True)
+        max_iter = validation.positive_int(max_iter, "max_iter")
         scaler = StandardScaler(with_mean=standardize, with_std=standardize).fit(x)
         clf = LogisticRegression(C=C, max_iter=max_iter).fit(scaler.transform(x), y)
         mean = scaler.mean_ if standardize else np.zeros(x.shape[1])
@@ -100,6 +90,7 @@ class LinearProbe(nn.Linear):
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
         """Predicted labels (N,) int64 (``classes[argmax]``; two classes: ``z > 0``)."""
+        features = validation.as_float_tensor(features, "features", ndim=2)
         with torch.no_grad():
             z = self(features.to(device=self.weight.device, dtype=self.weight.dtype))
         idx = (z[:, 0] > 0).long() if z.shape[1] == 1 else z.argmax(1)
@@ -147,11 +138,10 @@ def probe_classifier(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunk_size = validation.positive_int(chunk_size, "chunk_size")
+    x = validation.as_float_tensor(x, "x")
     extractor = FeatureExtractor(model, layer)
     dev, dt = module_device(model), module_dtype(model)
-    x = torch.as_tensor(x)
     feats = []
     with torch.no_grad():
         for start in range(0, len(x), chunk_size):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from richviz import activations
+from richviz import activations, validation
 from richviz.activations import THEORY_ACTIVATIONS, Erf
 from richviz.errors import RichvizError
 
@@ -146,16 +146,13 @@ def metric_coefficients(
     nodes (default: 180 nodes for V <= 1, composite Gauss-Legendre beyond).
     """
     _derivative(activation)  # validates the name
-    if method not in ("auto", "closed", "quadrature"):
-        raise ValueError(f"method must be 'auto', 'closed' or 'quadrature', got {method!r}")
-    s, z = float(weight_std), float(bias_std)
-    if not (math.isfinite(s) and s > 0):
-        raise ValueError(f"weight_std must be finite and > 0, got {weight_std!r}")
-    if not (math.isfinite(z) and z >= 0):
-        raise ValueError(f"bias_std must be finite and >= 0, got {bias_std!r}")
+    validation.check_choice(method, "method", ("auto", "closed", "quadrature"))
+    s = validation.finite_float(weight_std, "weight_std", low=0.0, low_open=True)
+    z = validation.finite_float(bias_std, "bias_std", low=0.0)
     r2 = np.asarray(r2.detach().cpu() if isinstance(r2, torch.Tensor) else r2, dtype=np.float64)
-    if np.any(r2 < 0) or not np.all(np.isfinite(r2)):
-        raise ValueError("r2 must be finite and >= 0")
+    validation.check_finite(r2, "r2")
+    if np.any(r2 < 0):
+        raise ValueError("r2 must be >= 0")
     closed = activations.REGISTRY[activation].closed_form
     if method == "closed" and not closed:
         raise ValueError(f"no closed form for activation={activation!r}; use method='quadrature'")
@@ -171,11 +168,9 @@ def metric_coefficients(
 
 
 def _as_points(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(x).detach().cpu().to(torch.float64)
-    if t.ndim != 2:
-        raise ValueError(f"x must have shape (N, d), got {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("x contains non-finite values (NaN or inf)")
+    t = validation.as_float_tensor(x, "x", finite=False).cpu().to(torch.float64)
+    validation.check_ndim(t, "x", 2, "(N, d)")
+    validation.check_finite(t, "x")
     return t
 
 
@@ -276,8 +271,11 @@ def random_two_layer_network(
     ``phi(x) = sigma(W x + b)``, whose metric tends to :func:`infinite_width_metric` as
     ``width`` grows. In eval mode.
     """
-    if d < 1 or width < 1 or num_outputs < 1:
-        raise ValueError(f"d, width, num_outputs must be >= 1, got {d}, {width}, {num_outputs}")
+    d = validation.positive_int(d, "d")
+    width = validation.positive_int(width, "width")
+    num_outputs = validation.positive_int(num_outputs, "num_outputs")
+    weight_std = validation.finite_float(weight_std, "weight_std", low=0.0)
+    bias_std = validation.finite_float(bias_std, "bias_std", low=0.0)
     gen = torch.Generator().manual_seed(seed)
     net = nn.Sequential(
         nn.Linear(d, width), activation_module(activation), nn.Linear(width, num_outputs)

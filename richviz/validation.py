@@ -47,7 +47,8 @@ def as_tensor(x: object, name: str) -> torch.Tensor:
     try:
         return torch.as_tensor(x).detach()
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}") from exc
+        kind = type(x).__name__
+        raise ValueError(f"{name} must be a tensor or array of numbers, got {kind}") from exc
 
 
 def check_ndim(x: torch.Tensor | np.ndarray, name: str, ndim: int, what: str = "") -> None:

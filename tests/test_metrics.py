@@ -466,11 +466,12 @@ def test_degenerate_d_lr_and_cka():
     assert math.isnan(d_lr(phi, torch.full((20, 3), 0.7)))  # outputs of rank 0
     assert math.isnan(d_lr(torch.full((20, 5), 1.3), randn(20, 3, g=g)))  # constant features
     assert math.isnan(linear_cka(phi, torch.ones(20, 2)))
-    with pytest.raises(ValueError, match="features contain NaN/inf \\(diverged checkpoint\\?\\)"):
+    nonfinite = "features contains non-finite values \\(NaN or inf\\) \\(diverged checkpoint\\?\\)"
+    with pytest.raises(ValueError, match=nonfinite):
         bad = phi.clone()
         bad[3, 1] = math.nan
         d_lr(bad, phi)
-    with pytest.raises(NonFiniteError, match="outputs contain NaN/inf"):
+    with pytest.raises(NonFiniteError, match="outputs contains non-finite values"):
         d_lr(phi, torch.full((20, 2), math.inf))
     with pytest.raises(ValueError, match="outputs has 19 rows but features has 20"):
         d_lr(phi, phi[:19])
@@ -501,7 +502,7 @@ def test_degenerate_neural_collapse():
         neural_collapse(h, y, w[:, :3])
     with pytest.raises(ValueError, match="bias must have shape \\(3,\\)"):
         neural_collapse(h, y, w, b[:2])
-    with pytest.raises(NonFiniteError, match="features contain NaN/inf"):
+    with pytest.raises(NonFiniteError, match="features contains non-finite values"):
         neural_collapse(h * math.inf, y, w)
     # all class means equal: NC1 = inf (within-class spread, no between-class spread)
     same = randn(12, 4, g=g)
