@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from richviz.architectures import build_model
-from richviz.checkpoints import Run, RunWriter, _file_hash
+from richviz.runs.storage import Run, RunWriter, file_hash
 
 ARCHS = {
     "mlp": {
@@ -56,7 +56,7 @@ def main() -> None:
             assert run.steps == list(range(args.n))
             t = time.perf_counter()
             for f in files:
-                _file_hash(f)
+                file_hash(f)
             times["hash"].append(time.perf_counter() - t)
             t = time.perf_counter()
             for f in files:

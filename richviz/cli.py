@@ -138,7 +138,7 @@ def run_status(complete: bool | None) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from richviz.checkpoints import Run
+    from richviz.runs import Run
 
     run = Run.open(args.run)
     m = run.manifest
@@ -188,7 +188,7 @@ _TABLE_KEYS = (
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    from richviz.checkpoints import Run
+    from richviz.runs import Run
 
     run = Run.open(args.run)
     rows = run.metrics(progress=not args.quiet, layer=args.layer, outputs=args.outputs)

@@ -11,7 +11,14 @@ __all__ = [
     "NonFiniteError",
     "RichvizError",
     "RunError",
+    "one_line",
 ]
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` with all whitespace runs collapsed to one space, cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RichvizError(Exception):

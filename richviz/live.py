@@ -7,7 +7,7 @@ stops between two steps, :meth:`~LiveTrainer.step` runs exactly ``n`` steps and
 :meth:`~LiveTrainer.reset` restores the initial weights of the seed bit for bit. As it trains
 it writes checkpoints at log-spaced steps (about ``checkpoints_per_decade`` per factor of ten,
 plus one whenever training pauses) into an ordinary run folder through
-:class:`richviz.checkpoints.RunWriter`, so ``Run.open``, the Explorer, the CLI and the metrics
+:class:`richviz.runs.RunWriter`, so ``Run.open``, the Explorer, the CLI and the metrics
 cache work on it afterwards. It publishes the newest :class:`LiveState` (step, loss, a CPU
 copy of the weights) for viewers and never waits for them.
 
@@ -45,7 +45,7 @@ from richviz.devices import best_device
 from richviz.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # richviz.widgets imports this module: keep the checkpoint code unloaded
-    from richviz.checkpoints import Run, RunWriter
+    from richviz.runs import Run, RunWriter
 
 __all__ = [
     "ACTIVATIONS",
@@ -494,8 +494,8 @@ class LiveTrainer:
         return self._writer.path if self._writer is not None else None
 
     def open_run(self) -> Run:
-        """The current run as a :class:`richviz.checkpoints.Run` (checkpoints written so far)."""
-        from richviz.checkpoints import Run
+        """The current run as a :class:`richviz.runs.Run` (checkpoints written so far)."""
+        from richviz.runs import Run
 
         if self._writer is None:
             raise ValueError("no run yet: start() or step() first")
@@ -607,7 +607,7 @@ class LiveTrainer:
             self.config = config
             self._order, self._pos = None, 0
             if self._writer is not None:
-                from richviz.checkpoints import atomic_write_json
+                from richviz.runs import atomic_write_json
 
                 m = self._writer.manifest
                 m["data"] = self.config.data_spec()
@@ -719,7 +719,7 @@ class LiveTrainer:
             self._checkpoint(self._step)
 
     def _open_writer(self) -> None:
-        from richviz.checkpoints import RunWriter
+        from richviz.runs import RunWriter
 
         self.root.mkdir(parents=True, exist_ok=True)
         i = 0

@@ -95,7 +95,7 @@ def summarize(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Run
 
     Reads only the manifest; raises ``CheckpointError`` naming it when it is unreadable.
     """
-    from richviz.checkpoints import MANIFEST  # lazily: importing richviz.widgets opens no runs
+    from richviz.runs.manifest import MANIFEST  # lazily: importing richviz.widgets opens no runs
 
     path = Path(path)
     mpath = path / MANIFEST

@@ -5,7 +5,7 @@ The unit of work is one checkpoint's metrics row (or one training run). Tasks go
 scheduler address. Workers receive paths, open the runs themselves and return rows; the client
 writes each finished row into its run's ``metrics.json`` atomically as tasks complete, so a
 killed worker loses nothing that finished and a rerun computes only what is missing (rows are
-keyed by the run's own cache key, exactly as :meth:`richviz.checkpoints.Run.metrics` does).
+keyed by the run's own cache key, exactly as :meth:`richviz.runs.Run.metrics` does).
 
 Dask is optional (``pip install "richviz[dask]"``) and imported only when a sweep starts.
 Run folders must be visible at the same path to the client and every worker (a shared
@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from richviz.checkpoints import MANIFEST, Run
 from richviz.errors import MissingDependencyError, RichvizError
+from richviz.runs import MANIFEST, Run
 
 __all__ = [
     "DASK_HINT",
@@ -189,7 +189,7 @@ def compute_metrics_entry(
 
     The task a Dask worker runs: it opens the run folder ``path`` itself (kept open for the
     next task while its files are unchanged) and returns
-    :meth:`richviz.checkpoints.Run.metrics_entry`; it writes nothing.
+    :meth:`richviz.runs.Run.metrics_entry`; it writes nothing.
     """
     with _COMPUTE:
         return _open_cached(path).metrics_entry(step, layer, probe_size)
@@ -237,12 +237,12 @@ def sweep_metrics(
     Parameters
     ----------
     runs
-        Run folders (paths or :class:`~richviz.checkpoints.Run` opened from a folder).
+        Run folders (paths or :class:`~richviz.runs.Run` opened from a folder).
     scheduler, workers
         Where tasks run (see :func:`open_client`): a new local cluster of ``workers``
         processes by default.
     layer, probe_size
-        As for :meth:`richviz.checkpoints.Run.metrics` (the cache key includes them).
+        As for :meth:`richviz.runs.Run.metrics` (the cache key includes them).
     progress
         True: a tqdm bar on stderr; False; or a callable ``(done, total)`` over the tasks.
 

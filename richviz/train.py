@@ -25,8 +25,9 @@ from torch import nn
 
 from richviz import datasets
 from richviz.architectures import build_model
-from richviz.checkpoints import Run, RunWriter, _progress, check_run_folder
 from richviz.devices import best_device
+from richviz.progress import reporter
+from richviz.runs import Run, RunWriter, check_run_folder
 
 __all__ = [
     "PRESETS",
@@ -572,7 +573,7 @@ def train(
     # full-batch SGD of an alpha-scaled model should lower the loss at every step
     watch = cfg.alpha is not None and cfg.optimizer == "sgd" and bs == n
     prev = math.nan
-    bar, report = _progress(progress, cfg.steps)
+    bar, report = reporter(progress, cfg.steps)
     start = time.perf_counter()
     try:
         for step in range(cfg.steps + 1):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import richviz.checkpoints as ckpts
+import richviz.runs.analysis as analysis
 from richviz import datasets
 from richviz.checkpoints import Run, atomic_save, checkpoint_name, save_checkpoint
 from richviz.errors import CheckpointError, DataError, ModelError, RunError
@@ -321,13 +322,13 @@ def _boundary_magnification_reference(model: nn.Module, x: torch.Tensor, res: in
 
 def test_metrics_cache_reused_and_invalidated(run_dir, monkeypatch):
     calls = []
-    real = ckpts.checkpoint_metrics
+    real = analysis.checkpoint_metrics
 
     def counting(model, x, y, **kw):
         calls.append(1)
         return real(model, x, y, **kw)
 
-    monkeypatch.setattr(ckpts, "checkpoint_metrics", counting)
+    monkeypatch.setattr(analysis, "checkpoint_metrics", counting)
     first = Run.open(run_dir).metrics(progress=False)
     assert len(calls) == len(STEPS)
     second = Run.open(run_dir).metrics(progress=False)
@@ -486,9 +487,9 @@ def test_metrics_cache_tanh_to_relu_is_not_stale(tmp_path):
 
 def test_metrics_cache_keyed_on_bytes_not_size_and_mtime(run_dir, monkeypatch):
     calls = []
-    real = ckpts.checkpoint_metrics
+    real = analysis.checkpoint_metrics
     monkeypatch.setattr(
-        ckpts, "checkpoint_metrics", lambda *a, **k: calls.append(1) or real(*a, **k)
+        analysis, "checkpoint_metrics", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     first = Run.open(run_dir).metrics(progress=False)
     assert len(calls) == len(STEPS)
@@ -503,7 +504,7 @@ def test_metrics_cache_keyed_on_bytes_not_size_and_mtime(run_dir, monkeypatch):
     assert len(calls) == len(STEPS) + 1
     assert second[2]["d_lr"] == pytest.approx(first[-1]["d_lr"])
     # another richviz version invalidates every row
-    monkeypatch.setattr(ckpts, "METRICS_VERSION", "0.0.0-other")
+    monkeypatch.setattr(analysis, "METRICS_VERSION", "0.0.0-other")
     Run.open(run_dir).metrics(progress=False)
     assert len(calls) == 2 * len(STEPS) + 1
 
@@ -525,9 +526,9 @@ def test_duplicate_step_is_unreadable_with_reason(run_dir, monkeypatch):
     assert checkpoint_name(STEPS[2]) in same[1].error and _one_line(same[1].error)
     assert run.steps == STEPS and run.checkpoint(STEPS[2]) is same[0]
     calls = []
-    real = ckpts.checkpoint_metrics
+    real = analysis.checkpoint_metrics
     monkeypatch.setattr(
-        ckpts, "checkpoint_metrics", lambda *a, **k: calls.append(1) or real(*a, **k)
+        analysis, "checkpoint_metrics", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     rows = run.metrics(progress=False)
     assert [r["step"] for r in rows] == STEPS and len(calls) == len(STEPS)

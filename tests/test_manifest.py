@@ -19,8 +19,8 @@ from richviz import cli
 from richviz.checkpoints import Run, read_metrics_cache
 from richviz.errors import CheckpointError, RichvizError, RunError
 from richviz.features import features_and_outputs
-from richviz.manifest import member_path, validate_manifest
 from richviz.metrics import d_lr
+from richviz.runs.manifest import member_path, validate_manifest
 from richviz.train import Config, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)

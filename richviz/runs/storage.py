@@ -1,4 +1,4 @@
-"""Checkpoint runs: discover, validate, safely load, and summarise a training run on disk.
+"""Runs as storage: discover, validate, safely load and write training runs on disk.
 
 A run directory holds ``run.json`` (the manifest: architecture name + kwargs, data set, seed,
 hyper-parameters, per-checkpoint metadata) and one ``step_XXXXXXXX.pt`` file per checkpoint,
@@ -8,6 +8,10 @@ each a ``torch.save`` of ``{"state_dict": {...}, "meta": {...}}`` that loads wit
 
 A user's own model works too: :meth:`Run.from_state_dicts` takes a model factory and a folder
 of state dicts (``*.pt``/``*.pth``).
+
+This module imports no numerics (no :mod:`richviz.metrics`, :mod:`richviz.geometry` or
+``torch.func``); the per-run metrics table lives in :mod:`richviz.runs.analysis`, which
+:meth:`Run.metrics` imports when called.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import hashlib
 import inspect
 import io
 import json
-import math
 import os
 import pickletools
 import re
@@ -35,39 +38,37 @@ from typing import Any
 import torch
 from torch import nn
 
-from richviz import __version__, datasets
-from richviz.devices import best_device, module_device
-from richviz.errors import CheckpointError, DataError, ModelError, RichvizError, RunError
-from richviz.features import (
-    FeatureMap,
-    OutputSelector,
-    model_output,
-    select_model_output,
+from richviz import datasets
+from richviz.devices import best_device
+from richviz.errors import (
+    CheckpointError,
+    DataError,
+    ModelError,
+    RichvizError,
+    RunError,
+    one_line,
 )
-from richviz.manifest import FORMAT, FORMAT_VERSION, MANIFEST, inside, validate_manifest
-from richviz.metrics import METRIC_KEYS, OUTPUTS, checkpoint_metrics
+from richviz.features import OutputSelector, select_model_output
+from richviz.runs.manifest import FORMAT, FORMAT_VERSION, MANIFEST, inside, validate_manifest
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
     "META_KEYS",
-    "METRICS_CACHE",
-    "METRICS_VERSION",
     "atomic_save",
     "atomic_write_json",
     "Checkpoint",
     "checkpoint_name",
+    "check_run_folder",
+    "file_hash",
     "Run",
     "RunWriter",
     "save_checkpoint",
 ]
 
-METRICS_CACHE = "metrics.json"
-METRICS_VERSION = f"{__version__}/2"  #: 2: confinement, isotropy, outputs; other versions recompute
 META_KEYS = ("step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time")
 _SUFFIXES = (".pt", ".pth")
-_NAN = float("nan")
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -153,13 +154,8 @@ def checkpoint_name(step: int) -> str:
 # --------------------------------------------------------------------------- reading files
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _fail(path: Path, reason: str) -> CheckpointError:
-    return CheckpointError(f"{path}: {_one_line(reason)}")
+    return CheckpointError(f"{path}: {one_line(reason)}")
 
 
 def _torch_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
@@ -320,10 +316,11 @@ class Checkpoint:
 
     def content_hash(self) -> str:
         """SHA-256 of the file's bytes now ("" when it cannot be read)."""
-        return _file_hash(self.path)
+        return file_hash(self.path)
 
 
-def _file_hash(path: Path) -> str:
+def file_hash(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks ("" when it cannot be read)."""
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -442,8 +439,7 @@ class Run:
         self._confine = confine  # files must stay inside the folder (manifest runs)
         self._cache: OrderedDict[tuple[int, str], nn.Module] = OrderedDict()
         self._lock = threading.RLock()  # load() may be called from widget threads
-        self._probes: dict[int, tuple[torch.Tensor, torch.Tensor, str]] = {}
-        template = self._template()
+        template = self.template()
         self._reference = dict(template.state_dict())
         self._identity = {
             "architecture": manifest.get("architecture"),
@@ -479,7 +475,7 @@ class Run:
         try:
             manifest = json.loads(mpath.read_text())
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise RunError(f"{mpath}: invalid run manifest ({_one_line(str(exc))})") from None
+            raise RunError(f"{mpath}: invalid run manifest ({one_line(str(exc))})") from None
         manifest = validate_manifest(manifest, mpath)
         spec = manifest["architecture"]
         from richviz.architectures import build_model
@@ -510,7 +506,7 @@ class Run:
         except Exception as exc:  # any failure to build the architecture the manifest names
             raise RunError(
                 f"{mpath}: field 'architecture': cannot build the architecture "
-                f"({type(exc).__name__}: {_one_line(str(exc), 200)})"
+                f"({type(exc).__name__}: {one_line(str(exc), 200)})"
             ) from None
 
     @classmethod
@@ -585,7 +581,7 @@ class Run:
             )
         return model
 
-    def _template(self) -> nn.Module:
+    def template(self) -> nn.Module:
         """The architecture, built on the ``meta`` device when it allows (no memory used)."""
         try:
             with torch.device("meta"):
@@ -721,7 +717,17 @@ class Run:
         bad = sum(not c.readable for c in self.checkpoints)
         return f"Run({str(self.path)!r}, checkpoints={len(self.checkpoints)}, unreadable={bad})"
 
-    # ---- metrics
+    # ---- metrics (computed by richviz.runs.analysis, imported on first use)
+
+    @property
+    def identity(self) -> dict[str, str | None]:
+        """What determines the model: architecture or factory identity, structure, output."""
+        return dict(self._identity)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The run's re-entrant lock (loading and cache writes may come from several threads)."""
+        return self._lock
 
     def metrics(
         self,
@@ -750,88 +756,20 @@ class Run:
         why the three are NaN).
 
         The serial loop is ``pending_metrics`` -> ``metrics_entry`` -> ``store_metrics_rows``,
-        the same hooks :mod:`richviz.sweep` spreads over a Dask cluster.
+        the same hooks :mod:`richviz.sweep` spreads over a Dask cluster. The work is done by
+        :func:`richviz.runs.analysis.metrics_table`.
         """
-        todo = self.pending_metrics(layer, probe_size, outputs)
-        entries = self._read_cache(self.path / METRICS_CACHE)["rows"]
-        computed: dict[str, Any] = {}
-        bar, report = _progress(progress, len(todo))
-        try:
-            for done, step in enumerate(todo, 1):
-                entry = self.metrics_entry(step, layer, probe_size, outputs)
-                computed[str(step)] = {"key": entry["key"], "row": entry["row"]}
-                entries = self.store_metrics_rows([entry])
-                report(done)
-        finally:
-            if bar is not None:
-                bar.close()
-        rows = []
-        for c in self.checkpoints:
-            if not c.readable:
-                continue
-            row = dict({**entries, **computed}[str(c.step)]["row"])
-            for k in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch", "time"):
-                row[k] = _float(c.meta.get(k))
-            rows.append(row)
-        return rows
+        from richviz.runs import analysis
 
-    def _metrics_setup(
-        self, layer: str | None, probe_size: int, outputs: str = "last_linear"
-    ) -> tuple[torch.Tensor, torch.Tensor, Checkpoint | None, Callable[[Checkpoint], Any]]:
-        """(probe x, probe y, init checkpoint, cache key function) of a metrics table.
-
-        Checks ``outputs`` and ``layer`` first (``ValueError`` / ``ModelError``, nothing cached).
-        """
-        if outputs not in OUTPUTS:
-            raise ValueError(f"outputs={outputs!r} must be one of {', '.join(OUTPUTS)}")
-        layer_key = layer or "penultimate"
-        try:
-            FeatureMap(self._template(), layer)
-        except ValueError as exc:
-            raise ModelError(f"{self.path}: {_one_line(str(exc), 400)}") from None
-        if probe_size not in self._probes:
-            x, y = self.probe(probe_size)
-            self._probes[probe_size] = (x, y, _tensor_hash(x, y))
-        x, y, probe_key = self._probes[probe_size]
-        readable = [c for c in self.checkpoints if c.readable]
-        hashes: dict[int, str] = {}  # computed on first use: a worker keys one row
-
-        def content_hash(c: Checkpoint) -> str:
-            if c.step not in hashes:
-                hashes[c.step] = c.content_hash()
-            return hashes[c.step]
-
-        init = readable[0] if readable else None
-        init_key = [init.step, content_hash(init)] if init else None
-        model_key = hashlib.sha256(
-            json.dumps(self._identity, sort_keys=True, default=repr).encode()
-        ).hexdigest()[:16]
-
-        def key(c: Checkpoint) -> dict[str, Any]:
-            return {
-                "file": c.path.name,
-                "sha256": content_hash(c),
-                "init": init_key,
-                "model": model_key,
-                "layer": layer_key,
-                "probe": probe_key,
-                "outputs": outputs,
-                "version": METRICS_VERSION,
-            }
-
-        return x, y, init, key
+        return analysis.metrics_table(self, progress, layer, probe_size, outputs)
 
     def pending_metrics(
         self, layer: str | None = None, probe_size: int = 1000, outputs: str = "last_linear"
     ) -> list[int]:
         """Steps of the readable checkpoints whose cached metrics row is missing or stale."""
-        key = self._metrics_setup(layer, probe_size, outputs)[3]
-        entries = self._read_cache(self.path / METRICS_CACHE)["rows"]
-        return [
-            c.step
-            for c in self.checkpoints
-            if c.readable and entries.get(str(c.step), {}).get("key") != key(c)
-        ]
+        from richviz.runs import analysis
+
+        return analysis.pending_metrics(self, layer, probe_size, outputs)
 
     def metrics_entry(
         self,
@@ -845,12 +783,9 @@ class Run:
         The key (content hashes, model identity, layer, outputs, probe) is taken before the row
         is computed, so a checkpoint rewritten meanwhile leaves a stale entry, never a wrong one.
         """
-        x, y, init, key = self._metrics_setup(layer, probe_size, outputs)
-        c = self.checkpoint(step)
-        entry_key = key(c)
-        init_model = self._safe_load(init)[0] if init is not None else None
-        row = self._metrics_row(c, x, y, init_model, layer, outputs)
-        return {"step": c.step, "key": entry_key, "row": row}
+        from richviz.runs import analysis
+
+        return analysis.metrics_entry(self, step, layer, probe_size, outputs)
 
     def store_metrics_rows(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         """Merge :meth:`metrics_entry` results into ``metrics.json`` (one atomic write).
@@ -858,169 +793,9 @@ class Run:
         Returns the cache's rows (by step as a string), including ``entries`` even when the
         file cannot be written (a warning says so).
         """
-        path = self.path / METRICS_CACHE
-        with self._lock:
-            cache = self._read_cache(path)
-            for e in entries:
-                cache["rows"][str(int(e["step"]))] = {"key": e["key"], "row": e["row"]}
-            if entries:
-                self._write_cache(path, cache)
-        return cache["rows"]
+        from richviz.runs import analysis
 
-    def _safe_load(self, c: Checkpoint) -> tuple[nn.Module | None, str | None]:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return self.load(c.step), None
-        except CheckpointError as exc:
-            return None, str(exc)
-
-    def _metrics_row(
-        self,
-        c: Checkpoint,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        init_model: nn.Module | None,
-        layer: str | None,
-        outputs: str = "last_linear",
-    ) -> dict[str, Any]:
-        row: dict[str, Any] = {"step": c.step}
-        row.update({k: _NAN for k in METRIC_KEYS})
-        two_d = tuple(x.shape[1:]) == (2,)
-        if two_d:
-            row["boundary_magnification"] = _NAN
-        model, err = self._safe_load(c)
-        if model is None:
-            row["error"] = err
-            return row
-        if c.nonfinite:
-            row["error"] = f"{c.path}: weights contain NaN or inf; metrics are NaN"
-            return row
-        try:
-            dev = module_device(model)
-            with torch.no_grad():
-                model_output(model, x[:2].to(dev))  # a tuple/dict output: say so, with output=
-                values = checkpoint_metrics(
-                    model,
-                    x.to(dev),
-                    y.to(dev),
-                    init_model=init_model,
-                    layer=layer,
-                    outputs=outputs,
-                )
-            row.update({k: _float(v) for k, v in values.items()})
-            if outputs == "learned" and math.isnan(row["d_lr"]):
-                row["note"] = (
-                    "the learned function alpha*(f - f0) is constant on the probe set (zero at "
-                    "step 0): D_LR, confinement and isotropy are undefined (NaN)"
-                )
-            if two_d:
-                row["boundary_magnification"] = _boundary_magnification(model, x)
-            row["error"] = None
-        except Exception as exc:  # a metrics failure must not stop the table
-            row["error"] = (
-                f"{c.path}: metrics failed ({type(exc).__name__}: {_one_line(str(exc), 200)})"
-            )
-        return row
-
-    @staticmethod
-    def _read_cache(path: Path) -> dict[str, Any]:
-        return read_metrics_cache(path)
-
-    @staticmethod
-    def _write_cache(path: Path, cache: dict[str, Any]) -> None:
-        try:
-            atomic_write_json(cache, path)
-        except OSError as exc:
-            warnings.warn(f"{path}: cannot write the metrics cache ({exc})", stacklevel=3)
-
-
-_TEXT_KEYS = ("error", "note")  # the only row values that may be text
-
-
-def _valid_row(step: str, entry: Any) -> bool:
-    """A cache entry ``{"key": {...}, "row": {"step": int, k: number}}``; error/note: text."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict):
-        return False
-    row = entry.get("row")
-    want = _as_int_or_none(step)
-    if not isinstance(row, dict) or want is None or not _is_int(row.get("step")):
-        return False
-    if row["step"] != want:
-        return False
-    if not all(isinstance(row.get(k), (str, type(None))) for k in _TEXT_KEYS):
-        return False
-    return all(
-        k in _TEXT_KEYS
-        or (isinstance(v, (int, float)) and not isinstance(v, bool))
-        or (v is None and k != "step")
-        for k, v in row.items()
-    )
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _as_int_or_none(text: str) -> int | None:
-    return int(text) if re.fullmatch(r"-?\d{1,30}", text) else None
-
-
-def read_metrics_cache(path: str | os.PathLike) -> dict[str, Any]:
-    """The metrics cache at ``path`` with only its well-formed rows (empty when unreadable).
-
-    Never raises: a missing, unreadable or malformed file, or a row of the wrong shape, just
-    means those rows are recomputed.
-    """
-    empty: dict[str, Any] = {"format": "richviz-metrics", "rows": {}}
-    try:
-        cache = json.loads(Path(path).read_text())
-    except (OSError, ValueError, RecursionError):
-        return empty
-    if not isinstance(cache, dict) or not isinstance(cache.get("rows"), dict):
-        return empty
-    rows = {k: v for k, v in cache["rows"].items() if _valid_row(k, v)}
-    return {"format": "richviz-metrics", "rows": rows}
-
-
-def _float(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return _NAN
-
-
-def _tensor_hash(*tensors: torch.Tensor) -> str:
-    h = hashlib.sha1()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(str((tuple(t.shape), t.dtype)).encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _progress(
-    progress: bool | Callable[[int, int], None] | None, total: int
-) -> tuple[Any, Callable[[int], None]]:
-    if callable(progress):
-        progress(0, total)
-        return None, lambda done: progress(done, total)
-    if progress and total:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="metrics", unit="ckpt")
-        return bar, lambda done: bar.update(1)
-    return None, lambda done: None
-
-
-def _boundary_magnification(model: nn.Module, x: torch.Tensor, resolution: int = 48) -> float:
-    """Boundary magnification on a square covering the 2-D data (DESIGN §3)."""
-    from richviz.geometry import Slice, boundary_magnification, decision_field, pullback_metric
-
-    s = Slice.covering(x.detach().cpu(), margin=0.05)
-    field = pullback_metric(model, s, resolution=resolution)
-    dec = decision_field(model, s, resolution=resolution)
-    return _float(boundary_magnification(field.log10_volume, dec.margin))
+        return analysis.store_metrics_rows(self, entries)
 
 
 # --------------------------------------------------------------------------- writing runs

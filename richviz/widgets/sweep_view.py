@@ -186,7 +186,7 @@ class SweepView(BackgroundWork, widgets.VBox):
     # ---------------------------------------------------------------- loading
 
     def _load(self, job: Job, runs: list[Any]) -> None:
-        from richviz.checkpoints import Run
+        from richviz.runs import Run
 
         summaries = []
         try:
@@ -317,7 +317,7 @@ class SweepView(BackgroundWork, widgets.VBox):
 
     def open_run(self, path: str | os.PathLike) -> None:
         """Show the run folder ``path`` in an Explorer below the charts (closing the last one)."""
-        from richviz.checkpoints import Run
+        from richviz.runs import Run
         from richviz.widgets.explorer import Explorer
 
         try:

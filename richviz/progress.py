@@ -1,0 +1,31 @@
+"""Progress reporting for long loops: nothing, a tqdm bar, or a user's callback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Progress", "reporter"]
+
+Progress = bool | Callable[[int, int], object] | None
+"""None/False (silent), True (a tqdm bar) or ``callable(done, total)``."""
+
+
+def reporter(
+    progress: Progress, total: int, desc: str = "metrics", unit: str = "ckpt"
+) -> tuple[Any, Callable[[int], None]]:
+    """``(bar, report(done))`` for a loop of ``total`` items.
+
+    A callable is called with ``(0, total)`` at once and ``(done, total)`` on each report;
+    True opens a tqdm bar (``bar``, closed by the caller) advanced by one per report; anything
+    falsy reports nothing. ``bar`` is None unless a tqdm bar was opened.
+    """
+    if callable(progress):
+        progress(0, total)
+        return None, lambda done: progress(done, total)
+    if progress and total:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit=unit)
+        return bar, lambda done: bar.update(1)
+    return None, lambda done: None
