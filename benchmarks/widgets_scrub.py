@@ -1,4 +1,4 @@
-"""Benchmark: moving the step slider with cached fields vs. computing a new field (DESIGN §6).
+"""Benchmark: moving the step slider with cached fields vs. computing a new field.
 
 Builds an ``Explorer`` on a small moons run (trained here, 2-64-64-2 tanh MLP, 200 steps),
 visits every checkpoint once (fields and metrics computed and cached), then times

@@ -1,6 +1,6 @@
 """Richness and collapse metrics of a representation: D_LR, NC1-NC4, CKA, norms, spectra.
 
-Every function is a pure function of tensors (DESIGN §4). Notation: ``features`` Phi is
+Every function is a pure function of tensors. Notation: ``features`` Phi is
 (n, p) (n probe inputs, p features), ``outputs`` F is (n, C) (the last Linear layer's own
 output), ``labels`` is (n,) of class indices. Everything runs on the tensors' device.
 
@@ -601,7 +601,7 @@ def _floating(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class FeatureSpectrum:
-    """Eigendecomposition view of the features (DESIGN §4); k = min(n, p) entries, descending.
+    """Eigendecomposition of the feature covariance; k = min(n, p) entries, descending.
 
     Attributes (CPU float64 tensors unless noted)
     ----------

@@ -231,7 +231,7 @@ def test_cka_identity_and_similarity_to_init():
     assert similarity_to_init(x, independent) < 0.5
 
 
-# ------------------------------------------------------------- the DESIGN §4 claim
+# ------------------------------- D_LR = 0 on balanced one-hot targets implies NC1 = NC2 = 0
 
 
 def kernel_aligned_features(counts: list[int], p: int, seed: int):
@@ -672,7 +672,7 @@ def test_cuda_matches_cpu(probe):
 
 
 def test_lazy_and_rich_training_separate_at_equal_accuracy():
-    # DESIGN §5 in miniature: the output scale alpha of Chizat et al. (lr / alpha^2) on digits.
+    # lazy vs rich in miniature: the output scale alpha of Chizat et al. (lr / alpha^2) on digits.
     # Rich (alpha = 1) training lowers D_LR and NC1 and moves the kernel; lazy (alpha = 100)
     # reaches the same accuracy with D_LR and the kernel unchanged.
     from sklearn.datasets import load_digits

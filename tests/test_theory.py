@@ -29,7 +29,7 @@ def test_erf_closed_form_matches_quadrature(s, z):
     aq, daq = metric_coefficients(R2, "erf", s, z, method="quadrature")
     np.testing.assert_allclose(aq, a, rtol=1e-9)
     np.testing.assert_allclose(daq, da, rtol=1e-7)
-    # the DESIGN's closed form of the metric itself
+    # the erf closed form g = (2 s^2/pi) q^(-1/2) [I - 2 s^2 x x^T / q] of the metric itself
     x = torch.tensor([[0.3, -1.2], [2.0, 0.5], [0.0, 0.0]], dtype=F64)
     q = 1 + 2 * z**2 + 2 * s**2 * (x * x).sum(1)
     g = (

@@ -160,7 +160,7 @@ def _kernel_d_lr(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def test_lazy_run_has_higher_d_lr_than_rich(tmp_path):
-    """DESIGN §5 on a smaller net: equal task, alpha=1000 stays at init D_LR, alpha=1 drops."""
+    """Lazy vs rich on a smaller net: equal task, alpha=1000 stays at init D_LR, alpha=1 drops."""
     data = datasets.load("digits")
     cfg = dataclasses.replace(
         PRESETS["digits"],
