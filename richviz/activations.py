@@ -31,6 +31,7 @@ __all__ = [
     "Square",
     "REGISTRY",
     "THEORY_ACTIVATIONS",
+    "MENU",
     "get",
     "make",
     "identify",
@@ -153,6 +154,10 @@ REGISTRY: dict[str, Activation] = {
 
 THEORY_ACTIVATIONS: tuple[str, ...] = tuple(n for n, a in REGISTRY.items() if a.theory)
 """Names whose infinite-width metric :mod:`richviz.theory` computes."""
+
+
+MENU: tuple[str, ...] = ("tanh", "relu", "sigmoid", "gelu", "erf")
+"""The short list offered by menus (the Playground): common, and each with a theory overlay."""
 
 
 def get(name: str) -> Activation:

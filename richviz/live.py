@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from richviz import datasets
+from richviz import activations, datasets
 from richviz.architectures import build_model
 from richviz.devices import best_device
 from richviz.errors import ConfigError, DataError
@@ -67,7 +67,8 @@ DATA_SETS = ("moons", "circles", "xor", "spirals", "sinusoid", "blobs", "points"
 BINARY = ("moons", "circles", "xor", "sinusoid")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 """``sgd``: plain SGD; ``momentum``: SGD with momentum 0.9; ``adam``: Adam."""
-ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "erf")
+ACTIVATIONS = activations.MENU
+"""Activation choices (:data:`richviz.activations.MENU`)."""
 DEVICES = ("auto", "cpu", "cuda")
 MAX_CLASSES = 6
 MOMENTUM = 0.9

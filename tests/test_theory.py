@@ -205,3 +205,12 @@ def test_gauss_hermite_and_composite_rules_agree(activation):
     ag, dag = metric_coefficients(r2, activation, 1.0, 0.5, method="quadrature", order=180)
     np.testing.assert_allclose(ag, a, rtol=1e-8)
     np.testing.assert_allclose(dag, da, rtol=1e-7)
+
+
+def test_menu_activations_are_registered_with_a_theory():
+    from richviz import activations, live
+
+    assert live.ACTIVATIONS == activations.MENU
+    assert set(activations.MENU) <= set(activations.THEORY_ACTIVATIONS)
+    for name in activations.MENU:
+        assert activations.identify(activations.make(name)).name == name
