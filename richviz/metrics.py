@@ -390,7 +390,8 @@ def similarity_to_init(features: torch.Tensor, init_features: torch.Tensor) -> f
     moved (lazy); small = the representation was rebuilt. Degenerate cases as
     :func:`linear_cka` (``nan`` for constant features).
     """
-    return linear_cka(features, init_features)
+    phi = _prepare("features", features)
+    return _cka_core(phi, _prepare("init_features", init_features, rows=phi.c.shape[0]))
 
 
 # --------------------------------------------------------------------------- neural collapse
