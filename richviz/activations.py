@@ -6,7 +6,8 @@ Every part of richviz that needs to know about activations asks this module:
 - :mod:`richviz.theory` takes ``sigma'`` (numpy, float64) of the activations whose
   infinite-width metric it can compute (``theory=True``);
 - :mod:`richviz.geometry`'s fast forward-mode path for MLPs accepts exactly the module types
-  listed here (:func:`elementwise_types`);
+  listed here (:func:`elementwise_types`) and takes ``(sigma(h), sigma'(h))`` in one pass from
+  an entry's ``jet`` where it has one;
 - the slice viewer's theory overlay recognises a model's activation with :func:`identify`.
 
 Each :class:`Activation` holds the elementwise function ``sigma`` (torch), its derivative
@@ -104,6 +105,8 @@ class Activation:
     derivative : ``sigma'`` on float64 numpy arrays, or None.
     theory : whether :mod:`richviz.theory` computes the infinite-width metric for it.
     closed_form : whether that metric has a closed form (else Gauss quadrature).
+    jet : ``(h, inplace) -> (sigma(h), sigma'(h))`` on tensors in one pass (``inplace``: may
+        overwrite ``h`` with ``sigma(h)``), or None (forward-mode AD then supplies ``sigma'``).
     """
 
     name: str
@@ -113,6 +116,22 @@ class Activation:
     derivative: Callable[[np.ndarray], np.ndarray] | None = None
     theory: bool = False
     closed_form: bool = False
+    jet: Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def _jet_tanh(h: torch.Tensor, inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    y = torch.tanh(h, out=h) if inplace else torch.tanh(h)
+    return y, 1 - y * y
+
+
+def _jet_sigmoid(h: torch.Tensor, inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    y = torch.sigmoid(h, out=h) if inplace else torch.sigmoid(h)
+    return y, y * (1 - y)
+
+
+def _jet_relu(h: torch.Tensor, inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    d = (h > 0).to(h.dtype)
+    return (torch.relu_(h) if inplace else torch.relu(h)), d
 
 
 def _entry(
@@ -121,17 +140,19 @@ def _entry(
     function: Callable[[torch.Tensor], torch.Tensor],
     derivative: Callable[[np.ndarray], np.ndarray] | None = None,
     closed_form: bool = False,
+    jet: Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Activation:
-    return Activation(name, cls, (cls,), function, derivative, derivative is not None, closed_form)
+    theory = derivative is not None
+    return Activation(name, cls, (cls,), function, derivative, theory, closed_form, jet)
 
 
 REGISTRY: dict[str, Activation] = {
     a.name: a
     for a in (
         _entry("erf", Erf, lambda x: torch.special.erf(x / math.sqrt(2.0)), _d_erf, True),
-        _entry("relu", nn.ReLU, torch.relu, _d_relu, True),
-        _entry("tanh", nn.Tanh, torch.tanh, _d_tanh),
-        _entry("sigmoid", nn.Sigmoid, torch.sigmoid, _d_sigmoid),
+        _entry("relu", nn.ReLU, torch.relu, _d_relu, True, _jet_relu),
+        _entry("tanh", nn.Tanh, torch.tanh, _d_tanh, jet=_jet_tanh),
+        _entry("sigmoid", nn.Sigmoid, torch.sigmoid, _d_sigmoid, jet=_jet_sigmoid),
         _entry("gelu", nn.GELU, nn.functional.gelu, _d_gelu),
         _entry("softplus", nn.Softplus, nn.functional.softplus, _sigmoid_np),
         _entry("silu", nn.SiLU, nn.functional.silu, _d_silu),

@@ -214,3 +214,21 @@ def test_menu_activations_are_registered_with_a_theory():
     assert set(activations.MENU) <= set(activations.THEORY_ACTIVATIONS)
     for name in activations.MENU:
         assert activations.identify(activations.make(name)).name == name
+
+
+def test_activation_jets_match_forward_mode_ad():
+    from torch.func import jvp
+
+    from richviz import activations
+
+    h = torch.linspace(-3, 3, 61, dtype=F64)
+    with_jet = [a for a in activations.REGISTRY.values() if a.jet is not None]
+    assert {a.name for a in with_jet} >= {"tanh", "sigmoid", "relu"}
+    for a in with_jet:
+        y, d = a.jet(h.clone(), False)
+        y_ad, d_ad = jvp(a.function, (h,), (torch.ones_like(h),))
+        torch.testing.assert_close(y, y_ad)
+        torch.testing.assert_close(d, d_ad)
+        buf = h.clone()
+        y_in, _ = a.jet(buf, True)
+        torch.testing.assert_close(y_in, y_ad)
