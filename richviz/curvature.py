@@ -51,6 +51,7 @@ from richviz import validation
 from richviz.devices import module_device, module_dtype
 from richviz.features import FeatureMap, as_feature_map
 from richviz.geometry import Slice, auto_chunk_size
+from richviz.progress import Progress, updater
 
 __all__ = [
     "CurvatureField",
@@ -61,7 +62,6 @@ __all__ = [
 ]
 
 FeatureFn = nn.Module | Callable[[torch.Tensor], torch.Tensor]
-Progress = bool | Callable[[int, int], object] | None
 
 # One curvature pass carries 12 streams (3 tangent pairs x (primal, a, b, ab)) against the
 # metric field's 3, so chunks are a quarter of the field's automatic size.
@@ -285,20 +285,6 @@ def _prepare(
     return phi, None, dev, dt
 
 
-def _progress(progress: Progress, total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """``(update(done), close())`` for ``progress`` = None / True (tqdm) / callable(done, total)."""
-    if progress is None or progress is False:
-        return (lambda done: None), (lambda: None)
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="curvature", unit="pt")
-        return (lambda done: bar.update(done - bar.n)), bar.close
-    if callable(progress):
-        return (lambda done: progress(done, total)), (lambda: None)
-    raise ValueError(f"progress must be None, True or a callable(done, total), got {progress!r}")
-
-
 def _check_chunk(chunk_size: int | None, numel: int) -> int:
     return validation.chunk_size(chunk_size, max(1, auto_chunk_size(numel) // _CHUNK_DIVISOR))
 
@@ -357,7 +343,7 @@ def scalar_curvature(
     tangents = slice.basis.to(device=dev, dtype=dt)
     gauss = torch.empty(total, dtype=torch.float64)
     metric = torch.empty(total, 2, 2, dtype=torch.float64)
-    update, close = _progress(progress, total)
+    update, close = updater(progress, total, "curvature")
     p = 0
     try:
         with _ModeGuard(owner), torch.no_grad():

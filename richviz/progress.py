@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Progress", "reporter"]
+__all__ = ["Progress", "reporter", "updater"]
 
 Progress = bool | Callable[[int, int], object] | None
 """None/False (silent), True (a tqdm bar) or ``callable(done, total)``."""
@@ -29,3 +29,30 @@ def reporter(
         bar = tqdm(total=total, desc=desc, unit=unit)
         return bar, lambda done: bar.update(1)
     return None, lambda done: None
+
+
+def updater(
+    progress: Progress, total: int, desc: str, unit: str = "pt"
+) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """``(update(done), close())`` for a loop over ``total`` points reported in chunks.
+
+    ``done`` is the number of points finished so far (not an increment). ``progress``: None or
+    False (silent), True (a tqdm bar named ``desc``), or ``callable(done, total)``; anything else
+    raises a one-line ``ValueError`` naming ``progress``.
+    """
+    if progress is None or progress is False:
+        return (lambda done: None), (lambda: None)
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit=unit)
+        state = {"done": 0}
+
+        def update(done: int) -> None:
+            bar.update(done - state["done"])
+            state["done"] = done
+
+        return update, bar.close
+    if callable(progress):
+        return (lambda done: progress(done, total)), (lambda: None)
+    raise ValueError(f"progress must be None, True or a callable(done, total), got {progress!r}")
