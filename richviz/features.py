@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from richviz.devices import module_device, to_device
+
 LOGITS = "logits"
 PENULTIMATE = "penultimate"
 
@@ -130,8 +132,10 @@ def features_and_outputs(
     "Output" is the output of the final ``nn.Linear`` itself, not of a wrapper around the model
     (DESIGN §4): a centred lazy model alpha * (f - f0) outputs zero at init, where metrics based
     on the output would be undefined. Without a Linear layer the model output is used.
+    ``x`` is moved to the model's device; the results live there.
     """
     model = model.eval()
+    x = to_device(torch.as_tensor(x), module_device(model))
     layer = PENULTIMATE if layer is None else layer
     if layer == PENULTIMATE:
         last = model.get_submodule(last_linear_name(model))  # ValueError without a Linear
