@@ -535,6 +535,7 @@ class Run:
         progress: bool | Callable[[int, int], None] | None = True,
         layer: str | None = None,
         probe_size: int = 1000,
+        device: str | torch.device | None = None,
     ) -> list[dict[str, Any]]:
         """One row of metrics per readable checkpoint, cached in ``metrics.json`` beside the run.
 
@@ -543,8 +544,10 @@ class Run:
         ``boundary_magnification`` for 2-D inputs, and ``error`` (None, or why the row is NaN).
         A cached row is reused while the checkpoint file (size, mtime), the init checkpoint, the
         layer and the probe set are unchanged. ``progress``: True (tqdm bar), False, or a
-        callable ``(done, total)``.
+        callable ``(done, total)``. ``device``: where the models run (default: as
+        :meth:`load`); the probe set moves there, the rows are plain floats.
         """
+        dev = best_device(device)
         x, y = self.probe(probe_size)
         probe_key = _tensor_hash(x, y)
         layer_key = layer or "penultimate"
@@ -567,10 +570,10 @@ class Run:
         entries = cache.setdefault("rows", {})
         todo = [c for c in readable if entries.get(str(c.step), {}).get("key") != key(c)]
         bar, report = _progress(progress, len(todo))
-        init_model = self._safe_load(init)[0] if todo and init is not None else None
+        init_model = self._safe_load(init, dev)[0] if todo and init is not None else None
         try:
             for done, c in enumerate(todo, 1):
-                row = self._metrics_row(c, x, y, init_model, layer)
+                row = self._metrics_row(c, x, y, init_model, layer, dev)
                 entries[str(c.step)] = {"key": key(c), "row": row}
                 self._write_cache(cache_path, cache)
                 report(done)
@@ -585,11 +588,13 @@ class Run:
             rows.append(row)
         return rows
 
-    def _safe_load(self, c: Checkpoint) -> tuple[nn.Module | None, str | None]:
+    def _safe_load(
+        self, c: Checkpoint, device: torch.device | None = None
+    ) -> tuple[nn.Module | None, str | None]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return self.load(c.step), None
+                return self.load(c.step, device), None
         except CheckpointError as exc:
             return None, str(exc)
 
@@ -600,13 +605,14 @@ class Run:
         y: torch.Tensor,
         init_model: nn.Module | None,
         layer: str | None,
+        device: torch.device | None = None,
     ) -> dict[str, Any]:
         row: dict[str, Any] = {"step": c.step}
         row.update({k: _NAN for k in METRIC_KEYS})
         two_d = tuple(x.shape[1:]) == (2,)
         if two_d:
             row["boundary_magnification"] = _NAN
-        model, err = self._safe_load(c)
+        model, err = self._safe_load(c, device)
         if model is None:
             row["error"] = err
             return row

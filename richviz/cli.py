@@ -3,7 +3,9 @@
     richviz presets
     richviz train PRESET --out DIR [--steps N] [--alpha A] [--seed S] [--device D]
     richviz info RUN
-    richviz metrics RUN [--csv] [--layer NAME]
+    richviz metrics RUN [--csv] [--layer NAME] [--device D]
+
+``--device`` defaults to $RICHVIZ_DEVICE, else CUDA when available, else CPU.
 
 Errors are printed as one line on stderr with a non-zero exit status, never a traceback.
 """
@@ -120,7 +122,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     from richviz.checkpoints import Run
 
     run = Run.open(args.run)
-    rows = run.metrics(progress=not args.quiet, layer=args.layer)
+    rows = run.metrics(progress=not args.quiet, layer=args.layer, device=args.device)
     if not rows:
         raise RichvizError(f"{run.path}: no readable checkpoints")
     keys: list[str] = []
@@ -167,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("run", help="run folder")
     m.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     m.add_argument("--layer", default=None, help="feature layer (default: input of last Linear)")
+    m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_cmd_metrics)
     return p
