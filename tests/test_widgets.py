@@ -21,12 +21,21 @@ import pytest
 import torch
 from torch import nn
 
-from richviz import datasets, train
-from richviz.checkpoints import Run, checkpoint_name
-from richviz.errors import DataError
-from richviz.geometry import pullback_metric
-from richviz.widgets import CheckpointBrowser, Explorer, MetricsPanel, SliceViewer, rendering
-from richviz.widgets.tasks import ComputeLock, LRUCache, Worker
+pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
+pytest.importorskip("bqplot", reason="widget tests need bqplot")
+
+from richviz import datasets, train  # noqa: E402
+from richviz.checkpoints import Run, checkpoint_name  # noqa: E402
+from richviz.errors import DataError  # noqa: E402
+from richviz.geometry import pullback_metric  # noqa: E402
+from richviz.widgets import (  # noqa: E402
+    CheckpointBrowser,
+    Explorer,
+    MetricsPanel,
+    SliceViewer,
+    rendering,
+)
+from richviz.widgets.tasks import ComputeLock, LRUCache, Worker  # noqa: E402
 
 BAD_STEP = 3
 VIEWER = {"resolution": 24, "coarse_resolution": 12, "ellipse_density": 6}
@@ -680,3 +689,21 @@ def test_log_ticks_are_few_and_inside():
             np.testing.assert_allclose(exps, np.round(exps), atol=1e-9)
             assert len(set(np.diff(np.round(exps)))) <= 1 and len(ticks) >= 2
     assert list(rendering.step_ticks(401)) == [1.0, 10.0, 100.0]
+
+
+def test_bare_model_follows_the_device_choice():
+    from richviz.devices import module_device
+    from richviz.widgets.sources import ModelSource
+
+    model = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2))
+    src = ModelSource(model)
+    assert src.load(0, "auto") is model and src.load(0, str(module_device(model))) is model
+    # another device gets a copy there ("meta" stands in for a second device on a CPU machine)
+    other = src.load(0, "meta")
+    assert other is not model and module_device(other).type == "meta"
+    assert src.load(0, "meta") is other  # cached while the weights are unchanged
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # trained in place: the copy is stale
+    fresh = src.load(0, "meta")
+    assert fresh is not other and module_device(fresh).type == "meta"
+    assert module_device(model).type == "cpu"  # the user's model itself never moves
