@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -586,6 +588,46 @@ def chain_directional_derivatives(
     return jet[0].reshape(n, -1), jet[1:].reshape(k, n, -1)
 
 
+COMPILE_ENV = "RICHVIZ_COMPILE"
+"""Set to ``1`` to run the chain kernel through ``torch.compile`` (off by default: on 2 CPU
+threads it measured no faster than eager, and its first call compiles for a minute)."""
+
+_compile_state: dict[str, object] = {"kernel": None, "failed": False}
+
+
+def _chain_kernel() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The chain kernel: ``torch.compile``d when ``$RICHVIZ_COMPILE`` is 1, else eager (also
+    after any compile failure, for the rest of the process)."""
+    on = os.environ.get(COMPILE_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+    if not on or _compile_state["failed"]:
+        return chain_directional_derivatives
+    if _compile_state["kernel"] is None:
+        try:
+            _compile_state["kernel"] = torch.compile(chain_directional_derivatives, dynamic=True)
+        except Exception:  # no compiler backend on this machine: eager, silently
+            _compile_state["failed"] = True
+            return chain_directional_derivatives
+    return _compile_state["kernel"]  # type: ignore[return-value]
+
+
+def _run_chain(
+    mods: list[nn.Module], x: torch.Tensor, tangents: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain kernel, falling back to eager once and quietly if the compiled one fails."""
+    kernel = _chain_kernel()
+    if kernel is chain_directional_derivatives:
+        return kernel(mods, x, tangents)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return kernel(mods, x, tangents)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception:
+        _compile_state["failed"] = True
+        return chain_directional_derivatives(mods, x, tangents)
+
+
 def slice_metric_and_volume(jt: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
     """2x2 metric (N, 2, 2) and volume element (N,) from ``jt = (J e1, J e2)`` of shape (2, N, p).
 
@@ -652,7 +694,7 @@ def iter_metric_chunks(
                 chain = (chain[0], False) if _chain_reproduces(fn, chain[0], x[:8]) else None
             try:
                 if chain is not None:
-                    jt = chain_directional_derivatives(chain[0], x, tangents)[1]
+                    jt = _run_chain(chain[0], x, tangents)[1]
                 else:
                     jt = directional_derivatives(fn, x, tangents)
                 p = jt.shape[-1]

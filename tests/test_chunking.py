@@ -167,3 +167,26 @@ def test_pullback_metric_retries_smaller_chunks_after_out_of_memory(monkeypatch)
     torch.testing.assert_close(field.volume, ref.volume, rtol=1e-12, atol=0)
     with pytest.raises(torch.OutOfMemoryError):
         pullback_metric(model, s, 40, chunk_size=1000, layer="logits")
+
+
+def test_compile_failure_falls_back_to_eager_once_quietly(monkeypatch, recwarn):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 4), nn.Tanh()).double()
+    s = Slice.square(torch.zeros(2, dtype=torch.float64), 1.0)
+    ref = pullback_metric(model, s, 10, layer="logits")  # eager (compile is off by default)
+    calls = []
+
+    def broken_compile(fn, **kw):
+        def run(*args):
+            calls.append(1)
+            raise RuntimeError("inductor: no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(geometry, "_compile_state", {"kernel": None, "failed": False})
+    monkeypatch.setenv("RICHVIZ_COMPILE", "1")
+    field = pullback_metric(model, s, 10, chunk_size=25, layer="logits")  # 4 chunks
+    torch.testing.assert_close(field.volume, ref.volume, rtol=1e-12, atol=0)
+    assert calls == [1] and geometry._compile_state["failed"]  # tried once, then eager
+    assert not [w for w in recwarn if "inductor" in str(w.message)]
