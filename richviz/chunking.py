@@ -1,10 +1,11 @@
 """Chunk policy per device: how many points one batched forward-mode pass takes.
 
 CPU: cache-sized chunks, about ``CPU_CHUNK_ELEMENTS = 2**18`` input elements per chunk (1 MiB
-of float32 input), at most ``CPU_CHUNK_MAX = 4096`` points. Chosen with
-``benchmarks/metric_field.py`` on 2 threads: for a 2->256->256->256 MLP chunks of 4096 points
-cost 2.8x a forward pass (1024: 3.1x, 256: 3.5x); for a ResNet18 on 3x32x32 inputs 85
-points per chunk are within 5 % of 128.
+of float32 input), at most ``CPU_CHUNK_MAX = 1024`` points. Chosen on 2 threads: for a
+2->256->256->256 MLP on a 128 x 128 grid, with the stacked (primal + 2 tangents) jet, chunks
+of 1024 points cost 2.07x a forward pass (256: 2.38x, 512: 2.20x, 2048: 2.19x, 4096: 2.43x,
+16384: 3.32x; one run, same machine); for a ResNet18 on 3x32x32 inputs 85 points per chunk
+are within 5 % of 128.
 
 CUDA: small chunks leave the GPU idle between launches, so the chunk is sized from memory.
 The first chunk is a probe of ``max(cpu size, CUDA_PROBE_POINTS)`` points; its peak memory
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 CPU_CHUNK_ELEMENTS = 2**18
-CPU_CHUNK_MAX = 4096
+CPU_CHUNK_MAX = 1024
 CUDA_HEADROOM = 0.5
 CUDA_PROBE_POINTS = 256
 

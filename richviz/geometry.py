@@ -402,7 +402,7 @@ def _resolve(
 
 def auto_chunk_size(input_numel: int) -> int:
     """Points per chunk on CPU for inputs of ``input_numel`` elements (about 1 MiB of float32
-    input, at most 4096 points, at least 1); on CUDA chunks are sized from device memory
+    input, at most 1024 points, at least 1); on CUDA chunks are sized from device memory
     (:class:`richviz.chunking.ChunkPlan`)."""
     return cpu_chunk_size(input_numel)
 

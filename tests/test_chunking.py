@@ -35,12 +35,12 @@ def covers(ranges: list[tuple[int, int]], total: int) -> bool:
 
 
 def test_cpu_sizes_are_cache_sized():
-    assert cpu_chunk_size(2) == CPU_CHUNK_MAX == 4096  # 2-D inputs: capped
+    assert cpu_chunk_size(2) == CPU_CHUNK_MAX == 1024  # 2-D inputs: capped
     assert cpu_chunk_size(3 * 32 * 32) == 2**18 // 3072 == 85  # CIFAR images
     assert cpu_chunk_size(10**7) == 1
     assert geometry.auto_chunk_size(3072) == 85
     ranges = list(ChunkPlan(10_000, 2, "cpu"))
-    assert covers(ranges, 10_000) and {b - a for a, b in ranges[:-1]} == {4096}
+    assert covers(ranges, 10_000) and {b - a for a, b in ranges[:-1]} == {1024}
     ranges = list(ChunkPlan(100, 2, "cpu", chunk_size=7))
     assert covers(ranges, 100) and max(b - a for a, b in ranges) == 7
     with pytest.raises(ValueError, match="chunk_size"):
@@ -112,7 +112,7 @@ def test_cuda_small_memory_gives_small_chunks(monkeypatch):
     fake = FakeCuda(free=64 * MiB, reserved=0, allocated=0, cost=1 * MiB)
     fake.install(monkeypatch)
     plan = ChunkPlan(1000, 2, "cuda")
-    assert plan.size == 1000  # probe: min(total, max(4096, 256))
+    assert plan.size == 1000  # probe: min(total, max(1024, 256))
     ranges = [(a, b) for a, b in plan if not fake.run(a, b)]
     assert ranges == [(0, 1000)]  # one chunk covered it all; the measured size is for later
     assert plan.size == 32  # 0.5 * 64 MiB / 1 MiB
