@@ -754,6 +754,7 @@ class Run:
         The serial loop is ``pending_metrics`` -> ``metrics_entry`` -> ``store_metrics_rows``,
         the same hooks :mod:`richviz.sweep` spreads over a Dask cluster.
         """
+        device = best_device(device)  # a bad device is refused even when every row is cached
         todo = self.pending_metrics(layer, probe_size, outputs)
         entries = self._read_cache(self.path / METRICS_CACHE)["rows"]
         computed: dict[str, Any] = {}
