@@ -735,6 +735,7 @@ class Run:
         layer: str | None = None,
         probe_size: int = 1000,
         outputs: str = "last_linear",
+        device: str | torch.device | None = None,
     ) -> list[dict[str, Any]]:
         """One row of metrics per readable checkpoint, cached in ``metrics.json`` beside the run.
 
@@ -753,7 +754,8 @@ class Run:
         :func:`richviz.metrics.checkpoint_metrics`: ``"last_linear"`` (the last Linear's own
         output; for an alpha-scaled run at large alpha this stays at its initial value) or
         ``"learned"`` (alpha * (f - f0); undefined at step 0, where the row's ``note`` says
-        why the three are NaN).
+        why the three are NaN). ``device``: where the models run (default: as :meth:`load`);
+        the probe set moves there, the rows are plain floats.
 
         The serial loop is ``pending_metrics`` -> ``metrics_entry`` -> ``store_metrics_rows``,
         the same hooks :mod:`richviz.sweep` spreads over a Dask cluster. The work is done by
@@ -761,7 +763,7 @@ class Run:
         """
         from richviz.runs import analysis
 
-        return analysis.metrics_table(self, progress, layer, probe_size, outputs)
+        return analysis.metrics_table(self, progress, layer, probe_size, outputs, device)
 
     def pending_metrics(
         self, layer: str | None = None, probe_size: int = 1000, outputs: str = "last_linear"
@@ -777,6 +779,7 @@ class Run:
         layer: str | None = None,
         probe_size: int = 1000,
         outputs: str = "last_linear",
+        device: str | torch.device | None = None,
     ) -> dict[str, Any]:
         """Compute the metrics row of ``step``: ``{"step", "key", "row"}`` for the cache.
 
@@ -785,7 +788,7 @@ class Run:
         """
         from richviz.runs import analysis
 
-        return analysis.metrics_entry(self, step, layer, probe_size, outputs)
+        return analysis.metrics_entry(self, step, layer, probe_size, outputs, device)
 
     def store_metrics_rows(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         """Merge :meth:`metrics_entry` results into ``metrics.json`` (one atomic write).
