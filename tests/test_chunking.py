@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 import richviz.geometry as geometry
-from richviz.chunking import (
+import richviz.geometry.jets as jets
+from richviz.geometry import Slice, pullback_metric
+from richviz.geometry.chunking import (
     CPU_CHUNK_MAX,
     CUDA_HEADROOM,
     CUDA_PROBE_POINTS,
@@ -18,7 +20,6 @@ from richviz.chunking import (
     chunk_from_memory,
     cpu_chunk_size,
 )
-from richviz.geometry import Slice, pullback_metric
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -150,7 +151,7 @@ def test_pullback_metric_retries_smaller_chunks_after_out_of_memory(monkeypatch)
     model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 8), nn.Tanh()).double()
     s = Slice.square(torch.zeros(2, dtype=torch.float64), 1.0)
     ref = pullback_metric(model, s, 40, chunk_size=40 * 40, layer="logits")
-    real = geometry.chain_directional_derivatives
+    real = jets.chain_directional_derivatives
     sizes = []
 
     def flaky(mods, x, tangents):
@@ -159,8 +160,8 @@ def test_pullback_metric_retries_smaller_chunks_after_out_of_memory(monkeypatch)
         sizes.append(x.shape[0])
         return real(mods, x, tangents)
 
-    monkeypatch.setattr(geometry, "chain_directional_derivatives", flaky)
-    monkeypatch.setattr("richviz.chunking.CPU_CHUNK_MAX", 1600)
+    monkeypatch.setattr(jets, "chain_directional_derivatives", flaky)
+    monkeypatch.setattr("richviz.geometry.chunking.CPU_CHUNK_MAX", 1600)
     field = pullback_metric(model, s, 40, layer="logits")  # 1600 points: 1600 -> 800 -> 400
     assert max(sizes) == 400 and sum(sizes) == 1600
     torch.testing.assert_close(field.metric, ref.metric, rtol=1e-12, atol=0)
@@ -184,9 +185,9 @@ def test_compile_failure_falls_back_to_eager_once_quietly(monkeypatch, recwarn):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    monkeypatch.setattr(geometry, "_compile_state", {"kernel": None, "failed": False})
+    monkeypatch.setattr(jets, "_compile_state", {"kernel": None, "failed": False})
     monkeypatch.setenv("RICHVIZ_COMPILE", "1")
     field = pullback_metric(model, s, 10, chunk_size=25, layer="logits")  # 4 chunks
     torch.testing.assert_close(field.volume, ref.volume, rtol=1e-12, atol=0)
-    assert calls == [1] and geometry._compile_state["failed"]  # tried once, then eager
+    assert calls == [1] and jets._compile_state["failed"]  # tried once, then eager
     assert not [w for w in recwarn if "inductor" in str(w.message)]

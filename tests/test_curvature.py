@@ -10,14 +10,14 @@ import torch
 from torch import nn
 from torch.func import hessian, jacfwd, jacrev
 
-from richviz.curvature import (
+from richviz.geometry import Slice, pullback_metric_at
+from richviz.geometry.curvature import (
     CurvatureField,
     brioschi,
     gaussian_curvature_at,
     scalar_curvature,
     second_order_jets,
 )
-from richviz.geometry import Slice, pullback_metric_at
 from richviz.theory import infinite_width_metric, random_two_layer_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")

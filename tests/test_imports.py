@@ -15,7 +15,7 @@ ROOT = Path(richviz.__file__).parent
 MODULES = sorted(
     ["richviz"] + [m.name for m in pkgutil.walk_packages(richviz.__path__, prefix="richviz.")]
 )
-NUMERICS = ("richviz.metrics", "richviz.geometry", "richviz.curvature", "richviz.theory")
+NUMERICS = ("richviz.metrics", "richviz.geometry", "richviz.theory")
 
 
 def _path(name: str) -> Path:

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from richviz import curvature, features, metrics, probe, theory, validation
+from richviz import features, metrics, probe, theory, validation
 from richviz.errors import NonFiniteError, RichvizError
+from richviz.geometry import curvature
 
 NAN = math.nan
 

@@ -50,7 +50,8 @@ from torch.func import jvp, vmap
 from richviz import validation
 from richviz.devices import module_device, module_dtype
 from richviz.features import FeatureMap, as_feature_map
-from richviz.geometry import Slice, auto_chunk_size
+from richviz.geometry.field import auto_chunk_size
+from richviz.geometry.slices import Slice
 from richviz.progress import Progress, updater
 
 __all__ = [
