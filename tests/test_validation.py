@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from richviz import features, metrics, probe, theory, validation
+from richviz import features, geometry, metrics, probe, theory, validation
 from richviz.errors import NonFiniteError, RichvizError
 from richviz.geometry import curvature
 
@@ -94,6 +94,21 @@ CASES = {
     "curvature.brioschi": (
         lambda: curvature.brioschi(*([_ok(3)] * 4), _nan(3), *([_ok(3)] * 5)),
         "E_v",
+    ),
+    "geometry.Slice.square": (lambda: geometry.Slice.square(_nan(2), 1.0), "center"),
+    "geometry.Slice.covering": (lambda: geometry.Slice.covering(_nan(5, 2)), "points"),
+    "geometry.Slice.plane": (lambda: geometry.Slice.plane(_ok(3), _nan(3), _ok(3)), "x1"),
+    "geometry.Slice.paper_plane": (
+        lambda: geometry.Slice.paper_plane(_ok(3), _ok(3), _nan(3)),
+        "x2",
+    ),
+    "geometry.pullback_metric_at": (
+        lambda: geometry.pullback_metric_at(_net(), _nan(4, 2)),
+        "x",
+    ),
+    "geometry.effective_volume": (
+        lambda: geometry.effective_volume(_net(), _nan(4, 2), k=2),
+        "points",
     ),
     "probe.LinearProbe.fit": (lambda: probe.LinearProbe.fit(_nan(12, 4), LABELS), "features"),
     "probe.LinearProbe.predict": (

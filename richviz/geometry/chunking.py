@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-import numpy as np
 import torch
+
+from richviz import validation
 
 __all__ = [
     "CPU_CHUNK_ELEMENTS",
@@ -58,13 +59,7 @@ def cpu_chunk_size(input_numel: int) -> int:
 
 def check_chunk_size(chunk_size: object, name: str = "chunk_size") -> int | None:
     """``None`` (automatic) or a positive int; one-line ``ValueError`` naming ``name`` else."""
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
-        raise ValueError(f"{name} must be a positive integer or None, got {chunk_size!r}")
-    if chunk_size < 1:
-        raise ValueError(f"{name} must be >= 1, got {chunk_size}")
-    return int(chunk_size)
+    return None if chunk_size is None else validation.chunk_size(chunk_size, 1, name)
 
 
 def available_cuda_bytes(device: torch.device) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.func import jvp, vjp, vmap
 
+from richviz import validation
 from richviz.devices import module_device, to_device
 from richviz.features import (
     FeatureMap,
@@ -61,7 +62,8 @@ def effective_volume(
     are); results are float64 on CPU. The start directions are drawn on the CPU from
     ``(seed, point index)``, so the results do not depend on the device or the chunking.
     """
-    x = torch.as_tensor(points)
+    x = validation.as_tensor(points, "points")
+    validation.check_finite(x, "points")
     if x.ndim < 2:
         raise ValueError(f"points must have shape (N, *input_shape), got {tuple(x.shape)}")
     if k < 1 or oversample < 0 or iters < 0:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from richviz import validation
 from richviz.devices import module_device, to_device
 from richviz.features import (
     FeatureMap,
@@ -338,7 +339,8 @@ def pullback_metric_at(
     device, computed by forward mode (k tangents per pass) on the model's device (x's device
     for a plain callable).
     """
-    x = torch.as_tensor(x)
+    x = validation.as_tensor(x, "x")
+    validation.check_finite(x, "x")
     if x.ndim < 2:
         raise ValueError(f"x must have shape (N, *input_shape), got {tuple(x.shape)}")
     home = x.device
@@ -350,7 +352,8 @@ def pullback_metric_at(
     numel = int(np.prod(shape))
     if basis is None:
         basis = torch.eye(numel, dtype=x.dtype, device=x.device).reshape(numel, *shape)
-    basis = torch.as_tensor(basis).to(device=x.device, dtype=x.dtype)
+    basis = validation.as_tensor(basis, "basis").to(device=x.device, dtype=x.dtype)
+    validation.check_finite(basis, "basis")
     if tuple(basis.shape[1:]) != shape:
         raise ValueError(f"basis must have shape (k, *{shape}), got {tuple(basis.shape)}")
     plan = ChunkPlan(x.shape[0], numel * basis.shape[0], dev, chunk_size)

@@ -144,19 +144,13 @@ def activation_jet(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(act(h), act'(h))`` for an elementwise activation module ``m``.
 
-    The one place the chain kernel dispatches on the activation: closed forms for tanh
-    (``1 - y^2``), sigmoid (``y (1 - y)``) and ReLU (``[h > 0]``), ``torch.func.jvp`` with a
-    unit tangent for any other elementwise module. ``inplace``: ``act(h)`` may overwrite h.
+    The registry entry's one-pass ``jet`` where it has one (:mod:`richviz.activations`: tanh
+    ``1 - y^2``, sigmoid ``y (1 - y)``, ReLU ``[h > 0]``), ``torch.func.jvp`` with a unit
+    tangent for any other elementwise module. ``inplace``: ``act(h)`` may overwrite h.
     """
-    if isinstance(m, nn.Tanh):
-        y = torch.tanh(h, out=h) if inplace else torch.tanh(h)
-        return y, 1 - y * y
-    if isinstance(m, nn.Sigmoid):
-        y = torch.sigmoid(h, out=h) if inplace else torch.sigmoid(h)
-        return y, y * (1 - y)
-    if isinstance(m, nn.ReLU):
-        d = (h > 0).to(h.dtype)
-        return (torch.relu_(h) if inplace else torch.relu(h)), d
+    entry = activations.identify(m)
+    if entry is not None and entry.jet is not None:
+        return entry.jet(h, inplace)
     return jvp(m, (h,), (torch.ones_like(h),))
 
 

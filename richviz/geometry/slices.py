@@ -11,8 +11,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
+
+from richviz import validation
 
 __all__ = [
     "Slice",
@@ -20,27 +21,11 @@ __all__ = [
 
 
 def _as_float_tensor(x: object, name: str) -> torch.Tensor:
-    try:
-        t = torch.as_tensor(x).detach()
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{name} must be a tensor or array of numbers") from exc
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must be real-valued, got dtype {t.dtype}")
-    if not t.is_floating_point():
-        t = t.to(torch.get_default_dtype())
-    if t.numel() == 0:
-        raise ValueError(f"{name} is empty")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-    return t
+    return validation.as_float_tensor(x, name)
 
 
 def _check_resolution(resolution: int) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
-        raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
-    if resolution < 2:
-        raise ValueError(f"resolution must be >= 2, got {resolution}")
-    return int(resolution)
+    return validation.resolution(resolution)
 
 
 @dataclass(frozen=True, eq=False)
