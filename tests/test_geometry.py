@@ -338,7 +338,9 @@ def test_ellipse_axes_follow_eigenvalues(mode):
     s = Slice.square(torch.zeros(2, dtype=F64), 1.0)
     field = pullback_metric(lambda x: x @ w.T, s, resolution=16)
     m = 720  # dense sampling so max/min radius equals the half-axes to ~1e-5
-    xs, ys = metric_ellipses(field, density=4, mode=mode, points_per_ellipse=m)
+    ell = metric_ellipses(field, density=4, mode=mode, points_per_ellipse=m)
+    xs, ys = ell.xs, ell.ys
+    assert ell.count == 16 and ell.centers.shape == (16, 2)
     assert xs.shape == ys.shape == (16 * (m + 2),)
     assert int(np.isnan(xs).sum()) == 16 and int(np.isnan(ys).sum()) == 16
     lam = np.linalg.eigvalsh((w.T @ w / 3).numpy())
@@ -361,14 +363,15 @@ def test_ellipse_weights_and_global_scale():
     field = pullback_metric(
         lambda x: torch.tanh(x @ w.T), Slice.square(torch.zeros(2, dtype=F64), 2.0), 12
     )
-    xs, ys, centers = metric_ellipses(field, density=3, return_centers=True)
+    ell = metric_ellipses(field, density=3)
+    centers = ell.centers
     assert centers.shape == (9, 2)
     torch.testing.assert_close(
         torch.from_numpy(centers[4]), torch.stack([field.u[6], field.v[6]]).double()
     )
     weights = np.zeros(9)
     weights[4] = 1.0
-    xs_w, _ = metric_ellipses(field, density=3, weights=weights)
+    xs_w = metric_ellipses(field, density=3, weights=weights).xs
     seg = xs_w.reshape(9, -1)[:, :-1]
     assert np.allclose(seg[[0, 1, 2, 3, 5, 6, 7, 8]], centers[[0, 1, 2, 3, 5, 6, 7, 8], :1])
     assert np.ptp(seg[4]) > 0
@@ -658,3 +661,18 @@ def test_covering_window_and_projection():
     off = torch.randn(1, 6, generator=g, dtype=F64)
     resid = off - pp.to_input(pp.to_uv(off))
     torch.testing.assert_close(pp.basis @ resid[0], torch.zeros(2, dtype=F64), atol=1e-12, rtol=0)
+
+
+def test_iter_metric_chunks_yields_dataclasses_that_tile_the_field():
+    from richviz.geometry import MetricChunk, iter_metric_chunks
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    s = Slice.square(torch.zeros(2, dtype=torch.float64), 1.0)
+    full = pullback_metric(net, s, 6, layer="logits")
+    chunks = list(iter_metric_chunks(net, s, 6, chunk_size=10, layer="logits"))
+    assert all(isinstance(c, MetricChunk) for c in chunks)
+    assert [c.start for c in chunks] == list(range(0, 36, 10))
+    assert chunks[-1].stop == 36 and {c.p for c in chunks} == {3}
+    torch.testing.assert_close(torch.cat([c.volume for c in chunks]), full.volume.reshape(-1))
+    torch.testing.assert_close(torch.cat([c.metric for c in chunks]), full.metric.reshape(-1, 2, 2))

@@ -30,6 +30,7 @@ from richviz.geometry.effective import effective_volume
 from richviz.geometry.field import (
     OUTPUT_BYTES_PER_POINT,
     OUTPUT_MEMORY_FRACTION,
+    MetricChunk,
     MetricField,
     auto_chunk_size,
     available_memory,
@@ -49,6 +50,7 @@ from richviz.geometry.jets import (
 )
 from richviz.geometry.overlays import (
     DecisionField,
+    Ellipses,
     boundary_magnification,
     boundary_mask,
     decision_field,
@@ -68,7 +70,9 @@ __all__ = [
     "ChunkPlan",
     "CurvatureField",
     "DecisionField",
+    "Ellipses",
     "FeatureFn",
+    "MetricChunk",
     "MetricField",
     "Progress",
     "Slice",

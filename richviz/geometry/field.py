@@ -50,6 +50,7 @@ from richviz.progress import Progress, updater
 __all__ = [
     "OUTPUT_BYTES_PER_POINT",
     "OUTPUT_MEMORY_FRACTION",
+    "MetricChunk",
     "MetricField",
     "auto_chunk_size",
     "available_memory",
@@ -198,6 +199,25 @@ def slice_metric_and_volume(jt: torch.Tensor, p: int) -> tuple[torch.Tensor, tor
     return metric, volume
 
 
+@dataclass(frozen=True, eq=False)
+class MetricChunk:
+    """One chunk of a streamed metric field (:func:`iter_metric_chunks`).
+
+    Attributes
+    ----------
+    start, stop : the chunk holds flattened grid points ``start:stop`` (row-major).
+    metric : (stop - start, 2, 2) float64 on CPU, ``G = (J E)^T (J E) / p``.
+    volume : (stop - start,) float64 on CPU, ``sqrt(det G)``.
+    p : feature dimension used in the ``1/p`` normalisation.
+    """
+
+    start: int
+    stop: int
+    metric: torch.Tensor
+    volume: torch.Tensor
+    p: int
+
+
 @in_eval_mode
 def iter_metric_chunks(
     phi: FeatureFn,
@@ -209,11 +229,11 @@ def iter_metric_chunks(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     method: Literal["auto", "jvp"] = "auto",
-) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, int]]:
+) -> Iterator[MetricChunk]:
     """Stream the metric field chunk by chunk (for progressive displays).
 
-    Yields ``(start, stop, metric (n, 2, 2), volume (n,), p)`` for flattened grid points
-    ``start:stop`` (row-major, see module docstring), float64 on CPU.
+    Yields one :class:`MetricChunk` per chunk of flattened grid points ``start:stop``
+    (row-major: point ``k = i * res + j`` sits at ``(u[j], v[i])``), float64 on CPU.
     """
     res = _check_resolution(resolution)
     if method not in ("auto", "jvp"):
@@ -248,7 +268,7 @@ def iter_metric_chunks(
                 del x
                 plan.out_of_memory()  # halves an automatic chunk; re-raises a given one
                 continue
-            yield start, stop, metric.cpu(), volume.cpu(), p
+            yield MetricChunk(start, stop, metric.cpu(), volume.cpu(), p)
 
 
 @in_eval_mode
@@ -303,13 +323,13 @@ def pullback_metric(
     update, close = updater(progress, total, "metric field")
     p = 0
     try:
-        for start, stop, m, vol, p_chunk in iter_metric_chunks(
+        for chunk in iter_metric_chunks(
             phi, slice, res, chunk_size, layer=layer, device=device, dtype=dtype, method=method
         ):
-            p = p_chunk
-            metric[start:stop] = m
-            volume[start:stop] = vol
-            update(stop)
+            p = chunk.p
+            metric[chunk.start : chunk.stop] = chunk.metric
+            volume[chunk.start : chunk.stop] = chunk.volume
+            update(chunk.stop)
     finally:
         close()
     u, v = slice.grid(res)

@@ -31,6 +31,7 @@ from richviz.progress import Progress, updater
 
 __all__ = [
     "DecisionField",
+    "Ellipses",
     "boundary_magnification",
     "boundary_mask",
     "decision_field",
@@ -57,6 +58,27 @@ def ellipse_sites(field: MetricField, density: int = 12) -> tuple[np.ndarray, np
     return idx, idx.copy()
 
 
+@dataclass(frozen=True, eq=False)
+class Ellipses:
+    """Ellipses of a metric field as NaN-separated paths (one ``bqplot.Lines`` draws them all).
+
+    Attributes
+    ----------
+    xs, ys : 1-D float64 arrays (u and v coordinates); each ellipse is
+        ``points_per_ellipse + 1`` points (closed) followed by one NaN, row-major over the subgrid.
+    centers : (count, 2) float64 centres ``(u, v)`` in the same order.
+    """
+
+    xs: np.ndarray
+    ys: np.ndarray
+    centers: np.ndarray
+
+    @property
+    def count(self) -> int:
+        """Number of ellipses (``density**2``)."""
+        return int(self.centers.shape[0])
+
+
 def metric_ellipses(
     field: MetricField,
     density: int = 12,
@@ -64,8 +86,7 @@ def metric_ellipses(
     weights: np.ndarray | torch.Tensor | None = None,
     points_per_ellipse: int = 32,
     fill: float = 0.9,
-    return_centers: bool = False,
-) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Ellipses:
     """Ellipses showing the metric at a ``density`` x ``density`` subgrid, as NaN-separated paths.
 
     Each ellipse has axes along the eigenvectors of ``G`` and half-lengths proportional to
@@ -76,9 +97,9 @@ def metric_ellipses(
     one). One global scale makes the largest half-length ``fill / 2`` of a cell. Drawn in
     (u, v) coordinates of the field's slice (equal axis scales needed to see true shapes).
 
-    Returns ``(xs, ys)``: 1-D float64 arrays, each ellipse ``points_per_ellipse + 1`` points
-    (closed) followed by one NaN; ordered row-major over the subgrid. With
-    ``return_centers=True`` also the centres, (density**2, 2).
+    Returns :class:`Ellipses`: ``xs``, ``ys`` 1-D float64 arrays, each ellipse
+    ``points_per_ellipse + 1`` points (closed) followed by one NaN, ordered row-major over the
+    subgrid; ``centers`` (density**2, 2).
     """
     if mode not in ("stretch", "unit_ball"):
         raise ValueError(f"mode must be 'stretch' or 'unit_ball', got {mode!r}")
@@ -129,9 +150,7 @@ def metric_ellipses(
     nan = np.full((n, 1), np.nan)
     xs = np.concatenate([pts[:, 0, :], nan], axis=1).reshape(-1)
     ys = np.concatenate([pts[:, 1, :], nan], axis=1).reshape(-1)
-    if return_centers:
-        return xs, ys, centers
-    return xs, ys
+    return Ellipses(xs=xs, ys=ys, centers=centers)
 
 
 def _two_class(logits: torch.Tensor) -> torch.Tensor:

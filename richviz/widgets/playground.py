@@ -641,7 +641,8 @@ class Playground(widgets.VBox):
         if density > 0:
             from richviz.geometry import metric_ellipses
 
-            ellipses = metric_ellipses(view.field, density=min(density, res))
+            e = metric_ellipses(view.field, density=min(density, res))
+            ellipses = (e.xs, e.ys)
         frame = LiveFrame(state.step, state.trajectory, view, mode, png, boundary)
         with self._lock:
             if trainer is not self.trainer:

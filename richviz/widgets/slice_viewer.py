@@ -1010,7 +1010,8 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         from richviz.geometry import ellipse_sites, metric_ellipses
 
         density = min(req.density, len(fld.u))  # a coarse preview has fewer cells
-        xs, ys = metric_ellipses(fld.metric_field, density=density, mode=req.mode)
+        ell = metric_ellipses(fld.metric_field, density=density, mode=req.mode)
+        xs, ys = ell.xs, ell.ys
         # Emphasis near the decision boundary: sites among the smallest NEAR_BAND of margins.
         rows, cols = ellipse_sites(fld.metric_field, density)
         finite = fld.margin[np.isfinite(fld.margin)]
