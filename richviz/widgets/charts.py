@@ -88,7 +88,9 @@ def js_number(value: float) -> str:
     return f"1e{k:+d}"
 
 
-def log_axis_ticks(lo: float, hi: float, max_ticks: int = MAX_TICKS) -> tuple[float, float, list[int]]:
+def log_axis_ticks(
+    lo: float, hi: float, max_ticks: int = MAX_TICKS
+) -> tuple[float, float, list[int]]:
     """Decade-aligned range and exponents of the ticks for data in ``[lo, hi]`` (lo > 0).
 
     Returns ``(lo', hi', exponents)``: the range widened to whole decades, and at most
@@ -199,13 +201,19 @@ class LineChart:
         self.fixed = {"left": y_range, "right": right_range}
         self.labels = {"x": x_label, "left": y_label, "right": right_label}
         self.margin = {"top": 30, "bottom": 40, "left": 58, "right": 58 if right else 16}
-        self.sx = bqplot.LogScale(min=1.0, max=10.0) if x_log else bqplot.LinearScale(min=0.0, max=1.0)
+        self.sx = (
+            bqplot.LogScale(min=1.0, max=10.0) if x_log else bqplot.LinearScale(min=0.0, max=1.0)
+        )
         self.scales = {
-            "left": bqplot.LogScale(min=0.1, max=1.0) if y_log else bqplot.LinearScale(min=0.0, max=1.0)
+            "left": bqplot.LogScale(min=0.1, max=1.0)
+            if y_log
+            else bqplot.LinearScale(min=0.0, max=1.0)
         }
         if right:
             self.scales["right"] = (
-                bqplot.LogScale(min=0.1, max=1.0) if right_log else bqplot.LinearScale(min=0.0, max=1.0)
+                bqplot.LogScale(min=0.1, max=1.0)
+                if right_log
+                else bqplot.LinearScale(min=0.0, max=1.0)
             )
         style = {"font-size": "10px"}
         self.x_axis = bqplot.Axis(
@@ -227,8 +235,11 @@ class LineChart:
         self._cursor_scale = bqplot.LinearScale(min=0.0, max=1.0)
         self.cursor = (
             bqplot.Lines(
-                x=[1.0, 1.0], y=[0.0, 1.0], scales={"x": self.sx, "y": self._cursor_scale},
-                colors=["#b00020"], stroke_width=1.5,
+                x=[1.0, 1.0],
+                y=[0.0, 1.0],
+                scales={"x": self.sx, "y": self._cursor_scale},
+                colors=["#b00020"],
+                stroke_width=1.5,
             )  # fmt: skip
             if cursor
             else None

@@ -37,9 +37,12 @@ FONTS = (
     "/Library/Fonts/Arial Unicode.ttf",
     "C:/Windows/Fonts/arial.ttf",
 )
-_ASCII = str.maketrans({"⁻": "-", "⁰": "^0", "¹": "^1", "²": "^2", "³": "^3", "⁴": "^4",
-                        "⁵": "^5", "⁶": "^6", "⁷": "^7", "⁸": "^8", "⁹": "^9", "θ": "theta",
-                        "₀": "0", "−": "-", "Δ": "delta ", "·": "-", "×": "x", "…": "..."})  # fmt: skip
+_ASCII = str.maketrans(
+    {
+        **{d: "^" + str(i) for i, d in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹")},
+        **{"⁻": "-", "θ": "theta", "₀": "0", "−": "-", "Δ": "delta ", "·": "-", "×": "x"},
+    }
+)
 
 #: SVG dash patterns (CSS px) for the line styles the charts use
 DASHES: dict[str, tuple[float, ...]] = {
@@ -84,13 +87,18 @@ class Canvas:
         for px, py in pieces:
             if len(px) >= 2:
                 self.ops.append(
-                    ("line", dict(xs=px, ys=py, color=color, width=width, dash=dash, opacity=opacity))
+                    (
+                        "line",
+                        dict(xs=px, ys=py, color=color, width=width, dash=dash, opacity=opacity),
+                    )
                 )
 
     def marker(self, x: float, y: float, shape: str, size: float, fill: str,
                stroke: str = "none") -> None:  # fmt: skip
         """A marker (circle, square, triangle-up, diamond) of diameter ``size`` at (x, y)."""
-        self.ops.append(("marker", dict(x=x, y=y, shape=shape, size=size, fill=fill, stroke=stroke)))
+        self.ops.append(
+            ("marker", dict(x=x, y=y, shape=shape, size=size, fill=fill, stroke=stroke))
+        )
 
     def text(self, x: float, y: float, s: str, size: float = 11.0, anchor: str = "start",
              color: str = "#222", rotate: float = 0.0, weight: str = "normal") -> None:  # fmt: skip

@@ -81,7 +81,7 @@ CHART_WIDTH, CHART_HEIGHT = 380, 215  # px, every chart the same size
 MAX_TICKS = charts.MAX_TICKS  # ticks per axis at most
 #: why a series is hidden for a class count (key -> (hidden when classes ==, note))
 UNDEFINED = {
-    "nc2_equiangular": (2, "NC2 equiangular hidden: with 2 classes the centred means are always opposite"),
+    "nc2_equiangular": (2, "NC2 equiangular hidden (undefined for 2 classes)"),
 }
 
 
@@ -152,7 +152,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         self.steps = list(run.steps)
         #: per chart, its :class:`richviz.widgets.charts.LineChart`
         self.line_charts: dict[str, charts.LineChart] = {}
-        for title, left, right, lscale, rscale in FAMILIES:
+        for title, _left, right, lscale, rscale in FAMILIES:
             self.line_charts[title] = charts.LineChart(
                 title,
                 y_log=lscale == "log",
@@ -361,8 +361,12 @@ def legend_html(entries: Sequence[tuple[str, str, bool]], two_axes: bool = False
     """HTML legend from ``(label, colour, dashed)`` entries (see :func:`charts.legend_html`)."""
     return charts.legend_html(
         [
-            (label + (" (right)" if dashed and two_axes else ""), color,
-             "dashed" if dashed else "solid", None)
+            (
+                label + (" (right)" if dashed and two_axes else ""),
+                color,
+                "dashed" if dashed else "solid",
+                None,
+            )
             for label, color, dashed in entries
         ]  # fmt: skip
     )
