@@ -414,7 +414,7 @@ class LineChart:
     def canvas(self, canvas: export.Canvas | None = None, x0: float = 0.0, y0: float = 0.0,
                cursor: float | None = None) -> export.Canvas:  # fmt: skip
         """Draw the chart (title, axes, ticks, lines, legend below) at (x0, y0) on a canvas."""
-        legend_rows = max(1, math.ceil(len(self.drawn) / 3)) + (1 if self.note else 0)
+        legend_rows = max(1, math.ceil(len(self.drawn) / self._per_row)) + (1 if self.note else 0)
         height = self.height + 16 * legend_rows + 6
         if canvas is None:
             canvas = export.Canvas(self.width, height)
@@ -478,17 +478,23 @@ class LineChart:
         ly = y0 + self.height + 8
         two = len({s.side for s in self.drawn}) == 2
         for i, s in enumerate(self.drawn):
-            lx = x0 + 20 + (i % 3) * (self.width - 20) / 3
-            row = ly + 16 * (i // 3)
+            n = self._per_row
+            lx = x0 + 20 + (i % n) * (self.width - 20) / n
+            row = ly + 16 * (i // n)
             canvas.polyline([lx, lx + 22], [row, row], s.color, width=2.0, dash=s.line_style)
             if s.marker:
                 canvas.marker(lx + 11, row, s.marker, 5, s.color)
             canvas.text(lx + 26, row + 4, self._legend_label(s, two), size=10)
         if self.note:
-            row = ly + 16 * math.ceil(len(self.drawn) / 3)
+            row = ly + 16 * math.ceil(len(self.drawn) / self._per_row)
             canvas.text(x0 + 20, row + 4, self.note, size=10, color="#666")
         return canvas
 
+    @property
+    def _per_row(self) -> int:
+        """Legend entries per row in exports (about 160 px each)."""
+        return max(1, int((self.width - 20) // 160))
+
     def height_with_legend(self) -> float:
         """Height of :meth:`canvas`'s drawing (chart plus legend rows)."""
-        return self.height + 16 * (max(1, math.ceil(len(self.drawn) / 3)) + bool(self.note)) + 6
+        return self.height + 16 * (max(1, math.ceil(len(self.drawn) / self._per_row)) + bool(self.note)) + 6

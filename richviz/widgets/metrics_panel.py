@@ -77,7 +77,7 @@ FAMILIES: tuple[tuple[str, Series, Series, str, str], ...] = (
     ),
 )
 
-CHART_WIDTH, CHART_HEIGHT = 380, 215  # px, every chart the same size
+CHART_WIDTH, CHART_HEIGHT = 335, 210  # px, every chart the same size
 MAX_TICKS = charts.MAX_TICKS  # ticks per axis at most
 #: why a series is hidden for a class count (key -> (hidden when classes ==, note))
 UNDEFINED = {
@@ -198,9 +198,11 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         self.grid = widgets.VBox(
             [widgets.HBox(cells[i : i + 2]) for i in range(0, len(cells), 2)],
         )
+        #: the Play button and step slider (the Explorer hides it: its viewer has one)
+        self.step_row = widgets.HBox([self.play, self.slider])
         super().__init__(
             children=[
-                widgets.HBox([self.play, self.slider]),
+                self.step_row,
                 self.grid,
                 widgets.HBox([self.progress, self.status]),
                 widgets.HBox([self.export_name, self.csv_button, self.png_button, self.svg_button]),

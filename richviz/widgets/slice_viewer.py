@@ -250,6 +250,7 @@ def layer_labels(model: nn.Module, names: list[str], source: Any = None) -> dict
     except Exception:
         shape = None
     if shape is not None:
+
         def hook(name: str):
             def record(_module: nn.Module, _inputs: Any, out: Any) -> None:  # returns None:
                 if isinstance(out, torch.Tensor):  # a hook's return value replaces the output
@@ -685,7 +686,7 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             options=[PENULTIMATE], value=PENULTIMATE, description="layer", style=style
         )
         self.resolution_picker = widgets.Dropdown(
-            options=list(RESOLUTIONS), value=96, description="resolution", style=style
+            options=list(RESOLUTIONS), value=96, description="res", style=style
         )
         self.density_slider = widgets.IntSlider(
             value=12, min=0, max=32, description="ellipses", style=style
@@ -695,14 +696,17 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         )
         self.relative_box = widgets.Checkbox(
             value=False,
-            description="relative to step 0",
+            description="− step 0",
             indent=False,
+            layout={"width": "90px"},
             disabled=self._source.run is None,
         )
         self.volume_picker = widgets.Dropdown(
             options=VOLUME_MODES, value="slice", description="volume", style=style
         )
-        self.lock_box = widgets.Checkbox(value=False, description="lock colours", indent=False)
+        self.lock_box = widgets.Checkbox(
+            value=False, description="lock", indent=False, layout={"width": "70px"}
+        )
         self.show_picker = widgets.Dropdown(
             options=SHOW_MODES, value="volume", description="show", style=style
         )
@@ -712,10 +716,10 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             options=THEORY_MODES, value="off", description="theory at init", style=style
         )
         for w in (self.layer_picker, self.show_picker, self.theory_picker, self.volume_picker):
-            w.layout.width = "230px"
+            w.layout.width = "255px"
         for w in (self.resolution_picker, self.mode_picker, self.range_picker):
-            w.layout.width = "165px"
-        self.density_slider.layout.width = "230px"
+            w.layout.width = "160px"
+        self.density_slider.layout.width = "255px"
         # A short description with ipywidgets' default label width (80 px) would squeeze the
         # number box to nothing in a narrow widget: size the label to its text.
         self.anchor_pickers = [
@@ -783,10 +787,11 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         self.controls = widgets.VBox(
             [
                 self.step_row,
-                widgets.HBox([self.layer_picker, self.show_picker, self.resolution_picker]),
-                widgets.HBox([self.theory_picker, self.density_slider, self.mode_picker]),
+                widgets.HBox([self.layer_picker, self.show_picker]),
+                widgets.HBox([self.theory_picker, self.volume_picker]),
+                widgets.HBox([self.density_slider, self.mode_picker]),
                 widgets.HBox(
-                    [self.volume_picker, self.range_picker, self.relative_box, self.lock_box]
+                    [self.range_picker, self.resolution_picker, self.relative_box, self.lock_box]
                 ),
                 self.anchor_row,
             ]
