@@ -349,10 +349,47 @@ def test_lock_colour_range_while_scrubbing(explorer: Explorer, run: Run):
     assert explorer.wait(60)
     assert (viewer.frame.vmin, viewer.frame.vmax) == limits
     viewer.lock_colors = False
+    viewer.color_range = "step"
     assert explorer.wait(60)
     expected = rendering.color_limits(viewer.frame.values)
     assert (viewer.frame.vmin, viewer.frame.vmax) == pytest.approx(expected)
     assert viewer.frame.vmin != limits[0]
+    viewer.color_range = "run"
+    assert explorer.wait(60)
+
+
+def test_colour_range_is_fixed_over_the_run_by_default(explorer: Explorer, run: Run):
+    """Default colours: one range for every step, from every step's 16 x 16 field computed
+    here independently; symmetric about 0 for the relative view."""
+    from richviz.features import feature_map
+    from richviz.geometry import pullback_metric
+    from richviz.widgets.slice_viewer import RANGE_RESOLUTION
+
+    viewer = explorer.viewer
+    assert viewer.color_range == "run" and not viewer.lock_colors
+    fields = np.stack(
+        [
+            pullback_metric(
+                feature_map(run.load(s), viewer.layer), viewer.slice, resolution=RANGE_RESOLUTION
+            ).log10_volume.double().numpy()
+            for s in run.steps
+        ]
+    )
+    expected = rendering.color_limits(fields)
+    seen = set()
+    for step in (run.steps[0], run.steps[-1]):
+        explorer.step = step
+        assert explorer.wait(60)
+        assert (viewer.frame.vmin, viewer.frame.vmax) == pytest.approx(expected, rel=1e-6)
+        seen.add(tuple(rendering.color_limits(viewer.frame.values)))
+    assert len(seen) == 2  # per-step ranges would differ: the fixed one is what makes Play show growth
+    viewer.relative = True
+    assert explorer.wait(60)
+    lo, hi = rendering.color_limits(fields - fields[0], symmetric=True)
+    assert (viewer.frame.vmin, viewer.frame.vmax) == pytest.approx((lo, hi), rel=1e-6)
+    assert viewer.frame.vmin == -viewer.frame.vmax
+    viewer.relative = False
+    assert explorer.wait(60)
 
 
 def test_decision_boundary_lines(explorer: Explorer):
@@ -490,7 +527,8 @@ def test_coarse_then_fine(moons):
     assert viewer.compute_count == 2
     # points of the slice are the data, coloured by class
     assert len(viewer.points_mark.x) == len(moons[0])
-    assert set(viewer.points_mark.colors) == {rendering.CLASS_COLORS[0], rendering.CLASS_COLORS[1]}
+    # colour-blind-safe class colours (Okabe-Ito)
+    assert set(viewer.points_mark.colors) == {rendering.CLASS_PALETTE[0], rendering.CLASS_PALETTE[1]}
     # theory overlay: "trained minus theory" differs from the plain field by the theory
     plain = viewer.frame.values.copy()
     viewer.theory = "difference"

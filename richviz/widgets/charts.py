@@ -223,7 +223,6 @@ class LineChart:
             side: bqplot.Axis(
                 scale=scale,
                 side=side,
-                orientation="vertical",
                 label=self.labels[side],
                 label_offset="42px",
                 grid_lines="dashed" if side == "left" else "none",
