@@ -91,7 +91,7 @@ class CheckpointBrowser(BackgroundWork, widgets.VBox):
 
     @traitlets.validate("selected_index")
     def _valid_index(self, proposal: dict) -> int:
-        n = len(getattr(self, "_index", ()))
+        n = getattr(self, "_rows", 0)
         if proposal["value"] >= n:
             raise traitlets.TraitError(
                 f"selected_index={proposal['value']} must be below the {n} rows of the list"
@@ -109,6 +109,7 @@ class CheckpointBrowser(BackgroundWork, widgets.VBox):
         self._worker = Worker("richviz-browser")
         self._syncing = False
         checkpoints = list(run.checkpoints)
+        self._rows = len(checkpoints)  # duplicates of a step have rows of their own
         self._index: dict[int, int] = {}
         for i, ck in sorted(enumerate(checkpoints), key=lambda t: not t[1].readable):
             self._index.setdefault(ck.step, i)  # a step's readable row wins over a duplicate
