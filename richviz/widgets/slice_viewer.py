@@ -696,9 +696,9 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         )
         self.relative_box = widgets.Checkbox(
             value=False,
-            description="− step 0",
+            description="relative to step 0",
             indent=False,
-            layout={"width": "90px"},
+            layout={"width": "145px"},
             disabled=self._source.run is None,
         )
         self.volume_picker = widgets.Dropdown(
@@ -717,8 +717,9 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         )
         for w in (self.layer_picker, self.show_picker, self.theory_picker, self.volume_picker):
             w.layout.width = "255px"
-        for w in (self.resolution_picker, self.mode_picker, self.range_picker):
+        for w in (self.mode_picker, self.range_picker):
             w.layout.width = "160px"
+        self.resolution_picker.layout.width = "115px"
         self.density_slider.layout.width = "255px"
         # A short description with ipywidgets' default label width (80 px) would squeeze the
         # number box to nothing in a narrow widget: size the label to its text.
