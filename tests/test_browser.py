@@ -458,6 +458,11 @@ def run_notebook_in_lab(
                 page.goto(f"{base}/lab/tree/{notebook}?reset&token={token}", timeout=60_000)
                 page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
                 notebook_panel.wait_for(timeout=60_000)
+                # a presentation screen: the file browser folded away (the notebook gets the
+                # full 1400 px width)
+                page.evaluate(
+                    "() => window.jupyterapp.commands.execute('application:toggle-left-area')"
+                )
                 info["lab_loaded_s"] = round(time.monotonic() - t0, 1)
                 info["kernel"] = page.evaluate(RUN_ALL_JS, notebook)
                 page.wait_for_function(

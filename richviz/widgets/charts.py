@@ -496,4 +496,5 @@ class LineChart:
 
     def height_with_legend(self) -> float:
         """Height of :meth:`canvas`'s drawing (chart plus legend rows)."""
-        return self.height + 16 * (max(1, math.ceil(len(self.drawn) / self._per_row)) + bool(self.note)) + 6
+        rows = max(1, math.ceil(len(self.drawn) / self._per_row)) + bool(self.note)
+        return self.height + 16 * rows + 6

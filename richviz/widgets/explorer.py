@@ -13,7 +13,13 @@ import traitlets
 from richviz.widgets import export
 from richviz.widgets.browser import CheckpointBrowser, run_name
 from richviz.widgets.metrics_panel import MetricsPanel
-from richviz.widgets.slice_viewer import SliceViewer, atomic_write_bytes, status_html
+from richviz.widgets.slice_viewer import (
+    COLORBAR_WIDTH,
+    FIGURE_SIZE,
+    SliceViewer,
+    atomic_write_bytes,
+    status_html,
+)
 
 __all__ = [
     "Explorer",
@@ -68,6 +74,8 @@ class Explorer(widgets.VBox):
             value=f"<h3 style='margin:4px 0'>richviz · {html.escape(run_name(run))}</h3>"
         )
         self.panel.step_row.layout.display = "none"  # the viewer's slider moves every view
+        self.viewer.layout.flex = "0 0 auto"
+        self.viewer.layout.width = f"{FIGURE_SIZE + COLORBAR_WIDTH + 8}px"
         self.tabs = widgets.Tab(children=[self.panel, self.browser])
         self.tabs.titles = ("metrics", "checkpoints")
         self.status = widgets.HTML(value="")
@@ -78,7 +86,11 @@ class Explorer(widgets.VBox):
         super().__init__(
             children=[
                 widgets.HBox([self.header, self.png_button, self.svg_button, self.status]),
-                widgets.HBox([self.viewer, self.tabs], layout={"align_items": "flex-start"}),
+                # side by side on a wide screen (1400 px); the tabs wrap below on a narrow one
+                widgets.HBox(
+                    [self.viewer, self.tabs],
+                    layout={"align_items": "flex-start", "flex_flow": "row wrap"},
+                ),
             ],
             **kwargs,
         )

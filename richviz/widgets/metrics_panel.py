@@ -77,7 +77,7 @@ FAMILIES: tuple[tuple[str, Series, Series, str, str], ...] = (
     ),
 )
 
-CHART_WIDTH, CHART_HEIGHT = 335, 210  # px, every chart the same size
+CHART_WIDTH, CHART_HEIGHT = 300, 205  # px, every chart the same size
 MAX_TICKS = charts.MAX_TICKS  # ticks per axis at most
 #: why a series is hidden for a class count (key -> (hidden when classes ==, note))
 UNDEFINED = {
@@ -175,7 +175,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
             options=options,
             description="step",
             continuous_update=True,
-            layout=widgets.Layout(width="430px"),
+            layout=widgets.Layout(width="420px"),
         )
         self.play = widgets.Play(
             value=0, min=0, max=max(len(options) - 1, 0), step=1, interval=500, description="play"

@@ -588,9 +588,9 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             stroke="black",
             display_names=True,
         )
-        axes = [
-            bqplot.Axis(scale=self._sx, label="u", grid_lines="none"),
-            bqplot.Axis(scale=self._sy, label="v", side="left", grid_lines="none"),
+        self.axes = axes = [
+            bqplot.Axis(scale=self._sx, label="u", grid_lines="none", tick_values=[]),
+            bqplot.Axis(scale=self._sy, label="v", side="left", grid_lines="none", tick_values=[]),
         ]
         # bqplot applies the aspect ratio to the whole figure box (non-auto layout): a square
         # box with left + right == top + bottom margins gives a square plot area.
@@ -1529,6 +1529,11 @@ class SliceViewer(BackgroundWork, widgets.VBox):
                 self._sx.min, self._sx.max = x0, x1
             with self._sy.hold_sync():
                 self._sy.min, self._sy.max = y0, y1
+            for axis, (lo, hi) in zip(self.axes, ((x0, x1), (y0, y1)), strict=True):
+                ticks = rendering.nice_ticks(lo, hi, 6)  # a few round ticks, never a crowd
+                if len(axis.tick_values) != len(ticks) or not np.allclose(axis.tick_values, ticks):
+                    axis.tick_format = rendering.tick_format(ticks)
+                    axis.tick_values = ticks
             self._draw_colorbar(frame)
             self.figure.title = frame.label
             ellipse_colour = "white" if frame.cmap == "viridis" else "#404040"
