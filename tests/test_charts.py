@@ -101,6 +101,13 @@ def test_linear_ticks_at_most_six_and_legend_outside():
     assert "a" in chart.legend.value and "b (right)" in chart.legend.value
 
 
+def test_an_axis_without_series_is_hidden():
+    chart = chart_with([charts.Series("a", [1, 2, 3], [0.1, 0.2, 0.3])], right=True)
+    assert chart.y_axes["left"].visible and not chart.y_axes["right"].visible
+    chart.set_series([charts.Series("b", [1, 2, 3], [1.0, 2.0, 3.0], "right")])
+    assert chart.y_axes["right"].visible and not chart.y_axes["left"].visible
+
+
 def test_legend_escapes_labels():
     legend = charts.legend_html([("<img src=x onerror=alert(1)>", '"><script>', "solid", None)])
     assert "<img" not in legend and "<script>" not in legend

@@ -279,7 +279,10 @@ class LineChart:
         drawn: list[tuple[Series, np.ndarray, np.ndarray]] = []
         for side in self.scales:
             group = [s for s in self.series if s.side == side]
+            if self.y_axes[side].visible != bool(group):
+                self.y_axes[side].visible = bool(group)  # no axis without a series on it
             if not group:
+                self.limits.pop(side, None)
                 continue
             ys = [np.asarray(s.y, float) for s in group]
             log = self.logs[side]
