@@ -344,7 +344,8 @@ FIGURES_JS = """
     fig.setAttribute('data-richviz-figure', String(index));
     const axes = [];
     for (const axis of fig.querySelectorAll('g.axis')) {
-      if (axis.getAttribute('visibility') === 'hidden' || axis.style.display === 'none') continue;
+      const ab = axis.getBoundingClientRect();
+      if (ab.width === 0 && ab.height === 0) continue;  // a hidden axis (no series on it)
       const ticks = [];
       for (const t of axis.querySelectorAll('.tick text')) {
         const b = t.getBoundingClientRect();
