@@ -355,7 +355,7 @@ FIGURES_JS = """
       axes.push(ticks);
     }
     let series = 0;
-    for (const path of fig.querySelectorAll('.mark path.line')) {
+    for (const path of fig.querySelectorAll('g.curve path.line')) {
       const d = path.getAttribute('d') || '';
       if ((d.match(/L/g) || []).length >= 2) series += 1;  // a cursor is a 2-point line
     }
@@ -365,7 +365,7 @@ FIGURES_JS = """
       legend = box.querySelector('.richviz-legend') !== null;
     }
     const fills = new Set();
-    for (const dot of fig.querySelectorAll('.mark .dot')) {
+    for (const dot of fig.querySelectorAll('.dot')) {
       fills.add(getComputedStyle(dot).fill);
     }
     out.push({index, box: [r.x, r.y, r.width, r.height], axes, series, legend,
