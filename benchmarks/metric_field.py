@@ -6,7 +6,14 @@ Three workloads (DESIGN §6):
 * ``resnet``: a torchvision ResNet18 (num_classes=10, eval) on a 64 x 64 plane slice through
   three random 3 x 32 x 32 inputs (feature map = the 512-d penultimate layer);
 * ``effective`` (not in the default ``both``; ``all`` runs the three): top-8 singular values of
-  the ResNet18's J / sqrt(512) at a few inputs, ``effective_volume`` against the full Jacobian.
+  the ResNet18's J / sqrt(512) at a few inputs, ``effective_volume`` against the full Jacobian;
+* GPU workloads (``gpu`` runs both): ``resnet256``, the ResNet18 plane on a 256 x 256 grid
+  (forward reference in chunks of 8192 images, one pass over the same points), and
+  ``mlp512``, the MLP on a 512 x 512 grid. Targets on a GPU: field <= 3x forward.
+
+``--quick`` times only the forward reference and ``pullback_metric`` with automatic chunks
+(plus, for the GPU workloads, a given chunk of 16384 and ``RICHVIZ_COMPILE=1``), the figures
+the README quotes.
 
 For each: the median wall time of several repeats of a plain forward pass over the same grid
 points (one batch, and chunked), of ``pullback_metric`` at several chunk sizes (default
@@ -27,12 +34,14 @@ a warm-up call on CUDA. Sampling can miss very short peaks: CPU figures are lowe
     python benchmarks/metric_field.py --workload mlp --repeats 9
     python benchmarks/metric_field.py --workload effective --points 8 --repeats 3
     python benchmarks/metric_field.py --device cuda
+    python benchmarks/metric_field.py --device cuda --workload gpu --quick --no-memory
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -47,38 +56,49 @@ from torch.func import jacfwd, jvp, vmap
 
 from richviz.devices import best_device
 from richviz.features import feature_map
-from richviz.geometry import Slice, directional_derivatives, pullback_metric
+from richviz.geometry import COMPILE_ENV, Slice, directional_derivatives, pullback_metric
 
 
 def build(workload: str, device: torch.device, res: int | None):
     """(model, slice, resolution) for a workload."""
     torch.manual_seed(0)
-    if workload == "mlp":
+    if workload in ("mlp", "mlp512"):
         model = nn.Sequential(
             nn.Linear(2, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(),
             nn.Linear(256, 256), nn.Tanh(),
         )  # fmt: skip
         model = model.to(device).eval()
-        return model, Slice.square(torch.zeros(2), 2.0), res or 128
+        return (
+            model,
+            Slice.square(torch.zeros(2), 2.0),
+            res or (512 if workload == "mlp512" else 128),
+        )
     import torchvision
 
     model = torchvision.models.resnet18(num_classes=10).to(device).eval()
     x0, x1, x2 = torch.randn(3, 3, 32, 32)
-    return model, Slice.plane(x0, x1, x2), res or 64
+    return model, Slice.plane(x0, x1, x2), res or (256 if workload == "resnet256" else 64)
 
 
 def phi_of(workload: str, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    return model if workload == "mlp" else feature_map(model)
+    return model if workload in ("mlp", "mlp512") else feature_map(model)
 
 
 def grid_points(model: nn.Module, slice_: Slice, res: int, device: torch.device) -> torch.Tensor:
     return slice_.to_input(slice_.grid_uv(res), dtype=torch.float32, device=device)
 
 
-def methods(workload: str, model: nn.Module, slice_: Slice, res: int, device: torch.device):
+def methods(
+    workload: str,
+    model: nn.Module,
+    slice_: Slice,
+    res: int,
+    device: torch.device,
+    quick: bool = False,
+):
     """name -> zero-argument callable doing the whole grid."""
     phi = phi_of(workload, model)
-    layer = "logits" if workload == "mlp" else None
+    layer = "logits" if workload in ("mlp", "mlp512") else None
     x = grid_points(model, slice_, res, device)
     basis = slice_.basis.to(device=device, dtype=torch.float32)
     n = x.shape[0]
@@ -142,7 +162,29 @@ def methods(workload: str, model: nn.Module, slice_: Slice, res: int, device: to
 
         return run
 
-    out: dict[str, Callable[[], object]] = {"forward (one batch)": forward()}
+    def compiled(cs: int | None):
+        def run():
+            old = os.environ.get(COMPILE_ENV)
+            os.environ[COMPILE_ENV] = "1"
+            try:
+                richviz(cs)()
+            finally:
+                if old is None:
+                    del os.environ[COMPILE_ENV]
+                else:
+                    os.environ[COMPILE_ENV] = old
+
+        return run
+
+    ref = FORWARD_CHUNK.get(workload)
+    out: dict[str, Callable[[], object]] = {REFERENCE: forward(ref)}
+    if quick or workload in ("mlp512", "resnet256"):
+        out["richviz metric, chunk auto"] = richviz(None)
+        if workload in ("mlp512", "resnet256"):
+            out["richviz metric, chunk 16384"] = richviz(16384)
+            if workload == "mlp512":
+                out["richviz metric, chunk auto, RICHVIZ_COMPILE=1"] = compiled(None)
+        return out
     if workload == "mlp":
         out["forward (chunks of 1024)"] = forward(1024)
         for cs in (None, 256, 512, 2048, 4096, 16384):
@@ -163,6 +205,8 @@ def methods(workload: str, model: nn.Module, slice_: Slice, res: int, device: to
     return out
 
 
+REFERENCE = "forward (reference)"
+FORWARD_CHUNK = {"resnet256": 8192}  # one pass over the grid, in chunks that fit any GPU
 PAPER_SUBSET = 256  # ResNet: the paper's way is timed on this many points and scaled to the grid
 
 
@@ -188,7 +232,7 @@ def peak_memory_child(args) -> None:
     device = best_device(args.device)
     torch.set_num_threads(args.threads)
     model, slice_, res = build(args.workload, device, args.res)
-    fns = methods(args.workload, model, slice_, res, device)
+    fns = methods(args.workload, model, slice_, res, device, args.quick)
     fn = fns[args.measure]
     # One-point warm-up of forward mode, reverse mode and vmap: their one-time initialisation
     # (imports, dispatch tables) is not the method's memory.
@@ -242,7 +286,7 @@ def rss_growth(fn: Callable[[], object]) -> int:
 
 def peak_memory(args, name: str) -> float:
     cmd = [sys.executable, __file__, "--workload", args.workload, "--threads", str(args.threads)]
-    cmd += ["--measure", name]
+    cmd += ["--measure", name] + (["--quick"] if args.quick else [])
     if args.device:
         cmd += ["--device", args.device]
     if args.res:
@@ -287,8 +331,11 @@ def effective_volume_benchmark(device: torch.device, points: int, repeats: int, 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--workload", choices=["mlp", "resnet", "effective", "both", "all"], default="both"
+        "--workload",
+        choices=["mlp", "resnet", "effective", "mlp512", "resnet256", "gpu", "both", "all"],
+        default="both",
     )
+    ap.add_argument("--quick", action="store_true", help="forward and auto-chunk field only")
     ap.add_argument("--points", type=int, default=8, help="inputs for --workload effective")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
@@ -303,19 +350,27 @@ def main(argv: list[str] | None = None) -> None:
     device = best_device(args.device)
     torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    workloads = {"both": ["mlp", "resnet"], "all": ["mlp", "resnet", "effective"]}.get(
-        args.workload, [args.workload]
-    )
+    groups = {
+        "both": ["mlp", "resnet"],
+        "all": ["mlp", "resnet", "effective"],
+        "gpu": ["mlp512", "resnet256"],
+    }
+    workloads = groups.get(args.workload, [args.workload])
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
     for wl in workloads:
         if wl == "effective":
             effective_volume_benchmark(device, args.points, args.repeats, sync)
             continue
         model, slice_, res = build(wl, device, args.res)
-        fns = methods(wl, model, slice_, res, device)
-        slow = {k for k in fns if k.startswith("paper")}
+        fns = methods(wl, model, slice_, res, device, args.quick)
+        slow = {k for k in fns if k.startswith("paper") or "COMPILE" in k}
+        if any("COMPILE" in k for k in fns):  # first call compiles: report its latency
+            t0 = time.perf_counter()
+            fns[next(k for k in fns if "COMPILE" in k)]()
+            sync()
+            print(f"{wl}: torch.compile first call {time.perf_counter() - t0:.1f} s")
         med = median_times(fns, args.repeats, slow, sync)
-        base = med["forward (one batch)"]
+        base = med[REFERENCE]
         sub = argparse.Namespace(**{**vars(args), "workload": wl})
         print(f"\n{wl}: {res}x{res} grid, median of {args.repeats} (paper's way: 1 run)")
         print(f"{'method':44s} {'time ms':>10s} {'x forward':>10s} {'peak MiB':>10s}")

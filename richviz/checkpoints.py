@@ -729,6 +729,7 @@ class Run:
         layer: str | None = None,
         probe_size: int = 1000,
         outputs: str = "last_linear",
+        device: str | torch.device | None = None,
     ) -> list[dict[str, Any]]:
         """One row of metrics per readable checkpoint, cached in ``metrics.json`` beside the run.
 
@@ -747,18 +748,20 @@ class Run:
         :func:`richviz.metrics.checkpoint_metrics`: ``"last_linear"`` (the last Linear's own
         output; for an alpha-scaled run at large alpha this stays at its initial value) or
         ``"learned"`` (alpha * (f - f0); undefined at step 0, where the row's ``note`` says
-        why the three are NaN).
+        why the three are NaN). ``device``: where the models run (default: as :meth:`load`);
+        the probe set moves there, the rows are plain floats.
 
         The serial loop is ``pending_metrics`` -> ``metrics_entry`` -> ``store_metrics_rows``,
         the same hooks :mod:`richviz.sweep` spreads over a Dask cluster.
         """
+        device = best_device(device)  # a bad device is refused even when every row is cached
         todo = self.pending_metrics(layer, probe_size, outputs)
         entries = self._read_cache(self.path / METRICS_CACHE)["rows"]
         computed: dict[str, Any] = {}
         bar, report = _progress(progress, len(todo))
         try:
             for done, step in enumerate(todo, 1):
-                entry = self.metrics_entry(step, layer, probe_size, outputs)
+                entry = self.metrics_entry(step, layer, probe_size, outputs, device)
                 computed[str(step)] = {"key": entry["key"], "row": entry["row"]}
                 entries = self.store_metrics_rows([entry])
                 report(done)
@@ -839,6 +842,7 @@ class Run:
         layer: str | None = None,
         probe_size: int = 1000,
         outputs: str = "last_linear",
+        device: str | torch.device | None = None,
     ) -> dict[str, Any]:
         """Compute the metrics row of ``step``: ``{"step", "key", "row"}`` for the cache.
 
@@ -848,8 +852,9 @@ class Run:
         x, y, init, key = self._metrics_setup(layer, probe_size, outputs)
         c = self.checkpoint(step)
         entry_key = key(c)
-        init_model = self._safe_load(init)[0] if init is not None else None
-        row = self._metrics_row(c, x, y, init_model, layer, outputs)
+        dev = best_device(device)
+        init_model = self._safe_load(init, dev)[0] if init is not None else None
+        row = self._metrics_row(c, x, y, init_model, layer, outputs, dev)
         return {"step": c.step, "key": entry_key, "row": row}
 
     def store_metrics_rows(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -867,11 +872,13 @@ class Run:
                 self._write_cache(path, cache)
         return cache["rows"]
 
-    def _safe_load(self, c: Checkpoint) -> tuple[nn.Module | None, str | None]:
+    def _safe_load(
+        self, c: Checkpoint, device: torch.device | None = None
+    ) -> tuple[nn.Module | None, str | None]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return self.load(c.step), None
+                return self.load(c.step, device), None
         except CheckpointError as exc:
             return None, str(exc)
 
@@ -883,13 +890,14 @@ class Run:
         init_model: nn.Module | None,
         layer: str | None,
         outputs: str = "last_linear",
+        device: torch.device | None = None,
     ) -> dict[str, Any]:
         row: dict[str, Any] = {"step": c.step}
         row.update({k: _NAN for k in METRIC_KEYS})
         two_d = tuple(x.shape[1:]) == (2,)
         if two_d:
             row["boundary_magnification"] = _NAN
-        model, err = self._safe_load(c)
+        model, err = self._safe_load(c, device)
         if model is None:
             row["error"] = err
             return row

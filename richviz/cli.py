@@ -5,8 +5,11 @@
                   [--label-noise F] [--cap-lr] [--seed S] [--device D]
     richviz info RUN
     richviz metrics RUN [--csv] [--layer NAME] [--outputs last_linear|learned]
+                   [--device D]
     richviz train PRESET --out DIR --sweep alpha=0.1,1,10 --sweep seed=0,1 [--scheduler ADDR]
     richviz sweep RUN... [--scheduler ADDRESS] [--workers N] [--layer L] [--probe-size N]
+
+``--device`` defaults to $RICHVIZ_DEVICE, else CUDA when available, else CPU.
 
 Errors are printed as one line on stderr with a non-zero exit status, never a traceback
 (exit status 2 when an optional dependency such as dask is missing).
@@ -191,7 +194,9 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     from richviz.checkpoints import Run
 
     run = Run.open(args.run)
-    rows = run.metrics(progress=not args.quiet, layer=args.layer, outputs=args.outputs)
+    rows = run.metrics(
+        progress=not args.quiet, layer=args.layer, outputs=args.outputs, device=args.device
+    )
     if not rows:
         raise RichvizError(f"{run.path}: no readable checkpoints")
     keys: list[str] = []
@@ -310,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="D_LR against the last Linear's own output (default) or, for alpha-scaled runs, "
         "the learned function alpha*(f - f0) (undefined at step 0)",
     )
+    m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_cmd_metrics)
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from richviz.devices import module_device, to_device
 from richviz.errors import ModelError
 
 __all__ = [
@@ -290,9 +291,11 @@ def features_and_outputs(
     "Output" is the output of the final ``nn.Linear`` itself, not of a wrapper around the model:
     a centred lazy model alpha * (f - f0) outputs zero at init, where metrics based on the
     output would be undefined. Without a Linear layer the model output is used.
-    ``output`` picks the logits from a model returning a tuple/list/dict.
+    ``output`` picks the logits from a model returning a tuple/list/dict. ``x`` is moved to the
+    model's device; the results live there.
     """
     with eval_mode(model):
+        x = to_device(torch.as_tensor(x), module_device(model))
         return _features_and_outputs(model, x, layer, output)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -37,7 +38,8 @@ from torch import nn
 from torch.func import jvp, vjp, vmap
 
 from richviz import activations
-from richviz.devices import module_device, module_dtype
+from richviz.chunking import ChunkPlan, check_chunk_size, cpu_chunk_size
+from richviz.devices import module_device, module_dtype, to_device
 from richviz.features import (
     LOGITS,
     PENULTIMATE,
@@ -78,13 +80,6 @@ __all__ = [
 
 Progress = bool | Callable[[int, int], object] | None
 FeatureFn = nn.Module | Callable[[torch.Tensor], torch.Tensor]
-
-# Automatic chunking: about 2**18 input elements per chunk (1 MiB of float32), at most 4096
-# points. Chosen with benchmarks/metric_field.py (2 CPU threads): for a 2->256->256->256 MLP
-# chunks of 4096 points cost 2.8x a forward pass (1024: 3.1x, 256: 3.5x, one batch: 2.7x at
-# 3x the memory); for ResNet18 on 3x32x32 inputs 85 points/chunk is within 5 % of 128.
-_AUTO_CHUNK_ELEMENTS = 2**18
-_AUTO_CHUNK_MAX = 4096
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,9 +438,10 @@ def _resolve(
 
 
 def auto_chunk_size(input_numel: int) -> int:
-    """Points per chunk for inputs of ``input_numel`` elements (about 1 MiB of float32 input,
-    at most 4096 points, at least 1)."""
-    return int(max(1, min(_AUTO_CHUNK_MAX, _AUTO_CHUNK_ELEMENTS // max(1, input_numel))))
+    """Points per chunk on CPU for inputs of ``input_numel`` elements (about 1 MiB of float32
+    input, at most 1024 points, at least 1); on CUDA chunks are sized from device memory
+    (:class:`richviz.chunking.ChunkPlan`)."""
+    return cpu_chunk_size(input_numel)
 
 
 OUTPUT_BYTES_PER_POINT = 56
@@ -501,15 +497,6 @@ def check_output_bytes(resolution: int, max_output_bytes: int | None = None) -> 
         )
     return need
 
-
-def _check_chunk_size(chunk_size: int | None, input_numel: int) -> int:
-    if chunk_size is None:
-        return auto_chunk_size(input_numel)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    return int(chunk_size)
 
 
 def _progress_callback(progress: Progress, total: int, desc: str):
@@ -610,50 +597,133 @@ def chain_modules(
     return mods, nested
 
 
+def activation_jet(
+    m: nn.Module, h: torch.Tensor, inplace: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(act(h), act'(h))`` for an elementwise activation module ``m``.
+
+    The one place the chain kernel dispatches on the activation: closed forms for tanh
+    (``1 - y^2``), sigmoid (``y (1 - y)``) and ReLU (``[h > 0]``), ``torch.func.jvp`` with a
+    unit tangent for any other elementwise module. ``inplace``: ``act(h)`` may overwrite h.
+    """
+    if isinstance(m, nn.Tanh):
+        y = torch.tanh(h, out=h) if inplace else torch.tanh(h)
+        return y, 1 - y * y
+    if isinstance(m, nn.Sigmoid):
+        y = torch.sigmoid(h, out=h) if inplace else torch.sigmoid(h)
+        return y, y * (1 - y)
+    if isinstance(m, nn.ReLU):
+        d = (h > 0).to(h.dtype)
+        return (torch.relu_(h) if inplace else torch.relu(h)), d
+    return jvp(m, (h,), (torch.ones_like(h),))
+
+
+def _stacked_linear(jet: torch.Tensor, m: nn.Linear) -> torch.Tensor:
+    """A Linear on the stacked jet ((1 + k), N, in), the bias on the primal slice 0 only
+    (tangents are linear in the input). On CUDA one ``((1 + k) N, in) @ W^T`` product (fewer,
+    larger launches); on CPU ``addmm`` for the primal and ``mm`` for the tangents into one
+    buffer (no extra pass over the output for the bias)."""
+    s, n = jet.shape[0], jet.shape[1]
+    w_t = m.weight.T
+    if jet.is_cuda or m.bias is None:
+        out = torch.mm(jet.reshape(s * n, -1), w_t).reshape(s, n, -1)
+        if m.bias is not None:
+            out[0] += m.bias
+        return out
+    out = torch.empty((s, n, w_t.shape[1]), dtype=jet.dtype, device=jet.device)
+    torch.addmm(m.bias, jet[0], w_t, out=out[0])
+    torch.mm(jet[1:].reshape((s - 1) * n, -1), w_t, out=out[1:].reshape((s - 1) * n, -1))
+    return out
+
+
 def chain_directional_derivatives(
     mods: list[nn.Module], x: torch.Tensor, tangents: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (N, p) and ``J t`` (k, N, p) of a Linear/elementwise chain, by hand.
 
-    The same forward-mode recursion as ``jvp``, without its overheads: the primal pass runs
-    once; the k tangents of all N points go through each Linear as one ``(k N, in) @ W^T``
-    product; before the first nonlinearity the tangents are the same for every point and stay
-    (k, width). x (N, *input_shape), tangents (k, *input_shape).
+    The same forward-mode recursion as ``jvp``, without its overheads. Before the first
+    nonlinearity the tangents are the same for every point and stay (k, width). From there on
+    the primal and the k tangents travel as one stacked jet ((1 + k), N, width): each Linear is
+    ONE ``((1 + k) N, in) @ W^T`` product (bias on the primal only), each activation
+    ``y = act(h)``, ``t <- act'(h) * t`` updates the jet in place. x (N, *input_shape),
+    tangents (k, *input_shape).
     """
     n, k = x.shape[0], tangents.shape[0]
     h = x
-    t = tangents  # (k, *shape) while point-independent, else (k, N, width)
-    shared = True
+    t = tangents  # (k, *shape) while point-independent
+    jet: torch.Tensor | None = None  # ((1 + k), N, width) once the tangents depend on the point
     for m in mods:
-        if isinstance(m, nn.Flatten):
+        if isinstance(m, _IDENTITY):
+            continue
+        if jet is not None:
+            if isinstance(m, nn.Flatten):
+                jet = jet.reshape(1 + k, n, -1)
+            elif isinstance(m, nn.Linear):
+                if jet.ndim != 3:
+                    raise ValueError("Linear on a non-flat input")  # not reached: checked by caller
+                jet = _stacked_linear(jet, m)
+            else:
+                y, d = activation_jet(m, jet[0], inplace=True)
+                jet[1:] *= d
+                if y.data_ptr() != jet.data_ptr():  # not computed in place
+                    jet[0] = y
+        elif isinstance(m, nn.Flatten):
             h = h.reshape(n, -1)
-            t = t.reshape(k, -1) if shared else t.reshape(k, n, -1)
+            t = t.reshape(k, -1)
         elif isinstance(m, nn.Linear):
             if h.ndim != 2:
                 raise ValueError("Linear on a non-flat input")  # not reached: checked by caller
-            w = m.weight
-            t = t @ w.T if shared else (t.reshape(k * n, -1) @ w.T).reshape(k, n, -1)
-            h = nn.functional.linear(h, w, m.bias)
-        elif isinstance(m, _IDENTITY):
-            continue
-        else:  # elementwise activation: y = act(h), t <- act'(h) * t
-            if isinstance(m, nn.Tanh):
-                y = torch.tanh(h)
-                d = 1 - y * y
-            elif isinstance(m, nn.Sigmoid):
-                y = torch.sigmoid(h)
-                d = y * (1 - y)
-            elif isinstance(m, nn.ReLU):
-                y = torch.relu(h)
-                d = (h > 0).to(h.dtype)
-            else:
-                y, d = jvp(m, (h,), (torch.ones_like(h),))
-            t = d * t[:, None, :] if shared else t.mul_(d)
-            shared = False
-            h = y
-    if shared:
-        t = t.reshape(k, 1, -1).expand(k, n, t.reshape(k, -1).shape[1])
-    return h.reshape(n, -1), t.reshape(k, n, -1)
+            t = t @ m.weight.T
+            h = nn.functional.linear(h, m.weight, m.bias)
+        else:  # first nonlinearity: the tangents become point-dependent
+            y, d = activation_jet(m, h)
+            jet = torch.empty((1 + k, *y.shape), dtype=y.dtype, device=y.device)
+            jet[0] = y
+            torch.mul(d, t.reshape(k, 1, *t.shape[1:]), out=jet[1:])
+    if jet is None:
+        w = t.reshape(k, -1).shape[1]
+        return h.reshape(n, -1), t.reshape(k, 1, w).expand(k, n, w)
+    return jet[0].reshape(n, -1), jet[1:].reshape(k, n, -1)
+
+
+COMPILE_ENV = "RICHVIZ_COMPILE"
+"""Set to ``1`` to run the chain kernel through ``torch.compile`` (off by default: on 2 CPU
+threads it measured no faster than eager, and its first call compiles for a minute)."""
+
+_compile_state: dict[str, object] = {"kernel": None, "failed": False}
+
+
+def _chain_kernel() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The chain kernel: ``torch.compile``d when ``$RICHVIZ_COMPILE`` is 1, else eager (also
+    after any compile failure, for the rest of the process)."""
+    on = os.environ.get(COMPILE_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+    if not on or _compile_state["failed"]:
+        return chain_directional_derivatives
+    if _compile_state["kernel"] is None:
+        try:
+            _compile_state["kernel"] = torch.compile(chain_directional_derivatives, dynamic=True)
+        except Exception:  # no compiler backend on this machine: eager, silently
+            _compile_state["failed"] = True
+            return chain_directional_derivatives
+    return _compile_state["kernel"]  # type: ignore[return-value]
+
+
+def _run_chain(
+    mods: list[nn.Module], x: torch.Tensor, tangents: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain kernel, falling back to eager once and quietly if the compiled one fails."""
+    kernel = _chain_kernel()
+    if kernel is chain_directional_derivatives:
+        return kernel(mods, x, tangents)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return kernel(mods, x, tangents)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception:
+        _compile_state["failed"] = True
+        return chain_directional_derivatives(mods, x, tangents)
 
 
 def slice_metric_and_volume(jt: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -704,7 +774,7 @@ def iter_metric_chunks(
         raise ValueError(f"method must be 'auto' or 'jvp', got {method!r}")
     fn, dev, dt = _resolve(phi, layer, slice, device, dtype)
     numel = int(np.prod(slice.input_shape))
-    cs = _check_chunk_size(chunk_size, numel)
+    check_chunk_size(chunk_size)
     uv = slice.grid_uv(res)
     total = uv.shape[0]
     origin = slice.origin.to(dev).reshape(1, -1)
@@ -714,31 +784,38 @@ def iter_metric_chunks(
     if chain is not None and len(slice.input_shape) != 1:
         if not (chain[0] and isinstance(chain[0][0], nn.Flatten)):
             chain = None  # a Linear would act on the last axis of a multi-axis input
+    plan = ChunkPlan(total, numel, dev, chunk_size)
     with torch.no_grad():
-        for start in range(0, total, cs):
-            stop = min(total, start + cs)
+        for start, stop in plan:
             x = origin + uv[start:stop].to(dev) @ basis64
             x = x.reshape(-1, *slice.input_shape).to(dt)
             if chain is not None and chain[1]:  # nested chain: check it is the feature map
-                feats = fn(x[:8])
-                try:
-                    mine = chain_directional_derivatives(chain[0], x[:8], tangents)[0]
-                except (RuntimeError, ValueError):  # e.g. the chain expects another width
-                    mine = None
-                tol = 1e-5 * float(feats.abs().max()) + 1e-30
-                ok = (
-                    mine is not None
-                    and mine.shape == feats.shape
-                    and float((mine - feats).abs().max()) <= tol
-                )
-                chain = (chain[0], False) if ok else None
-            if chain is not None:
-                jt = chain_directional_derivatives(chain[0], x, tangents)[1]
-            else:
-                jt = directional_derivatives(fn, x, tangents)
-            p = jt.shape[-1]
-            metric, volume = slice_metric_and_volume(jt, p)
+                chain = (chain[0], False) if _chain_reproduces(fn, chain[0], x[:8]) else None
+            try:
+                if chain is not None:
+                    jt = _run_chain(chain[0], x, tangents)[1]
+                else:
+                    jt = directional_derivatives(fn, x, tangents)
+                p = jt.shape[-1]
+                metric, volume = slice_metric_and_volume(jt, p)
+            except torch.OutOfMemoryError:
+                del x
+                plan.out_of_memory()  # halves an automatic chunk; re-raises a given one
+                continue
             yield start, stop, metric.cpu(), volume.cpu(), p
+
+
+def _chain_reproduces(
+    fn: Callable[[torch.Tensor], torch.Tensor], mods: list[nn.Module], x: torch.Tensor
+) -> bool:
+    """True when the chain ``mods`` gives the feature map ``fn`` at inputs ``x`` (rtol 1e-5)."""
+    feats = fn(x)
+    try:
+        mine = chain_directional_derivatives(mods, x, torch.zeros_like(x[:1]))[0]
+    except (RuntimeError, ValueError):  # e.g. the chain expects another width
+        return False
+    tol = 1e-5 * float(feats.abs().max()) + 1e-30
+    return mine.shape == feats.shape and float((mine - feats).abs().max()) <= tol
 
 
 @in_eval_mode
@@ -765,9 +842,10 @@ def pullback_metric(
         (N, ...)`` (flattened to (N, p)).
     slice : the :class:`Slice`; ``E = slice.basis``.
     resolution : grid points per axis (>= 2).
-    chunk_size : grid points per forward-mode pass; None picks :func:`auto_chunk_size`.
-        Peak memory is that of one chunk's forward pass with three streams (primal and two
-        tangents).
+    chunk_size : grid points per forward-mode pass. None: on CPU :func:`auto_chunk_size`
+        (cache-sized); on CUDA sized from free device memory after a probe chunk, halved on
+        out-of-memory (:class:`richviz.chunking.ChunkPlan`). Peak memory is that of one
+        chunk's forward pass with three streams (primal and two tangents).
     progress : None, True (tqdm bar) or ``callable(done, total)`` called after each chunk.
     device, dtype : where and in what precision to compute; default the model's (for a plain
         callable: the slice's device and input dtype).
@@ -824,12 +902,18 @@ def pullback_metric_at(
     """The metric ``B g(x) B^T = (J B^T)^T (J B^T) / p`` at arbitrary inputs.
 
     x : (N, *input_shape); basis : (k, *input_shape) directions (default: the standard basis,
-    giving the full d x d metric ``g = J^T J / p``). Returns (N, k, k) in the compute dtype.
-    Computed on x's device in x's dtype, by forward mode (k tangents per pass).
+    giving the full d x d metric ``g = J^T J / p``). Returns (N, k, k) in x's dtype on x's
+    device, computed by forward mode (k tangents per pass) on the model's device (x's device
+    for a plain callable).
     """
     x = torch.as_tensor(x)
     if x.ndim < 2:
         raise ValueError(f"x must have shape (N, *input_shape), got {tuple(x.shape)}")
+    home = x.device
+    fn = as_feature_map(phi, layer)
+    module = fn.model if isinstance(fn, FeatureMap) else None
+    dev = module_device(module) if module is not None else x.device
+    x = to_device(x, dev)
     shape = tuple(x.shape[1:])
     numel = int(np.prod(shape))
     if basis is None:
@@ -837,14 +921,16 @@ def pullback_metric_at(
     basis = torch.as_tensor(basis).to(device=x.device, dtype=x.dtype)
     if tuple(basis.shape[1:]) != shape:
         raise ValueError(f"basis must have shape (k, *{shape}), got {tuple(basis.shape)}")
-    fn = as_feature_map(phi, layer)
-    cs = _check_chunk_size(chunk_size, numel)
+    plan = ChunkPlan(x.shape[0], numel * basis.shape[0], dev, chunk_size)
     out = []
     with torch.no_grad():
-        for start in range(0, x.shape[0], cs):
-            jt = directional_derivatives(fn, x[start : start + cs], basis)  # (k, n, p)
-            out.append(torch.einsum("knp,lnp->nkl", jt, jt) / jt.shape[-1])
-    return torch.cat(out)
+        for start, stop in plan:
+            try:
+                jt = directional_derivatives(fn, x[start:stop], basis)  # (k, n, p)
+                out.append(torch.einsum("knp,lnp->nkl", jt, jt) / jt.shape[-1])
+            except torch.OutOfMemoryError:
+                plan.out_of_memory()
+    return torch.cat(out).to(home)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1054,18 +1140,23 @@ def decision_field(
             f"got {type(logits_fn_or_model).__name__}"
         )
     numel = int(np.prod(slice.input_shape))
-    cs = _check_chunk_size(chunk_size, numel)
     uv = slice.grid_uv(res)
     total = uv.shape[0]
+    plan = ChunkPlan(total, numel, dev, chunk_size)
     update, close = _progress_callback(progress, total, "decision field")
     outs = []
     try:
         with torch.no_grad():
-            for start in range(0, total, cs):
-                x = slice.to_input(uv[start : start + cs], dtype=dt, device=dev)
-                z = fn(x)
+            for start, stop in plan:
+                x = slice.to_input(uv[start:stop], dtype=dt, device=dev)
+                try:
+                    z = fn(x)
+                except torch.OutOfMemoryError:
+                    del x
+                    plan.out_of_memory()
+                    continue
                 outs.append(z.reshape(z.shape[0], -1).cpu())
-                update(min(total, start + cs))
+                update(stop)
     finally:
         close()
     logits = torch.cat(outs)
@@ -1169,6 +1260,10 @@ def effective_volume(
     Accuracy: on a ResNet18 at initialisation (flat spectrum, the hard case: top-8 values
     0.063 ... 0.047) the defaults give the top 8 within 0.2 % (``iters=2``: 1.1 %), at a
     quarter of the full Jacobian's passes. Trained networks' spectra decay faster.
+
+    Device: ``points`` move to the model's device (a plain callable: they stay where they
+    are); results are float64 on CPU. The start directions are drawn on the CPU from
+    ``(seed, point index)``, so the results do not depend on the device or the chunking.
     """
     x = torch.as_tensor(points)
     if x.ndim < 2:
@@ -1178,10 +1273,12 @@ def effective_volume(
             f"need k >= 1, oversample >= 0, iters >= 0; got {k}, {oversample}, {iters}"
         )
     fn = as_feature_map(phi, layer)
+    module = fn.model if isinstance(fn, FeatureMap) else None
+    if module is not None:
+        x = to_device(x, module_device(module))
     shape = tuple(x.shape[1:])
     d = int(np.prod(shape))
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    cs = _check_chunk_size(chunk_size, d * (k + oversample))
+    plan = ChunkPlan(x.shape[0], d * (k + oversample), x.device, chunk_size)
     sig_out, vol_out = [], []
     with torch.no_grad():
         p = fn(x[:1]).reshape(1, -1).shape[1]
@@ -1190,10 +1287,13 @@ def effective_volume(
     ell = min(k + oversample, d, p)
     depth = max(0, min(iters, min(d, p) // ell - 1))  # the Krylov space must fit in R^min(d,p)
     with torch.no_grad():
-        for start in range(0, x.shape[0], cs):
-            xc = x[start : start + cs]
+        for start, stop in plan:
+            xc = x[start:stop]
             n = xc.shape[0]
-            omega = torch.randn(ell, n, d, generator=gen, dtype=torch.float64).to(xc)
+            # drawn on CPU point by point: the same directions on every device and chunking
+            omega = torch.stack(
+                [_point_directions(seed, start + i, ell, d) for i in range(n)], 1
+            ).to(xc)
 
             def jmul(t: torch.Tensor, xc=xc, n=n) -> torch.Tensor:  # (l, n, d) -> (l, n, p)
                 def push(ti: torch.Tensor) -> torch.Tensor:
@@ -1224,3 +1324,9 @@ def effective_volume(
             sig_out.append(s.cpu())
             vol_out.append(torch.log10(s).sum(1).cpu())
     return torch.cat(sig_out), torch.cat(vol_out)
+
+
+def _point_directions(seed: int, index: int, ell: int, d: int) -> torch.Tensor:
+    """(ell, d) float64 Gaussian start directions for point ``index``, from ``(seed, index)``."""
+    gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + index)
+    return torch.randn(ell, d, generator=gen, dtype=torch.float64)

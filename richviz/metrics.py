@@ -2,7 +2,10 @@
 
 Every function is a pure function of tensors (DESIGN §4). Notation: ``features`` Phi is
 (n, p) (n probe inputs, p features), ``outputs`` F is (n, C) (the last Linear layer's own
-output), ``labels`` is (n,) of class indices. Everything runs on the tensors' device.
+output), ``labels`` is (n,) of class indices. The O(n p^2) work runs on the tensors' device;
+the small dense factorisations (``eigh`` of the min(n, p)^2 Gram, ``svd`` of the (n, C)
+outputs and of the (C, p) class means) run on the CPU, where they are faster than on a GPU
+(reported from an H200: with ``eigh`` on the GPU, ``feature_spectrum`` cost 45x a forward pass).
 
 Precision and cost: columns are centred in float64, and SVDs, class statistics, projections
 and all reductions are float64. Only the O(n p^2) Gram products (and the p x p eigensolvers)
@@ -221,6 +224,13 @@ class _full_precision:
             torch.set_float32_matmul_precision(self.old)
 
 
+def _host(t: torch.Tensor) -> torch.Tensor:
+    """``t`` on the CPU: small dense factorisations (``eigh``/``svd`` of a p x p Gram or an
+    n x C matrix) are faster there than on a GPU, where they are latency-bound, and give the
+    same numbers on every device."""
+    return t.cpu()
+
+
 def _cross_sq(a: torch.Tensor, b: torch.Tensor) -> float:
     """|a^T b|_F^2 = <a a^T, b b^T>_F for (n, p), (n, q), through the smaller intermediate."""
     if a.dtype != b.dtype:
@@ -261,10 +271,11 @@ def _richness_core(phi: _Centred, f: _Centred) -> Richness:
     gram_norm = phi.gram_norm
     if not (0.0 < gram_norm < math.inf):
         return _NAN_RICHNESS
-    u, s, _ = torch.linalg.svd(f.c / f.scale, full_matrices=False)
+    u, s, _ = torch.linalg.svd(_host(f.c / f.scale), full_matrices=False)  # (n, C): small
     r = int((s > RANK_RTOL * s[0]).sum())
     if r == 0:
         return _NAN_RICHNESS
+    u = u.to(phi.c.device)
     b = (u[:, :r].T @ phi.c) / phi.scale  # Q^T Phic (r, p), float64, in units of the Gram
     gram_b = b @ b.T if b.shape[0] <= b.shape[1] else b.T @ b  # same Frobenius norm as A
     aligned = float(b.square().sum())  # tr A = |Q^T Phic|_F^2
@@ -439,9 +450,9 @@ def _neural_collapse(
         # NC1 = tr(Sigma_W Sigma_B^+) / C with Sigma_W = R^T R / n, Sigma_B = M^T M / C.
         # With M = U S V^T: Sigma_B^+ = C V S^-2 V^T, so NC1 = sum_k |R v_k|^2 / (n s_k^2),
         # R v_k = (H v_k) - (mu v_k)[labels].
-        _, s, vh = torch.linalg.svd(m, full_matrices=False)
+        _, s, vh = torch.linalg.svd(_host(m), full_matrices=False)  # (C, p): small
         keep = s > RANK_RTOL * s[0]
-        v, s = vh[keep].T, s[keep]
+        v, s = vh[keep].T.to(hc.device), s[keep].to(hc.device)
         blocks.append(v)
         r = v.shape[1]
     if weight is not None:
@@ -638,7 +649,8 @@ def _spectrum(phi: _Centred, targets: _Centred | None, outputs: _Centred | None)
         zeros = torch.zeros(k, dtype=torch.float64)
         curves = [nan if t is None or t.constant else zeros for t in (targets, outputs)]
         return FeatureSpectrum(zeros, nan, curves[0], curves[1], math.nan)
-    lam, vec = torch.linalg.eigh(phi.gram / n)  # ascending; eigenvalues of unit^T unit / n
+    # ascending; eigenvalues of unit^T unit / n; the min(n, p)^2 problem runs on the CPU
+    lam, vec = torch.linalg.eigh(_host(phi.gram) / n)
     lam, vec = lam.flip(0).double().clamp_min(0.0), vec.flip(1).double()
     rtol = _EIG_RTOL if phi.unit.dtype == torch.float64 else _EIG_RTOL_FLOAT32
     good = (lam > rtol * lam[0]).unsqueeze(1)
@@ -648,12 +660,13 @@ def _spectrum(phi: _Centred, targets: _Centred | None, outputs: _Centred | None)
         if t is None or t.constant:
             return nan
         tc = t.c / t.scale
-        if n >= p:  # <e_j, t> = v_j^T unit^T t / s_j
-            coef = vec.T @ ((phi.c.T @ tc) / phi.scale) / sing
+        if n >= p:  # <e_j, t> = v_j^T unit^T t / s_j; the (p, m) product on the device
+            coef = vec.T @ _host((phi.c.T @ tc) / phi.scale) / sing
         else:  # eigenvectors of unit unit^T are the eigenfunctions themselves
-            coef = vec.T @ tc
+            coef = vec.T @ _host(tc)
         coef = torch.where(good, coef, 0.0)
-        return (coef.square().sum(dim=1).cumsum(0) / tc.square().sum()).clamp(0.0, 1.0).cpu()
+        total = float(tc.square().sum())
+        return (coef.square().sum(dim=1).cumsum(0) / total).clamp(0.0, 1.0)
 
     rho = (lam * phi.scale**2).cpu()
     return FeatureSpectrum(
@@ -864,7 +877,8 @@ def _feature_metrics(
     rich = _richness_core(phi, f)
     out["d_lr"], out["confinement"], out["isotropy"] = rich.d_lr, rich.confinement, rich.isotropy
     if not phi.constant:
-        out["effective_rank"] = _effective_rank(torch.linalg.eigvalsh(phi.gram / n).clamp_min(0.0))
+        rho = torch.linalg.eigvalsh(_host(phi.gram) / n).clamp_min(0.0)  # small: on the CPU
+        out["effective_rank"] = _effective_rank(rho)
 
     w = b = None
     if classifier is not None and classifier.in_features == phi.c.shape[1]:

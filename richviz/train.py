@@ -26,7 +26,7 @@ from torch import nn
 from richviz import datasets
 from richviz.architectures import build_model
 from richviz.checkpoints import Run, RunWriter, _progress, check_run_folder
-from richviz.devices import best_device
+from richviz.devices import best_device, module_device, to_device
 
 __all__ = [
     "PRESETS",
@@ -278,13 +278,16 @@ def _loss(kind: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, chunk: int = 1000
 ) -> tuple[float, float]:
-    """(mean loss, accuracy) of ``model`` on (x, y), evaluated in chunks in eval mode."""
+    """(mean loss, accuracy) of ``model`` on (x, y), evaluated in chunks in eval mode.
+
+    Each chunk is moved to the model's device (x and y may live on the CPU)."""
     was_training = model.training
     model.eval()
+    dev = module_device(model)
     total_loss, correct = 0.0, 0
     for i in range(0, len(x), chunk):
-        out = model(x[i : i + chunk])
-        yy = y[i : i + chunk]
+        out = model(to_device(x[i : i + chunk], dev))
+        yy = to_device(y[i : i + chunk], dev)
         total_loss += float(_loss(loss, out, yy)) * len(yy)
         correct += int((out.argmax(1) == yy).sum())
     model.train(was_training)
@@ -565,7 +568,7 @@ def train(
     n = len(x_tr)
     bs = n if cfg.batch_size is None else min(cfg.batch_size, n)
     gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=gen)
+    order = torch.randperm(n, generator=gen).to(dev)  # CPU generator: same order on any device
     pos = 0
 
     save_set = set(save_at)
@@ -595,8 +598,8 @@ def train(
                 xb, yb = x_tr, y_tr
             else:
                 if pos + bs > n:
-                    order, pos = torch.randperm(n, generator=gen), 0
-                idx = order[pos : pos + bs].to(dev)
+                    order, pos = torch.randperm(n, generator=gen).to(dev), 0
+                idx = order[pos : pos + bs]
                 pos += bs
                 xb, yb = x_tr[idx], y_tr[idx]
             model.train()

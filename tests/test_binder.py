@@ -8,10 +8,13 @@ import re
 from pathlib import Path
 
 import pytest
-from jupyter_core.paths import jupyter_path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+jupyter_path = pytest.importorskip(
+    "jupyter_core.paths", reason="binder tests need jupyter_core"
+).jupyter_path
 
 try:
     import tomllib

@@ -33,6 +33,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("jupyterlab", reason="browser tests need JupyterLab")
+pytest.importorskip("ipywidgets", reason="browser tests need ipywidgets")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO_ROOT / "notebooks"
 QUICKSTART = "01_quickstart.ipynb"

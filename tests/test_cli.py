@@ -117,6 +117,20 @@ def test_metrics_learned_outputs_of_an_alpha_run(tmp_path, capsys):
     assert 0 < float(rows[0]["d_lr"]) < 1 and "note" not in rows[0]
 
 
+def test_device_option_for_train_and_metrics(tmp_path, device, capsys):
+    out = tmp_path / "dev"
+    argv = ["train", "xor", "--out", str(out), "--steps", "4", "--device", str(device), "-q"]
+    assert cli.main(argv) == 0
+    assert Run.open(out).manifest["device"] == str(device)
+    capsys.readouterr()
+    assert cli.main(["metrics", str(out), "--csv", "-q", "--device", str(device)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert all(r["error"] == "" and 0 <= float(r["d_lr"]) <= 1 for r in rows)
+    assert cli.main(["metrics", str(out), "-q", "--device", "tpu-9000"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "device='tpu-9000'" in err
+
+
 def test_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["info", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err

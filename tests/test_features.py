@@ -74,11 +74,24 @@ def test_feature_map_composes_with_jvp_on_resnet_with_batchnorm():
     torch.testing.assert_close(fd, tangent, rtol=1e-4, atol=1e-6)
 
 
-def test_best_device():
+def test_best_device(monkeypatch):
+    monkeypatch.delenv("RICHVIZ_DEVICE", raising=False)
     assert best_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert best_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="device="):
         best_device("not-a-device")
+    # the process-wide default: $RICHVIZ_DEVICE, an explicit argument still wins
+    monkeypatch.setenv("RICHVIZ_DEVICE", "cpu")
+    assert best_device() == torch.device("cpu")
+    monkeypatch.setenv("RICHVIZ_DEVICE", "auto")
+    assert best_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("RICHVIZ_DEVICE", "warp-drive")
+    with pytest.raises(ValueError, match="RICHVIZ_DEVICE="):
+        best_device()
+    assert best_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            best_device("cuda")
 
 
 def test_vgg16_plane_slice_matches_finite_differences():

@@ -14,9 +14,14 @@ import shutil
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+nbformat = pytest.importorskip("nbformat", reason="notebook tests need nbformat")
+NotebookClient = pytest.importorskip(
+    "nbclient", reason="notebook tests need nbclient (and a Jupyter kernel)"
+).NotebookClient
+pytest.importorskip("ipywidgets", reason="the notebooks need ipywidgets")
+pytest.importorskip("bqplot", reason="the notebooks need bqplot")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO_ROOT / "notebooks"

@@ -15,7 +15,7 @@ from richviz.checkpoints import Run
 from richviz.errors import DataError
 from richviz.features import features_and_outputs, last_linear_name
 from richviz.metrics import d_lr
-from richviz.train import PRESETS, Config, checkpoint_steps, train
+from richviz.train import PRESETS, Config, checkpoint_steps, evaluate, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)
 
@@ -159,7 +159,7 @@ def _kernel_d_lr(model: nn.Module, x: torch.Tensor) -> float:
     return 1.0 - float(np.sum(k * proj) / (np.linalg.norm(k) * np.linalg.norm(proj)))
 
 
-def test_lazy_run_has_higher_d_lr_than_rich(tmp_path):
+def test_lazy_run_has_higher_d_lr_than_rich(tmp_path, device):
     """DESIGN §5 on a smaller net: equal task, alpha=1000 stays at init D_LR, alpha=1 drops."""
     data = datasets.load("digits")
     cfg = dataclasses.replace(
@@ -169,8 +169,8 @@ def test_lazy_run_has_higher_d_lr_than_rich(tmp_path):
         lr=0.2,
         checkpoints=3,
     )
-    rich = train(cfg, tmp_path / "rich", alpha=1.0, progress=False, data=data)
-    lazy = train(cfg, tmp_path / "lazy", alpha=1000.0, progress=False, data=data)
+    rich = train(cfg, tmp_path / "rich", alpha=1.0, progress=False, data=data, device=device)
+    lazy = train(cfg, tmp_path / "lazy", alpha=1000.0, progress=False, data=data, device=device)
     x, _ = rich.probe(600)
     f0, o0 = features_and_outputs(rich.load(0), x)
     d0 = d_lr(f0, o0)
@@ -202,7 +202,7 @@ def test_quick_grokking_preset_d_lr_falls(tmp_path):
     assert dlr[-1] == pytest.approx(_kernel_d_lr(run.load(steps[-1]), x), abs=1e-6)
 
 
-def test_train_on_an_image_folder(tmp_path):
+def test_train_on_an_image_folder(tmp_path, device):
     from PIL import Image
 
     gen = torch.Generator().manual_seed(0)
@@ -221,11 +221,16 @@ def test_train_on_an_image_folder(tmp_path):
         momentum=0.9,
         checkpoints=3,
     )
-    run = train(cfg, tmp_path / "run", progress=False)
+    run = train(cfg, tmp_path / "run", progress=False, device=device)
+    assert run.manifest["device"] == str(device)
     assert run.data().input_shape == (3, 8, 8) and run.steps == [0, 1, 30]
     assert run.checkpoints[-1].meta["train_acc"] == 1.0  # brightness separates the classes
-    x, _ = run.probe()
-    assert run.load(30)(x).shape == (len(x), 2)
+    x, y = run.probe()  # CPU tensors
+    model = run.load(30, device=device)
+    out = model(x.to(device))
+    assert out.shape == (len(x), 2) and out.device.type == device.type
+    loss, acc = evaluate(model, x, y, "ce")  # evaluate moves the batch to the model's device
+    assert acc == 1.0 and loss < run.checkpoints[0].meta["train_loss"]
 
 
 # --------------------------------------------------------------------------- hardening (issue 10)

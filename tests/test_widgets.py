@@ -23,12 +23,21 @@ import torch
 import traitlets
 from torch import nn
 
-from richviz import datasets, train
-from richviz.checkpoints import Run, checkpoint_name
-from richviz.errors import DataError
-from richviz.geometry import pullback_metric
-from richviz.widgets import CheckpointBrowser, Explorer, MetricsPanel, SliceViewer, rendering
-from richviz.widgets.tasks import ComputeLock, LRUCache, Worker
+pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
+pytest.importorskip("bqplot", reason="widget tests need bqplot")
+
+from richviz import datasets, train  # noqa: E402
+from richviz.checkpoints import Run, checkpoint_name  # noqa: E402
+from richviz.errors import DataError  # noqa: E402
+from richviz.geometry import pullback_metric  # noqa: E402
+from richviz.widgets import (  # noqa: E402
+    CheckpointBrowser,
+    Explorer,
+    MetricsPanel,
+    SliceViewer,
+    rendering,
+)
+from richviz.widgets.tasks import ComputeLock, LRUCache, Worker  # noqa: E402
 
 BAD_STEP = 3
 VIEWER = {"resolution": 24, "coarse_resolution": 12, "ellipse_density": 6}
@@ -193,7 +202,8 @@ def test_browser_lists_checkpoints_and_marks_unreadable(explorer: Explorer, run:
     assert len(bad) == 1 and str(BAD_STEP) in bad[0]
     assert explorer.browser.model is run.load(explorer.step)
     assert explorer.browser.checkpoint.step == explorer.step
-    assert "loaded step" in explorer.browser.info.value and "cpu" in explorer.browser.info.value
+    where = str(next(explorer.browser.model.parameters()).device)  # cpu, cuda:0 ...
+    assert "loaded step" in explorer.browser.info.value and where in explorer.browser.info.value
 
 
 def test_step_change_updates_viewer_and_cursor(explorer: Explorer, run: Run):
@@ -1087,3 +1097,21 @@ def test_softplus_and_silu_get_their_own_theory(moons, cls, name):
         np.testing.assert_allclose(viewer.frame.values, plain - theory, rtol=1e-6, atol=1e-9)
     finally:
         viewer.close()
+
+
+def test_bare_model_follows_the_device_choice():
+    from richviz.devices import module_device
+    from richviz.widgets.sources import ModelSource
+
+    model = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2))
+    src = ModelSource(model)
+    assert src.load(0, "auto") is model and src.load(0, str(module_device(model))) is model
+    # another device gets a copy there ("meta" stands in for a second device on a CPU machine)
+    other = src.load(0, "meta")
+    assert other is not model and module_device(other).type == "meta"
+    assert src.load(0, "meta") is other  # cached while the weights are unchanged
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # trained in place: the copy is stale
+    fresh = src.load(0, "meta")
+    assert fresh is not other and module_device(fresh).type == "meta"
+    assert module_device(model).type == "cpu"  # the user's model itself never moves

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from richviz.devices import best_device, module_device
 from richviz.errors import DataError
 
 __all__ = [
@@ -90,14 +91,16 @@ class ModelSource:
         return list(self.run.steps) if self.run is not None else [0]
 
     def load(self, step: int, device: str | None = None) -> nn.Module:
-        """The model at ``step`` (a bare model ignores ``step`` and ``device``).
+        """The model at ``step`` on ``device`` (a bare model ignores ``step``).
 
         For a run this is a private copy of the run's cached model: feature maps hook into
         modules, and the metrics panel may run the run's own model object in another thread
-        at the same time. The last ``COPIES`` copies are kept.
+        at the same time. The last ``COPIES`` copies are kept. A bare model is used as it is
+        on its own device (``"auto"``) or there already; else a copy on ``device``, made
+        again when the model's weights change in place (training).
         """
         if self.run is None:
-            return self.model.eval()
+            return self._bare_on(device_arg(device))
         key = (int(step), device_arg(device))
         with self._copies_lock:
             if key in self._copies:
@@ -111,6 +114,26 @@ class ModelSource:
             while len(self._copies) > self.COPIES:
                 self._copies.popitem(last=False)
         return model
+
+    def _bare_on(self, device: str | None) -> nn.Module:
+        model = self.model.eval()
+        if device is None:
+            return model
+        dev = best_device(device)
+        here = module_device(model)
+        if here.type == dev.type and (dev.index is None or here.index == dev.index):
+            return model
+        tensors = [*model.parameters(), *model.buffers()]
+        key = (-1, f"{dev}:{tuple(t._version for t in tensors)}")
+        with self._copies_lock:
+            if key in self._copies:
+                return self._copies[key]
+            for k in [k for k in self._copies if k[0] == -1]:  # stale copies of old weights
+                del self._copies[k]
+        moved = copy.deepcopy(model).to(dev).eval()
+        with self._copies_lock:
+            self._copies[key] = moved
+        return moved
 
     def data(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(x, y)``: the run's test split, or the data given with the model, or None."""
