@@ -597,6 +597,11 @@ def test_metrics_panel_charts(explorer: Explorer, run: Run):
         atol=1e-12,
     )
     labels = [m.labels[0] for m in panel.series["neural collapse"]]
+    # 2 classes: equiangularity is undefined (two centred means are always opposite), hidden
+    # and said so; the rows still carry it
+    assert panel.num_classes == 2 and "NC2 equiangular" not in labels
+    assert "NC2 equiangular hidden" in panel.legends["neural collapse"].value
+    assert all("nc2_equiangular" in r for r in panel.rows)
     assert "NC1" in labels and all(
         len(m.x) and np.isfinite(m.y[-1]) for m in panel.series["neural collapse"]
     )
