@@ -105,3 +105,17 @@ def test_image_folder(tmp_path):
     assert len(d.x_train) == 8 and len(d.x_test) == 2
     assert 0 <= float(d.x_train.min()) and float(d.x_train.max()) <= 1
     assert d.kwargs["root"] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "n,noise,factor,seed", [(400, 0.08, 0.5, 0), (51, 0.2, 0.3, 7), (10, 0.0, 0.8, 1)]
+)
+def test_circles_are_scikit_learns(n, noise, factor, seed):
+    """The numpy circles equal scikit-learn's make_circles point for point (then split)."""
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(n, noise=noise, factor=factor, random_state=seed)
+    expected = datasets._split("circles", x, y, 0.25, seed, 2)
+    got = datasets.load("circles", n=n, noise=noise, factor=factor, seed=seed)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(got, name), getattr(expected, name)), name

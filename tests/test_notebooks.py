@@ -40,7 +40,38 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 CELL_TIMEOUT_S = 300
 # Printed numbers a notebook's text relies on: (pattern with float groups, check on the floats).
 PRINTED_CHECKS = {
+    "01_quickstart": [
+        # training magnified the boundary: >= +0.2 decades, and >= 0.2 above step 0
+        (
+            r"went from ([-+.\d]+) decades at step 0 to ([-+.\d]+) at step",
+            lambda before, after: after >= 0.2 and after - before >= 0.2,
+        ),
+    ],
+    "03_lazy_vs_rich": [
+        # equal accuracy (within 2 %), D_LR ordered by alpha, the rich run far below the lazy one
+        (
+            r"Test accuracy [\d.]+% to [\d.]+% \(spread ([\d.]+)%\); final D_LR ([\d.]+) at "
+            r"alpha = 1, ([\d.]+) at alpha = 10, ([\d.]+) at alpha = 1000",
+            lambda spread, d1, d10, d1000: spread < 2 and d1 < d10 < d1000 and d1 < d1000 - 0.1,
+        ),
+        (r"Equal accuracy, richness ordered by alpha", lambda: True),
+    ],
+    "04_grokking": [
+        # D_LR falls as test accuracy jumps
+        (
+            r"While memorising \(step (\d+), test accuracy (\d+)%\) D_LR is ([\d.]+); when "
+            r"test accuracy has jumped to (\d+)% \(step (\d+)\) it is ([\d.]+)",
+            lambda s0, a0, d0, a1, s1, d1: a0 < 50 and a1 >= 90 and s1 > s0 and d1 < d0 - 0.1,
+        ),
+        (r"D_LR falls as test accuracy jumps", lambda: True),
+    ],
     "02_geometry": [
+        # the relative view's story: grown almost everywhere, most in the boundary band
+        (
+            r"([-+.\d]+) decades on average near the boundary, ([-+.\d]+) elsewhere; it shrank "
+            r"on (\d+)% of the plane",
+            lambda near, far, shrunk: near > far > 0 and shrunk <= 5,
+        ),
         # entropy and effective volume are larger on class-boundary cells than elsewhere
         (r"entropy: mean ([\d.]+) on boundary cells, ([\d.]+) elsewhere", lambda a, b: a > 2 * b),
         (

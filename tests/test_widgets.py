@@ -359,10 +359,51 @@ def test_lock_colour_range_while_scrubbing(explorer: Explorer, run: Run):
     assert explorer.wait(60)
     assert (viewer.frame.vmin, viewer.frame.vmax) == limits
     viewer.lock_colors = False
+    viewer.color_range = "step"
     assert explorer.wait(60)
     expected = rendering.color_limits(viewer.frame.values)
     assert (viewer.frame.vmin, viewer.frame.vmax) == pytest.approx(expected)
     assert viewer.frame.vmin != limits[0]
+    viewer.color_range = "run"
+    assert explorer.wait(60)
+
+
+def test_colour_range_is_fixed_over_the_run_by_default(explorer: Explorer, run: Run):
+    """Default colours: one range for every step, from every step's 16 x 16 field computed
+    here independently; symmetric about 0 for the relative view."""
+    from richviz.features import feature_map
+    from richviz.geometry import pullback_metric
+    from richviz.widgets.slice_viewer import RANGE_RESOLUTION
+
+    viewer = explorer.viewer
+    assert viewer.color_range == "run" and not viewer.lock_colors
+    fields = np.stack(
+        [
+            pullback_metric(
+                feature_map(run.load(s), viewer.layer), viewer.slice, resolution=RANGE_RESOLUTION
+            )
+            .log10_volume.double()
+            .numpy()
+            for s in run.steps
+        ]
+    )
+    expected = rendering.color_limits(fields)
+    seen = set()
+    for step in (run.steps[0], run.steps[-1]):
+        explorer.step = step
+        assert explorer.wait(60)
+        assert (viewer.frame.vmin, viewer.frame.vmax) == pytest.approx(expected, rel=1e-6)
+        seen.add(tuple(rendering.color_limits(viewer.frame.values)))
+    assert (
+        len(seen) == 2
+    )  # per-step ranges would differ: the fixed one is what makes Play show growth
+    viewer.relative = True
+    assert explorer.wait(60)
+    lo, hi = rendering.color_limits(fields - fields[0], symmetric=True)
+    assert (viewer.frame.vmin, viewer.frame.vmax) == pytest.approx((lo, hi), rel=1e-6)
+    assert viewer.frame.vmin == -viewer.frame.vmax
+    viewer.relative = False
+    assert explorer.wait(60)
 
 
 def test_decision_boundary_lines(explorer: Explorer):
@@ -421,6 +462,123 @@ def test_heatmap_png_export(explorer: Explorer, tmp_path: Path):
     np.testing.assert_array_equal(pixels[::3, ::3], expected)
 
 
+def test_show_classes_entropy_and_curvature(explorer: Explorer, run: Run):
+    """The heatmap's other views against the core functions, computed here independently."""
+    from richviz.curvature import scalar_curvature
+    from richviz.features import feature_map
+    from richviz.geometry import decision_field
+
+    viewer = explorer.viewer
+    res = VIEWER["resolution"]
+    model = run.load(viewer.step)
+    dec = decision_field(model, viewer.slice, resolution=res)
+    try:
+        viewer.show = "classes"
+        assert explorer.wait(60)
+        np.testing.assert_array_equal(
+            viewer.frame.rgba, rendering.class_regions_rgba(dec.predicted.numpy())
+        )
+        assert (viewer.frame.vmin, viewer.frame.vmax) == (-0.5, 1.5)
+        assert list(viewer.color_axis.tick_values) == [0.0, 1.0]
+        viewer.show = "entropy"
+        assert explorer.wait(60)
+        np.testing.assert_allclose(viewer.frame.values, dec.entropy.numpy(), atol=1e-6)
+        assert (viewer.frame.vmin, viewer.frame.vmax) == (0.0, 1.0)
+        viewer.show = "curvature"
+        assert explorer.wait(120)
+        expected = scalar_curvature(
+            feature_map(model, viewer.layer), viewer.slice, resolution=res, dtype=torch.float64
+        ).scalar.numpy()
+        np.testing.assert_allclose(viewer.frame.values, expected, rtol=1e-6, atol=1e-9)
+        assert viewer.frame.vmin == -viewer.frame.vmax  # signed: symmetric colours
+    finally:
+        viewer.show = "volume"
+        assert explorer.wait(60)
+
+
+def test_layers_named_by_module_and_width_and_constant_field_said(explorer: Explorer):
+    viewer = explorer.viewer
+    labels = dict((v, k) for k, v in viewer.layer_picker.options)
+    # the fixture's 2-16-16-2 MLP: Flatten, Linear, Tanh, Linear, Tanh, Linear
+    assert labels["1"] == "1: Linear (16)" and labels["2"] == "2: Tanh (16)"
+    assert labels["penultimate"] == "penultimate (16)" and labels["logits"] == "logits (2)"
+    viewer.layer = "0"  # Flatten of a 2-D input: the identity, a constant volume element
+    try:
+        assert explorer.wait(60)
+        assert "constant on this slice" in viewer.status.value
+    finally:
+        viewer.layer = "penultimate"
+        assert explorer.wait(60)
+    assert "constant" not in viewer.status.value
+
+
+def test_standalone_viewer_has_its_own_step_slider(run: Run):
+    viewer = SliceViewer(run, **VIEWER)
+    try:
+        assert viewer.step_row.layout.display == "flex"
+        assert [v for _, v in viewer.step_slider.options] == run.steps
+        viewer.step_slider.value = run.steps[1]
+        assert viewer.step == run.steps[1]
+        assert viewer.wait(60) and viewer.shown_step == run.steps[1]
+        viewer.step = run.steps[0]
+        assert viewer.step_slider.value == run.steps[0]
+    finally:
+        viewer.close()
+
+
+def test_explorer_layout_is_compact(explorer: Explorer):
+    import ipywidgets as widgets
+
+    # one step slider (the viewer's), metrics and checkpoints in tabs beside the viewer
+    assert explorer.viewer.step_row.layout.display == "flex"
+    assert explorer.panel.step_row.layout.display == "none"
+    assert isinstance(explorer.tabs, widgets.Tab)
+    assert list(explorer.tabs.children) == [explorer.panel, explorer.browser]
+    width = lambda w: int(str(w.layout.width).removesuffix("px"))  # noqa: E731
+    charts = list(explorer.panel.charts.values())
+    # figure + colour bar beside two charts in a row: under a 1400 px screen with JupyterLab
+    total = width(explorer.viewer.figure) + width(explorer.viewer.colorbar)
+    total += 2 * (width(charts[0]) + 8)
+    assert total <= 1250
+    tall = 2 * (int(str(charts[0].layout.height).removesuffix("px")) + 25)
+    assert width(explorer.viewer.figure) + 4 * 34 + 100 <= 900 and tall + 150 <= 900
+
+
+def test_view_exports_on_the_server(explorer: Explorer, tmp_path: Path):
+    import io
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+
+    viewer = explorer.viewer
+    png = viewer.save_png(tmp_path / "view.png")
+    assert str(png.resolve()) in html.unescape(viewer.status.value)
+    img = np.asarray(Image.open(io.BytesIO(png.read_bytes())).convert("RGB"))
+    assert img.shape[1] >= 2 * 500  # >= 2x resolution of the on-screen figure
+    # both class colours (points, legend) and the colour bar's ends are in the image
+    frame = viewer.frame
+    bar = rendering.colorbar_rgba(frame.cmap)
+    for rgb in (
+        [int(rendering.CLASS_PALETTE[0][i : i + 2], 16) for i in (1, 3, 5)],
+        [int(rendering.CLASS_PALETTE[1][i : i + 2], 16) for i in (1, 3, 5)],
+        bar[0, 0, :3].tolist(),
+        bar[-1, 0, :3].tolist(),
+    ):
+        assert (np.abs(img.astype(int) - rgb).sum(-1) < 12).sum() > 20, rgb
+    svg = viewer.save_svg(tmp_path / "view.svg")
+    root = ET.fromstring(svg.read_text())
+    texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"class 0", "class 1", "decision boundary", frame.bar_label} <= texts
+    assert "view.svg" in viewer.status.value
+    whole = explorer.save_svg(tmp_path / "explorer.svg")
+    texts = {
+        t.text for t in ET.fromstring(whole.read_text()).iter("{http://www.w3.org/2000/svg}text")
+    }
+    assert {"D_LR", "richness", "performance", "class 0", frame.bar_label} <= texts
+    explorer.save_png(tmp_path / "explorer.png")
+    assert "explorer.png" in explorer.status.value
+
+
 def test_metrics_panel_charts(explorer: Explorer, run: Run):
     panel = explorer.panel
     lines = panel.series["richness"][0]
@@ -439,6 +597,11 @@ def test_metrics_panel_charts(explorer: Explorer, run: Run):
         atol=1e-12,
     )
     labels = [m.labels[0] for m in panel.series["neural collapse"]]
+    # 2 classes: equiangularity is undefined (two centred means are always opposite), hidden
+    # and said so; the rows still carry it
+    assert panel.num_classes == 2 and "NC2 equiangular" not in labels
+    assert "NC2 equiangular hidden" in panel.legends["neural collapse"].value
+    assert all("nc2_equiangular" in r for r in panel.rows)
     assert "NC1" in labels and all(
         len(m.x) and np.isfinite(m.y[-1]) for m in panel.series["neural collapse"]
     )
@@ -500,7 +663,11 @@ def test_coarse_then_fine(moons):
     assert viewer.compute_count == 2
     # points of the slice are the data, coloured by class
     assert len(viewer.points_mark.x) == len(moons[0])
-    assert set(viewer.points_mark.colors) == {rendering.CLASS_COLORS[0], rendering.CLASS_COLORS[1]}
+    # colour-blind-safe class colours (Okabe-Ito)
+    assert set(viewer.points_mark.colors) == {
+        rendering.CLASS_PALETTE[0],
+        rendering.CLASS_PALETTE[1],
+    }
     # theory overlay: "trained minus theory" differs from the plain field by the theory
     plain = viewer.frame.values.copy()
     viewer.theory = "difference"
@@ -867,6 +1034,51 @@ def test_no_theory_is_said_not_guessed(moons, model, why):
         assert "#b00020" not in viewer.status.value  # a note, not an error
         np.testing.assert_array_equal(viewer.frame.values, plain)  # nothing subtracted
         assert viewer.theory_used is None
+    finally:
+        viewer.close()
+
+
+def test_random_feature_map_gets_no_decision_boundary():
+    """A bare network without labelled data: its argmax "classes" mean nothing, so no
+    boundary and no emphasised ellipses are drawn."""
+    from richviz.geometry import Slice
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 64), nn.Tanh(), nn.Linear(64, 64))
+    viewer = SliceViewer(
+        net, slice=Slice.square(torch.zeros(2), 2.0), resolution=12, coarse_resolution=12
+    )
+    try:
+        assert viewer.wait(60)
+        assert not viewer.decision
+        assert len(viewer.boundary_mark.x) == 0 and len(viewer.ellipse_near_mark.x) == 0
+        assert len(viewer.ellipse_mark.x) > 0
+        viewer.decision = True
+        assert viewer.wait(60)
+        assert len(viewer.ellipse_near_mark.x) > 0
+    finally:
+        viewer.close()
+
+
+def test_theory_contours_are_labelled(moons):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2))
+    viewer = SliceViewer(
+        model, data=moons, resolution=16, coarse_resolution=16, ellipse_density=0,
+        theory="contours",
+    )  # fmt: skip
+    try:
+        assert viewer.wait(60)
+        texts = list(viewer.theory_label_mark.text)
+        assert texts and viewer.theory_label_mark in viewer.figure.marks
+        levels = [float(t) for t in texts]
+        assert levels == sorted(levels) and len(set(levels)) == len(levels)
+        # labels are round numbers (at most 2 significant digits here) ...
+        assert all(len(t.lstrip("-").replace(".", "").strip("0")) <= 2 for t in texts)
+        # ... and levels the theory field actually takes on the slice
+        theory = viewer._theory_cache.get((viewer._version, viewer.layer, 16))[0]
+        lo, hi = np.nanmin(theory), np.nanmax(theory)
+        assert all(lo < v < hi for v in levels)
     finally:
         viewer.close()
 

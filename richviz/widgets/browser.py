@@ -49,6 +49,8 @@ def run_name(run: Any) -> str:
     """The run's folder name as plain text (escape it before it enters HTML)."""
     path = getattr(run, "path", None)
     return str(getattr(path, "name", path))
+
+
 def run_state_html(run: Any) -> str:
     """Small escaped line saying whether the run's training finished ("" when not recorded)."""
     complete = getattr(run, "complete", None)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import html
+import os
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 import traitlets
 
+from richviz.widgets import export
 from richviz.widgets.browser import CheckpointBrowser, run_name
 from richviz.widgets.metrics_panel import MetricsPanel
-from richviz.widgets.slice_viewer import SliceViewer
+from richviz.widgets.slice_viewer import (
+    COLORBAR_WIDTH,
+    FIGURE_SIZE,
+    SliceViewer,
+    atomic_write_bytes,
+    status_html,
+)
 
 __all__ = [
     "Explorer",
@@ -19,6 +28,9 @@ __all__ = [
 
 class Explorer(widgets.VBox):
     """All three views of a run, linked through ``step`` (and the browser's device choice).
+
+    Laid out to fit a 1400 x 900 screen: the slice viewer (with the step slider and Play) on
+    the left, the metrics charts and the checkpoint table in two tabs on the right.
 
     Selecting a checkpoint in the browser, moving the metrics slider or pressing Play moves
     every view; the slice viewer loads through the same run (its LRU-cached models).
@@ -51,7 +63,9 @@ class Explorer(widgets.VBox):
         self.run = run
         try:
             self.browser = CheckpointBrowser(run, step=initial, device=device)
-            self.viewer = SliceViewer(run, step=initial, device=device, **(viewer or {}))
+            self.viewer = SliceViewer(
+                run, step=initial, device=device, **{"step_slider": True, **(viewer or {})}
+            )
             self.panel = MetricsPanel(run, step=initial, **(panel or {}))
         except BaseException:
             self.close()  # stop the views already started (their worker threads)
@@ -59,11 +73,24 @@ class Explorer(widgets.VBox):
         self.header = widgets.HTML(
             value=f"<h3 style='margin:4px 0'>richviz · {html.escape(run_name(run))}</h3>"
         )
+        self.panel.step_row.layout.display = "none"  # the viewer's slider moves every view
+        self.viewer.layout.flex = "0 0 auto"
+        self.viewer.layout.width = f"{FIGURE_SIZE + COLORBAR_WIDTH + 8}px"
+        self.tabs = widgets.Tab(children=[self.panel, self.browser])
+        self.tabs.titles = ("metrics", "checkpoints")
+        self.status = widgets.HTML(value="")
+        self.png_button = widgets.Button(description="view PNG", layout={"width": "90px"})
+        self.svg_button = widgets.Button(description="view SVG", layout={"width": "90px"})
+        self.png_button.on_click(lambda _b: self._guard(self.save_png))
+        self.svg_button.on_click(lambda _b: self._guard(self.save_svg))
         super().__init__(
             children=[
-                self.header,
-                widgets.HBox([self.browser, self.viewer]),
-                self.panel,
+                widgets.HBox([self.header, self.png_button, self.svg_button, self.status]),
+                # side by side on a wide screen (1400 px); the tabs wrap below on a narrow one
+                widgets.HBox(
+                    [self.viewer, self.tabs],
+                    layout={"align_items": "flex-start", "flex_flow": "row wrap"},
+                ),
             ],
             **kwargs,
         )
@@ -74,6 +101,48 @@ class Explorer(widgets.VBox):
             traitlets.link((self, "step"), (self.panel, "step")),
             traitlets.link((self.browser, "device"), (self.viewer, "device")),
         ]
+
+    def canvas(self) -> export.Canvas:
+        """The slice view and the four charts side by side (each with colour bar / legend)."""
+        viewer = self.viewer.canvas()
+        charts = self.panel.canvas()
+        canvas = export.Canvas(viewer.width + charts.width + 10, max(viewer.height, charts.height))
+        self.viewer.canvas(canvas)
+        for kind, op in charts.ops:  # shift the charts to the right of the view
+            op = dict(op)
+            dx = viewer.width + 10
+            if "box" in op:
+                x, y, w, h = op["box"]
+                op["box"] = (x + dx, y, w, h)
+            elif "xs" in op:
+                op["xs"] = op["xs"] + dx
+            else:
+                op["x"] = op["x"] + dx
+            canvas.ops.append((kind, op))
+        return canvas
+
+    def save_png(self, path: str | os.PathLike | None = None, scale: float = 2.0) -> Path:
+        """Write the whole view (slice with colour bar and legend, every chart with its
+        legend) as PNG on the server, ``scale`` x resolution; the status line names the file."""
+        path = Path(path if path is not None else f"richviz-step{self.step}.png")
+        out = atomic_write_bytes(path, export.to_png(self.canvas(), scale))
+        self.status.value = status_html(f"view written to {out.resolve()}")
+        return out
+
+    def save_svg(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the whole view as SVG on the server; the status line names the file."""
+        path = Path(path if path is not None else f"richviz-step{self.step}.svg")
+        out = atomic_write_bytes(path, export.to_svg(self.canvas()).encode())
+        self.status.value = status_html(f"view written to {out.resolve()}")
+        return out
+
+    def _guard(self, fn) -> None:
+        try:
+            fn()
+        except Exception as exc:  # a button must never break the widget
+            from richviz.widgets.slice_viewer import error_line
+
+            self.status.value = status_html(error_line(exc), "error")
 
     @property
     def model(self) -> Any:

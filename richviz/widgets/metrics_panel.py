@@ -10,7 +10,6 @@ run); filling that cache runs in a background thread with a progress bar.
 from __future__ import annotations
 
 import csv
-import html
 import io
 import math
 from collections.abc import Sequence
@@ -22,18 +21,18 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
-from richviz.widgets import rendering
+from richviz.widgets import charts, export
 from richviz.widgets.slice_viewer import atomic_write_bytes, error_line, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
 __all__ = [
-    "CHART_MARGIN",
     "FAMILIES",
     "MAX_TICKS",
     "legend_html",
     "MetricsPanel",
     "rows_to_csv",
     "Series",
+    "UNDEFINED",
 ]
 
 Series = tuple[tuple[str, str], ...]
@@ -78,24 +77,22 @@ FAMILIES: tuple[tuple[str, Series, Series, str, str], ...] = (
     ),
 )
 
-CHART_WIDTH, CHART_HEIGHT = 400, 240  # px, every chart the same size
-CHART_MARGIN = {"top": 30, "bottom": 40, "left": 55, "right": 55}
-MAX_TICKS = 5  # y ticks per axis at most
+CHART_WIDTH, CHART_HEIGHT = 300, 205  # px, every chart the same size
+MAX_TICKS = charts.MAX_TICKS  # ticks per axis at most
+#: why a series is hidden for a class count (key -> (hidden when classes ==, note))
+UNDEFINED = {
+    "nc2_equiangular": (2, "NC2 equiangular hidden (undefined for 2 classes)"),
+}
 
-_LEFT_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
-_RIGHT_COLORS = ("#ff7f0e", "#d62728", "#e377c2", "#bcbd22")
 
-
-def _values(rows: Sequence[dict], key: str, log: bool) -> np.ndarray:
-    """Column ``key`` as float64 (NaN where missing; on a log axis also where <= 0)."""
+def _values(rows: Sequence[dict], key: str) -> np.ndarray:
+    """Column ``key`` as float64 (NaN where missing)."""
     out = np.full(len(rows), np.nan)
     for i, row in enumerate(rows):
         try:
             out[i] = float(row.get(key))
         except (TypeError, ValueError):
             pass
-    if log:
-        out[~(out > 0)] = np.nan
     return out
 
 
@@ -153,54 +150,60 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         self.load_count = 0  #: number of times run.metrics() was called
         self._worker = Worker("richviz-metrics")
         self.steps = list(run.steps)
-        hi = (self.steps[-1] if self.steps else 1) + 1
-        self._sx = bqplot.LogScale(min=1.0, max=float(max(hi, 2)))
-        self.charts: dict[str, bqplot.Figure] = {}
+        #: per chart, its :class:`richviz.widgets.charts.LineChart`
+        self.line_charts: dict[str, charts.LineChart] = {}
+        for title, _left, right, lscale, rscale in FAMILIES:
+            self.line_charts[title] = charts.LineChart(
+                title,
+                y_log=lscale == "log",
+                right_log=rscale == "log",
+                right=bool(right),
+                width=CHART_WIDTH,
+                height=CHART_HEIGHT,
+                cursor=True,
+            )
+        self.charts: dict[str, bqplot.Figure] = {t: c.figure for t, c in self.line_charts.items()}
         #: per chart, its legend (HTML below the figure, so it never covers the lines)
-        self.legends: dict[str, widgets.HTML] = {}
-        self.cursors: dict[str, bqplot.Lines] = {}
-        self._axes: dict[str, tuple[bqplot.Axis, bqplot.Axis, bqplot.Axis]] = {}
-        self._families: dict[str, tuple[tuple[Series, bqplot.Scale, str, bool], ...]] = {}
+        self.legends: dict[str, widgets.HTML] = {t: c.legend for t, c in self.line_charts.items()}
+        self.cursors: dict[str, bqplot.Lines] = {t: c.cursor for t, c in self.line_charts.items()}
         #: per chart, the Lines marks drawn (one per series with data)
-        self.series: dict[str, list[bqplot.Lines]] = {}
-        for title, left, right, lscale, rscale in FAMILIES:
-            self._make_chart(title, left, right, lscale, rscale)
+        self.series: dict[str, list[bqplot.Lines]] = {t: [] for t in self.line_charts}
+        self.num_classes: int | None = None  #: the task's class count, once known
 
         options = [(str(s), s) for s in self.steps] or [("–", 0)]
         self.slider = widgets.SelectionSlider(
             options=options,
             description="step",
             continuous_update=True,
-            layout=widgets.Layout(width="460px"),
+            layout=widgets.Layout(width="420px"),
         )
         self.play = widgets.Play(
             value=0, min=0, max=max(len(options) - 1, 0), step=1, interval=500, description="play"
         )
         traitlets.link((self.play, "value"), (self.slider, "index"))
         self.progress = widgets.FloatProgress(
-            value=0.0, min=0.0, max=1.0, description="metrics", layout={"width": "260px"}
+            value=0.0, min=0.0, max=1.0, description="metrics", layout={"width": "240px"}
         )
         self.status = widgets.HTML(value="")
         self.export_name = widgets.Text(
             value="richviz-metrics", description="file", layout={"width": "220px"}
         )
-        self.csv_button = widgets.Button(description="CSV", layout={"width": "80px"})
-        self.png_button = widgets.Button(description="PNG (browser)", layout={"width": "120px"})
-        self.svg_button = widgets.Button(description="SVG (browser)", layout={"width": "120px"})
+        self.csv_button = widgets.Button(description="CSV", layout={"width": "70px"})
+        self.png_button = widgets.Button(description="PNG", layout={"width": "70px"})
+        self.svg_button = widgets.Button(description="SVG", layout={"width": "70px"})
         self.csv_button.on_click(lambda _b: self._guard(self.to_csv))
         self.png_button.on_click(lambda _b: self._guard(self.save_png))
         self.svg_button.on_click(lambda _b: self._guard(self.save_svg))
-        cells = [
-            widgets.VBox([fig, self.legends[title]], layout={"margin": "0 8px 8px 0"})
-            for title, fig in self.charts.items()
-        ]
-        grid = widgets.VBox(
+        cells = [c.widget for c in self.line_charts.values()]
+        self.grid = widgets.VBox(
             [widgets.HBox(cells[i : i + 2]) for i in range(0, len(cells), 2)],
         )
+        #: the Play button and step slider (the Explorer hides it: its viewer has one)
+        self.step_row = widgets.HBox([self.play, self.slider])
         super().__init__(
             children=[
-                widgets.HBox([self.play, self.slider]),
-                grid,
+                self.step_row,
+                self.grid,
                 widgets.HBox([self.progress, self.status]),
                 widgets.HBox([self.export_name, self.csv_button, self.png_button, self.svg_button]),
             ],
@@ -214,54 +217,16 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         else:
             self.step = initial
         if autoload:
-            self.load()
+            if self._cached():
+                self._load(None)  # everything on disk: draw before the first display
+            else:
+                self.load()
 
-    # ---------------------------------------------------------------- construction
-
-    def _make_chart(
-        self, title: str, left: Series, right: Series, lscale: str, rscale: str
-    ) -> None:
-        sy = bqplot.LogScale() if lscale == "log" else bqplot.LinearScale()
-        sr = bqplot.LogScale() if rscale == "log" else bqplot.LinearScale()
-        cursor_scale = bqplot.LinearScale(min=0.0, max=1.0)
-        cursor = bqplot.Lines(
-            x=[1.0, 1.0],
-            y=[0.0, 1.0],
-            scales={"x": self._sx, "y": cursor_scale},
-            colors=["#b00020"],
-            stroke_width=1.5,
-        )
-        ticks = rendering.step_ticks(self._sx.max)
-        tick_style = {"font-size": "10px"}
-        x_axis = bqplot.Axis(
-            scale=self._sx,
-            label="step + 1",
-            grid_lines="none",
-            tick_values=ticks,
-            tick_format="~g",
-            tick_style=tick_style,
-        )
-        # Tick values are set from the data (_draw): a few round values, never a crowd.
-        self._axes[title] = (
-            x_axis,
-            bqplot.Axis(scale=sy, side="left", grid_lines="dashed", tick_style=tick_style),
-            bqplot.Axis(scale=sr, side="right", grid_lines="none", tick_style=tick_style),
-        )
-        # No bqplot legend (drawn inside the plot area, over the lines): an HTML legend below.
-        fig = bqplot.Figure(
-            title=title,
-            marks=[cursor],  # data lines and their y axes join once there is data (_draw)
-            axes=[x_axis],
-            title_style={"font-size": "13px"},
-            fig_margin=dict(CHART_MARGIN),
-            layout=widgets.Layout(width=f"{CHART_WIDTH}px", height=f"{CHART_HEIGHT}px"),
-        )
-        self.charts[title] = fig
-        self.legends[title] = widgets.HTML(
-            value="", layout=widgets.Layout(width=f"{CHART_WIDTH}px", min_height="22px")
-        )
-        self.cursors[title] = cursor
-        self._families[title] = ((left, sy, lscale, False), (right, sr, rscale, True))
+    def _cached(self) -> bool:
+        try:
+            return bool(self.steps) and not self.run.pending_metrics(self.layer)
+        except Exception:
+            return False
 
     # ---------------------------------------------------------------- public
 
@@ -281,17 +246,35 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         self.status.value = status_html(f"metrics written to {out}")
         return out
 
-    def save_png(self, prefix: str | None = None) -> None:
-        """Ask the browser to save every chart as ``<prefix>-<family>.png``."""
-        prefix = prefix or self.export_name.value
-        for title, fig in self.charts.items():
-            fig.save_png(f"{prefix}-{title.replace(' ', '_')}.png")
+    def canvas(self) -> export.Canvas:
+        """The four charts (2 x 2, each with its legend and the step cursor) on one canvas."""
+        items = list(self.line_charts.values())
+        cell_h = max(c.height_with_legend() for c in items)
+        canvas = export.Canvas(2 * CHART_WIDTH + 10, 2 * cell_h + 4)
+        for i, chart in enumerate(items):
+            chart.canvas(
+                canvas, (i % 2) * (CHART_WIDTH + 10), (i // 2) * cell_h, cursor=self.step + 1.0
+            )
+        return canvas
 
-    def save_svg(self, prefix: str | None = None) -> None:
-        """Ask the browser to save every chart as ``<prefix>-<family>.svg``."""
-        prefix = prefix or self.export_name.value
-        for title, fig in self.charts.items():
-            fig.save_svg(f"{prefix}-{title.replace(' ', '_')}.svg")
+    def save_png(self, path: str | Path | None = None, scale: float = 2.0) -> Path:
+        """Write the charts with legends as a PNG on the server (``scale`` x resolution);
+        default ``<file box>.png``. The status line names the file."""
+        if not self.rows:
+            self.wait()
+        path = Path(path if path is not None else f"{self.export_name.value}.png")
+        out = atomic_write_bytes(path, export.to_png(self.canvas(), scale))
+        self.status.value = status_html(f"charts written to {out.resolve()}")
+        return out
+
+    def save_svg(self, path: str | Path | None = None) -> Path:
+        """Write the charts with legends as an SVG on the server; default ``<file box>.svg``."""
+        if not self.rows:
+            self.wait()
+        path = Path(path if path is not None else f"{self.export_name.value}.svg")
+        out = atomic_write_bytes(path, export.to_svg(self.canvas()).encode())
+        self.status.value = status_html(f"charts written to {out.resolve()}")
+        return out
 
     # ---------------------------------------------------------------- observers
 
@@ -309,13 +292,12 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         step = change["new"]
         if step in self.steps and self.slider.value != step:
             self.slider.value = step
-        x = float(step) + 1.0
-        for cursor in self.cursors.values():
-            cursor.x = [x, x]
+        for chart in self.line_charts.values():
+            chart.set_cursor(float(step) + 1.0)
 
     # ---------------------------------------------------------------- loading
 
-    def _load(self, job: Job) -> None:
+    def _load(self, job: Job | None) -> None:
         self.progress.value = 0.0
         self.progress.bar_style = "info"
 
@@ -331,8 +313,14 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
             self.status.value = status_html(f"metrics: {error_line(exc)}", "error")
             self.progress.bar_style = "danger"
             return
-        job.check()
+        if job is not None:
+            job.check()
         self.rows = list(rows)
+        if self.num_classes is None:
+            try:
+                self.num_classes = int(self.run.data().num_classes)
+            except Exception:
+                self.num_classes = None
         self._draw()
         self.progress.value = 1.0
         self.progress.bar_style = "success"
@@ -348,90 +336,39 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         self.loaded = True
 
     def _draw(self) -> None:
-        """One ``Lines`` mark per series (left axis solid, right axis dashed).
+        """Every chart's series from the rows (left axis solid, right axis dashed; NaN = gap).
 
-        A series whose values are all missing is left out, and trailing missing values are
-        cut: bqplot draws a curve label at a line's last point and an empty line as an invalid
-        path. Missing values inside a series stay NaN (gaps).
+        A series whose values are all missing is left out, and so is one that is undefined for
+        the task's class count (:data:`UNDEFINED`; the legend says why).
         """
         rows = sorted(self.rows, key=lambda r: r.get("step", 0))
         x = np.array([float(r.get("step", 0)) + 1.0 for r in rows])
         if not len(x):
             return
-        with self._sx.hold_sync():
-            self._sx.min, self._sx.max = 1.0, float(max(x.max(), 2.0))
-        step_ticks = rendering.step_ticks(self._sx.max)
-        for title, sides in self._families.items():
-            fig = self.charts[title]
-            x_axis, left_axis, right_axis = self._axes[title]
-            x_axis.tick_values = step_ticks
-            marks: list[bqplot.Lines] = []
-            axes = [x_axis]
-            legend: list[tuple[str, str, bool]] = []
-            for (series, scale, kind, dashed), axis, colors in zip(
-                sides, (left_axis, right_axis), (_LEFT_COLORS, _RIGHT_COLORS), strict=True
-            ):
-                side_marks = []
-                values = []
-                for k, (key, label) in enumerate(series):
-                    y = _values(rows, key, kind == "log")
-                    finite = np.flatnonzero(np.isfinite(y))
-                    if not len(finite):
+        for title, left, right, _ls, _rs in FAMILIES:
+            chart = self.line_charts[title]
+            series, notes = [], []
+            for side, group in (("left", left), ("right", right)):
+                for key, label in group:
+                    hidden = UNDEFINED.get(key)
+                    if hidden and self.num_classes == hidden[0]:
+                        notes.append(hidden[1])
                         continue
-                    end = finite[-1] + 1
-                    values.append(y[finite])
-                    legend.append((label, colors[k % len(colors)], dashed))
-                    side_marks.append(
-                        bqplot.Lines(
-                            x=x[:end],
-                            y=y[:end],
-                            scales={"x": self._sx, "y": scale},
-                            colors=[colors[k % len(colors)]],
-                            labels=[label],
-                            display_legend=False,
-                            line_style="dashed" if dashed else "solid",
-                            stroke_width=2.0,
-                        )
-                    )
-                if side_marks:
-                    marks += side_marks
-                    axes.append(axis)
-                    _fit_axis(axis, np.concatenate(values), kind == "log")
-            self.series[title] = marks
-            with fig.hold_sync():
-                fig.marks = [*marks, self.cursors[title]]
-                fig.axes = axes
-            self.legends[title].value = legend_html(legend, two_axes=len(axes) == 3)
-
-
-def _fit_axis(axis: bqplot.Axis, values: np.ndarray, log: bool) -> None:
-    """Scale range = the data's range; at most ``MAX_TICKS`` round ticks inside it."""
-    lo, hi = float(np.min(values)), float(np.max(values))
-    if hi <= lo:  # a constant series: a small range around it
-        pad = abs(lo) * 0.1 if lo != 0 else 1.0
-        lo, hi = (lo / 2, lo * 2) if log else (lo - pad, hi + pad)
-    ticks = (
-        rendering.log_ticks(lo, hi, MAX_TICKS) if log else rendering.nice_ticks(lo, hi, MAX_TICKS)
-    )
-    with axis.scale.hold_sync():
-        axis.scale.min, axis.scale.max = lo, hi
-    # Format first, in its own message: bqplot redraws the axis on new tick values and would
-    # label them with the old format if both changed in one update.
-    axis.tick_format = "~g" if log else rendering.tick_format(ticks)
-    axis.tick_values = ticks
+                    series.append(charts.Series(label, x, _values(rows, key), side))
+            chart.set_series(series, note="; ".join(notes))
+            self.series[title] = list(chart.marks)
 
 
 def legend_html(entries: Sequence[tuple[str, str, bool]], two_axes: bool = False) -> str:
-    """A one-line HTML legend: a line sample (dashed for the right axis) and label per series."""
-    items = []
-    for label, color, dashed in entries:
-        dash = ' stroke-dasharray="5,3"' if dashed else ""
-        side = " (right)" if dashed and two_axes else ""
-        items.append(
-            '<span style="white-space:nowrap;margin-right:12px">'
-            f'<svg width="22" height="8" style="vertical-align:middle">'
-            f'<line x1="1" y1="4" x2="21" y2="4" stroke="{html.escape(color)}" '
-            f'stroke-width="2"{dash}/></svg>'
-            f" {html.escape(label)}{side}</span>"
-        )
-    return f'<div style="font-size:11px;line-height:16px;padding-left:40px">{"".join(items)}</div>'
+    """HTML legend from ``(label, colour, dashed)`` entries (see :func:`charts.legend_html`)."""
+    return charts.legend_html(
+        [
+            (
+                label + (" (right)" if dashed and two_axes else ""),
+                color,
+                "dashed" if dashed else "solid",
+                None,
+            )
+            for label, color, dashed in entries
+        ]  # fmt: skip
+    )

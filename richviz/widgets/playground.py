@@ -159,12 +159,14 @@ class Playground(widgets.VBox):
         self._probe = None
         self._view_model = None
         self._build_figure()
+        #: what the figure draws (HTML below it): classes, boundaries, ellipses
+        self.legend = widgets.HTML(value=_legend_html([]))
         self._build_strip()
         self._build_controls()
         super().__init__(
             children=[
                 self.controls,
-                widgets.HBox([self.figure, self.side]),
+                widgets.HBox([widgets.VBox([self.figure, self.legend]), self.side]),
                 self.strip,
             ],
             **kwargs,
@@ -607,6 +609,7 @@ class Playground(widgets.VBox):
             f'<span style="color:{rendering.class_color(k)}">■</span> {int(m)}'
             for k, m in enumerate(counts)
         )
+        self.legend.value = _legend_html(range(len(counts)))
         self.points_label.value = (
             f'<span style="font-size:12px">points: {len(y)}'
             f"{' (' + parts + ')' if parts else ''}</span>"
@@ -724,3 +727,23 @@ class Playground(widgets.VBox):
             fn()
         except Exception as exc:  # a button must never break the widget
             self._status(error_line(exc), "error")
+
+
+def _legend_html(classes: Any) -> str:
+    """The slice figure's legend: class dots, decision boundaries, ellipses."""
+    dots = "".join(
+        f'<span style="white-space:nowrap;margin-right:10px"><svg width="12" height="12" '
+        f'style="vertical-align:middle"><circle cx="6" cy="6" r="4.5" '
+        f'fill="{rendering.class_color(c)}" stroke="#202020"/></svg> class {int(c)}</span>'
+        for c in classes
+    )
+    line = (
+        '<span style="white-space:nowrap;margin-right:10px"><svg width="22" height="12" '
+        'style="vertical-align:middle"><line x1="1" y1="6" x2="21" y2="6" stroke="{}" '
+        'stroke-width="{}"/></svg> {}</span>'
+    )
+    return (
+        '<div class="richviz-legend" style="font-size:11px;padding-left:40px">'
+        f"{dots}{line.format('#000000', 2, 'decision boundaries')}"
+        f"{line.format('#9a9a9a', 1, 'ellipses: how the features stretch a small disk')}</div>"
+    )

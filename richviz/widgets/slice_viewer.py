@@ -34,23 +34,28 @@ from torch import nn
 
 from richviz.errors import DataError
 from richviz.features import LOGITS, PENULTIMATE, layer_names
-from richviz.widgets import rendering
+from richviz.widgets import export, rendering
 from richviz.widgets.sources import ModelSource
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Cancelled, Job, LRUCache, Worker
 
 __all__ = [
+    "COLOR_RANGES",
     "COLORBAR_TICKS",
     "COLORBAR_WIDTH",
     "DEVICES",
     "ELLIPSE_MODES",
+    "EMPHASIS_COLOR",
     "FIGURE_MARGIN",
     "FIGURE_SIZE",
     "FULL_K",
+    "layer_labels",
     "MAX_ELLIPSE_DENSITY",
     "MAX_POINTS",
     "MAX_RESOLUTION",
     "NEAR_BAND",
+    "RANGE_RESOLUTION",
     "RESOLUTIONS",
+    "SHOW_MODES",
     "THEORY_MODES",
     "VOLUME_MODES",
     "atomic_write_bytes",
@@ -67,14 +72,25 @@ RESOLUTIONS = (16, 32, 48, 64, 96, 128, 192, 256)
 THEORY_MODES = (("off", "off"), ("contours", "contours"), ("trained − theory", "difference"))
 ELLIPSE_MODES = (("stretch", "stretch"), ("unit ball", "unit_ball"))
 VOLUME_MODES = (("on the slice", "slice"), ("full space (top-k)", "full"))
+SHOW_MODES = (
+    ("log10 volume element", "volume"),
+    ("class regions", "classes"),
+    ("softmax entropy", "entropy"),
+    ("curvature R = 2K (2-D)", "curvature"),
+)
+COLOR_RANGES = (("colours: whole run", "run"), ("colours: per step", "step"))
+RANGE_RESOLUTION = 16  # grid points per side of the fields that fix a run's colour range
+#: near-boundary ellipses: a colour no class uses (classes: Okabe-Ito, rendering.CLASS_PALETTE)
+EMPHASIS_COLOR = "#ff00ff"
+THEORY_COLOR = "#ffffff"
 MAX_RESOLUTION = 1024  # grid points per side: 1024**2 points, ~50 MB of float64 metric
 MAX_ELLIPSE_DENSITY = 64
 DEVICES = ("auto", "cpu", "cuda")
 FULL_K = 8  # singular values in the full-space effective volume (the paper uses 6-10)
 MAX_POINTS = 2000
-FIGURE_SIZE = 470  # px, the square slice figure
+FIGURE_SIZE = 420  # px, the square slice figure
 FIGURE_MARGIN = {"top": 35, "bottom": 45, "left": 55, "right": 25}  # left+right == top+bottom
-COLORBAR_WIDTH = 96  # px, the colour bar figure beside it
+COLORBAR_WIDTH = 92  # px, the colour bar figure beside it
 COLORBAR_TICKS = 5  # at most this many round ticks on the colour bar
 NEAR_BAND = 0.1  # ellipses at the 10 % of grid points with the smallest margin are highlighted
 
@@ -128,6 +144,9 @@ class _Field:
     #: effective log10 volume of the full input space (top-k singular values), on demand
     full_log10: np.ndarray | None = None
     full_k: int = 0
+    entropy: np.ndarray | None = None  #: softmax entropy, log base C
+    predicted: np.ndarray | None = None  #: argmax class
+    curvature: np.ndarray | None = None  #: scalar curvature R = 2K (2-D inputs), on demand
     #: (density, mode) -> ((xs, ys) away from the boundary, (xs, ys) near it)
     ellipses: dict[tuple[int, str], tuple[tuple[np.ndarray, np.ndarray], ...]] = field(
         default_factory=dict
@@ -162,6 +181,9 @@ class _Request:
     version: int
     lock: bool = False
     volume: str = "slice"
+    show: str = "volume"
+    color_range: str = "run"
+    decision: bool = True
 
 
 @dataclass
@@ -184,6 +206,10 @@ class Frame:
     theory_lines: tuple[np.ndarray, np.ndarray]
     bar_label: str = "log10 volume"  #: short label of the colour bar
     note: str = ""  #: e.g. why no theory overlay is drawn
+    rgba: np.ndarray | None = None  #: the heatmap's pixels (row 0 at the top)
+    theory_labels: tuple[np.ndarray, np.ndarray, list[str]] | None = None
+    classes: int = 0  #: class count for the "classes" colour bar
+    decision: bool = True  #: boundary and near-boundary emphasis drawn
 
 
 def _numpy(t: Any) -> np.ndarray:
@@ -205,6 +231,62 @@ def thumbnail_png(x: torch.Tensor, size: int = 64) -> bytes:
     pixels = np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
     factor = max(1, size // max(pixels.shape[:2]))
     return rendering.encode_png(rendering.upscale(pixels, factor))
+
+
+def layer_labels(model: nn.Module, names: list[str], source: Any = None) -> dict[str, str]:
+    """Menu labels of a model's layers: ``"2: Tanh (256)"`` (name, module type, width).
+
+    The width is the number of features the layer outputs per input, measured by one forward
+    pass on a zero input (hooks); the pseudo-layers read ``"penultimate (64)"``,
+    ``"logits (2)"``. A layer that cannot be measured is labelled by its name and type.
+    """
+    from richviz.features import feature_map
+
+    modules = dict(model.named_modules())
+    widths: dict[str, int] = {}
+    hooks = []
+    try:
+        shape = source.input_shape(model) if source is not None else None
+    except Exception:
+        shape = None
+    if shape is not None:
+
+        def hook(name: str):
+            def record(_module: nn.Module, _inputs: Any, out: Any) -> None:  # returns None:
+                if isinstance(out, torch.Tensor):  # a hook's return value replaces the output
+                    widths.setdefault(name, int(out[0].numel()))
+
+            return record
+
+        for name in names:
+            if name in modules:
+                hooks.append(modules[name].register_forward_hook(hook(name)))
+        try:
+            from richviz.devices import module_device, module_dtype
+
+            x = torch.zeros((1, *shape), dtype=module_dtype(model), device=module_device(model))
+            with torch.no_grad():
+                from richviz.features import eval_mode
+
+                with eval_mode(model):
+                    out = model(x)
+                    widths.setdefault(LOGITS, int(out[0].numel()))
+                    widths.setdefault(
+                        PENULTIMATE, int(feature_map(model, PENULTIMATE)(x)[0].numel())
+                    )
+        except Exception:
+            pass
+        finally:
+            for h in hooks:
+                h.remove()
+    labels = {}
+    for name in names:
+        width = f" ({widths[name]})" if widths.get(name) else ""
+        if name in modules:
+            labels[name] = f"{name}: {type(modules[name]).__name__}{width}"
+        else:
+            labels[name] = f"{name}{width}"
+    return labels
 
 
 def _signed_margin_lines(
@@ -260,7 +342,16 @@ class SliceViewer(BackgroundWork, widgets.VBox):
     relative : Bool, show the change from the first step.
     theory : Enum ``"off"`` | ``"contours"`` | ``"difference"``.
     device : Enum ``"auto"`` | ``"cpu"`` | ``"cuda"`` (``"cuda"`` only where available).
-    lock_colors : Bool, keep the colour range while scrubbing.
+    lock_colors : Bool, keep the colour range on screen while scrubbing (overrides
+        ``color_range``).
+    color_range : Enum ``"run"`` (default: one range for the whole run, from every step's
+        16 x 16 field; symmetric about 0 for relative and difference views, so Play shows growth)
+        | ``"step"`` (each step's own range).
+    show : Enum ``"volume"`` (log10 volume element) | ``"classes"`` (argmax class regions) |
+        ``"entropy"`` (softmax entropy, log base C, in [0, 1]) | ``"curvature"`` (scalar
+        curvature R = 2K of the pulled-back metric; 2-D inputs only).
+    decision : Bool, draw the decision boundary and emphasise the ellipses near it (default:
+        when the classes mean something: a run, or data with labels).
     volume : Enum ``"slice"`` | ``"full"``.
     anchors : List of three distinct data indices spanning an image plane, or ``[]``.
     shown_step, shown_resolution : Int, what is on screen (read-only in spirit).
@@ -288,6 +379,15 @@ class SliceViewer(BackgroundWork, widgets.VBox):
     )
     device = traitlets.Enum(DEVICES, "auto", help="'auto', 'cpu' or 'cuda'")
     lock_colors = traitlets.Bool(False, help="keep the colour range fixed while scrubbing")
+    color_range = traitlets.Enum(
+        [v for _, v in COLOR_RANGES], "run", help="'run': one colour range; 'step': per step"
+    )
+    show = traitlets.Enum(
+        [v for _, v in SHOW_MODES],
+        "volume",
+        help="heatmap: 'volume', 'classes', 'entropy' or 'curvature'",
+    )
+    decision = traitlets.Bool(True, help="draw the decision boundary and its emphasis")
     volume = traitlets.Enum(
         [v for _, v in VOLUME_MODES],
         "slice",
@@ -307,7 +407,11 @@ class SliceViewer(BackgroundWork, widgets.VBox):
     @traitlets.validate("layer")
     def _valid_layer(self, proposal: dict) -> str:
         layer = proposal["value"]
-        known = list(self.layer_picker.options) if getattr(self, "_layers_known", False) else []
+        known = (
+            [o[1] if isinstance(o, tuple) else o for o in self.layer_picker.options]
+            if getattr(self, "_layers_known", False)
+            else []
+        )
         if not layer or (known and layer not in known):
             raise traitlets.TraitError(
                 f"layer={layer!r} is not a layer of this model; choose one of {known}"
@@ -344,9 +448,14 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         theory_params: dict[str, Any] | None = None,
         margin: float = 0.1,
         cache_size: int = 64,
+        decision: bool | None = None,
+        step_slider: bool = True,
         **kwargs: Any,
     ):
         self._source = ModelSource(model_or_run, data)
+        if decision is None:  # a random feature map's "classes" mean nothing
+            decision = self._source.run is not None or (data is not None and data[1] is not None)
+        self._step_slider_wanted = bool(step_slider) and self._source.run is not None
         if resolution < 2 or coarse_resolution < 2:
             raise ValueError(
                 f"resolution={resolution} and coarse_resolution={coarse_resolution} must be >= 2"
@@ -373,6 +482,8 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         self.compute_count = 0  #: number of fields computed (pullback_metric calls)
         self.frame: Frame | None = None  #: what is on screen
         self._locked_limits: dict[str, tuple[float, float]] = {}
+        self._range_cache = LRUCache(16)  # run-wide colour ranges
+        self._layer_labels: dict[str, str] = {}
         self._layers_known = False
         self._controls_sync = False
 
@@ -383,11 +494,13 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             children=[
                 self.controls,
                 widgets.HBox([self.figure, self.colorbar]),
+                self.legend,
                 self.thumbnails,
                 self.footer,
             ],
             **kwargs,
         )
+        self.decision = bool(decision)
         if self._source.model is not None:
             self._set_layer_options(self._source.model)
         with self.hold_trait_notifications():
@@ -415,6 +528,9 @@ class SliceViewer(BackgroundWork, widgets.VBox):
                 "device",
                 "lock_colors",
                 "volume",
+                "show",
+                "color_range",
+                "decision",
             ],
         )
         self.observe(self._on_anchors, names=["anchors"])
@@ -447,15 +563,22 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             x=[], y=[], scales=xy, colors=["white"], stroke_width=1.0, opacities=[0.85]
         )
         self.ellipse_near_mark = bqplot.Lines(
-            x=[], y=[], scales=xy, colors=["#ffb000"], stroke_width=1.8
+            x=[], y=[], scales=xy, colors=[EMPHASIS_COLOR], stroke_width=1.8
         )
         self.boundary_mark = bqplot.Lines(x=[], y=[], scales=xy, colors=["black"], stroke_width=2.0)
         self.theory_mark = bqplot.Lines(
-            x=[], y=[], scales=xy, colors=["#ff00ff"], stroke_width=1.0, line_style="dashed"
+            x=[], y=[], scales=xy, colors=[THEORY_COLOR], stroke_width=1.2, line_style="dashed"
         )
+        # level labels of the theory contours
+        self.theory_label_mark = bqplot.Label(
+            x=[], y=[], text=[], scales=xy, colors=[THEORY_COLOR], default_size=11,
+            font_weight="bold", align="middle",
+        )  # fmt: skip
+        # class colours (Okabe-Ito) filled, a dark rim so they read on any background
         self.points_mark = bqplot.Scatter(
-            x=[], y=[], scales=xy, default_size=12, stroke="white", opacities=[0.8]
-        )
+            x=[], y=[], scales=xy, default_size=22, stroke="#202020", stroke_width=0.8,
+            opacities=[0.95],
+        )  # fmt: skip
         self.anchor_mark = bqplot.Scatter(
             x=[],
             y=[],
@@ -465,9 +588,9 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             stroke="black",
             display_names=True,
         )
-        axes = [
-            bqplot.Axis(scale=self._sx, label="u", grid_lines="none"),
-            bqplot.Axis(scale=self._sy, label="v", side="left", grid_lines="none"),
+        self.axes = axes = [
+            bqplot.Axis(scale=self._sx, label="u", grid_lines="none", tick_values=[]),
+            bqplot.Axis(scale=self._sy, label="v", side="left", grid_lines="none", tick_values=[]),
         ]
         # bqplot applies the aspect ratio to the whole figure box (non-auto layout): a square
         # box with left + right == top + bottom margins gives a square plot area.
@@ -526,25 +649,31 @@ class SliceViewer(BackgroundWork, widgets.VBox):
     def _marks_for(self, lines: list[bqplot.Lines]) -> list[bqplot.Mark]:
         """Figure marks in drawing order with the given (non-empty) Lines marks."""
         ordered = [m for m in self._line_marks if m in lines]
-        return [self.image_mark, *ordered, self.points_mark, self.anchor_mark]
+        labels = [self.theory_label_mark] if len(self.theory_label_mark.x) else []
+        return [self.image_mark, *ordered, *labels, self.points_mark, self.anchor_mark]
 
     @staticmethod
     def _colorbar_png(cmap: str) -> bytes:
         return rendering.encode_png(rendering.colorbar_rgba(cmap))
 
     def _draw_colorbar(self, frame: Frame) -> None:
-        """Colour bar for ``frame``: gradient, value range, round ticks and label."""
-        if frame.cmap != self._colorbar_cmap:
+        """Colour bar for ``frame``: gradient (or class swatches), range, round ticks, label."""
+        key = f"classes{frame.classes}" if frame.cmap == "classes" else frame.cmap
+        if key != self._colorbar_cmap:
             old = self.colorbar_mark.image  # bqplot redraws on a new image widget only
             self.colorbar_mark.image = widgets.Image(
-                value=self._colorbar_png(frame.cmap), format="png"
+                value=rendering.encode_png(_colorbar_pixels(frame)), format="png"
             )
             old.close()
-            self._colorbar_cmap = frame.cmap
+            self._colorbar_cmap = key
         with self._cb_sy.hold_sync():
             self._cb_sy.min, self._cb_sy.max = frame.vmin, frame.vmax
         self.colorbar_mark.y = [frame.vmin, frame.vmax]
-        ticks = rendering.nice_ticks(frame.vmin, frame.vmax, COLORBAR_TICKS)
+        ticks = (
+            np.arange(frame.classes, dtype=float)
+            if frame.cmap == "classes"
+            else rendering.nice_ticks(frame.vmin, frame.vmax, COLORBAR_TICKS)
+        )
         # Format first, in its own message: bqplot redraws the axis on new tick values and
         # would label them with the old format if both changed in one update.
         self.color_axis.tick_format = rendering.tick_format(ticks)
@@ -557,7 +686,7 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             options=[PENULTIMATE], value=PENULTIMATE, description="layer", style=style
         )
         self.resolution_picker = widgets.Dropdown(
-            options=list(RESOLUTIONS), value=96, description="resolution", style=style
+            options=list(RESOLUTIONS), value=96, description="res", style=style
         )
         self.density_slider = widgets.IntSlider(
             value=12, min=0, max=32, description="ellipses", style=style
@@ -569,24 +698,29 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             value=False,
             description="relative to step 0",
             indent=False,
+            layout={"width": "145px"},
             disabled=self._source.run is None,
         )
         self.volume_picker = widgets.Dropdown(
             options=VOLUME_MODES, value="slice", description="volume", style=style
         )
-        self.lock_box = widgets.Checkbox(value=False, description="lock colour range", indent=False)
+        self.lock_box = widgets.Checkbox(
+            value=False, description="lock", indent=False, layout={"width": "70px"}
+        )
+        self.show_picker = widgets.Dropdown(
+            options=SHOW_MODES, value="volume", description="show", style=style
+        )
+        self.range_picker = widgets.Dropdown(options=COLOR_RANGES, value="run", style=style)
+        self.legend = widgets.HTML(value="", layout={"min_height": "20px"})
         self.theory_picker = widgets.Dropdown(
             options=THEORY_MODES, value="off", description="theory at init", style=style
         )
-        for w in (
-            self.layer_picker,
-            self.resolution_picker,
-            self.mode_picker,
-            self.theory_picker,
-            self.volume_picker,
-        ):
-            w.layout.width = "200px"
-        self.density_slider.layout.width = "240px"
+        for w in (self.layer_picker, self.show_picker, self.theory_picker, self.volume_picker):
+            w.layout.width = "255px"
+        for w in (self.mode_picker, self.range_picker):
+            w.layout.width = "160px"
+        self.resolution_picker.layout.width = "115px"
+        self.density_slider.layout.width = "255px"
         # A short description with ipywidgets' default label width (80 px) would squeeze the
         # number box to nothing in a narrow widget: size the label to its text.
         self.anchor_pickers = [
@@ -612,9 +746,9 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         self.export_name = widgets.Text(
             value="richviz-slice", description="file", layout={"width": "220px"}
         )
-        self.png_button = widgets.Button(description="PNG (browser)", layout={"width": "120px"})
-        self.svg_button = widgets.Button(description="SVG (browser)", layout={"width": "120px"})
-        self.heatmap_button = widgets.Button(description="heatmap PNG", layout={"width": "120px"})
+        self.png_button = widgets.Button(description="PNG", layout={"width": "70px"})
+        self.svg_button = widgets.Button(description="SVG", layout={"width": "70px"})
+        self.heatmap_button = widgets.Button(description="heatmap PNG", layout={"width": "110px"})
         self.png_button.on_click(lambda _b: self._guard(self.save_png))
         self.svg_button.on_click(lambda _b: self._guard(self.save_svg))
         self.heatmap_button.on_click(lambda _b: self._guard(self.export_heatmap))
@@ -629,17 +763,37 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             (self.theory_picker, "theory"),
             (self.lock_box, "lock_colors"),
             (self.volume_picker, "volume"),
+            (self.show_picker, "show"),
+            (self.range_picker, "color_range"),
         ):
             picker.observe(self._control_to_trait(name), names="value")
             self.observe(self._trait_to_control(picker), names=[name])
 
+        # A step slider (and Play) of its own when the viewer stands alone on a run.
+        options = [(str(s), s) for s in steps] or [("–", 0)]
+        self.step_slider = widgets.SelectionSlider(
+            options=options, description="step", continuous_update=True,
+            layout={"width": "400px"},
+        )  # fmt: skip
+        self.step_play = widgets.Play(
+            value=len(options) - 1, min=0, max=max(len(options) - 1, 0), interval=500
+        )
+        traitlets.link((self.step_play, "value"), (self.step_slider, "index"))
+        self.step_slider.observe(self._on_step_slider, names="value")
+        self.observe(self._on_step_trait, names=["step"])
+        self.step_row = widgets.HBox(
+            [self.step_play, self.step_slider],
+            layout={"display": "flex" if self._step_slider_wanted else "none"},
+        )
         self.controls = widgets.VBox(
             [
+                self.step_row,
+                widgets.HBox([self.layer_picker, self.show_picker]),
+                widgets.HBox([self.theory_picker, self.volume_picker]),
+                widgets.HBox([self.density_slider, self.mode_picker]),
                 widgets.HBox(
-                    [self.layer_picker, self.resolution_picker, self.relative_box, self.lock_box]
+                    [self.range_picker, self.resolution_picker, self.relative_box, self.lock_box]
                 ),
-                widgets.HBox([self.density_slider, self.mode_picker, self.theory_picker]),
-                widgets.HBox([self.volume_picker]),
                 self.anchor_row,
             ]
         )
@@ -651,6 +805,14 @@ class SliceViewer(BackgroundWork, widgets.VBox):
                 ),
             ]
         )
+
+    def _on_step_slider(self, change: dict) -> None:
+        if change["new"] is not None and self._source.steps and self.step != change["new"]:
+            self.step = change["new"]
+
+    def _on_step_trait(self, change: dict) -> None:
+        if change["new"] in self._source.steps and self.step_slider.value != change["new"]:
+            self.step_slider.value = change["new"]
 
     def _control_to_trait(self, name: str):
         def handler(change: dict) -> None:
@@ -686,9 +848,10 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             names = [PENULTIMATE, LOGITS]
         if self.layer not in names:
             names.append(self.layer)
+        self._layer_labels = layer_labels(model, names, self._source)
         self._controls_sync = True
         try:
-            self.layer_picker.options = names
+            self.layer_picker.options = [(self._layer_labels.get(n, n), n) for n in names]
             self.layer_picker.value = self.layer
         finally:
             self._controls_sync = False
@@ -729,6 +892,9 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             version=self._version,
             lock=bool(self.lock_colors),
             volume=self.volume,
+            show=self.show,
+            color_range=self.color_range,
+            decision=bool(self.decision),
         )
         generation = self._worker.cancel()
         if self._render_cached(req, generation):
@@ -739,9 +905,11 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         """The heatmap on screen as PNG bytes (headless; ``scale``: pixel enlargement factor)."""
         if self.frame is None:
             raise ValueError("no field has been computed yet")
-        rgba = rendering.field_to_rgba(
-            self.frame.values, self.frame.vmin, self.frame.vmax, self.frame.cmap
-        )
+        rgba = self.frame.rgba
+        if rgba is None:
+            rgba = rendering.field_to_rgba(
+                self.frame.values, self.frame.vmin, self.frame.vmax, self.frame.cmap
+            )
         return rendering.encode_png(rendering.upscale(rgba, scale))
 
     def export_heatmap(self, path: str | os.PathLike | None = None, scale: int = 4) -> Path:
@@ -753,19 +921,128 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         self._status(f"heatmap written to {out}")
         return out
 
-    def save_png(self, path: str | None = None) -> None:
-        """Ask the browser to save the slice figure as PNG and its colour bar as
-        ``<stem>-colorbar.png`` (needs a rendered view)."""
-        path = path or f"{self.export_name.value}.png"
-        self.figure.save_png(path)
-        self.colorbar.save_png(_colorbar_path(path, ".png"))
+    def canvas(self, canvas: export.Canvas | None = None, x0: float = 0.0,
+               y0: float = 0.0) -> export.Canvas:  # fmt: skip
+        """Draw the view (title, heatmap, ellipses, boundary, points, anchors, axes, colour
+        bar with ticks and label, legend) on an :class:`export.Canvas` at (x0, y0)."""
+        frame = self.frame
+        if frame is None:
+            raise ValueError("no field has been computed yet")
+        m = FIGURE_MARGIN
+        size = 400.0
+        width, height = m["left"] + size + 110, m["top"] + size + m["bottom"] + 44
+        if canvas is None:
+            canvas = export.Canvas(width, height)
+        px, py = x0 + m["left"], y0 + m["top"]
+        (u0, u1), (v0, v1) = frame.extent
+        (a0, a1), (b0, b1) = rendering.square_limits((u0, u1), (v0, v1))
 
-    def save_svg(self, path: str | None = None) -> None:
-        """Ask the browser to save the slice figure as SVG and its colour bar as
-        ``<stem>-colorbar.svg`` (needs a rendered view)."""
-        path = path or f"{self.export_name.value}.svg"
-        self.figure.save_svg(path)
-        self.colorbar.save_svg(_colorbar_path(path, ".svg"))
+        def tx(u: Any) -> np.ndarray:
+            return px + (np.asarray(u, float) - a0) / (a1 - a0) * size
+
+        def ty(v: Any) -> np.ndarray:
+            return py + (1 - (np.asarray(v, float) - b0) / (b1 - b0)) * size
+
+        canvas.text(x0 + m["left"] + size / 2, y0 + 20, f"{frame.label} · step {frame.step}",
+                    size=13, anchor="middle")  # fmt: skip
+        ix0, ix1, iy0, iy1 = float(tx(u0)), float(tx(u1)), float(ty(v1)), float(ty(v0))
+        rgba = frame.rgba
+        if rgba is None:
+            rgba = rendering.field_to_rgba(frame.values, frame.vmin, frame.vmax, frame.cmap)
+        canvas.image(rgba, ix0, iy0, ix1 - ix0, iy1 - iy0)
+        ellipse_colour = "#ffffff" if frame.cmap == "viridis" else "#404040"
+        for (xs, ys), colour, w, dash in (
+            (frame.ellipses, ellipse_colour, 1.0, "solid"),
+            (frame.ellipses_near, EMPHASIS_COLOR, 1.8, "solid"),
+            (frame.theory_lines, THEORY_COLOR, 1.2, "dashed"),
+            (frame.boundary, "#000000", 2.0, "solid"),
+        ):
+            if len(xs):
+                canvas.polyline(tx(xs), ty(ys), colour, width=w, dash=dash)
+        if frame.theory_labels is not None:
+            for x, y, t in zip(*frame.theory_labels, strict=True):
+                canvas.text(float(tx(x)), float(ty(y)), t, size=11, anchor="middle",
+                            color=THEORY_COLOR, weight="bold")  # fmt: skip
+        ctx = self._ctx
+        if ctx is not None and ctx.points is not None:
+            labels = ctx.labels if ctx.labels is not None else np.zeros(len(ctx.points), int)
+            for (x, y), c in zip(ctx.points, labels, strict=True):
+                colour = rendering.class_color(c) if ctx.labels is not None else "#444444"
+                canvas.marker(float(tx(x)), float(ty(y)), "circle", 5.0, colour, "#202020")
+        if ctx is not None and ctx.anchors is not None:
+            for (x, y), name in zip(ctx.anchors, "ABC", strict=False):
+                canvas.marker(float(tx(x)), float(ty(y)), "diamond", 10.0, "#ffffff", "#000000")
+                canvas.text(float(tx(x)) + 8, float(ty(y)) - 6, name, size=12, weight="bold")
+        canvas.rect(px, py, size, size, stroke="#888")
+        for axis, (lo, hi) in (("u", (a0, a1)), ("v", (b0, b1))):
+            ticks = rendering.nice_ticks(lo, hi, 5)
+            texts = (
+                rendering.format_ticks(ticks, rendering.tick_format(ticks)) if len(ticks) else []
+            )
+            for t, text in zip(ticks, texts, strict=True):
+                if axis == "u":
+                    x = float(tx(t))
+                    canvas.polyline([x, x], [py + size, py + size + 4], "#444")
+                    canvas.text(x, py + size + 16, text, size=10, anchor="middle")
+                else:
+                    y = float(ty(t))
+                    canvas.polyline([px - 4, px], [y, y], "#444")
+                    canvas.text(px - 7, y + 3.5, text, size=10, anchor="end")
+        canvas.text(px + size / 2, py + size + 32, "u", size=11, anchor="middle")
+        canvas.text(px - 40, py + size / 2, "v", size=11, anchor="middle")
+        # colour bar
+        bx = px + size + 14
+        canvas.image(_colorbar_pixels(frame), bx, py, 14, size)
+        canvas.rect(bx, py, 14, size, stroke="#888")
+        if frame.cmap == "classes":
+            ticks = np.arange(frame.classes, dtype=float)
+            texts = [str(int(t)) for t in ticks]
+        else:
+            ticks = rendering.nice_ticks(frame.vmin, frame.vmax, COLORBAR_TICKS)
+            texts = (
+                rendering.format_ticks(ticks, rendering.tick_format(ticks)) if len(ticks) else []
+            )
+        for t, text in zip(ticks, texts, strict=True):
+            y = py + (1 - (t - frame.vmin) / (frame.vmax - frame.vmin)) * size
+            canvas.polyline([bx + 14, bx + 18], [y, y], "#444")
+            canvas.text(bx + 21, y + 3.5, text, size=10)
+        canvas.text(bx + 70, py + size / 2, frame.bar_label, size=11, anchor="middle", rotate=90)
+        # legend below
+        lx, ly = px, py + size + 50
+        for kind, colour, label in self._legend_entries(frame):
+            if kind == "point":
+                canvas.marker(lx + 6, ly - 4, "circle", 8.0, colour, "#202020")
+                lx += 14
+            else:
+                if colour == THEORY_COLOR:
+                    canvas.polyline([lx, lx + 20], [ly - 4, ly - 4], "#888", width=4)
+                canvas.polyline([lx, lx + 20], [ly - 4, ly - 4], colour, width=2,
+                                dash="dashed" if kind == "dash" else "solid")  # fmt: skip
+                lx += 24
+            canvas.text(lx, ly, label, size=10)
+            lx += 7 * len(label) + 14
+        return canvas
+
+    def save_png(self, path: str | os.PathLike | None = None, scale: float = 2.0) -> Path:
+        """Write the whole view (heatmap, colour bar, legend) as PNG on the server at ``scale``
+        x resolution; default ``<file box>-step<step>.png``. The status line names the file."""
+        path = self._export_path(path, ".png")
+        out = atomic_write_bytes(path, export.to_png(self.canvas(), scale))
+        self._status(f"view written to {out.resolve()}")
+        return out
+
+    def save_svg(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the whole view as SVG on the server; default ``<file box>-step<step>.svg``."""
+        path = self._export_path(path, ".svg")
+        out = atomic_write_bytes(path, export.to_svg(self.canvas()).encode())
+        self._status(f"view written to {out.resolve()}")
+        return out
+
+    def _export_path(self, path: str | os.PathLike | None, suffix: str) -> Path:
+        if path is not None:
+            return Path(path)
+        step = self.frame.step if self.frame else self.step
+        return Path(f"{self.export_name.value}-step{step}{suffix}")
 
     # ------------------------------------------------------------------ observers
 
@@ -820,6 +1097,7 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         self.progress.bar_style = "info"
         try:
             ctx = self._context(job, req)
+            self._run_limits(job, req, ctx)
             plan = [req.resolution]
             coarse = min(self.coarse_resolution, req.resolution)
             if coarse < req.resolution and not self._have(req, req.resolution):
@@ -850,6 +1128,11 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         keys = [(req.version, req.step, req.layer, res)]
         if req.relative:
             keys.append((req.version, self._source.steps[0], req.layer, res))
+        if (
+            req.show == "curvature"
+            and getattr(self._fields.get(keys[0]), "curvature", None) is None
+        ):
+            return False
         if req.volume == "full":
             return all(getattr(self._fields.get(k), "full_log10", None) is not None for k in keys)
         return all(k in self._fields for k in keys)
@@ -858,6 +1141,14 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         """Render synchronously when slice, fields and theory are all cached."""
         ctx = self._ctx
         if ctx is None or ctx.version != req.version or not self._have(req, req.resolution):
+            return False
+        if (
+            req.color_range == "run"
+            and self._source.run is not None
+            and req.show == "volume"
+            and req.volume == "slice"
+            and self._run_limits(None, req, ctx) is None
+        ):
             return False
         fld = self._fields.get((req.version, req.step, req.layer, req.resolution))
         base = None
@@ -968,12 +1259,80 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             margin = _numpy(dec.margin)
             boundary = _signed_margin_lines(margin, dec.predicted.detach().cpu().numpy(), u, v)
             fld = _Field(u, v, _numpy(mf.log10_volume), margin, boundary, mf)
+            fld.entropy = _numpy(dec.entropy)
+            fld.predicted = dec.predicted.detach().cpu().numpy()
             cache.put(key, fld)
             self.progress.value = 1.0
         if req.volume == "full" and fld.full_log10 is None:
             fld.full_log10, fld.full_k = self._full_volume(job, req, step, res, ctx)
+        if req.show == "curvature" and fld.curvature is None:
+            fld.curvature = self._curvature(job, req, step, res, ctx)
         self._ellipses(fld, req)
         return fld
+
+    def _curvature(self, job: Job, req: _Request, step: int, res: int, ctx: _Context) -> np.ndarray:
+        """Scalar curvature R = 2K of the pulled-back metric on the grid (float64)."""
+        if not ctx.two_d:
+            raise DataError("show='curvature' needs 2-D inputs (the metric on the input plane)")
+        from richviz.curvature import scalar_curvature
+        from richviz.features import feature_map
+
+        model = self._source.load(step, req.device)
+        phi = feature_map(model, req.layer)
+        self._status(f"step {step}: curvature on a {res}×{res} grid…", "busy")
+        with COMPUTE.hold():
+            job.check()
+            out = scalar_curvature(phi, ctx.slice, resolution=res, dtype=torch.float64).scalar
+        return _numpy(out)
+
+    def _run_limits(
+        self, job: Job | None, req: _Request, ctx: _Context
+    ) -> tuple[float, float] | None:
+        """One colour range for the whole run: the robust range (1st to 99th percentile) of
+        every step's RANGE_RESOLUTION² field of what is shown (minus step 0 for relative views,
+        minus the theory for the difference view; symmetric about 0 for both).
+
+        None where a fixed range does not apply (a bare model, per-step colours, the full-space
+        volume, curvature; class regions and entropy have fixed ranges of their own).
+        """
+        if (
+            req.color_range != "run"
+            or self._source.run is None
+            or req.volume != "slice"
+            or req.show != "volume"
+        ):
+            return None
+        difference = req.theory == "difference" and not req.relative
+        key = (req.version, req.layer, req.relative, difference)
+        cached = self._range_cache.get(key)
+        if cached is not None or job is None:
+            return cached
+        from richviz.features import feature_map
+        from richviz.geometry import pullback_metric
+
+        theory = None
+        if difference:
+            theory = self._theory(job, req, RANGE_RESOLUTION, ctx)
+            if theory is None:
+                return None
+        self._status("fixing the colour range over the run…", "busy")
+        fields = []
+        for step in self._source.steps:
+            job.check()
+            model = self._source.load(step, req.device)
+            with COMPUTE.hold():
+                mf = pullback_metric(
+                    feature_map(model, req.layer), ctx.slice, resolution=RANGE_RESOLUTION
+                )
+            fields.append(_numpy(mf.log10_volume))
+        values = np.stack(fields)
+        if req.relative:
+            values = values - values[0]
+        elif theory is not None:
+            values = values - theory
+        limits = rendering.color_limits(values, symmetric=req.relative or difference)
+        self._range_cache.put(key, limits)
+        return limits
 
     def _full_volume(
         self, job: Job, req: _Request, step: int, res: int, ctx: _Context
@@ -1063,35 +1422,74 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         base: _Field | None,
         theory: np.ndarray | None,
     ) -> Frame:
-        full = req.volume == "full"
-        values = fld.full_log10 if full else fld.log10_volume
-        what = f"effective log10 volume (top {fld.full_k} s.v.)" if full else "log10 volume"
-        cmap, label = "viridis", what if full else "log10 volume element"
-        bar_label = "effective log10 volume" if full else "log10 volume"
-        if base is not None:
-            values = values - (base.full_log10 if full else base.log10_volume)
-            cmap = "diverging"
-            label = f"{what}: step {req.step} − step {self._source.steps[0]}"
-            bar_label = f"Δ {bar_label} from step {self._source.steps[0]}"
-        elif req.theory == "difference" and theory is not None:
-            values = values - theory
-            cmap, label = "diverging", "log10 vol − theory at init"
-            bar_label = "log10 volume − theory"
-        limits = self._locked_limits.get(cmap) if req.lock else None
-        if limits is None:
-            limits = rendering.color_limits(values, symmetric=cmap == "diverging")
-            if req.lock:
-                self._locked_limits[cmap] = limits
-        vmin, vmax = limits
-        png = rendering.encode_png(rendering.field_to_rgba(values, vmin, vmax, cmap))
         empty = (np.array([]), np.array([]))
+        notes = []
+        full = req.volume == "full"
+        classes = 0
+        if req.show == "classes":
+            values = fld.predicted.astype(float)
+            classes = int(self._num_classes(fld))
+            vmin, vmax, cmap = -0.5, classes - 0.5, "classes"
+            label, bar_label = "class regions (argmax)", "predicted class"
+            rgba = rendering.class_regions_rgba(fld.predicted)
+        elif req.show == "entropy":
+            values = fld.entropy
+            vmin, vmax, cmap = 0.0, 1.0, "viridis"
+            label, bar_label = "softmax entropy (log base C)", "entropy"
+            rgba = None
+        elif req.show == "curvature":
+            values = fld.curvature
+            vmin, vmax = rendering.color_limits(values, symmetric=True, percentile=2.0)
+            cmap, label, bar_label = "diverging", "scalar curvature R = 2K", "R = 2K (per step)"
+            rgba = None
+        else:
+            values = fld.full_log10 if full else fld.log10_volume
+            what = f"effective log10 volume (top {fld.full_k} s.v.)" if full else "log10 volume"
+            cmap, label = "viridis", what if full else "log10 volume element"
+            bar_label = "effective log10 volume" if full else "log10 volume"
+            if base is not None:
+                values = values - (base.full_log10 if full else base.log10_volume)
+                cmap = "diverging"
+                label = f"{what}: step {req.step} − step {self._source.steps[0]}"
+                bar_label = f"Δ {bar_label} from step {self._source.steps[0]}"
+            elif req.theory == "difference" and theory is not None:
+                values = values - theory
+                cmap, label = "diverging", "log10 vol − theory at init"
+                bar_label = "log10 volume − theory"
+            limits = self._locked_limits.get(cmap) if req.lock else None
+            if limits is None and not req.lock:
+                limits = self._run_limits(None, req, self._ctx) if self._ctx else None
+            if limits is None:
+                limits = rendering.color_limits(values, symmetric=cmap == "diverging")
+                if req.lock:
+                    self._locked_limits[cmap] = limits
+            vmin, vmax = limits
+            rgba = None
+            raw = fld.full_log10 if full else fld.log10_volume
+            finite = raw[np.isfinite(raw)]
+            if finite.size and float(np.ptp(finite)) < 1e-6 * max(1.0, float(np.abs(finite).max())):
+                notes.append(
+                    f"layer {req.layer}: the volume element is constant on this slice "
+                    "(an affine function of the input)"
+                )
+        if rgba is None:
+            rgba = rendering.field_to_rgba(values, vmin, vmax, cmap)
+        png = rendering.encode_png(rgba)
         far, near = fld.ellipses.get((req.density, req.mode), (empty, empty))
         if req.density <= 0:
             far, near = empty, empty
-        theory_lines = empty
+        elif not req.decision and len(near[0]):  # no emphasis without a decision boundary
+            far = (np.concatenate([far[0], near[0]]), np.concatenate([far[1], near[1]]))
+            near = empty
+        theory_lines, theory_labels = empty, None
         if req.theory == "contours" and theory is not None:
-            levels = rendering.contour_levels(theory, 6)
+            finite = theory[np.isfinite(theory)]
+            levels = rendering.nice_ticks(float(finite.min()), float(finite.max()), 7)
+            levels = levels[(levels > finite.min()) & (levels < finite.max())]
             theory_lines = rendering.contour_lines(theory, fld.u, fld.v, levels)
+            theory_labels = _contour_labels(theory, fld.u, fld.v, levels)
+        if req.theory != "off" and self.theory_note:
+            notes.append(self.theory_note)
         return Frame(
             step=req.step,
             layer=req.layer,
@@ -1105,11 +1503,22 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             extent=rendering.image_extent(fld.u, fld.v),
             ellipses=far,
             ellipses_near=near,
-            boundary=fld.boundary,
+            boundary=fld.boundary if req.decision else empty,
             theory_lines=theory_lines,
             bar_label=bar_label,
-            note=self.theory_note if req.theory != "off" else "",
+            note=" · ".join(notes),
+            rgba=rgba,
+            theory_labels=theory_labels,
+            classes=classes,
+            decision=req.decision,
         )
+
+    def _num_classes(self, fld: _Field) -> int:
+        data = self._source.data()
+        n = int(fld.predicted.max()) + 1 if fld.predicted is not None and fld.predicted.size else 2
+        if data is not None and data[1] is not None and len(data[1]):
+            n = max(n, int(data[1].max()) + 1)
+        return max(n, 2)
 
     def _apply(self, generation: int, frame: Frame, ctx: _Context) -> None:
         with self._apply_lock:
@@ -1121,6 +1530,11 @@ class SliceViewer(BackgroundWork, widgets.VBox):
                 self._sx.min, self._sx.max = x0, x1
             with self._sy.hold_sync():
                 self._sy.min, self._sy.max = y0, y1
+            for axis, (lo, hi) in zip(self.axes, ((x0, x1), (y0, y1)), strict=True):
+                ticks = rendering.nice_ticks(lo, hi, 6)  # a few round ticks, never a crowd
+                if len(axis.tick_values) != len(ticks) or not np.allclose(axis.tick_values, ticks):
+                    axis.tick_format = rendering.tick_format(ticks)
+                    axis.tick_values = ticks
             self._draw_colorbar(frame)
             self.figure.title = frame.label
             ellipse_colour = "white" if frame.cmap == "viridis" else "#404040"
@@ -1134,6 +1548,10 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             with self.image_mark.hold_sync():
                 self.image_mark.x = [u0, u1]
                 self.image_mark.y = [v0, v1]
+            tx, ty, texts = frame.theory_labels or (np.array([]), np.array([]), [])
+            with self.theory_label_mark.hold_sync():
+                self.theory_label_mark.x, self.theory_label_mark.y = tx, ty
+                self.theory_label_mark.text = list(texts)
             for mark, (xs, ys) in (
                 (self.ellipse_mark, frame.ellipses),
                 (self.ellipse_near_mark, frame.ellipses_near),
@@ -1151,6 +1569,7 @@ class SliceViewer(BackgroundWork, widgets.VBox):
             if marks != list(self.figure.marks):
                 self.figure.marks = marks
             self.frame = frame
+            self.legend.value = self._legend_html(frame)
             with self.hold_trait_notifications():
                 self.shown_step = frame.step
                 self.shown_resolution = frame.resolution
@@ -1161,11 +1580,50 @@ class SliceViewer(BackgroundWork, widgets.VBox):
                 f"{note}"
             )
 
+    def _legend_entries(self, frame: Frame) -> list[tuple[str, str, str]]:
+        """(kind, colour, label) of what the figure shows: classes, lines, ellipses."""
+        entries = []
+        ctx = self._ctx
+        if ctx is not None and ctx.labels is not None and len(ctx.labels):
+            for c in sorted({int(c) for c in ctx.labels}):
+                entries.append(("point", rendering.class_color(c), f"class {c}"))
+        if frame.decision and len(frame.boundary[0]):
+            entries.append(("line", "#000000", "decision boundary"))
+        if len(frame.ellipses_near[0]):
+            entries.append(("line", EMPHASIS_COLOR, "ellipses near the boundary"))
+        if len(frame.theory_lines[0]):
+            entries.append(("dash", THEORY_COLOR, "theory at init (log10 vol)"))
+        return entries
+
+    def _legend_html(self, frame: Frame) -> str:
+        items = []
+        for kind, color, label in self._legend_entries(frame):
+            c = html.escape(color)
+            if kind == "point":
+                sample = f'<circle cx="7" cy="6" r="4.5" fill="{c}" stroke="#202020"/>'
+                width = 14
+            else:
+                dash = ' stroke-dasharray="4,3"' if kind == "dash" else ""
+                outline = '<line x1="1" y1="6" x2="21" y2="6" stroke="#888" stroke-width="4"/>'
+                sample = (outline if color == THEORY_COLOR else "") + (
+                    f'<line x1="1" y1="6" x2="21" y2="6" stroke="{c}" stroke-width="2"{dash}/>'
+                )
+                width = 22
+            items.append(
+                '<span style="white-space:nowrap;margin-right:12px">'
+                f'<svg width="{width}" height="12" style="vertical-align:middle">{sample}</svg> '
+                f"{html.escape(label)}</span>"
+            )
+        return (
+            '<div class="richviz-legend" style="font-size:11px;padding-left:50px">'
+            f"{''.join(items)}</div>"
+        )
+
     def _apply_context(self, ctx: _Context, x_images: torch.Tensor | None) -> None:
         with self._apply_lock:
             if ctx.points is not None:
                 colors = (
-                    [rendering.CLASS_COLORS[int(c) % 10] for c in ctx.labels]
+                    [rendering.class_color(c) for c in ctx.labels]
                     if ctx.labels is not None
                     else ["#444444"]
                 )
@@ -1198,10 +1656,30 @@ class SliceViewer(BackgroundWork, widgets.VBox):
                 self.anchor_row.layout.display = "flex"
 
 
-def _colorbar_path(path: str, suffix: str) -> str:
-    """``"fig.png"`` -> ``"fig-colorbar.png"`` (the colour bar figure's file name)."""
-    stem = path[: -len(suffix)] if path.endswith(suffix) else path
-    return f"{stem}-colorbar{suffix}"
+def _colorbar_pixels(frame: Frame) -> np.ndarray:
+    """The colour bar's image (bottom = vmin): a gradient, or one swatch per class."""
+    if frame.cmap == "classes":
+        return rendering.class_regions_rgba(np.arange(frame.classes).reshape(-1, 1))
+    return rendering.colorbar_rgba(frame.cmap)
+
+
+def _contour_labels(
+    values: np.ndarray, u: np.ndarray, v: np.ndarray, levels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One label per contour level: the level's value at the middle point of its line."""
+    xs, ys, texts = [], [], []
+    ticks_fmt = rendering.tick_format(np.asarray(levels)) if len(levels) > 1 else ".2g"
+    for level, text in zip(
+        levels, rendering.format_ticks(np.asarray(levels), ticks_fmt), strict=True
+    ):
+        lx, ly = rendering.contour_lines(values, u, v, np.array([level]))
+        ok = np.flatnonzero(np.isfinite(lx))
+        if len(ok):
+            i = ok[len(ok) // 2]
+            xs.append(lx[i])
+            ys.append(ly[i])
+            texts.append(text)
+    return np.array(xs), np.array(ys), texts
 
 
 def slice_points(n: int, limit: int) -> np.ndarray:

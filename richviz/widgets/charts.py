@@ -1,0 +1,503 @@
+"""Line charts: the one helper behind every line chart of the project.
+
+A :class:`LineChart` is a bqplot figure with its scales and axes built once, before it is
+displayed (nothing is swapped in later, so the axes render on the first display), and an HTML
+legend below the plot area (never over the lines). Its rules:
+
+- log axes are labelled with powers of ten, ``10⁻³ … 10²`` (never ``1e+0``);
+- at most :data:`MAX_TICKS` ticks per axis;
+- on a log y axis, values at or below the floor (``hi · 10^-FLOOR_DECADES``, or the smallest
+  positive value if higher) are drawn at the floor, so a series reaching 0 stays visible;
+- missing values (NaN) are gaps, never joined across;
+- series that coincide (within 1 % of the axis range wherever both are defined) get distinct
+  dash patterns and markers, so three equal accuracy curves read as three;
+- the x range is padded a little on both sides so a step cursor at the first or last point is
+  not hidden by the axis line.
+
+The same chart exports on the server: :meth:`LineChart.canvas` draws it (legend included) on an
+:class:`richviz.widgets.export.Canvas`, written as SVG or PNG by :mod:`richviz.widgets.export`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import bqplot
+import ipywidgets as widgets
+import numpy as np
+
+from richviz.widgets import export, rendering
+
+__all__ = [
+    "COLORS",
+    "FLOOR_DECADES",
+    "LINE_STYLES",
+    "LineChart",
+    "MARKERS",
+    "MAX_TICKS",
+    "Series",
+    "coinciding",
+    "js_number",
+    "legend_html",
+    "log_axis_ticks",
+    "power_label",
+]
+
+MAX_TICKS = 6
+FLOOR_DECADES = 4.0
+#: Okabe & Ito's colour-blind-safe palette (black last)
+COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+LINE_STYLES = ("solid", "dashed", "dotted", "dash_dotted")
+MARKERS = ("circle", "square", "triangle-up", "diamond")
+_X_PAD = 0.03  # fraction of the x range added on both sides
+_COINCIDE = 0.01  # series closer than this fraction of the axis range coincide
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+@dataclass
+class Series:
+    """One line: ``x``, ``y`` (NaN = missing), its legend label and axis side.
+
+    ``color``, ``line_style`` and ``marker`` are picked by the chart when None.
+    """
+
+    label: str
+    x: Sequence[float]
+    y: Sequence[float]
+    side: str = "left"
+    color: str | None = None
+    line_style: str | None = None
+    marker: str | None = None
+
+
+def power_label(k: int) -> str:
+    """``10`` with the exponent ``k`` in superscript: ``power_label(-3) == "10⁻³"``."""
+    return "10" + str(int(k)).translate(_SUPERSCRIPT)
+
+
+def js_number(value: float) -> str:
+    """How JavaScript's ``String(number)`` writes a power of ten (keys of ``tick_labels``)."""
+    k = round(math.log10(value))
+    if 0 <= k < 21:
+        return "1" + "0" * k
+    if -7 < k < 0:
+        return "0." + "0" * (-k - 1) + "1"
+    return f"1e{k:+d}"
+
+
+def log_axis_ticks(
+    lo: float, hi: float, max_ticks: int = MAX_TICKS
+) -> tuple[float, float, list[int]]:
+    """Decade-aligned range and exponents of the ticks for data in ``[lo, hi]`` (lo > 0).
+
+    Returns ``(lo', hi', exponents)``: the range widened to whole decades, and at most
+    ``max_ticks`` exponents (every decade, or every 2nd, 3rd, ... when there are many).
+    """
+    if not (lo > 0 and hi > 0):
+        raise ValueError(f"log axis range [{lo}, {hi}] must be positive")
+    k0, k1 = math.floor(math.log10(lo) + 1e-9), math.ceil(math.log10(hi) - 1e-9)
+    if k1 <= k0:
+        k1 = k0 + 1
+    stride = max(1, math.ceil((k1 - k0 + 1) / max_ticks))
+    exps = list(range(k0, k1 + 1, stride))
+    return 10.0**k0, 10.0**k1, exps
+
+
+def coinciding(ys: Sequence[np.ndarray], span: float, tol: float = _COINCIDE) -> list[int]:
+    """For each series the index of the first earlier series it coincides with (else itself).
+
+    Two series coincide when, wherever both are finite (at least one point), they differ by at
+    most ``tol * span``.
+    """
+    out = []
+    for i, a in enumerate(ys):
+        match = i
+        for j in range(i):
+            b = ys[j]
+            if len(a) != len(b):
+                continue
+            both = np.isfinite(a) & np.isfinite(b)
+            if both.any() and np.max(np.abs(a[both] - b[both])) <= tol * span:
+                match = out[j]
+                break
+        out.append(match)
+    return out
+
+
+def legend_html(entries: Sequence[tuple[str, str, str, str | None]], note: str = "") -> str:
+    """HTML legend: per entry a line sample in its colour, dash and marker, then the label."""
+    items = []
+    for label, color, style, marker in entries:
+        dash = export.DASHES.get(style, ())
+        dash_attr = f' stroke-dasharray="{",".join(f"{d:g}" for d in dash)}"' if dash else ""
+        c = html.escape(color)
+        mark = ""
+        if marker == "circle":
+            mark = f'<circle cx="12" cy="5" r="3" fill="{c}"/>'
+        elif marker:
+            mark = f'<rect x="9" y="2" width="6" height="6" fill="{c}"/>'
+        items.append(
+            '<span style="white-space:nowrap;margin-right:12px">'
+            f'<svg width="24" height="10" style="vertical-align:middle">'
+            f'<line x1="1" y1="5" x2="23" y2="5" stroke="{c}" stroke-width="2"{dash_attr}/>'
+            f"{mark}</svg> {html.escape(label)}</span>"
+        )
+    tail = f'<span style="color:#666">{html.escape(note)}</span>' if note else ""
+    return (
+        '<div class="richviz-legend" style="font-size:11px;line-height:16px;padding-left:40px">'
+        f"{''.join(items)}{tail}</div>"
+    )
+
+
+def _finite_range(values: np.ndarray) -> tuple[float, float] | None:
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return None
+    return float(finite.min()), float(finite.max())
+
+
+class LineChart:
+    """A bqplot line chart that follows the project's chart rules (module docstring).
+
+    Parameters
+    ----------
+    title : chart title.
+    x_label, y_label, right_label : axis labels (the right axis exists when ``right=True``).
+    x_log, y_log, right_log : logarithmic axes.
+    right : give the chart a right-hand y axis for ``Series(side="right")``.
+    width, height : figure size in px.
+    cursor : draw a vertical cursor line (:meth:`set_cursor`).
+    y_range : fixed (min, max) of the left axis (e.g. (0, 1) for accuracies), else the data's.
+
+    Attributes
+    ----------
+    figure : the ``bqplot.Figure``; legend : its ``widgets.HTML`` legend; widget : both, stacked.
+    marks : the Lines marks of the current series.
+    """
+
+    def __init__(
+        self,
+        title: str,
+        *,
+        x_label: str = "step + 1",
+        y_label: str = "",
+        right_label: str = "",
+        x_log: bool = True,
+        y_log: bool = False,
+        right_log: bool = False,
+        right: bool = False,
+        width: int = 400,
+        height: int = 240,
+        cursor: bool = False,
+        y_range: tuple[float, float] | None = None,
+        right_range: tuple[float, float] | None = None,
+    ):
+        self.title = title
+        self.width, self.height = int(width), int(height)
+        self.x_log, self.logs = x_log, {"left": y_log, "right": right_log}
+        self.fixed = {"left": y_range, "right": right_range}
+        self.labels = {"x": x_label, "left": y_label, "right": right_label}
+        self.margin = {"top": 30, "bottom": 40, "left": 58, "right": 58 if right else 16}
+        self.sx = (
+            bqplot.LogScale(min=1.0, max=10.0) if x_log else bqplot.LinearScale(min=0.0, max=1.0)
+        )
+        self.scales = {
+            "left": bqplot.LogScale(min=0.1, max=1.0)
+            if y_log
+            else bqplot.LinearScale(min=0.0, max=1.0)
+        }
+        if right:
+            self.scales["right"] = (
+                bqplot.LogScale(min=0.1, max=1.0)
+                if right_log
+                else bqplot.LinearScale(min=0.0, max=1.0)
+            )
+        style = {"font-size": "10px"}
+        self.x_axis = bqplot.Axis(
+            scale=self.sx, label=x_label, grid_lines="none", tick_style=style, tick_values=[]
+        )
+        self.y_axes = {
+            side: bqplot.Axis(
+                scale=scale,
+                side=side,
+                label=self.labels[side],
+                label_offset="42px",
+                grid_lines="dashed" if side == "left" else "none",
+                tick_style=style,
+                tick_values=[],
+            )
+            for side, scale in self.scales.items()
+        }
+        self._cursor_scale = bqplot.LinearScale(min=0.0, max=1.0)
+        self.cursor = (
+            bqplot.Lines(
+                x=[1.0, 1.0],
+                y=[0.0, 1.0],
+                scales={"x": self.sx, "y": self._cursor_scale},
+                colors=["#b00020"],
+                stroke_width=1.5,
+            )  # fmt: skip
+            if cursor
+            else None
+        )
+        self.marks: list[bqplot.Lines] = []
+        self.series: list[Series] = []
+        self.drawn: list[Series] = []  #: the series as drawn (colour, style, clamped y)
+        self.limits: dict[str, tuple[float, float]] = {}
+        self.ticks: dict[str, list[float]] = {}
+        self.tick_text: dict[str, list[str]] = {}
+        self.floors: dict[str, float] = {}
+        self.note = ""
+        # Every axis is in the figure from the start: no axis joins after display.
+        self.figure = bqplot.Figure(
+            title=title,
+            marks=[self.cursor] if self.cursor is not None else [],
+            axes=[self.x_axis, *self.y_axes.values()],
+            title_style={"font-size": "13px"},
+            fig_margin=dict(self.margin),
+            padding_x=0.0,
+            padding_y=0.0,
+            layout=widgets.Layout(width=f"{self.width}px", height=f"{self.height}px"),
+        )
+        self.legend = widgets.HTML(
+            value="", layout=widgets.Layout(width=f"{self.width}px", min_height="20px")
+        )
+        self.widget = widgets.VBox([self.figure, self.legend], layout={"margin": "0 8px 4px 0"})
+
+    # ---------------------------------------------------------------- data
+
+    def set_series(self, series: Sequence[Series], note: str = "") -> None:
+        """Draw ``series`` (replacing the previous ones), fit the axes and write the legend."""
+        self.series = [s for s in series if np.isfinite(np.asarray(s.y, float)).any()]
+        self.note = note
+        xs = [np.asarray(s.x, float) for s in self.series]
+        all_x = np.concatenate(xs) if xs else np.array([1.0, 10.0])
+        self._fit_x(all_x)
+        drawn: list[tuple[Series, np.ndarray, np.ndarray]] = []
+        for side in self.scales:
+            group = [s for s in self.series if s.side == side]
+            if self.y_axes[side].visible != bool(group):
+                self.y_axes[side].visible = bool(group)  # no axis without a series on it
+            if not group:
+                self.limits.pop(side, None)
+                continue
+            ys = [np.asarray(s.y, float) for s in group]
+            log = self.logs[side]
+            if log:
+                ys = [np.where(y > 0, y, np.where(np.isfinite(y), 0.0, np.nan)) for y in ys]
+            lo, hi = self._fit_y(side, np.concatenate(ys))
+            if log:
+                floor = self.floors[side]
+                ys = [np.where(np.isfinite(y), np.maximum(y, floor), np.nan) for y in ys]
+                span = math.log10(hi) - math.log10(lo)
+                cmp = [np.log10(y) for y in ys]
+            else:
+                span, cmp = hi - lo, ys
+            same = coinciding(cmp, span)
+            rank: dict[int, int] = {}
+            for k, (s, y) in enumerate(zip(group, ys, strict=True)):
+                root = same[k]
+                order = rank.get(root, -1) + 1
+                rank[root] = order
+                index = self.series.index(s)
+                style = s.line_style or (
+                    LINE_STYLES[order % len(LINE_STYLES)]
+                    if order
+                    else ("solid" if side == "left" else "dashed")
+                )
+                s_out = Series(
+                    s.label, s.x, y, side,
+                    s.color or COLORS[index % len(COLORS)],
+                    style,
+                    s.marker or (MARKERS[(order - 1) % len(MARKERS)] if order else None),
+                )  # fmt: skip
+                drawn.append((s_out, np.asarray(s.x, float), y))
+        self.drawn = [d[0] for d in drawn]
+        self.marks = [
+            bqplot.Lines(
+                x=x,
+                y=y,
+                scales={"x": self.sx, "y": self.scales[s.side]},
+                colors=[s.color],
+                line_style=s.line_style,
+                marker=s.marker,
+                marker_size=20,
+                stroke_width=2.0,
+                labels=[s.label],
+                display_legend=False,
+            )
+            for s, x, y in drawn
+        ]
+        with self.figure.hold_sync():
+            self.figure.marks = [*self.marks, *([self.cursor] if self.cursor is not None else [])]
+        two = len({s.side for s in self.drawn}) == 2
+        self.legend.value = legend_html(
+            [(self._legend_label(s, two), s.color, s.line_style, s.marker) for s in self.drawn],
+            note,
+        )
+
+    @staticmethod
+    def _legend_label(s: Series, two_axes: bool) -> str:
+        return f"{s.label} (right)" if two_axes and s.side == "right" else s.label
+
+    def set_cursor(self, x: float) -> None:
+        """Move the cursor to ``x``."""
+        if self.cursor is not None:
+            self.cursor.x = [float(x), float(x)]
+
+    def _fit_x(self, x: np.ndarray) -> None:
+        rng = _finite_range(x[x > 0] if self.x_log else x) or (1.0, 10.0)
+        lo, hi = rng
+        if self.x_log:
+            _, _, exps = log_axis_ticks(lo, max(hi, lo * 10))
+            a, b = math.log10(lo), math.log10(max(hi, lo * 1.0001))
+            pad = max(b - a, 0.1) * _X_PAD
+            limits = (10 ** (a - pad), 10 ** (b + pad))
+            ticks = [10.0**k for k in exps if limits[0] <= 10.0**k <= limits[1]]
+            self._set_ticks("x", self.x_axis, limits, ticks, log=True)
+        else:
+            pad = max(hi - lo, 1e-12) * _X_PAD
+            limits = (lo - pad, hi + pad)
+            ticks = list(rendering.nice_ticks(lo, hi, MAX_TICKS))
+            self._set_ticks("x", self.x_axis, limits, ticks, log=False)
+
+    def _fit_y(self, side: str, values: np.ndarray) -> tuple[float, float]:
+        log = self.logs[side]
+        if self.fixed[side] is not None:
+            lo, hi = self.fixed[side]
+        elif log:
+            positive = values[np.isfinite(values) & (values > 0)]
+            hi = float(positive.max()) if positive.size else 1.0
+            lo = float(positive.min()) if positive.size else hi / 10
+            lo = max(lo, hi * 10.0**-FLOOR_DECADES)
+        else:
+            lo, hi = _finite_range(values) or (0.0, 1.0)
+            if hi <= lo:
+                pad = abs(lo) * 0.1 if lo else 1.0
+                lo, hi = lo - pad, hi + pad
+        if log:
+            lo, hi, exps = log_axis_ticks(lo, hi)
+            self.floors[side] = lo
+            ticks = [10.0**k for k in exps]
+        else:
+            ticks = list(rendering.nice_ticks(lo, hi, MAX_TICKS))
+            span = hi - lo
+            lo, hi = min(lo, ticks[0] if ticks else lo), max(hi, ticks[-1] if ticks else hi)
+            lo, hi = lo - 0.02 * span, hi + 0.02 * span
+        self._set_ticks(side, self.y_axes[side], (lo, hi), ticks, log=log)
+        return lo, hi
+
+    def _set_ticks(self, key: str, axis: bqplot.Axis, limits: tuple[float, float],
+                   ticks: list[float], log: bool) -> None:  # fmt: skip
+        ticks = [float(t) for t in ticks][:MAX_TICKS]
+        if log:
+            ticks = [float(f"1e{round(math.log10(t))}") for t in ticks]
+            text = [power_label(round(math.log10(t))) for t in ticks]
+            fmt = ""
+        else:
+            fmt = rendering.tick_format(np.asarray(ticks)) if ticks else ".2g"
+            text = rendering.format_ticks(np.asarray(ticks), fmt) if ticks else []
+        self.limits[key], self.ticks[key], self.tick_text[key] = limits, ticks, text
+        with axis.scale.hold_sync():
+            axis.scale.min, axis.scale.max = float(limits[0]), float(limits[1])
+        # labels and format before the values: the axis redraws on new tick values
+        if log:
+            axis.tick_labels = {js_number(t): s for t, s in zip(ticks, text, strict=True)}
+        else:
+            axis.tick_labels = {}
+            axis.tick_format = fmt
+        axis.tick_values = ticks
+
+    # ---------------------------------------------------------------- export
+
+    def canvas(self, canvas: export.Canvas | None = None, x0: float = 0.0, y0: float = 0.0,
+               cursor: float | None = None) -> export.Canvas:  # fmt: skip
+        """Draw the chart (title, axes, ticks, lines, legend below) at (x0, y0) on a canvas."""
+        legend_rows = max(1, math.ceil(len(self.drawn) / self._per_row)) + (1 if self.note else 0)
+        height = self.height + 16 * legend_rows + 6
+        if canvas is None:
+            canvas = export.Canvas(self.width, height)
+        m = self.margin
+        px0, py0 = x0 + m["left"], y0 + m["top"]
+        pw, ph = self.width - m["left"] - m["right"], self.height - m["top"] - m["bottom"]
+
+        def tx(v: np.ndarray) -> np.ndarray:
+            lo, hi = self.limits.get("x", (1.0, 10.0))
+            v = np.asarray(v, float)
+            if self.x_log:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    f = (np.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+            else:
+                f = (v - lo) / (hi - lo)
+            return px0 + f * pw
+
+        def ty(v: np.ndarray, side: str) -> np.ndarray:
+            lo, hi = self.limits.get(side, (0.0, 1.0))
+            v = np.asarray(v, float)
+            if self.logs[side]:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    f = (np.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+            else:
+                f = (v - lo) / (hi - lo)
+            return py0 + (1 - f) * ph
+
+        canvas.text(x0 + self.width / 2, y0 + 18, self.title, size=13, anchor="middle")
+        canvas.rect(px0, py0, pw, ph, stroke="#888")
+        for t, s in zip(self.ticks.get("x", []), self.tick_text.get("x", []), strict=True):
+            x = float(tx(t))
+            canvas.polyline([x, x], [py0 + ph, py0 + ph + 4], "#444")
+            canvas.text(x, py0 + ph + 15, s, size=10, anchor="middle")
+        canvas.text(px0 + pw / 2, py0 + ph + 32, self.labels["x"], size=11, anchor="middle")
+        for side in self.scales:
+            if side not in self.limits:
+                continue
+            edge = px0 if side == "left" else px0 + pw
+            sign = -1 if side == "left" else 1
+            for t, s in zip(self.ticks[side], self.tick_text[side], strict=True):
+                y = float(ty(t, side))
+                canvas.polyline([edge, edge + 4 * sign], [y, y], "#444")
+                canvas.text(edge + 7 * sign, y + 3.5, s, size=10,
+                            anchor="end" if side == "left" else "start")  # fmt: skip
+            if self.labels[side]:
+                lx = edge + 46 * sign
+                canvas.text(lx, py0 + ph / 2, self.labels[side], size=11, anchor="middle",
+                            rotate=-90 if side == "left" else 90)  # fmt: skip
+        for s in self.drawn:
+            y = np.asarray(s.y, float)
+            xs, ys = tx(s.x), ty(y, s.side)
+            canvas.polyline(xs, ys, s.color, width=2.0, dash=s.line_style)
+            if s.marker:
+                for a, b in zip(xs, ys, strict=True):
+                    if np.isfinite(a) and np.isfinite(b):
+                        canvas.marker(a, b, s.marker, 5, s.color)
+        if cursor is not None and "x" in self.limits:
+            cx = float(tx(cursor))
+            canvas.polyline([cx, cx], [py0, py0 + ph], "#b00020", width=1.5)
+        # legend below the plot area
+        ly = y0 + self.height + 8
+        two = len({s.side for s in self.drawn}) == 2
+        for i, s in enumerate(self.drawn):
+            n = self._per_row
+            lx = x0 + 20 + (i % n) * (self.width - 20) / n
+            row = ly + 16 * (i // n)
+            canvas.polyline([lx, lx + 22], [row, row], s.color, width=2.0, dash=s.line_style)
+            if s.marker:
+                canvas.marker(lx + 11, row, s.marker, 5, s.color)
+            canvas.text(lx + 26, row + 4, self._legend_label(s, two), size=10)
+        if self.note:
+            row = ly + 16 * math.ceil(len(self.drawn) / self._per_row)
+            canvas.text(x0 + 20, row + 4, self.note, size=10, color="#666")
+        return canvas
+
+    @property
+    def _per_row(self) -> int:
+        """Legend entries per row in exports (about 160 px each)."""
+        return max(1, int((self.width - 20) // 160))
+
+    def height_with_legend(self) -> float:
+        """Height of :meth:`canvas`'s drawing (chart plus legend rows)."""
+        rows = max(1, math.ceil(len(self.drawn) / self._per_row)) + bool(self.note)
+        return self.height + 16 * rows + 6

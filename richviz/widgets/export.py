@@ -1,0 +1,293 @@
+"""Server-side figure export: one drawing, written as SVG text or as a PNG at any scale.
+
+The widgets describe what they show (heatmap images, lines, points, text) on a
+:class:`Canvas` in CSS pixels; :func:`to_svg` writes it as an SVG document (text as text,
+images embedded as PNG data URLs) and :func:`to_png` rasterises it with Pillow at ``scale``
+device pixels per CSS pixel (text drawn with Pillow's built-in scalable font). Nothing here
+needs a browser, so exports work from scripts and after a kernel restart alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from richviz.widgets import rendering
+
+__all__ = [
+    "Canvas",
+    "DASHES",
+    "FONTS",
+    "to_png",
+    "to_svg",
+]
+
+#: TrueType fonts tried for PNG text (the first found wins); Pillow's built-in font otherwise,
+#: with superscripts and Greek letters written in ASCII
+FONTS = (
+    "DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/Library/Fonts/Arial Unicode.ttf",
+    "C:/Windows/Fonts/arial.ttf",
+)
+_ASCII = str.maketrans(
+    {
+        **{d: "^" + str(i) for i, d in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹")},
+        **{"⁻": "-", "θ": "theta", "₀": "0", "−": "-", "Δ": "delta ", "·": "-", "×": "x"},
+    }
+)
+
+#: SVG dash patterns (CSS px) for the line styles the charts use
+DASHES: dict[str, tuple[float, ...]] = {
+    "solid": (),
+    "dashed": (6.0, 4.0),
+    "dotted": (1.5, 3.0),
+    "dash_dotted": (6.0, 3.0, 1.5, 3.0),
+}
+
+
+@dataclass
+class Canvas:
+    """A list of drawing operations on a ``width`` x ``height`` CSS-pixel page (white)."""
+
+    width: float
+    height: float
+    ops: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def image(self, rgba: np.ndarray, x: float, y: float, w: float, h: float) -> None:
+        """An RGBA ``(H, W, 4)`` uint8 image stretched over the box (nearest neighbour)."""
+        self.ops.append(("image", dict(rgba=np.asarray(rgba, np.uint8), box=(x, y, w, h))))
+
+    def rect(self, x: float, y: float, w: float, h: float, fill: str = "none",
+             stroke: str = "none", width: float = 1.0) -> None:  # fmt: skip
+        """A rectangle."""
+        self.ops.append(("rect", dict(box=(x, y, w, h), fill=fill, stroke=stroke, width=width)))
+
+    def polyline(self, xs: Any, ys: Any, color: str, width: float = 1.0, dash: str = "solid",
+                 opacity: float = 1.0) -> None:  # fmt: skip
+        """A line through the points; NaN coordinates split it into separate pieces (gaps)."""
+        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+        ok = np.isfinite(xs) & np.isfinite(ys)
+        pieces, start = [], None
+        for i, good in enumerate(ok):
+            if good and start is None:
+                start = i
+            if not good and start is not None:
+                pieces.append((xs[start:i], ys[start:i]))
+                start = None
+        if start is not None:
+            pieces.append((xs[start:], ys[start:]))
+        for px, py in pieces:
+            if len(px) >= 2:
+                self.ops.append(
+                    (
+                        "line",
+                        dict(xs=px, ys=py, color=color, width=width, dash=dash, opacity=opacity),
+                    )
+                )
+
+    def marker(self, x: float, y: float, shape: str, size: float, fill: str,
+               stroke: str = "none") -> None:  # fmt: skip
+        """A marker (circle, square, triangle-up, diamond) of diameter ``size`` at (x, y)."""
+        self.ops.append(
+            ("marker", dict(x=x, y=y, shape=shape, size=size, fill=fill, stroke=stroke))
+        )
+
+    def text(self, x: float, y: float, s: str, size: float = 11.0, anchor: str = "start",
+             color: str = "#222", rotate: float = 0.0, weight: str = "normal") -> None:  # fmt: skip
+        """Text with its baseline at ``y``; ``anchor``: start, middle or end."""
+        self.ops.append(
+            ("text", dict(x=x, y=y, s=str(s), size=size, anchor=anchor, color=color,
+                          rotate=rotate, weight=weight))
+        )  # fmt: skip
+
+
+def _marker_points(x: float, y: float, shape: str, r: float) -> list[tuple[float, float]]:
+    if shape == "square":
+        return [(x - r, y - r), (x + r, y - r), (x + r, y + r), (x - r, y + r)]
+    if shape == "triangle-up":
+        return [(x, y - r), (x + r, y + r * 0.8), (x - r, y + r * 0.8)]
+    if shape == "diamond":
+        return [(x, y - r), (x + r, y), (x, y + r), (x - r, y)]
+    return []
+
+
+def to_svg(canvas: Canvas) -> str:
+    """The drawing as a standalone SVG document (text stays text: searchable, editable)."""
+    w, h = canvas.width, canvas.height
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w:g}" height="{h:g}" '
+        f'viewBox="0 0 {w:g} {h:g}" font-family="sans-serif">',
+        f'<rect width="{w:g}" height="{h:g}" fill="white"/>',
+    ]
+    for kind, op in canvas.ops:
+        if kind == "image":
+            x, y, bw, bh = op["box"]
+            data = base64.b64encode(rendering.encode_png(op["rgba"])).decode()
+            out.append(
+                f'<image x="{x:.2f}" y="{y:.2f}" width="{bw:.2f}" height="{bh:.2f}" '
+                f'preserveAspectRatio="none" style="image-rendering:pixelated" '
+                f'href="data:image/png;base64,{data}"/>'
+            )
+        elif kind == "rect":
+            x, y, bw, bh = op["box"]
+            out.append(
+                f'<rect x="{x:.2f}" y="{y:.2f}" width="{bw:.2f}" height="{bh:.2f}" '
+                f'fill="{html.escape(op["fill"])}" stroke="{html.escape(op["stroke"])}" '
+                f'stroke-width="{op["width"]:g}"/>'
+            )
+        elif kind == "line":
+            pts = " ".join(f"{a:.2f},{b:.2f}" for a, b in zip(op["xs"], op["ys"], strict=True))
+            dash = DASHES.get(op["dash"], ())
+            dash_attr = f' stroke-dasharray="{",".join(f"{d:g}" for d in dash)}"' if dash else ""
+            out.append(
+                f'<polyline points="{pts}" fill="none" stroke="{html.escape(op["color"])}" '
+                f'stroke-width="{op["width"]:g}" stroke-opacity="{op["opacity"]:g}" '
+                f'stroke-linejoin="round"{dash_attr}/>'
+            )
+        elif kind == "marker":
+            r = op["size"] / 2
+            style = f'fill="{html.escape(op["fill"])}" stroke="{html.escape(op["stroke"])}"'
+            pts = _marker_points(op["x"], op["y"], op["shape"], r)
+            if pts:
+                p = " ".join(f"{a:.2f},{b:.2f}" for a, b in pts)
+                out.append(f'<polygon points="{p}" {style}/>')
+            else:
+                out.append(f'<circle cx="{op["x"]:.2f}" cy="{op["y"]:.2f}" r="{r:g}" {style}/>')
+        elif kind == "text":
+            anchor = {"start": "start", "middle": "middle", "end": "end"}[op["anchor"]]
+            rot = (
+                f' transform="rotate({op["rotate"]:g} {op["x"]:.2f} {op["y"]:.2f})"'
+                if op["rotate"]
+                else ""
+            )
+            out.append(
+                f'<text x="{op["x"]:.2f}" y="{op["y"]:.2f}" font-size="{op["size"]:g}" '
+                f'text-anchor="{anchor}" fill="{html.escape(op["color"])}" '
+                f'font-weight="{op["weight"]}"{rot}>{html.escape(op["s"])}</text>'
+            )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    from PIL import ImageColor
+
+    return ImageColor.getrgb(color)[:3]
+
+
+def _dashed(xs: np.ndarray, ys: np.ndarray, pattern: tuple[float, ...]):
+    """Pieces of a polyline that are drawn ("on") under a dash pattern (same units)."""
+    if not pattern:
+        yield list(zip(xs, ys, strict=True))
+        return
+    period = list(pattern)
+    k, left, on = 0, period[0], True
+    cur = [(xs[0], ys[0])]
+    for i in range(1, len(xs)):
+        x0, y0, x1, y1 = xs[i - 1], ys[i - 1], xs[i], ys[i]
+        seg = math.hypot(x1 - x0, y1 - y0)
+        t = 0.0
+        while seg - t > left:
+            t += left
+            p = (x0 + (x1 - x0) * t / seg, y0 + (y1 - y0) * t / seg)
+            if on:
+                cur.append(p)
+                yield cur
+            cur = [p]
+            on = not on
+            k = (k + 1) % len(period)
+            left = period[k]
+        left -= seg - t
+        if on:
+            cur.append((x1, y1))
+    if on and len(cur) >= 2:
+        yield cur
+
+
+def to_png(canvas: Canvas, scale: float = 2.0) -> bytes:
+    """The drawing as PNG bytes at ``scale`` device pixels per CSS pixel (Pillow)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if scale <= 0:
+        raise ValueError(f"scale={scale} must be > 0")
+    size = (max(1, round(canvas.width * scale)), max(1, round(canvas.height * scale)))
+    img = Image.new("RGBA", size, (255, 255, 255, 255))
+    draw = ImageDraw.Draw(img, "RGBA")  # blends colours with alpha
+    fonts: dict[int, Any] = {}
+
+    def font(px: float) -> tuple[Any, bool]:
+        key = max(1, round(px * scale))
+        if key not in fonts:
+            for name in FONTS:
+                try:
+                    fonts[key] = (ImageFont.truetype(name, key), True)
+                    break
+                except OSError:
+                    continue
+            else:
+                fonts[key] = (ImageFont.load_default(size=key), False)
+        return fonts[key]
+
+    for kind, op in canvas.ops:
+        if kind == "image":
+            x, y, bw, bh = (v * scale for v in op["box"])
+            tile = Image.fromarray(op["rgba"], "RGBA").resize(
+                (max(1, round(bw)), max(1, round(bh))), Image.NEAREST
+            )
+            img.alpha_composite(tile, (round(x), round(y)))
+        elif kind == "rect":
+            x, y, bw, bh = (v * scale for v in op["box"])
+            fill = None if op["fill"] == "none" else _rgb(op["fill"])
+            outline = None if op["stroke"] == "none" else _rgb(op["stroke"])
+            draw.rectangle(
+                [x, y, x + bw, y + bh], fill=fill, outline=outline,
+                width=max(1, round(op["width"] * scale)),
+            )  # fmt: skip
+        elif kind == "line":
+            alpha = round(255 * op["opacity"])
+            color = (*_rgb(op["color"]), alpha)
+            width = max(1, round(op["width"] * scale))
+            pattern = tuple(d * scale for d in DASHES.get(op["dash"], ()))
+            xs, ys = op["xs"] * scale, op["ys"] * scale
+            for piece in _dashed(xs, ys, pattern):
+                if len(piece) >= 2:
+                    draw.line(piece, fill=color, width=width, joint="curve")
+        elif kind == "marker":
+            r = op["size"] / 2 * scale
+            x, y = op["x"] * scale, op["y"] * scale
+            fill = None if op["fill"] == "none" else _rgb(op["fill"])
+            outline = None if op["stroke"] == "none" else _rgb(op["stroke"])
+            pts = _marker_points(x, y, op["shape"], r)
+            if pts:
+                draw.polygon(pts, fill=fill, outline=outline)
+            else:
+                draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=outline)
+        elif kind == "text":
+            f, unicode = font(op["size"])
+            text = op["s"] if unicode else op["s"].translate(_ASCII)
+            anchor = {"start": "ls", "middle": "ms", "end": "rs"}[op["anchor"]]
+            x, y = op["x"] * scale, op["y"] * scale
+            color = _rgb(op["color"])
+            if op["rotate"]:
+                # draw on a tile, rotate it, paste so the anchor lands at (x, y)
+                l, t, r, b = draw.textbbox((0, 0), text, font=f, anchor=anchor)
+                tile = Image.new("RGBA", (r - l + 2, b - t + 2), (0, 0, 0, 0))
+                ImageDraw.Draw(tile).text((-l + 1, -t + 1), text, font=f, fill=color,
+                                          anchor=anchor)  # fmt: skip
+                rot = tile.rotate(-op["rotate"], expand=True)
+                img.alpha_composite(
+                    rot, (max(0, round(x - rot.width / 2)), max(0, round(y - rot.height / 2)))
+                )
+            else:
+                draw.text((x, y), text, font=f, fill=color, anchor=anchor)
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
