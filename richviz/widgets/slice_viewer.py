@@ -1274,8 +1274,8 @@ class SliceViewer(BackgroundWork, widgets.VBox):
         """Scalar curvature R = 2K of the pulled-back metric on the grid (float64)."""
         if not ctx.two_d:
             raise DataError("show='curvature' needs 2-D inputs (the metric on the input plane)")
-        from richviz.curvature import scalar_curvature
         from richviz.features import feature_map
+        from richviz.geometry import scalar_curvature
 
         model = self._source.load(step, req.device)
         phi = feature_map(model, req.layer)
