@@ -283,16 +283,18 @@ def sweep_metrics(
                     )
                     futures[fut] = (path, step)
                 done = 0
-                # results are fetched as each task finishes; rows are stored batch by batch
-                finished = distributed.as_completed(futures, with_results=True, raise_errors=False)
-                for batch in finished.batches():
+                # rows are fetched batch by batch as tasks finish (one gather from this thread
+                # per batch: the event loop never serves overlapping per-future fetches)
+                for batch in distributed.as_completed(futures).batches():
+                    ok = [f for f in batch if f.status == "finished"]
+                    results = dict(zip(ok, client.gather(ok, errors="skip"), strict=False))
                     by_run: dict[Path, list[dict[str, Any]]] = {}
-                    for fut, result in batch:
+                    for fut in batch:
                         path, step = futures[fut]
-                        if fut.status == "finished":
-                            by_run.setdefault(path, []).append(result)
+                        if fut in results:
+                            by_run.setdefault(path, []).append(results[fut])
                         else:  # a task error must not lose the others
-                            exc = result[1] if isinstance(result, tuple) else result
+                            exc = fut.exception() if fut.status == "error" else fut.status
                             failures.append(
                                 f"{path}: step {step}: {type(exc).__name__}: "
                                 f"{' '.join(str(exc).split())[:200]}"
