@@ -464,10 +464,8 @@ def test_heatmap_png_export(explorer: Explorer, tmp_path: Path):
 
 def test_show_classes_entropy_and_curvature(explorer: Explorer, run: Run):
     """The heatmap's other views against the core functions, computed here independently."""
-    from richviz.geometry import scalar_curvature
-
     from richviz.features import feature_map
-    from richviz.geometry import decision_field
+    from richviz.geometry import decision_field, scalar_curvature
 
     viewer = explorer.viewer
     res = VIEWER["resolution"]
