@@ -174,8 +174,8 @@ def brioschi(
     ``G`` vanish (degenerate metric). Non-finite input raises
     :class:`~richviz.errors.NonFiniteError` naming the argument.
     """
-    args = {"E": E, "F": F, "G": G, "E_u": E_u, "E_v": E_v, "F_u": F_u, "F_v": F_v}
-    for name, t in {**args, "G_u": G_u, "G_v": G_v, "S": S}.items():
+    named = (("E", E), ("F", F), ("G", G), ("E_u", E_u), ("E_v", E_v), ("F_u", F_u))
+    for name, t in (*named, ("F_v", F_v), ("G_u", G_u), ("G_v", G_v), ("S", S)):
         validation.check_finite(validation.as_tensor(t, name), name)
     return _brioschi(E, F, G, E_u, E_v, F_u, F_v, G_u, G_v, S, rtol)
 

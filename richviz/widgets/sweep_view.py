@@ -24,6 +24,7 @@ import numpy as np
 import traitlets
 
 from richviz.summary import RunSummary, summarize, varying
+from richviz.widgets import rendering
 from richviz.widgets.slice_viewer import error_line, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
@@ -37,18 +38,7 @@ CHARTS = (
 )
 NONE = "none"
 RUN_INDEX = "run"  # x choice when no numeric hyper-parameter varies: the run's index
-PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
+PALETTE = rendering.CLASS_COLORS  # one colour per colour group (d3's category10)
 CHART_WIDTH, CHART_HEIGHT = 320, 260
 
 
