@@ -96,8 +96,10 @@ def methods(
     res: int,
     device: torch.device,
     quick: bool = False,
+    chunks: tuple[int, ...] = (),
 ):
-    """name -> zero-argument callable doing the whole grid."""
+    """name -> zero-argument callable doing the whole grid (``chunks``: extra fixed chunk
+    sizes of the field to time, for tuning the automatic policy on a new device)."""
     phi = phi_of(workload, model)
     layer = "logits" if workload in ("mlp", "mlp512") else None
     x = grid_points(model, slice_, res, device)
@@ -179,6 +181,8 @@ def methods(
 
     ref = FORWARD_CHUNK.get(workload)
     out: dict[str, Callable[[], object]] = {REFERENCE: forward(ref)}
+    for cs in chunks:
+        out[f"richviz metric, chunk {cs}"] = richviz(cs)
     if quick or workload in ("mlp512", "resnet256"):
         out["richviz metric, chunk auto"] = richviz(None)
         if workload in ("mlp512", "resnet256"):
@@ -209,6 +213,33 @@ def methods(
 REFERENCE = "forward (reference)"
 FORWARD_CHUNK = {"resnet256": 8192}  # one pass over the grid, in chunks that fit any GPU
 PAPER_SUBSET = 256  # ResNet: the paper's way is timed on this many points and scaled to the grid
+
+
+def auto_chunks(model: nn.Module, slice_: Slice, res: int, workload: str) -> str:
+    """The chunk sizes the automatic policy picks for one field of this workload."""
+    from richviz.geometry import chunking, field
+
+    sizes: list[int] = []
+
+    class Recording(chunking.ChunkPlan):
+        def __iter__(self):
+            for start, stop in super().__iter__():
+                sizes.append(stop - start)
+                yield start, stop
+
+    old, field.ChunkPlan = field.ChunkPlan, Recording
+    try:
+        layer = "logits" if workload in ("mlp", "mlp512") else None
+        pullback_metric(model, slice_, res, layer=layer)
+    finally:
+        field.ChunkPlan = old
+    runs: list[list[int]] = []  # run-length encoded: "256, 8000 x 3, 1234"
+    for s in sizes:
+        if runs and runs[-1][0] == s:
+            runs[-1][1] += 1
+        else:
+            runs.append([s, 1])
+    return ", ".join(f"{s} x {k}" if k > 1 else str(s) for s, k in runs)
 
 
 def median_times(fns: dict[str, Callable[[], object]], repeats: int, slow: set[str], sync):
@@ -343,6 +374,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
     ap.add_argument("--res", type=int, default=None, help="grid resolution (default 128 / 64)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument(
+        "--chunks",
+        default="",
+        help="comma-separated extra chunk sizes of the field to time (tuning), e.g. 4096,32768",
+    )
     ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.measure:
@@ -363,7 +399,9 @@ def main(argv: list[str] | None = None) -> None:
             effective_volume_benchmark(device, args.points, args.repeats, sync)
             continue
         model, slice_, res = build(wl, device, args.res)
-        fns = methods(wl, model, slice_, res, device, args.quick)
+        chunks = tuple(int(c) for c in args.chunks.split(",") if c.strip())
+        fns = methods(wl, model, slice_, res, device, args.quick, chunks)
+        print(f"{wl}: automatic chunks {auto_chunks(model, slice_, res, wl)}")
         slow = {k for k in fns if k.startswith("paper") or "COMPILE" in k}
         if any("COMPILE" in k for k in fns):  # first call compiles: report its latency
             t0 = time.perf_counter()

@@ -1,9 +1,9 @@
 """Real-browser test of the Playground: it draws, and a click on the figure adds a point.
 
 Reuses the JupyterLab + headless Chromium harness of ``test_browser.py`` on a one-cell
-notebook (the Playground of ``06_playground.ipynb``), waits for the heatmap, clicks on an
-empty corner of it and waits for the kernel-side point count shown under the class picker
-to grow by one. Screenshots land in ``test-artifacts/``.
+notebook (the Playground of ``06_playground.ipynb``), waits for the heatmap, clicks on a spot
+of it where no ellipse, boundary line or point lies on top, and waits for the kernel-side
+point count shown under the class picker to grow by one. Screenshots land in ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -35,9 +35,30 @@ pg = Playground(data="blobs", classes=4, root="runs/playground", ellipse_density
 pg.step(50)
 pg"""
 POINTS = re.compile(r"points: (\d+)")
-# Corners of the heatmap (fractions of its box): the blobs sit in the middle, so these are
-# empty; a few candidates in case an ellipse or boundary line lies under the first one.
-CORNERS = ((0.06, 0.06), (0.94, 0.06), (0.06, 0.94), (0.94, 0.94))
+# Screen points over the marked heatmap where the heatmap <image> itself is the topmost
+# element: an ellipse, a decision-boundary line or a data point drawn on top takes the click
+# (bqplot hit-tests its marks), and with four symmetric blobs the boundaries run through the
+# corners. Scans the border band first (the blobs sit in the middle).
+CLICK_TARGETS_JS = """
+() => {
+  const img = document.querySelector('[data-richviz-test=heatmap]');
+  const r = img.getBoundingClientRect();
+  const out = [];
+  const fracs = [0.04, 0.08, 0.12, 0.16, 0.2, 0.8, 0.84, 0.88, 0.92, 0.96];
+  for (const fy of fracs) {
+    for (const fx of fracs) {
+      const x = r.x + fx * r.width, y = r.y + fy * r.height;
+      // every pixel within 3 px must be the image, so a small layout shift cannot matter
+      let clear = true;
+      for (const [dx, dy] of [[0, 0], [-3, 0], [3, 0], [0, -3], [0, 3]]) {
+        if (document.elementFromPoint(x + dx, y + dy) !== img) { clear = false; break; }
+      }
+      if (clear) out.push([x, y]);
+    }
+  }
+  return out;
+}
+"""
 
 
 def write_notebook(path: Path) -> None:
@@ -88,11 +109,12 @@ def test_playground_click_adds_a_point_in_jupyterlab(
                         break
                     assert time.monotonic() < deadline, f"playground not drawn: {reason} {info}"
                 before = point_count(page)
-                box = page.evaluate(FIND_HEATMAP_JS)
-                x, y, w, h = box["image"]
+                assert page.evaluate(FIND_HEATMAP_JS) is not None  # marks and scrolls to it
+                targets = page.evaluate(CLICK_TARGETS_JS)
+                assert targets, "no spot of the heatmap is free of ellipses and lines"
                 added = False
-                for fx, fy in CORNERS:
-                    page.mouse.click(x + fx * w, y + fy * h)
+                for x, y in targets[:: max(1, len(targets) // 4)][:4]:
+                    page.mouse.click(x, y)
                     with contextlib.suppress(Exception):
                         page.wait_for_function(
                             f"() => /points: {before + 1}\\b/.test(document.body.innerText)",
