@@ -20,6 +20,7 @@ nbformat = pytest.importorskip("nbformat", reason="notebook tests need nbformat"
 NotebookClient = pytest.importorskip(
     "nbclient", reason="notebook tests need nbclient (and a Jupyter kernel)"
 ).NotebookClient
+pytest.importorskip("ipykernel", reason="notebook tests need a Jupyter kernel (ipykernel)")
 pytest.importorskip("ipywidgets", reason="the notebooks need ipywidgets")
 pytest.importorskip("bqplot", reason="the notebooks need bqplot")
 
