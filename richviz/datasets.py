@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from richviz.errors import DataError
+from richviz.errors import DataError, NonFiniteDataError
 
 __all__ = [
     "LOADERS",
@@ -252,8 +252,9 @@ def modular_addition(p: int = 23, train_fraction: float = 0.4, seed: int = 0) ->
 def check_arrays(x: Any, y: Any, name: str = "data") -> tuple[np.ndarray, np.ndarray]:
     """Validate user inputs ``x`` (N, d) and integer labels ``y`` (N,); float64 and int64 copies.
 
-    Raises ``DataError`` naming ``name`` for a wrong shape, non-finite inputs, or labels that
-    are not non-negative integers.
+    Raises ``DataError`` naming ``name`` for a wrong shape or labels that are not non-negative
+    integers, and ``NonFiniteDataError`` (a ``DataError`` and a ``NonFiniteError``) for NaN or
+    inf inputs.
     """
     try:
         xa = np.array(x, dtype=np.float64)
@@ -265,7 +266,7 @@ def check_arrays(x: Any, y: Any, name: str = "data") -> tuple[np.ndarray, np.nda
     if ya_raw.shape != (xa.shape[0],):
         raise DataError(f"{name}: y must have shape ({xa.shape[0]},), got {ya_raw.shape}")
     if not np.all(np.isfinite(xa)):
-        raise DataError(f"{name}: x contains NaN or inf")
+        raise NonFiniteDataError(f"{name}: x contains non-finite values (NaN or inf)")
     if not np.all(np.isfinite(ya_raw)) or np.any(ya_raw < 0) or np.any(ya_raw != np.round(ya_raw)):
         raise DataError(f"{name}: labels y must be integers >= 0")
     return xa, ya_raw.astype(np.int64)

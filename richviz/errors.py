@@ -8,6 +8,7 @@ __all__ = [
     "DataError",
     "MissingDependencyError",
     "ModelError",
+    "NonFiniteDataError",
     "NonFiniteError",
     "RichvizError",
     "RunError",
@@ -54,3 +55,8 @@ class NonFiniteError(RichvizError, ValueError):
 
     Every public numerical function of richviz raises this same type for non-finite input.
     """
+
+
+class NonFiniteDataError(NonFiniteError, DataError):
+    """A data set (user arrays, a CSV file) holds NaN or inf: both a ``NonFiniteError``, like every
+    other non-finite input, and a ``DataError``, like every other bad data set."""

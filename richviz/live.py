@@ -58,6 +58,7 @@ __all__ = [
     "LiveTrainer",
     "LiveView",
     "PlaygroundConfig",
+    "VIEW_METRICS",
     "compute_view",
     "log_spaced",
 ]
@@ -907,6 +908,19 @@ class FrameLoop:
                     self._cv.notify_all()
 
 
+_NC_KEYS = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")
+#: the keys of :attr:`LiveView.metrics`, in display order
+VIEW_METRICS = (
+    "loss",
+    "acc",
+    "d_lr",
+    "confinement",
+    "isotropy",
+    *_NC_KEYS,
+    "boundary_magnification",
+)
+
+
 @dataclass(frozen=True, eq=False)
 class LiveView:
     """The numbers of one live frame on a slice grid indexed ``[i, j] = (v[i], u[j])``.
@@ -915,8 +929,11 @@ class LiveView:
     ``G = (J E)^T (J E) / p`` (penultimate features); margin, entropy, predicted : top-2
     logit margin, softmax entropy (log base C) and arg-max class; field : the
     :class:`richviz.geometry.MetricField` (for ellipses); metrics : ``loss``, ``acc`` on the
-    probe set, ``d_lr``, ``nc1`` and ``boundary_magnification`` (mean log10 volume in the 10 %
-    of grid points with the smallest margin minus the mean elsewhere).
+    probe set, ``d_lr`` with its factors ``confinement`` and ``isotropy``
+    (``1 - d_lr = confinement * isotropy``), the neural-collapse statistics ``nc1``,
+    ``nc2_equinorm``, ``nc2_equiangular``, ``nc3``, ``nc4`` and ``boundary_magnification`` (mean
+    log10 volume in the 10 % of grid points with the smallest margin minus the mean elsewhere).
+    A statistic that is undefined for the probe set (e.g. NC with a class missing) is NaN.
     """
 
     u: np.ndarray
@@ -936,27 +953,23 @@ def compute_view(
     probe: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LiveView:
     """Everything one live frame shows for ``model`` on ``slice`` (a 2-D
-    :class:`richviz.geometry.Slice`); ``probe`` = (x, y) for loss, accuracy, D_LR and NC1.
+    :class:`richviz.geometry.Slice`); ``probe`` = (x, y) for loss, accuracy, D_LR (with its
+    factors) and the neural-collapse statistics (see :class:`LiveView`).
 
     Uses forward-mode AD: callers that share the process with other forward-mode work hold a
     common lock around it.
     """
     from richviz.features import features_and_outputs, last_linear_name
     from richviz.geometry import boundary_magnification, decision_field, pullback_metric
-    from richviz.metrics import d_lr, neural_collapse
+    from richviz.metrics import neural_collapse, richness
 
     with torch.no_grad():
         field = pullback_metric(model, slice, resolution=resolution)
         dec = decision_field(model, slice, resolution=resolution)
     lv = field.log10_volume.numpy()
     margin = dec.margin.numpy()
-    metrics = {
-        "loss": math.nan,
-        "acc": math.nan,
-        "d_lr": math.nan,
-        "nc1": math.nan,
-        "boundary_magnification": float(boundary_magnification(lv, margin)),
-    }
+    metrics = dict.fromkeys(VIEW_METRICS, math.nan)
+    metrics["boundary_magnification"] = float(boundary_magnification(lv, margin))
     if probe is not None and len(probe[0]) >= 2:
         x, y = probe
         dev = next(model.parameters()).device
@@ -967,14 +980,15 @@ def compute_view(
             metrics["acc"] = float((out.argmax(1) == y).double().mean())
             feats, lin = features_and_outputs(model, x)
             try:
-                metrics["d_lr"] = float(d_lr(feats, lin))
+                r = richness(feats, lin)
+                metrics.update(d_lr=r.d_lr, confinement=r.confinement, isotropy=r.isotropy)
             except ValueError:
                 pass
             if len(torch.unique(y)) == lin.shape[1]:
                 last = model.get_submodule(last_linear_name(model))
                 try:
                     nc = neural_collapse(feats, y, last.weight, last.bias)
-                    metrics["nc1"] = float(nc["nc1"])
+                    metrics.update({k: float(nc[k]) for k in _NC_KEYS})
                 except ValueError:
                     pass
     return LiveView(

@@ -16,6 +16,7 @@ from richviz.architectures import build_model
 from richviz.checkpoints import Run
 from richviz.errors import ConfigError, DataError
 from richviz.live import (
+    VIEW_METRICS,
     FrameLoop,
     LiveTrainer,
     PlaygroundConfig,
@@ -320,7 +321,7 @@ def test_frame_loop_bounds_the_drawing_duty_cycle():
 
 def test_compute_view_metrics_match_independent_computations():
     from richviz.geometry import Slice, boundary_magnification, pullback_metric
-    from richviz.metrics import d_lr
+    from richviz.metrics import d_lr, neural_collapse
 
     data = SMALL.dataset()
     torch.manual_seed(0)
@@ -336,6 +337,14 @@ def test_compute_view_metrics_match_independent_computations():
         float((out.argmax(1) == data.y_train).double().mean())
     )
     assert view.metrics["d_lr"] == pytest.approx(d_lr(feats, lin))
+    # 1 - D_LR = confinement x isotropy, each factor from the same one pass
+    assert 1 - view.metrics["d_lr"] == pytest.approx(
+        view.metrics["confinement"] * view.metrics["isotropy"], abs=1e-9
+    )
+    nc = neural_collapse(feats, data.y_train, model[-1].weight, model[-1].bias)
+    for key in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4"):
+        assert view.metrics[key] == pytest.approx(nc[key], nan_ok=True), key
+    assert set(view.metrics) == set(VIEW_METRICS)
     field = pullback_metric(model, s, resolution=20, method="jvp")
     np.testing.assert_allclose(view.log10_volume, field.log10_volume.numpy(), rtol=1e-5, atol=1e-6)
     assert view.metrics["boundary_magnification"] == pytest.approx(

@@ -14,6 +14,7 @@ import traitlets
 from richviz.checkpoints import Run
 from richviz.live import PlaygroundConfig
 from richviz.widgets import Playground, rendering
+from richviz.widgets.charts import LineChart
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -110,13 +111,25 @@ def test_metrics_strip_grows_while_training(pg):
     assert steps[0] == 0 and steps == sorted(set(steps)) and len(steps) >= 3
     assert steps[-1] == pg.trainer.step_count
     last = pg.rows[-1]
-    assert all(
-        np.isfinite(last[k]) for k in ("loss", "acc", "d_lr", "nc1", "boundary_magnification")
-    )
+    defined = ("loss", "acc", "d_lr", "confinement", "isotropy", "nc1", "nc2_equinorm", "nc3")
+    assert all(np.isfinite(last[k]) for k in (*defined, "nc4", "boundary_magnification"))
     loss, acc = pg.trainer.evaluate()  # the probe is the training set (n <= 500)
     assert last["loss"] == pytest.approx(loss, rel=1e-5) and last["acc"] == pytest.approx(acc)
-    for key, line in pg._strip_lines.items():
-        assert len(line.x) == len(steps) and len(line.y) == len(steps), key
+    # the strip is drawn by the project's chart helper: one line per defined metric, each as
+    # long as the rows, legend under the plot; NC2 equiangularity is hidden for 2 classes
+    for chart in pg.strip_charts.values():
+        assert isinstance(chart, LineChart) and chart.figure.axes[0].label == "step"
+        for mark in chart.marks:
+            assert len(mark.x) == len(steps) and len(mark.y) == len(steps), mark.labels
+    labels = {s.label for c in pg.strip_charts.values() for s in c.drawn}
+    assert {"accuracy", "loss", "D_LR", "confinement", "isotropy", "NC1", "NC3"} <= labels
+    assert "NC2 equiangular" not in labels
+    assert "undefined for 2 classes" in pg.strip_charts["neural collapse"].legend.value
+    # a live redraw moves the data of the same marks (no new widgets per frame)
+    marks = [m.model_id for c in pg.strip_charts.values() for m in c.marks]
+    pg.step(5)
+    assert pg.wait(60) and pg.rows[-1]["step"] == steps[-1] + 5
+    assert [m.model_id for c in pg.strip_charts.values() for m in c.marks] == marks
 
 
 def test_clicks_add_points_of_the_chosen_class_while_training(pg):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from richviz import features, geometry, metrics, probe, theory, validation
-from richviz.errors import NonFiniteError, RichvizError
+from richviz import datasets, features, geometry, metrics, probe, theory, validation
+from richviz.errors import DataError, NonFiniteDataError, NonFiniteError, RichvizError
 from richviz.geometry import curvature
 
 NAN = math.nan
@@ -110,6 +110,11 @@ CASES = {
         lambda: geometry.effective_volume(_net(), _nan(4, 2), k=2),
         "points",
     ),
+    "datasets.check_arrays": (lambda: datasets.check_arrays(_nan(4, 2).numpy(), [0, 1, 0, 1]), "x"),
+    "datasets.load(arrays)": (
+        lambda: datasets.load("arrays", x=_nan(8, 2).numpy(), y=[0, 1] * 4),
+        "x",
+    ),
     "probe.LinearProbe.fit": (lambda: probe.LinearProbe.fit(_nan(12, 4), LABELS), "features"),
     "probe.LinearProbe.predict": (
         lambda: probe.LinearProbe.fit(_ok(12, 4), LABELS).predict(_nan(5, 4)),
@@ -134,6 +139,9 @@ def test_nan_input_raises_nonfinite_error_naming_the_argument(case):
 
 def test_nonfinite_error_is_in_the_hierarchy_and_reexported():
     assert issubclass(NonFiniteError, RichvizError) and issubclass(NonFiniteError, ValueError)
+    # data sets keep their own family too: a caller catching DataError still sees NaN data
+    assert issubclass(NonFiniteDataError, NonFiniteError)
+    assert issubclass(NonFiniteDataError, DataError)
     assert metrics.NonFiniteError is NonFiniteError
 
 

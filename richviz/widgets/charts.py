@@ -244,6 +244,7 @@ class LineChart:
             else None
         )
         self.marks: list[bqplot.Lines] = []
+        self._looks: list[tuple] = []  # (label, side, colour, style, marker) of each mark
         self.series: list[Series] = []
         self.drawn: list[Series] = []  #: the series as drawn (colour, style, clamped y)
         self.limits: dict[str, tuple[float, float]] = {}
@@ -270,7 +271,11 @@ class LineChart:
     # ---------------------------------------------------------------- data
 
     def set_series(self, series: Sequence[Series], note: str = "") -> None:
-        """Draw ``series`` (replacing the previous ones), fit the axes and write the legend."""
+        """Draw ``series`` (replacing the previous ones), fit the axes and write the legend.
+
+        When the lines look as before (same labels, axes, colours and styles) only their data
+        move, so a chart redrawn many times a second (the Playground's) creates no widgets.
+        """
         self.series = [s for s in series if np.isfinite(np.asarray(s.y, float)).any()]
         self.note = note
         xs = [np.asarray(s.x, float) for s in self.series]
@@ -316,23 +321,37 @@ class LineChart:
                 )  # fmt: skip
                 drawn.append((s_out, np.asarray(s.x, float), y))
         self.drawn = [d[0] for d in drawn]
-        self.marks = [
-            bqplot.Lines(
-                x=x,
-                y=y,
-                scales={"x": self.sx, "y": self.scales[s.side]},
-                colors=[s.color],
-                line_style=s.line_style,
-                marker=s.marker,
-                marker_size=20,
-                stroke_width=2.0,
-                labels=[s.label],
-                display_legend=False,
-            )
-            for s, x, y in drawn
-        ]
-        with self.figure.hold_sync():
-            self.figure.marks = [*self.marks, *([self.cursor] if self.cursor is not None else [])]
+        looks = [(s.label, s.side, s.color, s.line_style, s.marker) for s in self.drawn]
+        if looks == self._looks:
+            # the same lines with new data (a live chart): move the data, keep the marks
+            for mark, (_s, x, y) in zip(self.marks, drawn, strict=True):
+                with mark.hold_sync():
+                    mark.x, mark.y = x, y
+        else:
+            old = self.marks
+            self.marks = [
+                bqplot.Lines(
+                    x=x,
+                    y=y,
+                    scales={"x": self.sx, "y": self.scales[s.side]},
+                    colors=[s.color],
+                    line_style=s.line_style,
+                    marker=s.marker,
+                    marker_size=20,
+                    stroke_width=2.0,
+                    labels=[s.label],
+                    display_legend=False,
+                )
+                for s, x, y in drawn
+            ]
+            self._looks = looks
+            with self.figure.hold_sync():
+                self.figure.marks = [
+                    *self.marks,
+                    *([self.cursor] if self.cursor is not None else []),
+                ]
+            for mark in old:
+                mark.close()  # no orphaned widgets left in the kernel
         two = len({s.side for s in self.drawn}) == 2
         self.legend.value = legend_html(
             [(self._legend_label(s, two), s.color, s.line_style, s.marker) for s in self.drawn],

@@ -27,6 +27,7 @@ from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
 __all__ = [
     "FAMILIES",
+    "family_series",
     "MAX_TICKS",
     "legend_html",
     "MetricsPanel",
@@ -94,6 +95,29 @@ def _values(rows: Sequence[dict], key: str) -> np.ndarray:
         except (TypeError, ValueError):
             pass
     return out
+
+
+def family_series(
+    rows: Sequence[dict],
+    x: np.ndarray,
+    left: Series,
+    right: Series,
+    num_classes: int | None = None,
+) -> tuple[list[charts.Series], str]:
+    """The chart series of one metric family from metric ``rows`` plotted against ``x``.
+
+    ``left`` and ``right`` are (row key, legend label) pairs. A series undefined for
+    ``num_classes`` (:data:`UNDEFINED`) is left out and the returned note says why.
+    """
+    series, notes = [], []
+    for side, group in (("left", left), ("right", right)):
+        for key, label in group:
+            hidden = UNDEFINED.get(key)
+            if hidden and num_classes == hidden[0]:
+                notes.append(hidden[1])
+                continue
+            series.append(charts.Series(label, x, _values(rows, key), side))
+    return series, "; ".join(notes)
 
 
 def rows_to_csv(rows: Sequence[dict]) -> str:
@@ -347,15 +371,8 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
             return
         for title, left, right, _ls, _rs in FAMILIES:
             chart = self.line_charts[title]
-            series, notes = [], []
-            for side, group in (("left", left), ("right", right)):
-                for key, label in group:
-                    hidden = UNDEFINED.get(key)
-                    if hidden and self.num_classes == hidden[0]:
-                        notes.append(hidden[1])
-                        continue
-                    series.append(charts.Series(label, x, _values(rows, key), side))
-            chart.set_series(series, note="; ".join(notes))
+            series, note = family_series(rows, x, left, right, self.num_classes)
+            chart.set_series(series, note=note)
             self.series[title] = list(chart.marks)
 
 

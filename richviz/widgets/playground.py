@@ -6,8 +6,9 @@ alpha between rich and lazy) and the optimiser; press Start. A :class:`richviz.l
 trains on a background thread and writes an ordinary run (log-spaced checkpoints), while a
 :class:`richviz.live.FrameLoop` redraws the newest weights at a bounded frame rate (frames are
 skipped, never queued): the log10 volume element of the pulled-back metric, its ellipses,
-the decision boundary, the class regions and the data, plus a metrics strip (loss, accuracy,
-D_LR, NC1, boundary magnification) that grows as it trains. The UI thread only flips flags.
+the decision boundary, the class regions and the data, plus a metrics strip that grows as it trains
+(accuracy and loss; D_LR with its factors confinement and isotropy, and boundary magnification;
+the neural-collapse statistics NC1-NC4). The UI thread only flips flags.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ from richviz.live import (
     PlaygroundConfig,
     compute_view,
 )
-from richviz.widgets import rendering
+from richviz.widgets import charts, rendering
+from richviz.widgets.metrics_panel import family_series
 from richviz.widgets.slice_viewer import atomic_write_bytes, error_line, status_html
 from richviz.widgets.tasks import COMPUTE
 
-__all__ = ["Playground", "VIEWS"]
+__all__ = ["STRIP", "Playground", "VIEWS"]
 
 VIEWS = ("volume", "classes", "entropy")
 """Backgrounds: log10 volume element, class regions, softmax entropy."""
@@ -58,13 +60,33 @@ _CONFIG_TRAITS = tuple(
     f.name for f in dataclasses.fields(PlaygroundConfig) if f.name not in ("x", "y")
 )
 _VIEW_TRAITS = ("view", "resolution", "ellipse_density")
-_STRIP_LABELS = {
-    "loss": "loss",
-    "acc": "accuracy",
-    "d_lr": "D_LR",
-    "nc1": "NC1",
-    "boundary_magnification": "decades",
-}
+#: the live metrics strip: (title, left series, right series, left log, right log, left range);
+#: series are (metric key of :data:`richviz.live.VIEW_METRICS`, legend label)
+STRIP = (
+    ("performance", (("acc", "accuracy"),), (("loss", "loss"),), False, True, (0.0, 1.0)),
+    (
+        "richness",
+        (("d_lr", "D_LR"), ("confinement", "confinement"), ("isotropy", "isotropy")),
+        (("boundary_magnification", "boundary magnification"),),
+        False,
+        False,
+        (0.0, 1.0),
+    ),
+    (
+        "neural collapse",
+        (
+            ("nc1", "NC1"),
+            ("nc2_equinorm", "NC2 equinorm"),
+            ("nc2_equiangular", "NC2 equiangular"),
+            ("nc3", "NC3"),
+            ("nc4", "NC4"),
+        ),
+        (),
+        True,
+        False,
+        None,
+    ),
+)
 
 
 @dataclasses.dataclass
@@ -223,65 +245,23 @@ class Playground(widgets.VBox):
         )
 
     def _build_strip(self) -> None:
-        """Three small charts against step: loss/accuracy, D_LR/NC1, boundary magnification."""
-        self._strip_lines: dict[str, bqplot.Lines] = {}
-        self._strip_axes: dict[str, bqplot.Axis] = {}
-        self._strip_x: list[tuple[bqplot.LinearScale, bqplot.Axis]] = []
-        figures = []
-        for title, left, right in (
-            ("loss · accuracy", ("loss", "#0072B2"), ("acc", "#E69F00")),
-            ("D_LR · NC1", ("d_lr", "#009E73"), ("nc1", "#CC79A7")),
-            ("boundary magnification", ("boundary_magnification", "#D55E00"), None),
-        ):
-            sx = bqplot.LinearScale(min=0.0, max=1.0)
-            x_axis = bqplot.Axis(scale=sx, label="step", tick_values=[0, 1], tick_format=".0f")
-            self._strip_x.append((sx, x_axis))
-            marks, axes = [], [x_axis]
-            for key, colour, side in ((*left, "left"), *([(*right, "right")] if right else [])):
-                sy = bqplot.LinearScale(min=0.0, max=1.0)
-                line = bqplot.Lines(
-                    x=[], y=[], scales={"x": sx, "y": sy}, colors=[colour], labels=[key]
-                )
-                self._strip_lines[key] = line
-                marks.append(line)
-                axis = bqplot.Axis(
-                    scale=sy,
-                    side=side,
-                    label=_STRIP_LABELS[key],
-                    label_color=colour,
-                    label_offset="40px",
-                    tick_values=[0, 1],
-                    tick_format=".1f",
-                    grid_lines="none",
-                )
-                self._strip_axes[key] = axis
-                axes.append(axis)
-            figures.append(
-                bqplot.Figure(
-                    marks=marks,
-                    axes=axes,
-                    title=title,
-                    title_style={"font-size": "12px"},
-                    padding_y=0.0,
-                    fig_margin={"top": 28, "bottom": 36, "left": 50, "right": 50},
-                    layout=widgets.Layout(width=f"{STRIP_WIDTH}px", height=f"{STRIP_HEIGHT}px"),
-                )
+        """One :class:`richviz.widgets.charts.LineChart` per family of :data:`STRIP`."""
+        #: per strip chart (title), its :class:`richviz.widgets.charts.LineChart`
+        self.strip_charts: dict[str, charts.LineChart] = {
+            title: charts.LineChart(
+                title,
+                x_label="step",
+                x_log=False,
+                y_log=left_log,
+                right_log=right_log,
+                right=bool(right),
+                y_range=y_range,
+                width=STRIP_WIDTH,
+                height=STRIP_HEIGHT,
             )
-        self.strip = widgets.HBox(figures)
-
-    @staticmethod
-    def _set_axis(scale: bqplot.LinearScale, axis: bqplot.Axis, values: np.ndarray) -> None:
-        """Scale limits and round ticks for ``values`` (explicit: bqplot cannot format the
-        ticks of a degenerate domain)."""
-        finite = values[np.isfinite(values)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        if hi - lo < 1e-9 * max(1.0, abs(lo)):
-            lo, hi = lo - 0.5 * max(abs(lo), 1e-3), hi + 0.5 * max(abs(hi), 1e-3)
-        ticks = rendering.nice_ticks(lo, hi, 4)
-        with scale.hold_sync():
-            scale.min, scale.max = lo, hi
-        axis.tick_format = rendering.tick_format(ticks)
-        axis.tick_values = ticks
+            for title, _left, right, left_log, right_log, y_range in STRIP
+        }
+        self.strip = widgets.HBox([c.widget for c in self.strip_charts.values()])
 
     def _build_controls(self) -> None:
         style = {"description_width": "initial"}
@@ -699,14 +679,14 @@ class Playground(widgets.VBox):
         self.rows.append(row)
         if len(self.rows) > MAX_ROWS:
             self.rows = self.rows[::2]
+        self._draw_strip()
+
+    def _draw_strip(self) -> None:
         steps = np.array([r["step"] for r in self.rows])
-        for sx, axis in self._strip_x:
-            self._set_axis(sx, axis, np.array([0.0, max(float(steps.max()), 1.0)]))
-        for key, line in self._strip_lines.items():
-            values = np.array([r[key] for r in self.rows], dtype=float)
-            self._set_axis(line.scales["y"], self._strip_axes[key], values)
-            with line.hold_sync():
-                line.x, line.y = steps, values
+        classes = self.trainer.config.num_classes if self.trainer is not None else None
+        for title, left, right, *_ in STRIP:
+            series, note = family_series(self.rows, steps, left, right, classes)
+            self.strip_charts[title].set_series(series, note=note)
 
     def class_region_png(self) -> bytes:
         """The class regions of the frame on screen as a PNG (whatever the view shows)."""
