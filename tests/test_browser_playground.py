@@ -1,9 +1,10 @@
 """Real-browser test of the Playground: it draws, and a click on the figure adds a point.
 
 Reuses the JupyterLab + headless Chromium harness of ``test_browser.py`` on a one-cell
-notebook (the Playground of ``06_playground.ipynb``), waits for the heatmap, clicks on a spot
-of it where no ellipse, boundary line or point lies on top, and waits for the kernel-side
-point count shown under the class picker to grow by one. Screenshots land in ``test-artifacts/``.
+notebook (the Playground of ``06_playground.ipynb``), waits for the heatmap, clicks exactly on
+a decision-boundary line or ellipse drawn over it (the overlays let clicks through to the
+heatmap), and waits for the kernel-side point count shown under the class picker to grow by
+one. Screenshots land in ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -35,25 +36,26 @@ pg = Playground(data="blobs", classes=4, root="runs/playground", ellipse_density
 pg.step(50)
 pg"""
 POINTS = re.compile(r"points: (\d+)")
-# Screen points over the marked heatmap where the heatmap <image> itself is the topmost
-# element: an ellipse, a decision-boundary line or a data point drawn on top takes the click
-# (bqplot hit-tests its marks), and with four symmetric blobs the boundaries run through the
-# corners. Scans the border band first (the blobs sit in the middle).
-CLICK_TARGETS_JS = """
+# Screen points that lie ON the figure's overlay lines (decision boundaries, ellipses) inside
+# the marked heatmap, from each SVG path's own geometry. bqplot hit-tests its marks, so before
+# the Playground made its overlays click-through, a click there was taken by the line and lost;
+# the test clicks exactly there. For each point it reports what ``elementFromPoint`` finds.
+LINE_TARGETS_JS = """
 () => {
   const img = document.querySelector('[data-richviz-test=heatmap]');
+  const fig = img.closest('.bqplot.figure');
   const r = img.getBoundingClientRect();
   const out = [];
-  const fracs = [0.04, 0.08, 0.12, 0.16, 0.2, 0.8, 0.84, 0.88, 0.92, 0.96];
-  for (const fy of fracs) {
-    for (const fx of fracs) {
-      const x = r.x + fx * r.width, y = r.y + fy * r.height;
-      // every pixel within 3 px must be the image, so a small layout shift cannot matter
-      let clear = true;
-      for (const [dx, dy] of [[0, 0], [-3, 0], [3, 0], [0, -3], [0, 3]]) {
-        if (document.elementFromPoint(x + dx, y + dy) !== img) { clear = false; break; }
-      }
-      if (clear) out.push([x, y]);
+  for (const path of fig.querySelectorAll('path.line')) {
+    const n = path.getTotalLength ? path.getTotalLength() : 0;
+    if (!(n > 20)) continue;
+    const m = path.getScreenCTM();
+    for (const f of [0.5, 0.3, 0.7, 0.1, 0.9]) {
+      const p = path.getPointAtLength(f * n).matrixTransform(m);
+      const inside = p.x > r.x + 4 && p.x < r.right - 4 && p.y > r.y + 4 && p.y < r.bottom - 4;
+      if (!inside) continue;
+      const top = document.elementFromPoint(p.x, p.y);
+      out.push({x: p.x, y: p.y, onImage: top === img, top: top ? top.tagName : null});
     }
   }
   return out;
@@ -110,23 +112,26 @@ def test_playground_click_adds_a_point_in_jupyterlab(
                     assert time.monotonic() < deadline, f"playground not drawn: {reason} {info}"
                 before = point_count(page)
                 assert page.evaluate(FIND_HEATMAP_JS) is not None  # marks and scrolls to it
-                targets = page.evaluate(CLICK_TARGETS_JS)
-                assert targets, "no spot of the heatmap is free of ellipses and lines"
-                added = False
-                for x, y in targets[:: max(1, len(targets) // 4)][:4]:
-                    page.mouse.click(x, y)
-                    with contextlib.suppress(Exception):
-                        page.wait_for_function(
-                            f"() => /points: {before + 1}\\b/.test(document.body.innerText)",
-                            timeout=15_000,
-                        )
-                    if point_count(page) == before + 1:
-                        added = True
-                        break
+                targets = page.evaluate(LINE_TARGETS_JS)
+                assert targets, "no boundary line or ellipse drawn over the heatmap"
+                # the overlays let the pointer through: the heatmap is under every line point
+                blocked = [t for t in targets if not t["onImage"]]
+                assert not blocked, f"overlay lines take the click: {blocked[:3]}"
+                target = targets[0]
+                page.mouse.click(target["x"], target["y"])
+                with contextlib.suppress(Exception):
+                    page.wait_for_function(
+                        f"() => /points: {before + 1}\\b/.test(document.body.innerText)",
+                        timeout=20_000,
+                    )
+                added = point_count(page) == before + 1
                 page.screenshot(path=str(artifact_dir / "playground-page.png"), full_page=True)
                 text = page.locator(".jp-NotebookPanel").first.inner_text()
                 assert not output_errors(text), output_errors(text)
-                assert added, f"no point was added by clicking (count stays {point_count(page)})"
+                assert added, (
+                    f"no point was added by clicking a line at {target} "
+                    f"(count stays {point_count(page)})"
+                )
             finally:
                 (artifact_dir / "playground-console.log").write_text("\n".join(console) + "\n")
                 browser.close()

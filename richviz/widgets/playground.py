@@ -60,6 +60,13 @@ _CONFIG_TRAITS = tuple(
     f.name for f in dataclasses.fields(PlaygroundConfig) if f.name not in ("x", "y")
 )
 _VIEW_TRAITS = ("view", "resolution", "ellipse_density")
+CLICK_THROUGH_CLASS = "richviz-click-through"
+#: the figure's lines (``.curve``/``.line``: ellipses, boundaries) and dots (``.dot``: data)
+#: ignore the pointer, so every click on the plot reaches the heatmap and adds a point
+CLICK_THROUGH_CSS = (
+    f"<style>.{CLICK_THROUGH_CLASS} .curve, .{CLICK_THROUGH_CLASS} .line, "
+    f".{CLICK_THROUGH_CLASS} .dot {{ pointer-events: none; }}</style>"
+)
 #: the live metrics strip: (title, left series, right series, left log, right log, left range);
 #: series are (metric key of :data:`richviz.live.VIEW_METRICS`, legend label)
 STRIP = (
@@ -188,7 +195,7 @@ class Playground(widgets.VBox):
         super().__init__(
             children=[
                 self.controls,
-                widgets.HBox([widgets.VBox([self.figure, self.legend]), self.side]),
+                widgets.HBox([widgets.VBox([self.figure, self.legend, self._css]), self.side]),
                 self.strip,
             ],
             **kwargs,
@@ -231,6 +238,9 @@ class Playground(widgets.VBox):
             bqplot.Axis(scale=self._sx, label="x1", grid_lines="none"),
             bqplot.Axis(scale=self._sy, label="x2", side="left", grid_lines="none"),
         ]
+        # The overlays let clicks through to the heatmap (bqplot hit-tests its marks, so a
+        # click on a boundary line, an ellipse or a data point would otherwise be lost).
+        self._css = widgets.HTML(value=CLICK_THROUGH_CSS, layout=widgets.Layout(display="none"))
         self.figure = bqplot.Figure(
             marks=[self.image_mark, self.points_mark],
             axes=axes,
@@ -243,6 +253,7 @@ class Playground(widgets.VBox):
             title_style={"font-size": "13px"},
             layout=widgets.Layout(width=f"{FIGURE_SIZE}px", height=f"{FIGURE_SIZE}px"),
         )
+        self.figure.add_class(CLICK_THROUGH_CLASS)
 
     def _build_strip(self) -> None:
         """One :class:`richviz.widgets.charts.LineChart` per family of :data:`STRIP`."""
