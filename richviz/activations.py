@@ -107,6 +107,9 @@ class Activation:
     closed_form : whether that metric has a closed form (else Gauss quadrature).
     jet : ``(h, inplace) -> (sigma(h), sigma'(h))`` on tensors in one pass (``inplace``: may
         overwrite ``h`` with ``sigma(h)``), or None (forward-mode AD then supplies ``sigma'``).
+    push : ``(jet) -> None`` on a stacked jet ``(1 + k, N, ...)`` = primal ``h`` and k tangents
+        ``t``: overwrites them with ``sigma(h)`` and ``sigma'(h) * t`` in two fused passes
+        (``sigma'`` from the output, as autograd's backward kernels do), or None (``jet`` then).
     """
 
     name: str
@@ -117,6 +120,7 @@ class Activation:
     theory: bool = False
     closed_form: bool = False
     jet: Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]] | None = None
+    push: Callable[[torch.Tensor], None] | None = None
 
 
 def _jet_tanh(h: torch.Tensor, inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,6 +138,21 @@ def _jet_relu(h: torch.Tensor, inplace: bool) -> tuple[torch.Tensor, torch.Tenso
     return (torch.relu_(h) if inplace else torch.relu(h)), d
 
 
+def _push_tanh(jet: torch.Tensor) -> None:
+    y = torch.tanh_(jet[0])
+    torch.ops.aten.tanh_backward.grad_input(jet[1:], y, grad_input=jet[1:])  # t * (1 - y^2)
+
+
+def _push_sigmoid(jet: torch.Tensor) -> None:
+    y = torch.sigmoid_(jet[0])
+    torch.ops.aten.sigmoid_backward.grad_input(jet[1:], y, grad_input=jet[1:])  # t * y (1 - y)
+
+
+def _push_relu(jet: torch.Tensor) -> None:
+    y = torch.relu_(jet[0])  # y > 0 exactly where h > 0
+    torch.ops.aten.threshold_backward.grad_input(jet[1:], y, 0.0, grad_input=jet[1:])
+
+
 def _entry(
     name: str,
     cls: type[nn.Module],
@@ -141,18 +160,21 @@ def _entry(
     derivative: Callable[[np.ndarray], np.ndarray] | None = None,
     closed_form: bool = False,
     jet: Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    push: Callable[[torch.Tensor], None] | None = None,
 ) -> Activation:
     theory = derivative is not None
-    return Activation(name, cls, (cls,), function, derivative, theory, closed_form, jet)
+    return Activation(name, cls, (cls,), function, derivative, theory, closed_form, jet, push)
 
 
 REGISTRY: dict[str, Activation] = {
     a.name: a
     for a in (
         _entry("erf", Erf, lambda x: torch.special.erf(x / math.sqrt(2.0)), _d_erf, True),
-        _entry("relu", nn.ReLU, torch.relu, _d_relu, True, _jet_relu),
-        _entry("tanh", nn.Tanh, torch.tanh, _d_tanh, jet=_jet_tanh),
-        _entry("sigmoid", nn.Sigmoid, torch.sigmoid, _d_sigmoid, jet=_jet_sigmoid),
+        _entry("relu", nn.ReLU, torch.relu, _d_relu, True, _jet_relu, _push_relu),
+        _entry("tanh", nn.Tanh, torch.tanh, _d_tanh, jet=_jet_tanh, push=_push_tanh),
+        _entry(
+            "sigmoid", nn.Sigmoid, torch.sigmoid, _d_sigmoid, jet=_jet_sigmoid, push=_push_sigmoid
+        ),
         _entry("gelu", nn.GELU, nn.functional.gelu, _d_gelu),
         _entry("softplus", nn.Softplus, nn.functional.softplus, _sigmoid_np),
         _entry("silu", nn.SiLU, nn.functional.silu, _d_silu),

@@ -580,6 +580,28 @@ def test_chain_fast_path_equals_jvp(act):
         torch.testing.assert_close(fast.volume, ref.volume, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("act", [nn.Tanh, nn.Sigmoid, nn.ReLU], ids=lambda a: a.__name__)
+def test_chain_fused_push_of_later_activations_equals_jvp(act):
+    # from the second nonlinearity on the tangents depend on the point and tanh, sigmoid and
+    # ReLU update the stacked jet by their fused push (sigma' from the output)
+    from richviz import activations
+    from richviz.features import feature_map
+    from richviz.geometry import chain_modules
+
+    assert activations.identify(act()).push is not None
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Linear(2, 9), act(), nn.Linear(9, 8), act(), nn.Linear(8, 7), act(), nn.Linear(7, 3)
+    ).to(F64)
+    s = Slice.square(torch.tensor([0.2, 0.1], dtype=F64), 2.0)
+    for layer in (None, "3"):
+        assert chain_modules(feature_map(net, layer)) is not None
+        fast = pullback_metric(net, s, resolution=7, chunk_size=12, layer=layer)
+        ref = pullback_metric(net, s, resolution=7, chunk_size=12, layer=layer, method="jvp")
+        torch.testing.assert_close(fast.metric, ref.metric, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(fast.volume, ref.volume, rtol=1e-12, atol=1e-15)
+
+
 def test_chain_fast_path_nested_model_is_checked():
     from richviz.features import feature_map
     from richviz.geometry import chain_modules

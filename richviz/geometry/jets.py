@@ -181,8 +181,9 @@ def chain_directional_derivatives(
     nonlinearity the tangents are the same for every point and stay (k, width). From there on
     the primal and the k tangents travel as one stacked jet ((1 + k), N, width): each Linear is
     ONE ``((1 + k) N, in) @ W^T`` product (bias on the primal only), each activation
-    ``y = act(h)``, ``t <- act'(h) * t`` updates the jet in place. x (N, *input_shape),
-    tangents (k, *input_shape).
+    ``y = act(h)``, ``t <- act'(h) * t`` updates the jet in place (tanh, sigmoid and ReLU in two
+    fused passes, ``act'`` computed from ``y``: :attr:`richviz.activations.Activation.push`).
+    x (N, *input_shape), tangents (k, *input_shape).
     """
     n, k = x.shape[0], tangents.shape[0]
     h = x
@@ -199,6 +200,10 @@ def chain_directional_derivatives(
                     raise ValueError("Linear on a non-flat input")  # not reached: checked by caller
                 jet = _stacked_linear(jet, m)
             else:
+                entry = activations.identify(m)
+                if entry is not None and entry.push is not None:
+                    entry.push(jet)  # sigma(h), sigma'(h) * t in two fused passes
+                    continue
                 y, d = activation_jet(m, jet[0], inplace=True)
                 jet[1:] *= d
                 if y.data_ptr() != jet.data_ptr():  # not computed in place
