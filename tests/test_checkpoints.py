@@ -520,6 +520,27 @@ def test_metrics_cache_keyed_on_bytes_not_size_and_mtime(run_dir, monkeypatch):
     assert len(calls) == 2 * len(STEPS) + 1
 
 
+def test_metrics_table_loads_the_init_model_once_and_again_when_it_changes(run_dir, monkeypatch):
+    loads = []
+    real = Run.load
+    monkeypatch.setattr(Run, "load", lambda self, step, *a, **k: loads.append(step) or real(
+        self, step, *a, **k
+    ))  # fmt: skip
+    run = Run.open(run_dir)
+    first = run.metrics(progress=False)
+    # every checkpoint once, plus the init model once for the whole table (not once per row)
+    assert sorted(loads) == sorted([*STEPS, STEPS[0]])
+    # new init weights, the run opened again: the new init model is the one used
+    init = run.checkpoint(STEPS[0])
+    save_checkpoint(init.path, run.load(STEPS[-1]).state_dict(), init.meta)
+    loads.clear()
+    again = Run.open(run_dir).metrics(progress=False)
+    assert sorted(loads) == sorted([*STEPS, STEPS[0]])  # every row's key changed (new init)
+    # the last checkpoint is now identical to the init: similarity 1, distance 0
+    assert again[-1]["cka_init"] == pytest.approx(1.0) and again[-1]["param_dist_sq"] == 0.0
+    assert first[-1]["param_dist_sq"] > 0.0
+
+
 def test_metrics_version_derives_from_package_version():
     import richviz
 

@@ -58,6 +58,11 @@ _TEXT_KEYS = ("error", "note")  # the only row values that may be text
 _PROBES: weakref.WeakKeyDictionary[Any, dict[int, tuple[torch.Tensor, torch.Tensor, str]]] = (
     weakref.WeakKeyDictionary()
 )
+# per run object: the feature layers already checked against its architecture, and the init
+# model last loaded with ((init step, content hash), device): every row of a table (or every
+# task a sweep worker runs for the run) reuses them instead of rebuilding and reloading
+_CHECKED_LAYERS: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_INIT_MODELS: weakref.WeakKeyDictionary[Any, tuple[tuple, nn.Module]] = weakref.WeakKeyDictionary()
 
 
 def metrics_table(
@@ -104,10 +109,13 @@ def _setup(
     if outputs not in OUTPUTS:
         raise ValueError(f"outputs={outputs!r} must be one of {', '.join(OUTPUTS)}")
     layer_key = layer or "penultimate"
-    try:
-        FeatureMap(run.template(), layer)
-    except ValueError as exc:
-        raise ModelError(f"{run.path}: {one_line(str(exc), 400)}") from None
+    checked = _CHECKED_LAYERS.setdefault(run, set())
+    if layer_key not in checked:
+        try:
+            FeatureMap(run.template(), layer)
+        except ValueError as exc:
+            raise ModelError(f"{run.path}: {one_line(str(exc), 400)}") from None
+        checked.add(layer_key)
     probes = _PROBES.setdefault(run, {})
     if probe_size not in probes:
         x, y = run.probe(probe_size)
@@ -172,9 +180,22 @@ def metrics_entry(
     c = run.checkpoint(step)
     entry_key = key(c)
     dev = best_device(device)
-    init_model = _safe_load(run, init, dev)[0] if init is not None else None
+    init_model = _init_model(run, init, entry_key["init"], dev) if init is not None else None
     row = _metrics_row(run, c, x, y, init_model, layer, outputs, dev)
     return {"step": c.step, "key": entry_key, "row": row}
+
+
+def _init_model(run: Run, init: Checkpoint, ident: list, device: torch.device) -> nn.Module | None:
+    """The init checkpoint's model on ``device``, loaded once per run object while its
+    content (``ident`` = [step, sha256]) is unchanged; None when it cannot be loaded."""
+    want = (tuple(ident), str(device))
+    hit = _INIT_MODELS.get(run)
+    if hit is not None and hit[0] == want:
+        return hit[1]
+    model = _safe_load(run, init, device)[0]
+    if model is not None:
+        _INIT_MODELS[run] = (want, model)
+    return model
 
 
 def store_metrics_rows(run: Run, entries: list[dict[str, Any]]) -> dict[str, Any]:
