@@ -4,7 +4,9 @@ The runs (moons preset, 2-64-64-2 tanh MLP, 400 steps, 26 log-spaced checkpoints
 seed grid) are trained once by ``train_sweep`` on 2 workers. Then each round fills fresh
 copies of their metrics caches (208 tasks, one per checkpoint row) with ``sweep_metrics`` on a
 warm 1-worker and a warm 2-worker cluster, and in this process with ``Run.metrics`` (1 thread)
-as the serial reference. Rounds interleave the three so machine load affects them alike; the
+as the serial reference, and in two plain worker processes (``multiprocessing``, half the runs
+each, no scheduler): the scaling this machine allows two processes without Dask. Rounds
+interleave the four so machine load affects them alike; the
 report gives medians and the ratios measured in this one run.
 
     .venv/bin/python benchmarks/sweep.py [--rounds 2] [--steps 400] [--probe-size 1000]
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import multiprocessing
 import shutil
 import statistics
 import tempfile
@@ -26,6 +29,14 @@ from richviz.checkpoints import METRICS_CACHE, Run
 from richviz.sweep import open_client, sweep_metrics, train_sweep
 
 GRID = {"alpha": [0.1, 1.0, 10.0, 100.0], "seed": [0, 1]}
+
+
+def serial_metrics(job: tuple[list[Path], int]) -> None:
+    """``Run.metrics`` of each run in turn, in this process (1 thread)."""
+    paths, probe_size = job
+    torch.set_num_threads(1)
+    for p in paths:
+        Run.open(p).metrics(progress=False, probe_size=probe_size)
 
 
 def fresh(src: list[Path], dest: Path) -> list[Path]:
@@ -60,17 +71,38 @@ def main() -> None:
         paths = [r.path for r in runs]
         tasks = sum(len(r.steps) for r in runs)
         print(f"trained {len(runs)} runs, {tasks} checkpoints, in {train_s:.1f} s (2 workers)")
-        times: dict[str, list[float]] = {"serial": [], "1 worker": [], "2 workers": []}
-        with open_client(workers=1) as c1, open_client(workers=2) as c2:
+        times: dict[str, list[float]] = {
+            "serial": [],
+            "2 plain": [],
+            "1 worker": [],
+            "2 workers": [],
+        }
+        spawn = multiprocessing.get_context("spawn")
+        with (
+            open_client(workers=1) as c1,
+            open_client(workers=2) as c2,
+            spawn.Pool(2) as pool,
+        ):
             for c in (c1, c2):  # warm: torch and richviz imported in every worker
                 c.run(importlib.import_module, "richviz.sweep")
+            pool.map(serial_metrics, [([], args.probe_size)] * 2)
             for r in range(args.rounds):
-                for label, client in (("1 worker", c1), ("2 workers", c2), ("serial", None)):
+                for label, client in (
+                    ("1 worker", c1),
+                    ("2 workers", c2),
+                    ("serial", None),
+                    ("2 plain", pool),
+                ):
                     copies = fresh(paths, root / f"copy-{r}-{label.replace(' ', '')}")
                     t = time.perf_counter()
                     if client is None:
-                        for p in copies:
-                            Run.open(p).metrics(progress=False, probe_size=args.probe_size)
+                        serial_metrics((copies, args.probe_size))
+                    elif client is pool:  # half the runs each, no scheduler, no transfers
+                        half = len(copies) // 2
+                        pool.map(
+                            serial_metrics,
+                            [(copies[:half], args.probe_size), (copies[half:], args.probe_size)],
+                        )
                     else:
                         sweep_metrics(
                             copies, scheduler=client, probe_size=args.probe_size, progress=False
@@ -83,6 +115,8 @@ def main() -> None:
             print(f"  {k:9s} {v:6.1f} s  ({1000 * v / tasks:.0f} ms/row)")
         print(f"  speed-up 2 workers vs 1 worker: {med['1 worker'] / med['2 workers']:.2f}x")
         print(f"  1 worker vs serial in-process:  {med['serial'] / med['1 worker']:.2f}x")
+        print(f"  2 plain processes vs serial:    {med['serial'] / med['2 plain']:.2f}x (the")
+        print("    machine's own scaling for two processes, without Dask)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -666,3 +666,22 @@ def test_unknown_layer_fails_before_caching(run_dir):
         run.metrics(progress=False, layer="bogus")
     assert _one_line(str(info.value))
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_source_hash_is_remembered_per_object_and_tells_code_apart(monkeypatch):
+    from richviz.runs import storage
+
+    ns_a: dict = {}
+    ns_b: dict = {}
+    exec("class Net:\n    def f(self):\n        return 1\n", ns_a)  # no source file: ""
+    assert storage._source_hash(ns_a["Net"]) == ""
+    calls = []
+    real = storage.inspect.getsource
+    monkeypatch.setattr(storage.inspect, "getsource", lambda o: calls.append(o) or real(o))
+    storage._remembered_source_hash.cache_clear()
+    h1 = storage._source_hash(_tiny)
+    assert storage._source_hash(_tiny) == h1 and calls == [_tiny]  # parsed once
+    exec("def _tiny(act):\n    return act\n", ns_b)
+    assert storage._source_hash(ns_b["_tiny"]) != h1  # another object, read on its own
+    unhashable = type("U", (), {"__eq__": lambda s, o: False, "__hash__": None})()
+    assert storage._source_hash(unhashable) == ""  # no cache, no error

@@ -17,6 +17,7 @@ This module imports no numerics (no :mod:`richviz.metrics`, :mod:`richviz.geomet
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import io
@@ -347,12 +348,26 @@ def _as_step(step: Any) -> int:
 
 
 def _source_hash(obj: Any) -> str:
-    """Hash of an object's source code ("" when Python cannot find it, e.g. a builtin)."""
+    """Hash of an object's source code ("" when Python cannot find it, e.g. a builtin).
+
+    Remembered per object (``inspect.getsource`` parses the whole module, ~10 ms): a class or
+    function object keeps its code for its lifetime, and a redefinition is a new object.
+    """
+    try:
+        return _remembered_source_hash(obj)
+    except TypeError:  # unhashable callable
+        return _read_source_hash(obj)
+
+
+def _read_source_hash(obj: Any) -> str:
     try:
         src = inspect.getsource(obj)
     except (OSError, TypeError):
         return ""
     return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+_remembered_source_hash = functools.lru_cache(maxsize=1024)(_read_source_hash)
 
 
 def _model_identity(model: nn.Module) -> str:
