@@ -34,6 +34,7 @@ from richviz.runs import MANIFEST, Run
 
 __all__ = [
     "DASK_HINT",
+    "MALLOC_TRIM",
     "GRID_KEYS",
     "compute_metrics_entry",
     "grid_points",
@@ -45,6 +46,8 @@ __all__ = [
     "train_sweep",
 ]
 
+MALLOC_TRIM = "MALLOC_TRIM_THRESHOLD_"
+"""The environment variable Dask sets for its workers and local clusters leave unset."""
 DASK_HINT = 'richviz sweeps need dask.distributed: pip install "richviz[dask]"'
 
 #: Keys a training grid may vary: ``seed``, ``width`` (every hidden layer of an MLP, or the
@@ -126,16 +129,24 @@ def open_client(
         return
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be a positive integer")
-    cluster = distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        # no dashboard; the scheduler's small HTTP endpoint (health) on a free loopback port
-        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-        silence_logs=logging.ERROR,
-    )
+    import dask
+
+    # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which also switches off
+    # glibc's adaptive mmap threshold: every tensor above 128 KiB is then a fresh mmap that
+    # the kernel zero-fills, and a metrics row took ~1.5x as long as in this process. Local
+    # workers start without it (a value of None unsets a variable of that config).
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), MALLOC_TRIM: None}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            # no dashboard; the scheduler's small HTTP endpoint (health) on a free loopback port
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            silence_logs=logging.ERROR,
+        )
     try:
         client = distributed.Client(cluster)
         try:

@@ -124,6 +124,10 @@ def test_cluster_is_two_loopback_processes(client):
     assert all(w["nthreads"] == 1 for w in info["workers"].values())
     pids = client.run(os.getpid)
     assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+    # workers keep glibc's adaptive malloc (Dask would set MALLOC_TRIM_THRESHOLD_), and this
+    # process's environment is not changed either
+    envs = client.run(lambda: os.environ.get(sweep.MALLOC_TRIM))
+    assert list(envs.values()) == [None, None] and sweep.MALLOC_TRIM not in os.environ
 
 
 @pytest.mark.slow
