@@ -685,3 +685,19 @@ def test_source_hash_is_remembered_per_object_and_tells_code_apart(monkeypatch):
     assert storage._source_hash(ns_b["_tiny"]) != h1  # another object, read on its own
     unhashable = type("U", (), {"__eq__": lambda s, o: False, "__hash__": None})()
     assert storage._source_hash(unhashable) == ""  # no cache, no error
+
+
+def test_metrics_cache_file_has_one_line_per_row_and_parses_to_the_rows(run_dir):
+    rows = Run.open(run_dir).metrics(progress=False)
+    text = (run_dir / "metrics.json").read_text()
+    lines = text.splitlines()
+    assert lines[0] == '{"format": "richviz-metrics", "rows": {' and lines[-1] == "}}"
+    assert len(lines) == len(STEPS) + 2  # one line per row
+    cache = json.loads(text)
+    assert [int(k) for k in cache["rows"]] == STEPS
+    for line, step in zip(lines[1:-1], STEPS, strict=True):
+        assert line.startswith(f'  "{step}": {{"key": ')
+    # the same rows as json.dumps would write them (NaN included), read back
+    again = analysis.read_metrics_cache(run_dir / "metrics.json")
+    assert json.dumps(again, sort_keys=True) == json.dumps(cache, sort_keys=True)
+    assert [r["d_lr"] for r in rows] == [cache["rows"][str(s)]["row"]["d_lr"] for s in STEPS]

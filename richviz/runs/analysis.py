@@ -32,7 +32,7 @@ from richviz.errors import CheckpointError, ModelError, one_line
 from richviz.features import FeatureMap, model_output
 from richviz.metrics import METRIC_KEYS, OUTPUTS, checkpoint_metrics
 from richviz.progress import reporter
-from richviz.runs.storage import Checkpoint, atomic_write_json
+from richviz.runs.storage import Checkpoint, atomic_write_text
 
 if TYPE_CHECKING:
     from richviz.runs.storage import Run
@@ -211,10 +211,18 @@ def store_metrics_rows(run: Run, entries: list[dict[str, Any]]) -> dict[str, Any
             cache["rows"][str(int(e["step"]))] = {"key": e["key"], "row": e["row"]}
         if entries:
             try:
-                atomic_write_json(cache, path)
+                atomic_write_text(_cache_text(cache), path)
             except OSError as exc:
                 warnings.warn(f"{path}: cannot write the metrics cache ({exc})", stacklevel=3)
     return cache["rows"]
+
+
+def _cache_text(cache: dict[str, Any]) -> str:
+    """``metrics.json`` text: one line per row, each written by json's C encoder (an indented
+    dump runs in pure Python; the cache is rewritten after every finished row)."""
+    head = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in cache.items() if k != "rows")
+    rows = ",\n  ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in cache["rows"].items())
+    return f'{{{head}, "rows": {{\n  {rows}\n}}}}\n' if rows else f'{{{head}, "rows": {{}}}}\n'
 
 
 def _safe_load(

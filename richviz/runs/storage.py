@@ -59,6 +59,7 @@ __all__ = [
     "META_KEYS",
     "atomic_save",
     "atomic_write_json",
+    "atomic_write_text",
     "Checkpoint",
     "checkpoint_name",
     "check_run_folder",
@@ -120,7 +121,11 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    text = json.dumps(obj, indent=1, sort_keys=False)
+    atomic_write_text(json.dumps(obj, indent=1, sort_keys=False), path)
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     _atomic(Path(path), lambda f: f.write(text), "w")
 
 
