@@ -317,3 +317,25 @@ def test_a_config_that_cannot_train(pg, tmp_path):
     pg.device = "cuda"  # a later change keeps the previous network and says why
     assert pg.trainer is before and "CUDA is not available" in pg.status.value
     assert pg.step(2) == 2
+
+
+def test_constructor_takes_your_own_points_or_a_csv(tmp_path):
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.5, 0.2], [0.2, 0.9]])
+    y = np.array([0, 1, 1, 0, 0, 2])
+    w = Playground(points=(x, y), root=tmp_path / "a", fps=30, **SMALL)
+    try:
+        assert w.data == "points" and w.trainer.config.num_classes == 3  # the labels' classes
+        assert torch.equal(w.trainer.data.x_train, torch.as_tensor(x, dtype=torch.float32))
+        assert w.trainer.data.y_train.tolist() == y.tolist() and w.step(2) == 2
+    finally:
+        w.close()
+    path = tmp_path / "mine.csv"
+    path.write_text("x1,x2,label\n0.5,-0.5,1\n-0.5,0.5,0\n0.25,0.25,1\n-0.25,-0.75,0\n")
+    w = Playground(csv=path, root=tmp_path / "b", fps=30, **SMALL)
+    try:
+        assert w.data == "points" and w.trainer.config.num_classes == 2
+        assert w.trainer.data.x_train.tolist() == [[0.5, -0.5], [-0.5, 0.5], [0.25, 0.25],
+                                                   [-0.25, -0.75]]  # fmt: skip
+        assert w.trainer.data.y_train.tolist() == [1, 0, 1, 0] and w.step(2) == 2
+    finally:
+        w.close()

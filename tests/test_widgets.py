@@ -690,6 +690,35 @@ def test_coarse_then_fine(moons):
     viewer.close()
 
 
+def test_headless_extractor_in_the_viewer_through_a_linear_probe(moons):
+    """A feature extractor with no classifier: ``probe_classifier`` gives the viewer a decision
+    boundary (the probe's) while the heatmap stays the extractor's own volume element."""
+    from richviz.geometry import decision_field, pullback_metric
+    from richviz.probe import probe_classifier
+
+    x, y = moons
+    torch.manual_seed(3)
+    extractor = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 8), nn.Tanh())
+    model = probe_classifier(extractor, x, y)
+    viewer = SliceViewer(model, data=moons, resolution=16, coarse_resolution=16)
+    try:
+        assert viewer.wait(60)
+        expected = pullback_metric(extractor, viewer.slice, resolution=16)
+        np.testing.assert_allclose(
+            viewer.frame.values, expected.log10_volume.numpy(), rtol=1e-5, atol=1e-6
+        )
+        assert len(viewer.boundary_mark.x) > 0  # the probe's boundary is drawn
+        viewer.show = "classes"
+        assert viewer.wait(60)
+        dec = decision_field(model, viewer.slice, resolution=16)
+        assert set(np.unique(dec.predicted.numpy())) == {0, 1}  # two regions
+        np.testing.assert_array_equal(
+            viewer.frame.rgba, rendering.class_regions_rgba(dec.predicted.numpy())
+        )
+    finally:
+        viewer.close()
+
+
 def test_image_plane_through_three_classes():
     ds = datasets.load("digits")
     x, y = ds.x_test[:60], ds.y_test[:60]
