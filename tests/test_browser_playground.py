@@ -14,9 +14,13 @@ import re
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
-from test_browser import (
+
+nbformat = pytest.importorskip("nbformat", reason="browser tests need nbformat")
+pytest.importorskip("jupyterlab", reason="browser tests need JupyterLab")
+pytest.importorskip("ipywidgets", reason="browser tests need ipywidgets")
+
+from test_browser import (  # noqa: E402
     CHROMIUM,
     CHROMIUM_ARGS,
     FIND_HEATMAP_JS,

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from richviz.checkpoints import Run, checkpoint_name
-from richviz.train import Config, train
-from richviz.widgets import CheckpointBrowser
+pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
+pytest.importorskip("bqplot", reason="widget tests need bqplot")
+
+from richviz.checkpoints import Run, checkpoint_name  # noqa: E402
+from richviz.train import Config, train  # noqa: E402
+from richviz.widgets import CheckpointBrowser  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)
 

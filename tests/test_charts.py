@@ -9,7 +9,10 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from richviz.widgets import charts, export
+pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
+pytest.importorskip("bqplot", reason="widget tests need bqplot")
+
+from richviz.widgets import charts, export  # noqa: E402
 
 
 def test_power_labels_and_js_keys():

@@ -9,12 +9,16 @@ import time
 import numpy as np
 import pytest
 import torch
-import traitlets
 
-from richviz.checkpoints import Run
-from richviz.live import PlaygroundConfig
-from richviz.widgets import Playground, rendering
-from richviz.widgets.charts import LineChart
+pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
+pytest.importorskip("bqplot", reason="widget tests need bqplot")
+
+import traitlets  # noqa: E402
+
+from richviz.checkpoints import Run  # noqa: E402
+from richviz.live import PlaygroundConfig  # noqa: E402
+from richviz.widgets import Playground, rendering  # noqa: E402
+from richviz.widgets.charts import LineChart  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import traitlets
 
 from richviz import cli, sweep
 from richviz.checkpoints import MANIFEST, METRICS_CACHE, Run
@@ -348,6 +347,8 @@ def test_hyperparameters_and_varying(grid_dir):
 
 
 def test_sweep_view_points_colours_and_click(grid_dir, serial_tables):
+    traitlets = pytest.importorskip("traitlets", reason="the view needs ipywidgets")
+    pytest.importorskip("bqplot", reason="the view needs bqplot")
     from richviz.widgets import SweepView
 
     tables = {grid_dir / n: rows for n, rows in serial_tables.items()}
@@ -389,6 +390,7 @@ def test_sweep_view_points_colours_and_click(grid_dir, serial_tables):
 
 
 def test_sweep_view_loads_runs_in_background_and_escapes_names(grid_dir, tmp_path):
+    pytest.importorskip("bqplot", reason="the view needs bqplot")
     from richviz.widgets import SweepView
 
     evil = tmp_path / "<img src=x onerror=alert(1)>"

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import traitlets
 from torch import nn
 
 pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
 pytest.importorskip("bqplot", reason="widget tests need bqplot")
+
+import traitlets  # noqa: E402
 
 from richviz import datasets, train  # noqa: E402
 from richviz.checkpoints import Run, checkpoint_name  # noqa: E402
