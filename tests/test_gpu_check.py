@@ -64,3 +64,23 @@ def test_the_suite_collects_without_the_widget_stack():
     collected = int(re.search(r"(\d+) tests? collected", text).group(1))
     assert collected > 300, text
     assert "tests/test_geometry.py::" in text and "tests/test_metrics.py::" in text
+
+
+def test_api_and_import_checks_pass_without_the_widget_stack():
+    env = {
+        **os.environ,
+        "RICHVIZ_HIDE_PACKAGES": WIDGET_STACK,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "hide_packages", "-q", "-rs", "-p",
+         "no:cacheprovider", "tests/test_api.py", "tests/test_imports.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "richviz.widgets needs ipywidgets and bqplot" in text  # skipped, with the reason
