@@ -99,16 +99,26 @@ def test_tuple_model_with_selector(folder, output):
         assert math.isfinite(r["boundary_magnification"])
 
 
-def test_tuple_model_without_selector_gives_a_clear_row_error(folder):
+def test_tuple_model_without_selector_stops_the_table_in_one_line(folder):
     run = Run.from_state_dicts(TupleNet, folder, data=datasets.load("moons", n=60))
     x, _ = run.probe()
     with pytest.raises(
         ModelError, match=r"returned a tuple of 2 \(Tensor\(45, 2\), Tensor\(45, 6\)\)"
     ):
         feature_map(run.load(0), "logits")(x)
-    rows = run.metrics(progress=False)
-    # penultimate features come from hooks and work; the boundary field needs logits
-    assert all("returned a tuple of 2" in r["error"] and "output=" in r["error"] for r in rows)
+    # every row would fail alike: the table stops at once, one line naming the run and what
+    # the model returned, and nothing is computed or cached
+    with pytest.raises(ModelError) as info:
+        run.metrics(progress=False)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{run.path}: ")
+    assert "returned a tuple of 2 (Tensor(2, 2), Tensor(2, 6))" in message and "output=" in message
+    assert not (folder / "metrics.json").exists()
+    # with the selector the same run has its table
+    picked = Run.from_state_dicts(TupleNet, folder, data=datasets.load("moons", n=60), output=0)
+    rows = picked.metrics(progress=False)
+    assert rows and all(r["error"] is None and math.isfinite(r["d_lr"]) for r in rows)
+    assert (folder / "metrics.json").exists()  # where the refused table would have been cached
 
 
 def test_dict_output_selected_by_key():

@@ -29,7 +29,7 @@ from torch import nn
 from richviz import __version__
 from richviz.devices import best_device, module_device
 from richviz.errors import CheckpointError, ModelError, one_line
-from richviz.features import FeatureMap, model_output
+from richviz.features import FeatureMap, model_output, select_model_output, select_output
 from richviz.metrics import METRIC_KEYS, OUTPUTS, checkpoint_metrics
 from richviz.progress import reporter
 from richviz.runs.storage import Checkpoint, atomic_write_text
@@ -121,6 +121,9 @@ def _setup(
         x, y = run.probe(probe_size)
         probes[probe_size] = (x, y, _tensor_hash(x, y))
     x, y, probe_key = probes[probe_size]
+    if "output" not in checked:
+        _check_output(run, x)
+        checked.add("output")
     readable = [c for c in run.checkpoints if c.readable]
     hashes: dict[int, str] = {}  # computed on first use: a worker keys one row
 
@@ -148,6 +151,23 @@ def _setup(
         }
 
     return x, y, init, key
+
+
+def _check_output(run: Run, x: torch.Tensor) -> None:
+    """Refuse, in one line naming the run, a model whose forward returns a tuple, list or dict
+    that no ``output=`` selector turns into the logits tensor: every row would fail alike, so
+    the table stops before any row is computed or cached. Runs the architecture on two probe
+    inputs (on the ``meta`` device when it allows: no memory, no weights)."""
+    try:
+        model = run.template()
+        if run.output is not None:
+            select_model_output(model, run.output)
+        with torch.no_grad():
+            select_output(model.eval()(x[:2].to(module_device(model))), None)
+    except ModelError as exc:
+        raise ModelError(f"{run.path}: {one_line(str(exc), 400)}") from None
+    except Exception:  # e.g. a model that cannot run on the meta device: the rows will say
+        return
 
 
 def pending_metrics(
