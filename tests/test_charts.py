@@ -147,3 +147,21 @@ def test_svg_dashes_and_gaps():
     svg = export.to_svg(canvas)
     assert svg.count("<polyline") == 2 and 'stroke-dasharray="6,4"' in svg
     assert re.search(r"<svg[^>]+width=\"100\"", svg)
+
+
+def test_fit_axis_powers_of_ten_and_few_ticks_inside_padded_limits():
+    import bqplot
+
+    axis = bqplot.Axis(scale=bqplot.LogScale())
+    values = np.array([0.5, 1, 2, 5, 10, 20, 50, np.nan])
+    assert charts.fit_axis(axis, values, log=True) == ["10⁰", "10¹"]
+    assert axis.tick_values.tolist() == [1.0, 10.0]
+    assert axis.tick_labels == {"1": "10⁰", "10": "10¹"}  # never "1e+0"
+    assert axis.scale.min < 0.5 and axis.scale.max > 50  # end points off the axis line
+    axis = bqplot.Axis(scale=bqplot.LinearScale())
+    labels = charts.fit_axis(axis, np.linspace(0.0, 0.93, 40), log=False)
+    ticks = axis.tick_values.tolist()
+    assert 2 <= len(ticks) <= charts.MAX_TICKS and len(labels) == len(ticks)
+    assert axis.scale.min < 0.0 < 0.93 < axis.scale.max
+    assert all(axis.scale.min <= t <= axis.scale.max for t in ticks)
+    assert len(set(labels)) == len(labels)  # distinct labels

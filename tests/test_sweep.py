@@ -365,6 +365,10 @@ def test_sweep_view_points_colours_and_click(grid_dir, serial_tables):
                 assert list(mark.x) == [1.0, 10.0]
                 assert list(mark.y) == [serial_tables[n][-1][key] for n in names]
             assert marks[0].colors != marks[1].colors
+            for axis in view.figures[key].axes:  # the project's tick rules, as in LineChart
+                assert 2 <= len(axis.tick_values) <= 6
+                assert axis.scale.min <= min(axis.tick_values) <= max(axis.tick_values)
+                assert max(axis.tick_values) <= axis.scale.max
         assert "seed=0" in view.legend.value and "seed=1" in view.legend.value
         # the x axis follows the dropdown; colour "none" is one group
         view.x_menu.value = "seed"

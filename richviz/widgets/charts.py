@@ -40,10 +40,12 @@ __all__ = [
     "MAX_TICKS",
     "Series",
     "coinciding",
+    "fit_axis",
     "js_number",
     "legend_html",
     "log_axis_ticks",
     "power_label",
+    "set_axis_ticks",
 ]
 
 MAX_TICKS = 6
@@ -150,6 +152,55 @@ def legend_html(entries: Sequence[tuple[str, str, str, str | None]], note: str =
         '<div class="richviz-legend" style="font-size:11px;line-height:16px;padding-left:40px">'
         f"{''.join(items)}{tail}</div>"
     )
+
+
+def set_axis_ticks(
+    axis: bqplot.Axis, limits: tuple[float, float], ticks: Sequence[float], log: bool
+) -> tuple[list[float], list[str]]:
+    """Set ``axis``'s scale to ``limits`` and its ticks (at most :data:`MAX_TICKS`): powers of
+    ten labelled ``10ᵏ`` on a log axis, a common format on a linear one. Returns the ticks and
+    their labels."""
+    ticks = [float(t) for t in ticks][:MAX_TICKS]
+    if log:
+        ticks = [float(f"1e{round(math.log10(t))}") for t in ticks]
+        text = [power_label(round(math.log10(t))) for t in ticks]
+        fmt = ""
+    else:
+        fmt = rendering.tick_format(np.asarray(ticks)) if ticks else ".2g"
+        text = rendering.format_ticks(np.asarray(ticks), fmt) if ticks else []
+    with axis.scale.hold_sync():
+        axis.scale.min, axis.scale.max = float(limits[0]), float(limits[1])
+    # labels and format before the values: the axis redraws on new tick values
+    if log:
+        axis.tick_labels = {js_number(t): s for t, s in zip(ticks, text, strict=True)}
+    else:
+        axis.tick_labels = {}
+        axis.tick_format = fmt
+    axis.tick_values = ticks
+    return ticks, text
+
+
+def fit_axis(axis: bqplot.Axis, values: np.ndarray, log: bool, pad: float = 0.06) -> list[str]:
+    """Fit ``axis`` to the finite ``values`` (positive ones on a log axis), padded by ``pad`` of
+    the span on both sides so no point sits on the axis line, with the ticks of
+    :func:`set_axis_ticks`; returns the tick labels."""
+    values = np.asarray(values, float)
+    finite = values[np.isfinite(values) & ((values > 0) if log else True)]
+    if log:
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (1.0, 10.0)
+        _, _, exps = log_axis_ticks(lo, max(hi, lo * 1.0001))
+        a, b = math.log10(lo), math.log10(max(hi, lo * 1.0001))
+        d = max(b - a, 0.3) * pad
+        limits = (10 ** (a - d), 10 ** (b + d))
+        ticks = [10.0**k for k in exps if limits[0] <= 10.0**k <= limits[1]]
+    else:
+        lo, hi = _finite_range(finite) or (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - (abs(lo) * 0.1 or 1.0), hi + (abs(hi) * 0.1 or 1.0)
+        d = (hi - lo) * pad
+        limits = (lo - d, hi + d)
+        ticks = [t for t in rendering.nice_ticks(lo, hi, MAX_TICKS) if limits[0] <= t <= limits[1]]
+    return set_axis_ticks(axis, limits, ticks, log)[1]
 
 
 def _finite_range(values: np.ndarray) -> tuple[float, float] | None:
@@ -411,24 +462,8 @@ class LineChart:
 
     def _set_ticks(self, key: str, axis: bqplot.Axis, limits: tuple[float, float],
                    ticks: list[float], log: bool) -> None:  # fmt: skip
-        ticks = [float(t) for t in ticks][:MAX_TICKS]
-        if log:
-            ticks = [float(f"1e{round(math.log10(t))}") for t in ticks]
-            text = [power_label(round(math.log10(t))) for t in ticks]
-            fmt = ""
-        else:
-            fmt = rendering.tick_format(np.asarray(ticks)) if ticks else ".2g"
-            text = rendering.format_ticks(np.asarray(ticks), fmt) if ticks else []
+        ticks, text = set_axis_ticks(axis, limits, ticks, log)
         self.limits[key], self.ticks[key], self.tick_text[key] = limits, ticks, text
-        with axis.scale.hold_sync():
-            axis.scale.min, axis.scale.max = float(limits[0]), float(limits[1])
-        # labels and format before the values: the axis redraws on new tick values
-        if log:
-            axis.tick_labels = {js_number(t): s for t, s in zip(ticks, text, strict=True)}
-        else:
-            axis.tick_labels = {}
-            axis.tick_format = fmt
-        axis.tick_values = ticks
 
     # ---------------------------------------------------------------- export
 

@@ -24,7 +24,7 @@ import numpy as np
 import traitlets
 
 from richviz.summary import RunSummary, summarize, varying
-from richviz.widgets import rendering
+from richviz.widgets import charts, rendering
 from richviz.widgets.slice_viewer import error_line, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
@@ -287,6 +287,8 @@ class SweepView(BackgroundWork, widgets.VBox):
             with fig.hold_sync():
                 axis.scale = self._sx
                 axis.label = self.x_param + (" (log)" if log else "")
+                charts.fit_axis(axis, x, log)  # 10ᵏ labels, at most 6 ticks
+                charts.fit_axis(fig.axes[1], y_all, False)
                 fig.marks = marks
         self.legend.value = (
             f'<div style="font-size:11px;padding-left:55px">{"".join(legend)}</div>'
