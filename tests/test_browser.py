@@ -360,7 +360,8 @@ FIGURES_JS = """
     let series = 0;
     for (const path of fig.querySelectorAll('g.curve path.line')) {
       const d = path.getAttribute('d') || '';
-      if ((d.match(/L/g) || []).length >= 2) series += 1;  // a cursor is a 2-point line
+      // a line of two points or more; a step cursor is vertical (no width)
+      if ((d.match(/L/g) || []).length >= 1 && path.getBBox().width > 2) series += 1;
     }
     let legend = fig.querySelector('.legend') !== null;
     let box = fig.parentElement;
@@ -368,11 +369,20 @@ FIGURES_JS = """
       legend = box.querySelector('.richviz-legend') !== null;
     }
     const fills = new Set();
-    for (const dot of fig.querySelectorAll('.dot')) {
+    const dots = fig.querySelectorAll('.dot');
+    for (const dot of dots) {
       fills.add(getComputedStyle(dot).fill);
     }
+    let images = 0;
+    for (const img of fig.querySelectorAll('image')) {
+      const b = img.getBoundingClientRect();
+      const href = img.getAttribute('href') || img.getAttribute('xlink:href');
+      if (href && b.width * b.height > 400) {
+        images += 1;
+      }
+    }
     out.push({index, box: [r.x, r.y, r.width, r.height], axes, series, legend,
-              fills: Array.from(fills)});
+              fills: Array.from(fills), dots: dots.length, images});
   });
   return out;
 }
@@ -397,37 +407,60 @@ def colour_pixels(rgba: np.ndarray, rgb: tuple[int, int, int], tol: float = 40.0
     return int((np.abs(rgba[..., :3] - np.asarray(rgb, float)).sum(-1) < tol).sum())
 
 
-def check_figures(page, artifacts: Path, prefix: str) -> tuple[int, list[str]]:
-    """Check every visible bqplot figure; returns (figures checked, problems found)."""
+def figure_problems(fig: dict, rgba: np.ndarray) -> tuple[list[str], bool]:
+    """What is wrong with one rendered figure (``FIGURES_JS``'s record and its pixels), and
+    whether it is a data slice (a heatmap with at least 10 data points on it).
+
+    A figure must draw something (a line, a point or an image, and ink on >= 2 % of its
+    pixels), have at least two axes (one for a colour bar: a tall image alone) with at least
+    two tick labels each and no overlapping tick
+    labels, a legend when it has several series, and, for a data slice, data points in both
+    class colours, each visible in the pixels.
+    """
+    name = f"figure {fig['index']}"
     problems: list[str] = []
+    ink = 1.0 - white_fraction(rgba)
+    if fig["series"] + fig["dots"] + fig["images"] == 0 or ink < 0.02:
+        problems.append(f"{name}: blank ({ink:.1%} of its pixels drawn, no line/point/image)")
+    w, h = fig["box"][2], fig["box"][3]
+    colour_bar = fig["images"] >= 1 and not fig["dots"] and not fig["series"] and w < h / 2
+    if len(fig["axes"]) < (1 if colour_bar else 2):
+        problems.append(f"{name}: {len(fig['axes'])} axes drawn, not x and y")
+    for k, ticks in enumerate(fig["axes"]):
+        if len(ticks) < 2:
+            problems.append(f"{name}: axis {k} has {len(ticks)} tick labels")
+        clash = overlapping([t["box"] for t in ticks])
+        if clash:
+            texts = [(ticks[i]["text"], ticks[j]["text"]) for i, j in clash]
+            problems.append(f"{name}: axis {k} tick labels overlap: {texts}")
+    if fig["series"] >= 2 and not fig["legend"]:
+        problems.append(f"{name}: {fig['series']} series and no legend")
+    is_slice = fig["images"] >= 1 and fig["dots"] >= 10
+    if is_slice:
+        fills = set(fig["fills"])
+        for r, g, b in CLASS_RGB:
+            if f"rgb({r}, {g}, {b})" not in fills:
+                problems.append(f"{name}: no data point in class colour {(r, g, b)}")
+            elif colour_pixels(rgba, (r, g, b)) < 10:
+                problems.append(f"{name}: class colour {(r, g, b)} not visible in the slice")
+    return problems, is_slice
+
+
+def check_figures(page, artifacts: Path, prefix: str) -> tuple[int, list[str], int]:
+    """Check every visible bqplot figure (:func:`figure_problems`); returns (figures checked,
+    problems found, data slices among them)."""
+    problems: list[str] = []
+    slices = 0
     figures = page.evaluate(FIGURES_JS)
     for fig in figures:
-        name = f"figure {fig['index']}"
         locator = page.locator(f"[data-richviz-figure='{fig['index']}']")
         locator.scroll_into_view_if_needed()
         shot = locator.screenshot()
         (artifacts / f"{prefix}-fig{fig['index']}.png").write_bytes(shot)
-        rgba = png_pixels(shot)
-        ink = 1.0 - white_fraction(rgba)
-        if ink < 0.02:
-            problems.append(f"{name}: blank ({ink:.1%} of its pixels drawn)")
-        if not fig["axes"]:
-            problems.append(f"{name}: no axes")
-        for k, ticks in enumerate(fig["axes"]):
-            if not ticks:
-                problems.append(f"{name}: axis {k} has no tick labels")
-            clash = overlapping([t["box"] for t in ticks])
-            if clash:
-                texts = [(ticks[i]["text"], ticks[j]["text"]) for i, j in clash]
-                problems.append(f"{name}: axis {k} tick labels overlap: {texts}")
-        if fig["series"] >= 2 and not fig["legend"]:
-            problems.append(f"{name}: {fig['series']} series and no legend")
-        class_fills = {f"rgb({r}, {g}, {b})" for r, g, b in CLASS_RGB}
-        if class_fills <= set(fig["fills"]):  # a slice with data points of both classes
-            for rgb in CLASS_RGB:
-                if colour_pixels(rgba, rgb) < 10:
-                    problems.append(f"{name}: class colour {rgb} not visible in the slice")
-    return len(figures), problems
+        found, is_slice = figure_problems(fig, png_pixels(shot))
+        problems += found
+        slices += is_slice
+    return len(figures), problems, slices
 
 
 def run_notebook_in_lab(
@@ -502,7 +535,9 @@ def run_notebook_in_lab(
                     page.locator("[data-richviz-test=slice-figure]").screenshot(
                         path=str(artifacts / f"{prefix}-figure.png")
                     )
-                info["figures"], info["figure_problems"] = check_figures(page, artifacts, prefix)
+                info["figures"], info["figure_problems"], info["slices"] = check_figures(
+                    page, artifacts, prefix
+                )
             finally:
                 with contextlib.suppress(Exception):
                     page.screenshot(path=str(artifacts / f"{prefix}-page.png"), full_page=True)
@@ -547,6 +582,44 @@ def test_blank_checks_accept_a_field_and_reject_blank_images() -> None:
     assert white_fraction(page) > MAX_WHITE_FRACTION >= white_fraction(field)
 
 
+def _figure(**kw: object) -> dict:
+    tick = {"text": "0", "box": [0, 0, 5, 5]}
+    far = {"text": "1", "box": [50, 0, 5, 5]}
+    base = {"index": 0, "axes": [[tick, far], [tick, far]], "series": 1, "legend": False,
+            "fills": [], "dots": 0, "images": 0, "box": [0, 0, 300, 200]}  # fmt: skip
+    return {**base, **kw}
+
+
+def test_figure_checks_on_constructed_records() -> None:
+    drawn = np.full((40, 40, 4), 255, np.uint8)
+    drawn[:10, :, :3] = 0  # 25 % ink
+    assert figure_problems(_figure(), drawn) == ([], False)
+    # nothing drawn: no line, point or image, or no ink
+    assert "blank" in figure_problems(_figure(series=0), drawn)[0][0]
+    assert "blank" in figure_problems(_figure(), np.full((40, 40, 4), 255, np.uint8))[0][0]
+    # a y axis that never rendered, one tick label only, overlapping labels
+    tick = {"text": "0", "box": [0, 0, 5, 5]}
+    assert "1 axes drawn" in figure_problems(_figure(axes=[[tick, tick]]), drawn)[0][0]
+    found = figure_problems(_figure(axes=[[tick], [tick, {"text": "x", "box": [2, 2, 5, 5]}]]),
+                            drawn)[0]  # fmt: skip
+    assert any("1 tick labels" in p for p in found) and any("overlap" in p for p in found)
+    assert "no legend" in figure_problems(_figure(series=3), drawn)[0][0]
+    # a data slice must show both class colours
+    blue, orange = (f"rgb({r}, {g}, {b})" for r, g, b in CLASS_RGB)
+    one_class = figure_problems(_figure(images=1, dots=50, fills=[blue]), drawn)
+    assert one_class[1] and any("no data point in class colour" in p for p in one_class[0])
+    rgba = drawn.copy()
+    rgba[20:25, :5, :3], rgba[25:30, :5, :3] = CLASS_RGB
+    assert figure_problems(_figure(images=1, dots=50, fills=[blue, orange]), rgba) == ([], True)
+    hidden = figure_problems(_figure(images=1, dots=50, fills=[blue, orange]), drawn)[0]
+    assert len(hidden) == 2 and all("not visible" in p for p in hidden)
+    # a colour bar (a tall image alone) has one axis; a chart with one axis is flagged above
+    bar = _figure(series=0, images=1, box=[0, 0, 60, 300], axes=[_figure()["axes"][0]])
+    assert figure_problems(bar, drawn) == ([], False)
+    # three anchors on an image plane are not a data slice
+    assert figure_problems(_figure(images=1, dots=3, fills=[blue]), drawn) == ([], False)
+
+
 def test_output_errors_flags_tracebacks_and_widget_status_lines() -> None:
     assert output_errors("loaded step 400 on cpu\nfield step 400 · penultimate · 96×96") == []
     assert output_errors("FutureWarning: `torch.jit.script` is deprecated") == []
@@ -580,7 +653,7 @@ def test_quickstart_renders_in_jupyterlab(lab, artifact_dir: Path) -> None:
     base, token, _root = lab
     info = run_notebook_in_lab(base, token, QUICKSTART, artifact_dir, "quickstart")
     print(f"browser test: {info}")
-    assert info["figures"] >= 1
+    assert info["figures"] >= 1 and info["slices"] >= 1  # the slice with both classes' data
     problems = info["figure_problems"]
     assert not problems, problems
 
