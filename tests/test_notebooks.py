@@ -56,6 +56,12 @@ PRINTED_CHECKS = {
             lambda spread, d1, d10, d1000: spread < 2 and d1 < d10 < d1000 and d1 < d1000 - 0.1,
         ),
         (r"Equal accuracy, richness ordered by alpha", lambda: True),
+        # NC1 barely moves in 100 steps while D_LR at alpha = 1 falls a lot
+        (
+            r"NC1 moves by at most ([\d.]+)% of its step-0 value in 100 steps \(largest over "
+            r"alpha\); D_LR at alpha = 1 by ([\d.]+)%",
+            lambda nc, dlr: nc < 10 and dlr > 30,
+        ),
     ],
     "04_grokking": [
         # D_LR falls as test accuracy jumps
@@ -78,6 +84,12 @@ PRINTED_CHECKS = {
         (
             r"effective log10 volume: mean ([-\d.]+) on boundary cells, ([-\d.]+)",
             lambda a, b: a > b,
+        ),
+        # the digits CNN: accurate, and the whole plane magnified by orders of magnitude
+        (
+            r"reached (\d+)% test accuracy\. On this plane training changed the volume element "
+            r"by ([-+.\d]+) decades \(median; ([-+.\d]+) to ([-+.\d]+)\)",
+            lambda acc, median, lo, hi: acc >= 90 and median >= 2 and lo > 0,
         ),
         (r"max relative error ([-+.\de]+)", lambda e: e < 1e-9),  # the sphere check
         (r"step +0: R in .*?negative on (\d+)%", lambda pct: pct >= 90),
