@@ -49,7 +49,7 @@ def hyperparameters(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
     ``preset``, ``data``, ``seed``, ``alpha`` (output scale; 0 for a plain model), ``width``
     (the hidden size when all hidden layers share it, or a CNN's ``width``), ``depth`` (number
-    of hidden layers) and every scalar of ``hparams`` except derived ones (``effective_lr``,
+    of hidden layers), ``batch_norm`` (when the architecture has the switch) and every scalar of ``hparams`` except derived ones (``effective_lr``,
     ``sharpness_init``, ``stable_lr``, ``lr_capped``).
     """
     out: dict[str, Any] = {}
@@ -71,6 +71,8 @@ def hyperparameters(manifest: Mapping[str, Any]) -> dict[str, Any]:
                 out["width"] = hidden[0]
         elif isinstance(kw.get("width"), int):
             out["width"] = kw["width"]
+        if isinstance(kw.get("batch_norm"), bool):
+            out["batch_norm"] = kw["batch_norm"]
     hp = manifest.get("hparams")
     if isinstance(hp, Mapping):
         for k, v in hp.items():

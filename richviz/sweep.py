@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import itertools
 import logging
 import math
@@ -51,12 +52,15 @@ MALLOC_TRIM = "MALLOC_TRIM_THRESHOLD_"
 DASK_HINT = 'richviz sweeps need dask.distributed: pip install "richviz[dask]"'
 
 #: Keys a training grid may vary: ``seed``, ``width`` (every hidden layer of an MLP, or the
-#: ``width`` of a CNN) and the scalar fields of :class:`richviz.train.Config`.
+#: ``width`` of a CNN), ``batch_norm`` (on/off, for architectures that take it: the CNNs) and
+#: the scalar fields of :class:`richviz.train.Config` (including the training-set fraction
+#: and the label-noise rate).
 GRID_KEYS = (
     "seed",
     "alpha",
     "lr",
     "width",
+    "batch_norm",
     "steps",
     "momentum",
     "weight_decay",
@@ -64,9 +68,13 @@ GRID_KEYS = (
     "checkpoints",
     "optimizer",
     "loss",
+    "train_fraction",
+    "label_noise",
 )
 _INT_KEYS = {"seed", "width", "steps", "batch_size", "checkpoints"}
-_FLOAT_KEYS = {"alpha", "lr", "momentum", "weight_decay"}
+_FLOAT_KEYS = {"alpha", "lr", "momentum", "weight_decay", "train_fraction", "label_noise"}
+_BOOL_KEYS = {"batch_norm"}
+_BOOL_WORDS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
 _NAME_VALUE = re.compile(r"[A-Za-z0-9_.+-]+")
 
 Scheduler = Any  # None, a scheduler address "tcp://host:8786", or a distributed.Client
@@ -333,7 +341,12 @@ def sweep_metrics(
 
 def _coerce(key: str, value: Any) -> Any:
     if key not in GRID_KEYS:
-        raise ValueError(f"sweep key {key!r} is not a training parameter; choose from {GRID_KEYS}")
+        raise ValueError(f"sweep key {key!r} cannot be swept; choose from {GRID_KEYS}")
+    if key in _BOOL_KEYS:
+        word = str(value).strip().lower()
+        if isinstance(value, bool) or word in _BOOL_WORDS:
+            return value if isinstance(value, bool) else _BOOL_WORDS[word]
+        raise ValueError(f"sweep {key}={value!r} must be on or off (true/false, 1/0)")
     if key in _INT_KEYS:
         if isinstance(value, bool) or not (
             isinstance(value, int) or (isinstance(value, float) and value.is_integer())
@@ -396,23 +409,38 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 
 def run_name(params: Mapping[str, Any]) -> str:
-    """Folder name of a grid point: ``{"alpha": 0.1, "seed": 0}`` -> ``alpha=0.1,seed=0``."""
-    return ",".join(
-        f"{k}={format(v, 'g') if isinstance(v, float) else v}" for k, v in params.items()
-    )
+    """Folder name of a grid point: ``{"alpha": 0.1, "seed": 0}`` -> ``alpha=0.1,seed=0``
+    (on/off values as ``on`` / ``off``)."""
+
+    def text(v: Any) -> str:
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        return format(v, "g") if isinstance(v, float) else str(v)
+
+    return ",".join(f"{k}={text(v)}" for k, v in params.items())
 
 
 def _overrides(config: Any, params: Mapping[str, Any]) -> tuple[int | None, dict[str, Any]]:
     """(seed, Config overrides) of a grid point; raises ValueError for an invalid point."""
-    over = {k: v for k, v in params.items() if k not in ("seed", "width")}
+    over = {k: v for k, v in params.items() if k not in ("seed", "width", "batch_norm")}
+    kw = dict(config.arch_kwargs)
     if "width" in params:
-        kw = dict(config.arch_kwargs)
         if "hidden" in kw:
             kw["hidden"] = [params["width"]] * len(kw["hidden"])
         elif "width" in kw:
             kw["width"] = params["width"]
         else:
             raise ValueError(f"sweep width: architecture {config.arch!r} has no width to vary")
+    if "batch_norm" in params:
+        from richviz.architectures import ARCHITECTURES
+
+        builder = ARCHITECTURES.get(config.arch)
+        if builder is None or "batch_norm" not in inspect.signature(builder).parameters:
+            raise ValueError(
+                f"sweep batch_norm: architecture {config.arch!r} has no BatchNorm to switch"
+            )
+        kw["batch_norm"] = params["batch_norm"]
+    if kw != config.arch_kwargs:
         over["arch_kwargs"] = kw
     dataclasses.replace(config, **over)  # validates (Config.__post_init__)
     return params.get("seed"), over

@@ -296,7 +296,9 @@ def test_parse_grid_and_names():
     [
         (["alpha"], "KEY=V1,V2"),
         (["alpha=1,,2"], "KEY=V1,V2"),
-        (["colour=1,2"], "'colour' is not a training parameter"),
+        (["colour=1,2"], "'colour' cannot be swept"),
+        (["batch_norm=maybe"], "batch_norm='maybe' must be on or off"),
+        (["train_fraction=half"], "train_fraction='half' must be a number"),
         (["seed=0.5"], "seed=0.5 must be an integer"),
         (["alpha=big"], "alpha='big' must be a number"),
         (["alpha=nan"], "must be finite"),
@@ -320,6 +322,31 @@ def test_grid_rejects_invalid_configs_before_any_work(tmp_path):
     (tmp_path / "o" / "seed=0" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds no richviz run"):
         sweep.train_sweep(CFG, tmp_path / "o", {"seed": [0]}, progress=False)
+
+
+def test_batch_norm_train_fraction_and_label_noise_can_be_swept():
+    from richviz.train import PRESETS
+
+    grid = sweep.parse_grid(["batch_norm=off,on", "train_fraction=0.5,1", "label_noise=0,0.2"])
+    assert grid == {
+        "batch_norm": [False, True],
+        "train_fraction": [0.5, 1.0],
+        "label_noise": [0.0, 0.2],
+    }
+    point = sweep.grid_points(grid)[5]
+    assert sweep.run_name(point) == "batch_norm=on,train_fraction=0.5,label_noise=0.2"
+    cnn = PRESETS["digits_cnn"]
+    seed, over = sweep._overrides(cnn, {**point, "seed": 1})
+    assert seed == 1 and over["arch_kwargs"] == {**cnn.arch_kwargs, "batch_norm": True}
+    assert over["train_fraction"] == 0.5 and over["label_noise"] == 0.2
+    # an architecture without the switch is refused in one line, before any work
+    with pytest.raises(ValueError, match="architecture 'mlp' has no BatchNorm to switch"):
+        sweep._overrides(CFG, {"batch_norm": True})
+    # the sweep view can use them: they are hyper-parameters of the manifest
+    manifest = {"architecture": {"name": "small_cnn", "kwargs": {"batch_norm": True}},
+                "hparams": {"train_fraction": 0.5, "label_noise": 0.2}}  # fmt: skip
+    hp = hyperparameters(manifest)
+    assert hp["batch_norm"] is True and hp["train_fraction"] == 0.5 and hp["label_noise"] == 0.2
 
 
 def test_width_override_changes_every_hidden_layer():
