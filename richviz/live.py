@@ -423,6 +423,7 @@ class LiveTrainer:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[LiveState], None]] = []
+        self._checkpoint_listeners: list[Callable[[LiveState], None]] = []
         self._trajectory = 0
         self._eval_model: nn.Module | None = None
         self._eval_lock = threading.Lock()
@@ -510,6 +511,13 @@ class LiveTrainer:
     def remove_listener(self, fn: Callable[[LiveState], None]) -> None:
         if fn in self._listeners:
             self._listeners.remove(fn)
+        if fn in self._checkpoint_listeners:
+            self._checkpoint_listeners.remove(fn)
+
+    def add_checkpoint_listener(self, fn: Callable[[LiveState], None]) -> None:
+        """Call ``fn(state)`` on the trainer thread after each checkpoint is written (at the
+        log-spaced steps of the run; ``state.weights`` a CPU copy of that step's weights)."""
+        self._checkpoint_listeners.append(fn)
 
     @torch.no_grad()
     def evaluate(self, split: str = "train") -> tuple[float, float]:
@@ -766,6 +774,20 @@ class LiveTrainer:
         }
         self._writer.save(step, self.model, meta)
         self._saved.add(step)
+        if self._checkpoint_listeners:
+            weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+            }
+            state = LiveState(
+                step=step,
+                loss=self._loss,
+                weights=weights,
+                trajectory=self._trajectory,
+                running=self._free or self._budget > 0,
+                time=time.perf_counter(),
+            )
+            for fn in list(self._checkpoint_listeners):
+                fn(state)
 
     def _checkpoint_now(self) -> None:
         if self._writer is not None and self._data is not None:

@@ -49,8 +49,9 @@ def hyperparameters(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
     ``preset``, ``data``, ``seed``, ``alpha`` (output scale; 0 for a plain model), ``width``
     (the hidden size when all hidden layers share it, or a CNN's ``width``), ``depth`` (number
-    of hidden layers), ``batch_norm`` (when the architecture has the switch) and every scalar of ``hparams`` except derived ones (``effective_lr``,
-    ``sharpness_init``, ``stable_lr``, ``lr_capped``).
+    of hidden layers), ``batch_norm`` (when the architecture has the switch) and every scalar
+    of ``hparams`` except derived ones (``effective_lr``, ``sharpness_init``, ``stable_lr``,
+    ``lr_capped``).
     """
     out: dict[str, Any] = {}
     for key in ("preset", "seed"):

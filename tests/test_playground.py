@@ -343,3 +343,24 @@ def test_constructor_takes_your_own_points_or_a_csv(tmp_path):
         assert w.trainer.data.y_train.tolist() == [1, 0, 1, 0] and w.step(2) == 2
     finally:
         w.close()
+
+
+def test_strip_has_a_row_at_every_checkpoint_even_when_frames_were_skipped(pg):
+    from richviz.live import compute_view
+
+    pg.step(200)  # much faster than a frame: the frame loop draws only the newest state
+    assert pg.wait(60) and pg.drawn_step == 200
+    run = Run.open(pg.trainer.run_path)
+    steps = [r["step"] for r in pg.rows]
+    assert steps == sorted(set(steps)) and steps[-1] == 200
+    assert set(run.steps) <= set(steps) and len(steps) >= 10  # log-spaced: a curve, not 2 points
+    # a backfilled row is the checkpoint's own view, as a frame of that step would show it
+    mid = run.steps[len(run.steps) // 2]
+    model = run.load(mid)
+    x, y = pg.trainer.data.x_train, pg.trainer.data.y_train
+    expected = compute_view(model, pg._slice, pg.resolution, (x[-500:], y[-500:])).metrics
+    row = next(r for r in pg.rows if r["step"] == mid)
+    for key in ("loss", "acc", "d_lr", "boundary_magnification"):
+        assert row[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
+    # the strip's lines carry every row
+    assert all(len(m.x) == len(steps) for c in pg.strip_charts.values() for m in c.marks)

@@ -13,6 +13,7 @@ the neural-collapse statistics NC1-NC4). The UI thread only flips flags.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -181,6 +182,8 @@ class Playground(widgets.VBox):
         self.trainer: LiveTrainer | None = None
         self.frame: LiveFrame | None = None
         self.rows: list[dict[str, float]] = []
+        #: checkpoint states waiting for their strip row (appended by the trainer thread)
+        self._checkpoint_states: collections.deque[LiveState] = collections.deque(maxlen=MAX_ROWS)
         self._suspend = True
         self._lock = threading.RLock()  # trainer swaps vs drawing
         self._points: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 2)), np.zeros(0, np.int64))
@@ -494,6 +497,7 @@ class Playground(widgets.VBox):
         self._show_points(data)
         self._set_click_classes(config.num_classes)
         trainer.add_listener(self._on_state)
+        trainer.add_checkpoint_listener(self._on_checkpoint)
         self.running = False
         self._frames.submit((trainer, trainer.state))
 
@@ -608,6 +612,11 @@ class Playground(widgets.VBox):
 
     # ------------------------------------------------------------------ drawing
 
+    def _on_checkpoint(self, state: LiveState) -> None:
+        """Trainer thread: a checkpoint's weights, for a strip row drawn with the next frame
+        (so the strip has a point at every log-spaced step, even when frames were skipped)."""
+        self._checkpoint_states.append(state)
+
     def _on_state(self, state: LiveState) -> None:
         """Trainer thread: hand the state to the frame loop (never waits)."""
         self._frames.submit((self.trainer, state))
@@ -620,6 +629,9 @@ class Playground(widgets.VBox):
             model, slc, probe = self._view_model, self._slice, self._probe
             model.load_state_dict(state.weights)
         mode, res, density = self.view, int(self.resolution), int(self.ellipse_density)
+        backfill = self._checkpoint_rows(trainer, model, slc, res, probe, state)
+        with self._lock:
+            model.load_state_dict(state.weights)
         with COMPUTE.hold():
             view = compute_view(model, slc, res, probe)
         if mode == "classes":
@@ -642,7 +654,7 @@ class Playground(widgets.VBox):
             if trainer is not self.trainer:
                 return
             self._apply(frame, ellipses)
-            self._append_row(state, view)
+            self._append_row(state, view, backfill)
             self.frame = frame
         self.drawn_step = state.step
         self.running = trainer.running
@@ -683,10 +695,44 @@ class Playground(widgets.VBox):
         if marks != list(self.figure.marks):
             self.figure.marks = marks
 
-    def _append_row(self, state: LiveState, view: LiveView) -> None:
+    def _checkpoint_rows(
+        self,
+        trainer: LiveTrainer,
+        model: torch.nn.Module,
+        slc: Any,
+        res: int,
+        probe: Any,
+        state: LiveState,
+    ) -> list[dict[str, float]]:
+        """Strip rows of the checkpoints written since the last row and before ``state``
+        (this trajectory's only), computed on the frame loop's thread like a frame's."""
+        last = self.rows[-1]["step"] if self.rows else -1.0
+        rows = []
+        while self._checkpoint_states:
+            ck = self._checkpoint_states[0]
+            if ck.trajectory == state.trajectory and ck.step >= state.step:
+                break  # a later checkpoint: its row comes with a later frame
+            self._checkpoint_states.popleft()
+            if ck.trajectory != state.trajectory or ck.step <= last:
+                continue  # another trajectory's, or a step the strip already has
+            with self._lock:
+                if trainer is not self.trainer:
+                    return []
+                model.load_state_dict(ck.weights)
+            with COMPUTE.hold():
+                metrics = compute_view(model, slc, res, probe).metrics
+            rows.append({"step": float(ck.step), **metrics})
+            last = ck.step
+        return rows
+
+    def _append_row(
+        self, state: LiveState, view: LiveView, backfill: list[dict[str, float]] = ()
+    ) -> None:
         row = {"step": float(state.step), **view.metrics}
-        if self.rows and self.rows[-1]["step"] >= state.step:
-            self.rows = [r for r in self.rows if r["step"] < state.step]
+        first = backfill[0]["step"] if backfill else row["step"]
+        if self.rows and self.rows[-1]["step"] >= first:
+            self.rows = [r for r in self.rows if r["step"] < first]
+        self.rows.extend(backfill)
         self.rows.append(row)
         if len(self.rows) > MAX_ROWS:
             self.rows = self.rows[::2]
