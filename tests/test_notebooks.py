@@ -41,6 +41,17 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 CELL_TIMEOUT_S = 300
 # Printed numbers a notebook's text relies on: (pattern with float groups, check on the floats).
 PRINTED_CHECKS = {
+    "08_sweeps": [
+        # richness is not accuracy: the rich runs are richer and magnify the boundary more,
+        # at (nearly) the same test accuracy
+        (
+            r"D_LR (\d+\.\d+) vs (\d+\.\d+); boundary magnification ([-+]\d+\.\d+) vs "
+            r"([-+]\d+\.\d+); test accuracy (\d+\.\d+) vs (\d+\.\d+)",
+            lambda d_rich, d_lazy, bm_rich, bm_lazy, a_rich, a_lazy: (
+                d_rich < d_lazy - 0.05 and bm_rich > bm_lazy and abs(a_rich - a_lazy) <= 0.05
+            ),
+        ),
+    ],
     "01_quickstart": [
         # training magnified the boundary: >= +0.2 decades, and >= 0.2 above step 0
         (
