@@ -330,6 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _worker_count(text: str) -> int:
+    """``--workers``: an integer >= 1 (the parser's one-line error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a worker count (an integer >= 1)")
+    return value
+
+
 def _cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scheduler",
@@ -337,7 +348,9 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster)",
     )
-    p.add_argument("--workers", type=int, default=2, help="worker processes of the local cluster")
+    p.add_argument(
+        "--workers", type=_worker_count, default=2, help="worker processes of the local cluster"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

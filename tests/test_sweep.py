@@ -246,6 +246,27 @@ def test_cli_sweep_and_train_sweep_on_a_scheduler_address(client, grid_dir, tmp_
         assert run.manifest["hparams"]["steps"] == 3 and name in out
 
 
+@pytest.mark.slow
+def test_cli_sweep_on_its_own_local_cluster_with_a_progress_bar(grid_dir, tmp_path, capsys):
+    """``richviz sweep RUN --workers 1`` starts (and stops) a local cluster; without -q a tqdm
+    bar on stderr counts the tasks."""
+    pytest.importorskip("distributed")
+    path = fresh_copy(grid_dir, tmp_path / "g")[0]
+    argv = ["sweep", str(path), "--workers", "1", "--probe-size", str(PROBE)]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"== {path.resolve()}" in captured.out
+    bar = captured.err.replace("\r", "\n")
+    assert "sweep" in bar and f"{len(STEPS)}/{len(STEPS)}" in bar, bar  # every task counted
+    rows = Run.open(path).metrics(progress=False, probe_size=PROBE)
+    assert [r["step"] for r in rows] == STEPS and f"{rows[-1]['d_lr']:.4g}" in captured.out
+    # a bad worker count is refused by the parser, in one line, even with nothing to compute
+    with pytest.raises(SystemExit) as info:
+        cli.main([*argv[:2], "--workers", "0"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "'0' is not a worker count" in err
+
+
 def test_bad_scheduler_address_is_one_line(capsys):
     pytest.importorskip("distributed")
     with pytest.raises(RichvizError, match="scheduler='tcp://127.0.0.1:9'") as err:
