@@ -110,6 +110,7 @@ def test_playground_click_adds_a_point_in_jupyterlab(
             )
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
             try:
                 page.goto(f"{base}/lab/tree/{NOTEBOOK}?reset&token={token}", timeout=60_000)
                 page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
@@ -155,7 +156,8 @@ def test_playground_click_adds_a_point_in_jupyterlab(
                 assert not output_errors(text), output_errors(text)
                 assert added, (
                     f"no point was added by clicking lines at {tried} "
-                    f"(count stays {point_count(page)}; clicks the page saw: {clicks})"
+                    f"(count stays {point_count(page)}; clicks the page saw: {clicks}; "
+                    f"page errors: {[c for c in console if c.startswith('[pageerror]')]})"
                 )
             finally:
                 (artifact_dir / "playground-console.log").write_text("\n".join(console) + "\n")

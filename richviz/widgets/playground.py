@@ -230,10 +230,11 @@ class Playground(widgets.VBox):
             image=widgets.Image(value=blank, format="png"), scales=xy, x=[-1, 1], y=[-1, 1]
         )
         self.image_mark.on_element_click(self._on_image_click)
+        nothing = {"x": [np.nan], "y": [np.nan]}
         self.ellipse_mark = bqplot.Lines(
-            x=[], y=[], scales=xy, colors=["white"], stroke_width=1.0, opacities=[0.8]
+            **nothing, scales=xy, colors=["white"], stroke_width=1.0, opacities=[0.8]
         )
-        self.boundary_mark = bqplot.Lines(x=[], y=[], scales=xy, colors=["black"], stroke_width=2)
+        self.boundary_mark = bqplot.Lines(**nothing, scales=xy, colors=["black"], stroke_width=2)
         self.points_mark = bqplot.Scatter(
             x=[], y=[], scales=xy, default_size=28, stroke="white", stroke_width=0.8
         )
@@ -244,8 +245,10 @@ class Playground(widgets.VBox):
         # The overlays let clicks through to the heatmap (bqplot hit-tests its marks, so a
         # click on a boundary line, an ellipse or a data point would otherwise be lost).
         self._css = widgets.HTML(value=CLICK_THROUGH_CSS, layout=widgets.Layout(display="none"))
+        # The marks are fixed from the start: a figure whose marks change after display
+        # re-creates their views, and the heatmap's new view could lose its click handler.
         self.figure = bqplot.Figure(
-            marks=[self.image_mark, self.points_mark],
+            marks=[self.image_mark, self.ellipse_mark, self.boundary_mark, self.points_mark],
             axes=axes,
             min_aspect_ratio=1.0,
             max_aspect_ratio=1.0,
@@ -683,17 +686,13 @@ class Playground(widgets.VBox):
         light = frame.mode != "volume"
         self.ellipse_mark.colors = ["#333333" if light else "white"]
         self.points_mark.stroke = "#222222" if light else "white"
-        marks = [self.image_mark]
         for mark, (xs, ys) in ((self.ellipse_mark, ellipses), (self.boundary_mark, frame.boundary)):
             if len(xs) and np.isnan(xs[-1]):
                 xs, ys = xs[:-1], ys[:-1]  # bqplot labels a curve at its last point
+            if not len(xs):  # nothing to draw: one invisible point (never an empty mark)
+                xs, ys = np.array([np.nan]), np.array([np.nan])
             with mark.hold_sync():
                 mark.x, mark.y = xs, ys
-            if len(xs):
-                marks.append(mark)
-        marks.append(self.points_mark)
-        if marks != list(self.figure.marks):
-            self.figure.marks = marks
 
     def _checkpoint_rows(
         self,
