@@ -43,6 +43,7 @@ from richviz import activations, datasets
 from richviz.architectures import build_model
 from richviz.devices import best_device
 from richviz.errors import ConfigError, DataError
+from richviz.metrics import NC_KEYS
 
 if TYPE_CHECKING:  # richviz.widgets imports this module: keep the checkpoint code unloaded
     from richviz.runs import Run, RunWriter
@@ -775,13 +776,10 @@ class LiveTrainer:
         self._writer.save(step, self.model, meta)
         self._saved.add(step)
         if self._checkpoint_listeners:
-            weights = {
-                k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
-            }
             state = LiveState(
                 step=step,
                 loss=self._loss,
-                weights=weights,
+                weights=self._cpu_weights(),
                 trajectory=self._trajectory,
                 running=self._free or self._budget > 0,
                 time=time.perf_counter(),
@@ -793,13 +791,17 @@ class LiveTrainer:
         if self._writer is not None and self._data is not None:
             self._checkpoint(self._step)
 
+    def _cpu_weights(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the model's state dict (what a published state carries)."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
     def _publish(self, force: bool = False) -> None:
         now = time.perf_counter()
         last = getattr(self, "_published_at", -math.inf)
         if not force and self.publish_hz and now - last < 1.0 / self.publish_hz:
             return
         self._published_at = now
-        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        weights = self._cpu_weights()
         err = None if self.error is None else f"{type(self.error).__name__}: {self.error}"
         self._state = LiveState(
             step=self._step,
@@ -930,7 +932,6 @@ class FrameLoop:
                     self._cv.notify_all()
 
 
-_NC_KEYS = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")
 #: the keys of :attr:`LiveView.metrics`, in display order
 VIEW_METRICS = (
     "loss",
@@ -938,7 +939,7 @@ VIEW_METRICS = (
     "d_lr",
     "confinement",
     "isotropy",
-    *_NC_KEYS,
+    *NC_KEYS,
     "boundary_magnification",
 )
 
@@ -1010,7 +1011,7 @@ def compute_view(
                 last = model.get_submodule(last_linear_name(model))
                 try:
                     nc = neural_collapse(feats, y, last.weight, last.bias)
-                    metrics.update({k: float(nc[k]) for k in _NC_KEYS})
+                    metrics.update({k: float(nc[k]) for k in NC_KEYS})
                 except ValueError:
                     pass
     return LiveView(

@@ -51,6 +51,7 @@ __all__ = [
     "feature_spectrum",
     "checkpoint_metrics",
     "METRIC_KEYS",
+    "NC_KEYS",
 ]
 
 RANK_RTOL = 1e-6
@@ -69,15 +70,14 @@ _EIG_RTOL_FLOAT32 = 1e-5
 float32) have numerically undefined eigenfunctions and are left out of the quality and
 utilisation curves."""
 
+NC_KEYS = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")
+"""Keys of :func:`neural_collapse`."""
+
 METRIC_KEYS = (
     "d_lr",
     "confinement",
     "isotropy",
-    "nc1",
-    "nc2_equinorm",
-    "nc2_equiangular",
-    "nc3",
-    "nc4",
+    *NC_KEYS,
     "cka_init",
     "param_norm_sq",
     "param_dist_sq",
@@ -431,7 +431,7 @@ def _neural_collapse(
     mu = (onehot @ hc) / counts.unsqueeze(1)  # class means (centred coordinates), one GEMM
     # rows mu_c - mu_G: the global mean of all samples is 0 in centred coordinates
     m = mu if center == "global" else mu - mu.mean(dim=0, keepdim=True)
-    out = {k: math.nan for k in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4")}
+    out = dict.fromkeys(NC_KEYS, math.nan)
 
     flat = hc.reshape(-1)
     hc_sq = float(torch.dot(flat, flat))

@@ -39,21 +39,26 @@ def test_without_cuda_it_says_so_and_exits_2():
     assert "CUDA is not available" in out.stderr
 
 
-def test_the_suite_collects_without_the_widget_stack():
+def pytest_without_widget_stack(*args: str) -> subprocess.CompletedProcess:
+    """``pytest -q -rs ARGS`` in a subprocess with :data:`WIDGET_STACK` unimportable."""
     env = {
         **os.environ,
         "RICHVIZ_HIDE_PACKAGES": WIDGET_STACK,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
     }
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "hide_packages", "--collect-only", "-q", "-rs",
-         "-p", "no:cacheprovider", "tests"],
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "hide_packages", "-q", "-rs",
+         "-p", "no:cacheprovider", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )  # fmt: skip
+
+
+def test_the_suite_collects_without_the_widget_stack():
+    out = pytest_without_widget_stack("--collect-only", "tests")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text  # a collection error interrupts with exit code 2
     skipped = set(re.findall(r"SKIPPED \[\d+\] (tests/test_\w+\.py)", text))
@@ -67,20 +72,7 @@ def test_the_suite_collects_without_the_widget_stack():
 
 
 def test_api_and_import_checks_pass_without_the_widget_stack():
-    env = {
-        **os.environ,
-        "RICHVIZ_HIDE_PACKAGES": WIDGET_STACK,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
-    }
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "hide_packages", "-q", "-rs", "-p",
-         "no:cacheprovider", "tests/test_api.py", "tests/test_imports.py"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    out = pytest_without_widget_stack("tests/test_api.py", "tests/test_imports.py")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     assert "richviz.widgets needs ipywidgets and bqplot" in text  # skipped, with the reason

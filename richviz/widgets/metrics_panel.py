@@ -26,8 +26,11 @@ from richviz.widgets.slice_viewer import atomic_write_bytes, error_line, status_
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
 __all__ = [
+    "BOUNDARY_SERIES",
     "FAMILIES",
     "family_series",
+    "NC_SERIES",
+    "RICHNESS_SERIES",
     "MAX_TICKS",
     "legend_html",
     "MetricsPanel",
@@ -38,30 +41,29 @@ __all__ = [
 
 Series = tuple[tuple[str, str], ...]
 
+#: D_LR with its two factors, 1 - D_LR = confinement x isotropy (all in [0, 1])
+RICHNESS_SERIES: Series = (
+    ("d_lr", "D_LR"),
+    ("confinement", "confinement"),
+    ("isotropy", "isotropy"),
+)
+#: the neural-collapse statistics
+NC_SERIES: Series = (
+    ("nc1", "NC1"),
+    ("nc2_equinorm", "NC2 equinorm"),
+    ("nc2_equiangular", "NC2 equiangular"),
+    ("nc3", "NC3"),
+    ("nc4", "NC4"),
+)
+#: boundary magnification (2-D tasks), beside D_LR on the right axis
+BOUNDARY_SERIES: Series = (("boundary_magnification", "boundary magnification"),)
+
 #: (title, left-axis series, right-axis series, left scale, right scale); series are
 #: (row key, legend label). Series whose key no row has are left out. The richness chart
 #: shows D_LR with its two factors, 1 - D_LR = confinement x isotropy (all in [0, 1]).
 FAMILIES: tuple[tuple[str, Series, Series, str, str], ...] = (
-    (
-        "richness",
-        (("d_lr", "D_LR"), ("confinement", "confinement"), ("isotropy", "isotropy")),
-        (("boundary_magnification", "boundary magnification"),),
-        "linear",
-        "linear",
-    ),
-    (
-        "neural collapse",
-        (
-            ("nc1", "NC1"),
-            ("nc2_equinorm", "NC2 equinorm"),
-            ("nc2_equiangular", "NC2 equiangular"),
-            ("nc3", "NC3"),
-            ("nc4", "NC4"),
-        ),
-        (),
-        "log",
-        "linear",
-    ),
+    ("richness", RICHNESS_SERIES, BOUNDARY_SERIES, "linear", "linear"),
+    ("neural collapse", NC_SERIES, (), "log", "linear"),
     (
         "drift from init",
         (("cka_init", "similarity to init"),),

@@ -44,7 +44,12 @@ from richviz.live import (
     compute_view,
 )
 from richviz.widgets import charts, rendering
-from richviz.widgets.metrics_panel import family_series
+from richviz.widgets.metrics_panel import (
+    BOUNDARY_SERIES,
+    NC_SERIES,
+    RICHNESS_SERIES,
+    family_series,
+)
 from richviz.widgets.slice_viewer import atomic_write_bytes, error_line, status_html
 from richviz.widgets.tasks import COMPUTE
 
@@ -72,28 +77,8 @@ CLICK_THROUGH_CSS = (
 #: series are (metric key of :data:`richviz.live.VIEW_METRICS`, legend label)
 STRIP = (
     ("performance", (("acc", "accuracy"),), (("loss", "loss"),), False, True, (0.0, 1.0)),
-    (
-        "richness",
-        (("d_lr", "D_LR"), ("confinement", "confinement"), ("isotropy", "isotropy")),
-        (("boundary_magnification", "boundary magnification"),),
-        False,
-        False,
-        (0.0, 1.0),
-    ),
-    (
-        "neural collapse",
-        (
-            ("nc1", "NC1"),
-            ("nc2_equinorm", "NC2 equinorm"),
-            ("nc2_equiangular", "NC2 equiangular"),
-            ("nc3", "NC3"),
-            ("nc4", "NC4"),
-        ),
-        (),
-        True,
-        False,
-        None,
-    ),
+    ("richness", RICHNESS_SERIES, BOUNDARY_SERIES, False, False, (0.0, 1.0)),
+    ("neural collapse", NC_SERIES, (), True, False, None),
 )
 
 
