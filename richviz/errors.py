@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "CheckpointError",
     "ConfigError",
     "DataError",
@@ -24,6 +26,17 @@ def one_line(text: object, limit: int = 300) -> str:
 
 class RichvizError(Exception):
     """Base class for richviz errors that are meant to be shown to a user as one line."""
+
+
+class ArgumentError(RichvizError, ValueError):
+    """An argument's value is out of range or malformed; the message names the argument.
+
+    Also a ``ValueError``, so code that catches ``ValueError`` keeps working.
+    """
+
+
+class ArgumentTypeError(RichvizError, TypeError):
+    """An argument has the wrong type; the message names the argument (also a ``TypeError``)."""
 
 
 class CheckpointError(RichvizError):

@@ -25,7 +25,6 @@ import json
 import os
 import pickletools
 import re
-import tempfile
 import threading
 import time
 import warnings
@@ -41,6 +40,7 @@ from torch import nn
 
 from richviz import datasets
 from richviz.devices import best_device
+from richviz.atomic import atomic_save, atomic_write_json, atomic_write_text
 from richviz.errors import (
     CheckpointError,
     DataError,
@@ -71,62 +71,6 @@ __all__ = [
 
 META_KEYS = ("step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time")
 _SUFFIXES = (".pt", ".pth")
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-_UMASK_LOCK = threading.Lock()
-
-
-def _umask() -> int:
-    """The process umask (read from /proc on Linux, else by setting and restoring it)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _UMASK_LOCK:
-        old = os.umask(0o022)
-        os.umask(old)
-    return old
-
-
-def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    """Write via a temp file in ``path``'s folder, fsync, then ``os.replace`` onto ``path``.
-
-    The file gets mode ``0o666 & ~umask`` like a plain ``open`` (``mkstemp`` alone gives 0600).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` atomically: readers see the old file or the new one, never half."""
-    _atomic(Path(path), lambda f: torch.save(obj, f), "wb")
-
-
-def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(json.dumps(obj, indent=1, sort_keys=False), path)
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    _atomic(Path(path), lambda f: f.write(text), "w")
 
 
 def _primitive(v: Any) -> Any:
