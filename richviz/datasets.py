@@ -8,6 +8,7 @@ and int64 labels split into train and test.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +22,13 @@ from richviz.errors import DataError, NonFiniteDataError
 
 __all__ = [
     "LOADERS",
+    "MAX_POINTS",
+    "arrays",
+    "blobs",
+    "check_arrays",
     "cifar10",
     "circles",
+    "csv_file",
     "Dataset",
     "digits",
     "image_folder",
@@ -30,12 +36,21 @@ __all__ = [
     "modular_addition",
     "moons",
     "names",
+    "read_csv",
     "sinusoid",
     "spirals",
     "xor",
 ]
 
 LOADERS: dict[str, Callable[..., Dataset]] = {}
+
+MAX_POINTS = 20000
+"""The most points the user's own data may hold (arrays, CSV rows, Playground points), the
+same cap as the Playground's generated data (``n <= MAX_POINTS``). Larger data are refused
+with a one-line ``DataError`` before they are read whole."""
+
+MAX_LINE_CHARS = 100_000
+"""The longest CSV line :func:`read_csv` reads (a file without line breaks is refused)."""
 
 
 @dataclass
@@ -81,7 +96,8 @@ def load(name: str, **kwargs: Any) -> Dataset:
     try:
         ds = LOADERS[name](**kwargs)
     except TypeError as exc:
-        raise DataError(f"data set {name!r}: bad arguments {kwargs}: {exc}") from exc
+        # names the keys only: the values may be the user's whole data set
+        raise DataError(f"data set {name!r}: bad arguments {sorted(kwargs)}: {exc}") from exc
     ds.kwargs = dict(kwargs)
     return ds
 
@@ -249,20 +265,32 @@ def modular_addition(p: int = 23, train_fraction: float = 0.4, seed: int = 0) ->
     return ds
 
 
+def _check_count(n: int, name: str) -> None:
+    if n > MAX_POINTS:
+        raise DataError(f"{name}: {n} points exceed the cap of {MAX_POINTS} (datasets.MAX_POINTS)")
+
+
 def check_arrays(x: Any, y: Any, name: str = "data") -> tuple[np.ndarray, np.ndarray]:
     """Validate user inputs ``x`` (N, d) and integer labels ``y`` (N,); float64 and int64 copies.
 
-    Raises ``DataError`` naming ``name`` for a wrong shape or labels that are not non-negative
-    integers, and ``NonFiniteDataError`` (a ``DataError`` and a ``NonFiniteError``) for NaN or
-    inf inputs.
+    Raises ``DataError`` naming ``name`` for a wrong shape, more than :data:`MAX_POINTS` points
+    (checked before anything is converted when ``x`` has a length) or labels that are not
+    non-negative integers, and ``NonFiniteDataError`` (a ``DataError`` and a
+    ``NonFiniteError``) for NaN or inf inputs. Messages never quote the values.
     """
+    try:
+        n = len(x)
+    except TypeError:
+        n = 0  # no length (e.g. a scalar): the shape check below names it
+    _check_count(n, name)
     try:
         xa = np.array(x, dtype=np.float64)
         ya_raw = np.array(y, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{name}: x and y must be numeric arrays ({exc})") from None
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{name}: x and y must be numeric arrays") from None
     if xa.ndim != 2 or xa.shape[0] < 1:
         raise DataError(f"{name}: x must have shape (N, d) with N >= 1, got {xa.shape}")
+    _check_count(xa.shape[0], name)
     if ya_raw.shape != (xa.shape[0],):
         raise DataError(f"{name}: y must have shape ({xa.shape[0]},), got {ya_raw.shape}")
     if not np.all(np.isfinite(xa)):
@@ -306,34 +334,68 @@ def arrays(
     return _split("arrays", xa, ya, test_fraction, seed, classes)
 
 
+def _csv_rows(path: Path, delimiter: str) -> list[list[float]]:
+    """The numeric rows of ``path``, read line by line: at most :data:`MAX_POINTS` data rows and
+    :data:`MAX_LINE_CHARS` characters a line, so an oversized file is refused early. Errors name
+    the file and the line number, never the line's content (the path may be any file)."""
+    rows: list[list[float]] = []
+    seen_first = False
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            for number in itertools.count(1):
+                line = f.readline(MAX_LINE_CHARS + 1)
+                if not line:
+                    break
+                if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+                    raise DataError(
+                        f"{path}, line {number}: longer than {MAX_LINE_CHARS} characters"
+                    )
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                try:
+                    row = [float(c) for c in text.split(delimiter)]
+                except ValueError:
+                    if not seen_first:  # a first row that is not numeric is a header
+                        seen_first = True
+                        continue
+                    raise DataError(f"{path}, line {number}: not a table of numbers") from None
+                seen_first = True
+                if rows and len(row) != len(rows[0]):
+                    raise DataError(
+                        f"{path}, line {number}: not a table of numbers ({len(row)} columns, "
+                        f"the first row has {len(rows[0])})"
+                    )
+                rows.append(row)
+                if len(rows) > MAX_POINTS:
+                    raise DataError(
+                        f"{path}: more than {MAX_POINTS} data rows (the cap, datasets.MAX_POINTS)"
+                    )
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    return rows
+
+
 def read_csv(
     path: str | Path, label_column: int = -1, delimiter: str = ","
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a CSV of numbers: each row the input coordinates plus one integer label column.
 
-    A first row that is not numeric is taken as a header and skipped. Returns ``(x, y)``:
-    float64 (N, d) and int64 (N,). Raises ``DataError`` naming the file.
+    A first row that is not numeric is taken as a header and skipped; blank lines and ``#``
+    comments are skipped. At most :data:`MAX_POINTS` data rows. Returns ``(x, y)``: float64
+    (N, d) and int64 (N,). Raises ``DataError`` naming the file (and the line), never quoting
+    its content.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such CSV file")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    rows = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    if rows:
-        try:
-            [float(c) for c in rows[0].split(delimiter)]
-        except ValueError:
-            rows = rows[1:]  # a header
+    rows = _csv_rows(path, delimiter)
     if not rows:
         raise DataError(f"{path}: no data rows")
-    try:
-        table = np.array([[float(c) for c in r.split(delimiter)] for r in rows], dtype=np.float64)
-    except ValueError as exc:
-        raise DataError(f"{path}: not a table of numbers ({exc})") from None
-    if table.ndim != 2 or table.shape[1] < 2:
+    table = np.array(rows, dtype=np.float64)
+    if table.shape[1] < 2:
         raise DataError(f"{path}: every row needs the inputs and a label, got {table.shape}")
     col = label_column % table.shape[1]
     x = np.delete(table, col, axis=1)

@@ -119,3 +119,77 @@ def test_circles_are_scikit_learns(n, noise, factor, seed):
     got = datasets.load("circles", n=n, noise=noise, factor=factor, seed=seed)
     for name in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(got, name), getattr(expected, name)), name
+
+
+# ---- the user's own data: one cap, early refusal, errors that name but never quote
+
+
+def test_user_points_are_capped_like_generated_ones():
+    cap = datasets.MAX_POINTS
+    assert cap == 20000  # the Playground's cap on generated points, stated in the docs
+    x = np.zeros((cap, 2))
+    y = np.zeros(cap, dtype=int)
+    assert datasets.check_arrays(x, y, "points")[0].shape == (cap, 2)
+    with pytest.raises(DataError) as info:
+        datasets.check_arrays(np.zeros((cap + 1, 2)), np.zeros(cap + 1), "points")
+    msg = str(info.value)
+    assert msg.startswith("points:") and str(cap) in msg and "\n" not in msg
+    with pytest.raises(DataError, match="arrays: 20001 points exceed the cap of 20000"):
+        datasets.load("arrays", x=[[0.0, 0.0]] * (cap + 1), y=[0] * (cap + 1))
+
+
+def test_bad_arguments_name_the_keys_not_the_values():
+    big = [[0.5, 0.5]] * 1000
+    with pytest.raises(DataError) as info:
+        datasets.load("arrays", x=big, y=[0] * 1000, colour="red")
+    assert "colour" in str(info.value) and "0.5" not in str(info.value)
+
+
+def test_csv_over_the_cap_is_refused_while_streaming(tmp_path):
+    import time
+
+    path = tmp_path / "big.csv"
+    with path.open("w") as f:
+        f.write("x1,x2,y\n")
+        f.write("0.25,0.5,1\n" * 1_000_000)  # the 10^6-row file (11 MB)
+    t0 = time.perf_counter()
+    with pytest.raises(DataError) as info:
+        datasets.read_csv(path)
+    elapsed = time.perf_counter() - t0
+    msg = str(info.value)
+    assert str(path) in msg and "20000" in msg and "\n" not in msg
+    assert elapsed < 5, elapsed  # stops after 20001 rows instead of reading 10^6
+    at_cap = tmp_path / "cap.csv"
+    at_cap.write_text("0.25,0.5,1\n" * datasets.MAX_POINTS)
+    assert len(datasets.read_csv(at_cap)[0]) == datasets.MAX_POINTS
+
+
+@pytest.mark.parametrize(
+    "lines, line_no",
+    [
+        (["x1,x2,y", "1,2,0", "root:x:0:0:secret:/root:/bin/bash"], 3),
+        (["1,2,0", "", "# comment", "1,2,SECRETWORD"], 4),
+        (["1,2,0", "1,2,3,SECRET"], 2),
+    ],
+)
+def test_csv_errors_name_file_and_line_never_the_content(tmp_path, lines, line_no):
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as info:
+        datasets.read_csv(path)
+    msg = str(info.value)
+    assert f"{path}, line {line_no}:" in msg and "not a table of numbers" in msg
+    assert "secret" not in msg.lower() and "root:" not in msg
+
+
+def test_csv_of_another_kind_of_file(tmp_path):
+    binary = tmp_path / "blob.csv"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        datasets.read_csv(binary)
+    one_line = tmp_path / "long.csv"
+    one_line.write_text("1," * datasets.MAX_LINE_CHARS)
+    with pytest.raises(DataError, match="line 1: longer than"):
+        datasets.read_csv(one_line)
+    with pytest.raises(DataError, match="no such CSV file"):
+        datasets.read_csv(tmp_path)  # a folder
