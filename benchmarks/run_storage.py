@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from richviz.architectures import build_model
-from richviz.runs.storage import Run, RunWriter, file_hash
+from richviz.runs import Run, RunWriter, file_hash
 
 ARCHS = {
     "mlp": {

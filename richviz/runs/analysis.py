@@ -2,8 +2,9 @@
 
 This is the numerical side of a run (it imports :mod:`richviz.metrics` and
 :mod:`richviz.geometry`); :mod:`richviz.runs.storage` reads and writes runs and imports no
-numerics. :class:`~richviz.runs.storage.Run`'s ``metrics``, ``pending_metrics``,
-``metrics_entry`` and ``store_metrics_rows`` methods call the functions here.
+numerics. :class:`~richviz.runs.run.Run`'s ``metrics``, ``pending_metrics``,
+``metrics_entry`` and ``store_metrics_rows`` methods call the functions here; this module
+never imports :mod:`richviz.runs.run` (a ``run`` argument is only annotated as one).
 
 A cached row is keyed by everything that determines it (content hashes of the checkpoint and
 of the init checkpoint, the model identity, layer, outputs, probe set and
@@ -28,14 +29,14 @@ from torch import nn
 
 from richviz import __version__
 from richviz.devices import best_device, module_device
-from richviz.errors import CheckpointError, ModelError, one_line
+from richviz.errors import ArgumentError, CheckpointError, ModelError, one_line
 from richviz.features import FeatureMap, model_output, select_model_output, select_output
 from richviz.metrics import METRIC_KEYS, OUTPUTS, checkpoint_metrics
 from richviz.progress import reporter
 from richviz.runs.storage import Checkpoint, atomic_write_text
 
 if TYPE_CHECKING:
-    from richviz.runs.storage import Run
+    from richviz.runs.run import Run
 
 __all__ = [
     "METRICS_CACHE",
@@ -107,7 +108,7 @@ def _setup(
     Checks ``outputs`` and ``layer`` first (``ValueError`` / ``ModelError``, nothing cached).
     """
     if outputs not in OUTPUTS:
-        raise ValueError(f"outputs={outputs!r} must be one of {', '.join(OUTPUTS)}")
+        raise ArgumentError(f"outputs={outputs!r} must be one of {', '.join(OUTPUTS)}")
     layer_key = layer or "penultimate"
     checked = _CHECKED_LAYERS.setdefault(run, set())
     if layer_key not in checked:
