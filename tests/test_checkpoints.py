@@ -669,22 +669,22 @@ def test_unknown_layer_fails_before_caching(run_dir):
 
 
 def test_source_hash_is_remembered_per_object_and_tells_code_apart(monkeypatch):
-    from richviz.runs import storage
+    from richviz.runs import identity
 
     ns_a: dict = {}
     ns_b: dict = {}
     exec("class Net:\n    def f(self):\n        return 1\n", ns_a)  # no source file: ""
-    assert storage._source_hash(ns_a["Net"]) == ""
+    assert identity._source_hash(ns_a["Net"]) == ""
     calls = []
-    real = storage.inspect.getsource
-    monkeypatch.setattr(storage.inspect, "getsource", lambda o: calls.append(o) or real(o))
-    storage._remembered_source_hash.cache_clear()
-    h1 = storage._source_hash(_tiny)
-    assert storage._source_hash(_tiny) == h1 and calls == [_tiny]  # parsed once
+    real = identity.inspect.getsource
+    monkeypatch.setattr(identity.inspect, "getsource", lambda o: calls.append(o) or real(o))
+    identity._remembered_source_hash.cache_clear()
+    h1 = identity._source_hash(_tiny)
+    assert identity._source_hash(_tiny) == h1 and calls == [_tiny]  # parsed once
     exec("def _tiny(act):\n    return act\n", ns_b)
-    assert storage._source_hash(ns_b["_tiny"]) != h1  # another object, read on its own
+    assert identity._source_hash(ns_b["_tiny"]) != h1  # another object, read on its own
     unhashable = type("U", (), {"__eq__": lambda s, o: False, "__hash__": None})()
-    assert storage._source_hash(unhashable) == ""  # no cache, no error
+    assert identity._source_hash(unhashable) == ""  # no cache, no error
 
 
 def test_metrics_cache_file_has_one_line_per_row_and_parses_to_the_rows(run_dir):
