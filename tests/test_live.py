@@ -84,6 +84,138 @@ def test_bad_configs_are_one_line_config_errors(text, needle):
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [
+        ("width", True, "width=True must be an integer"),  # a bool is not an int
+        ("n", False, "n=False must be an integer"),
+        ("seed", 1.0, "seed=1.0 must be an integer"),
+        ("depth", "2", "depth='2' must be an integer"),
+        ("batch_size", None, "batch_size=None must be an integer"),
+        ("lr", True, "lr=True must be a number"),
+        ("lr", "0.1", "lr='0.1' must be a number"),
+        ("noise", [0.1], "noise=[0.1] must be a number"),
+        ("alpha", False, "alpha=False must be a number"),
+        ("classes", 2.5, "classes=2.5 must be an integer"),
+        ("activation", 1, "activation=1 must be one of"),
+        ("optimizer", None, "optimizer=None must be one of"),
+        ("device", ["cpu"], "device=['cpu'] must be one of"),
+    ],
+)
+def test_config_fields_of_the_wrong_type_are_refused(field, value, needle):
+    with pytest.raises(ConfigError) as info:
+        PlaygroundConfig(**{field: value})
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError) as info:  # the same through JSON, naming the source
+        PlaygroundConfig.from_json(json.dumps({field: value}))
+    assert str(info.value).startswith("config: " + needle.split(" must")[0])
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("n", 7),
+        ("n", 20001),
+        ("noise", -0.01),
+        ("noise", 2.5),
+        ("classes", 1),
+        ("classes", 7),
+        ("width", 1025),
+        ("depth", 0),
+        ("depth", 9),
+        ("alpha", 0.0),
+        ("alpha", -1.0),
+        ("alpha", 1e6),
+        ("lr", 0.0),
+        ("lr", 100.5),
+        ("batch_size", 0),
+        ("seed", -1),
+        ("seed", 2**31),
+    ],
+)
+def test_config_fields_out_of_range_are_refused(field, value):
+    with pytest.raises(ConfigError) as info:
+        PlaygroundConfig(**{field: value})
+    message = str(info.value)
+    assert message.startswith(f"{field}={value!r} must") and "\n" not in message
+
+
+@pytest.mark.parametrize("field", ["noise", "lr", "alpha"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_config_floats_refuse_nan_and_inf(field, value):
+    with pytest.raises(ConfigError, match=f"{field}=.* must be a finite number"):
+        PlaygroundConfig(**{field: value})
+
+
+def test_config_bounds_are_inclusive_where_the_table_says_so():
+    from richviz.live import CONFIG_FIELDS
+
+    assert CONFIG_FIELDS["lr"].interval() == "(0, 100]"
+    assert CONFIG_FIELDS["alpha"].interval() == "(0, 1e6)"
+    edge = PlaygroundConfig(n=8, noise=2, lr=100, seed=2**31 - 1, alpha=999999.0, width=1024)
+    assert edge.lr == 100.0 and isinstance(edge.lr, float) and isinstance(edge.noise, float)
+    assert (
+        PlaygroundConfig(n=np.int64(50)).n == 50 and type(PlaygroundConfig(n=np.int64(50)).n) is int
+    )
+    # every field of the config is in the table, with a help line, and the defaults agree
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(PlaygroundConfig) if f.name not in ("x", "y")]
+    assert list(CONFIG_FIELDS) == names
+    for f in dataclasses.fields(PlaygroundConfig):
+        if f.name in CONFIG_FIELDS:
+            assert CONFIG_FIELDS[f.name].default == f.default and CONFIG_FIELDS[f.name].help
+
+
+@pytest.mark.parametrize(
+    "labels, needle",
+    [
+        ([1e19], "labels must lie in [0, 5], got 1e19"),  # would overflow int64 to negative
+        ([0, 2**70], "labels must lie in [0, 5]"),
+        ([6], "labels must lie in [0, 5], got 6"),
+        ([-1], "labels y must be integers >= 0"),
+        ([True], "labels y must be integers, not bool"),
+        ([0.5], "labels y must be integers >= 0"),
+        (["a"], "x and y must be numeric arrays"),
+    ],
+)
+def test_bad_point_labels_are_refused_without_overflow(labels, needle):
+    import warnings
+
+    text = json.dumps({"data": "points", "x": [[0.0, 0.0]] * len(labels), "y": labels})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning on the way
+        with pytest.raises(ConfigError) as info:
+            PlaygroundConfig.from_json(text)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('{"data": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+        ('{"x": ' + '{"a": ' * 100_000 + "1" + "}" * 100_001, "nested too deeply"),
+        ('{"data": "points", "x": 5, "y": []}', "x must be a list of numbers"),
+        ('{"data": "points", "x": [[0, 0]], "y": 1}', "y must be a list of numbers"),
+        ('{"version": true}', "version=True"),
+        ('{"lr": 1e400}', "lr=inf must be a finite number"),  # JSON's overflow is inf
+    ],
+)
+def test_hostile_json_is_a_one_line_config_error(text, needle):
+    with pytest.raises(ConfigError) as info:
+        PlaygroundConfig.from_json(text)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="a Playground config is a JSON object"):
+        PlaygroundConfig.from_dict([1, 2])
+
+
+def test_deeply_nested_json_file_is_a_config_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ConfigError, match="deep.json: invalid JSON \\(nested too deeply\\)"):
+        PlaygroundConfig.from_json(path)
+
+
 def test_bad_config_file_names_the_file(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"lr": -1}')
@@ -108,6 +240,22 @@ def test_log_spaced_steps():
     expected = [0, 1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40, 50, 63, 79, 100]
     assert [s for s in range(101) if log_spaced(s)] == expected
     assert [s for s in range(101) if log_spaced(s, 1)] == [0, 1, 10, 100]
+
+
+def test_argument_errors_are_richviz_errors_naming_the_argument():
+    from richviz.errors import ArgumentError, ArgumentTypeError
+
+    with pytest.raises(ArgumentError, match="per_decade=0"):
+        log_spaced(5, 0)
+    with pytest.raises(ArgumentTypeError, match="config must be a PlaygroundConfig"):
+        LiveTrainer({"data": "moons"})
+    for bad in (float("nan"), float("inf"), -1.0, 0):
+        with pytest.raises(ArgumentError, match="fps="):
+            FrameLoop(lambda item: None, fps=bad)
+    with pytest.raises(ArgumentTypeError, match="fps=True"):
+        FrameLoop(lambda item: None, fps=True)
+    with pytest.raises(ArgumentError, match="max_duty=0"):
+        FrameLoop(lambda item: None, max_duty=0)
 
 
 def test_cuda_refused_without_cuda():
@@ -191,6 +339,30 @@ def test_checkpoints_form_a_normal_run(trainer):
     assert [r["step"] for r in rows] == run.steps
     assert all(r["error"] is None and np.isfinite(r["d_lr"]) for r in rows)
     assert np.isfinite(rows[-1]["boundary_magnification"])
+
+
+def test_a_run_is_complete_once_its_trajectory_ends(tmp_path, capsys):
+    from richviz import cli
+
+    t = LiveTrainer(SMALL, tmp_path / "runs", publish_hz=None)
+    t.step(4)
+    first = t.run_path
+    assert Run.open(first).complete is False  # still training
+    t.reset()  # the first trajectory ends: its run is complete
+    assert Run.open(first).complete is True
+    t.step(3)
+    second = t.run_path
+    assert second != first and Run.open(second).complete is False
+    t.close()
+    t.close()  # idempotent
+    run = Run.open(second)
+    assert run.complete is True and run.steps[-1] == 3
+    assert cli.main(["info", str(second)]) == 0
+    assert "INCOMPLETE" not in capsys.readouterr().out
+    # a trainer closed before it ever stepped wrote no run at all
+    idle = LiveTrainer(SMALL, tmp_path / "idle")
+    idle.close()
+    assert idle.run_path is None and not (tmp_path / "idle").exists()
 
 
 def test_set_data_swaps_points_live_and_records_them(trainer):
