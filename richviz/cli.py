@@ -371,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingDependencyError as exc:
         print(f"richviz {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except (RichvizError, ValueError, FileNotFoundError, PermissionError) as exc:
+    # OSError: a missing file, a file where a folder should be (`--out afile/sub`), a full disk
+    except (RichvizError, ValueError, OSError) as exc:
         print(f"richviz {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
