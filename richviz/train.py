@@ -576,7 +576,7 @@ def train(
     # full-batch SGD of an alpha-scaled model should lower the loss at every step
     watch = cfg.alpha is not None and cfg.optimizer == "sgd" and bs == n
     prev = math.nan
-    bar, report = reporter(progress, cfg.steps)
+    bar, report = reporter(progress, cfg.steps, desc="train", unit="step")
     start = time.perf_counter()
     try:
         for step in range(cfg.steps + 1):
