@@ -16,9 +16,10 @@ def reporter(
 ) -> tuple[Any, Callable[[int], None]]:
     """``(bar, report(done))`` for a loop of ``total`` items.
 
-    A callable is called with ``(0, total)`` at once and ``(done, total)`` on each report;
-    True opens a tqdm bar (``bar``, closed by the caller) advanced by one per report; anything
-    falsy reports nothing. ``bar`` is None unless a tqdm bar was opened.
+    ``report(done)`` takes the number of items finished so far (not an increment). A callable
+    is called with ``(0, total)`` at once and ``(done, total)`` on each report; True opens a
+    tqdm bar (``bar``, closed by the caller) moved to ``done`` on each report; anything falsy
+    reports nothing. ``bar`` is None unless a tqdm bar was opened.
     """
     if callable(progress):
         progress(0, total)
@@ -27,7 +28,7 @@ def reporter(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=desc, unit=unit)
-        return bar, lambda done: bar.update(1)
+        return bar, lambda done: bar.update(done - bar.n)
     return None, lambda done: None
 
 
