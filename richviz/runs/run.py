@@ -99,6 +99,17 @@ def _steps_from_names(files: list[Path]) -> list[int]:
     return steps  # type: ignore[return-value]
 
 
+#: reads one checkpoint file: (path, reference state dict, mmap) -> (state dict, meta)
+Reader = Callable[[Path, dict[str, Any], bool], tuple[dict[str, torch.Tensor], dict[str, Any]]]
+
+
+def _read_payload(
+    path: Path, reference: dict[str, Any], mmap: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A richviz checkpoint or a bare state dict, read with ``weights_only=True``."""
+    return _split_payload(path, _torch_load(path, map_location="cpu", mmap=mmap))
+
+
 class Run:
     """A training run on disk: manifest, checkpoints, safe cached loading and metrics.
 
@@ -116,6 +127,7 @@ class Run:
         cache_size: int = 8,
         output: OutputSelector = None,
         confine: bool = False,
+        reader: Reader | None = None,
     ):
         self.path = Path(path)
         self.manifest = manifest
@@ -124,6 +136,7 @@ class Run:
         self._factory = factory
         self._data = data
         self._confine = confine  # files must stay inside the folder (manifest runs)
+        self._read = reader or _read_payload  # one file -> (state dict, meta)
         self._cache: OrderedDict[tuple[int, str], nn.Module] = OrderedDict()
         self._lock = threading.RLock()  # load() may be called from widget threads
         template = self.template()
@@ -195,6 +208,26 @@ class Run:
                 f"{mpath}: field 'architecture': cannot build the architecture "
                 f"({type(exc).__name__}: {one_line(str(exc), 200)})"
             ) from None
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        folder: str | os.PathLike,
+        factory: Callable[[], nn.Module] | str | None = None,
+        data: datasets.Dataset | str | None = None,
+        cache_size: int = 8,
+        output: OutputSelector = None,
+    ) -> Run:
+        """A run from the checkpoints a training stack wrote: Lightning ``*.ckpt``, Hugging Face
+        ``checkpoint-N/`` folders, ``*.safetensors``, or a loop's ``*.pt`` / ``*.pth`` records.
+
+        ``factory``: a callable, ``"torchvision:NAME"``, ``"timm:NAME"``, ``"module:function"``
+        (None: a Hugging Face ``config.json``'s class). Layouts, steps, logged metrics and safe
+        reading: :mod:`richviz.runs.formats`.
+        """
+        from richviz.runs import formats
+
+        return cls(**formats.run_spec(folder, factory, data, cache_size, output))
 
     @classmethod
     def from_state_dicts(
@@ -296,7 +329,7 @@ class Run:
         try:
             if self._confine and not inside(self.path, path):
                 raise _fail(path, "links to a file outside the run folder; refused")
-            sd, file_meta = _split_payload(path, _torch_load(path, mmap=True))
+            sd, file_meta = self._read(path, self._reference, True)
             _match(path, sd, self._reference)
             ck.meta.update({k: v for k, v in file_meta.items() if k != "nonfinite"})
             ck.meta["nonfinite"] = bool(_nonfinite(sd))
@@ -354,7 +387,7 @@ class Run:
             try:
                 if self._confine and not inside(self.path, ck.path):
                     raise _fail(ck.path, "links to a file outside the run folder; refused")
-                sd, _ = _split_payload(ck.path, _torch_load(ck.path, map_location="cpu"))
+                sd, _ = self._read(ck.path, self._reference, False)
                 _match(ck.path, sd, self._reference)
             except CheckpointError as exc:
                 ck.error = str(exc)
