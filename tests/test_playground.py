@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 
@@ -364,3 +365,173 @@ def test_strip_has_a_row_at_every_checkpoint_even_when_frames_were_skipped(pg):
         assert row[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
     # the strip's lines carry every row
     assert all(len(m.x) == len(steps) for c in pg.strip_charts.values() for m in c.marks)
+
+
+# ---------------------------------------------------------------- settings that go wrong
+
+FLOAT_TRAITS = ("noise", "alpha", "lr", "fps")
+
+
+@pytest.mark.parametrize("name", FLOAT_TRAITS)
+def test_float_traits_refuse_nan_and_inf_and_the_widget_stays_usable(pg, name):
+    before = getattr(pg, name)
+    trainer = pg.trainer
+    for bad in (float("nan"), float("inf"), float("-inf"), np.float64("nan")):
+        with pytest.raises(traitlets.TraitError) as info:
+            setattr(pg, name, bad)
+        message = str(info.value)
+        assert message.startswith(f"{name}=") and "finite" in message and "\n" not in message
+        assert getattr(pg, name) == before  # unchanged
+        assert pg.control_widgets[name].value == before  # the linked control too
+    assert pg.trainer is trainer  # no new network was built
+    assert pg.frames.fps == pg.fps and np.isfinite(pg.frames.fps)
+    assert json.loads(pg.to_json())["lr"] == pg.lr
+    assert pg.step(2) == 2 and pg.wait(60) and pg.drawn_step == 2
+
+
+@pytest.mark.parametrize(
+    "name, bad",
+    [
+        ("n", 7),
+        ("n", 20001),
+        ("noise", 2.5),
+        ("noise", -0.1),
+        ("classes", 1),
+        ("classes", 7),
+        ("width", 0),
+        ("depth", 9),
+        ("alpha", -1.0),
+        ("alpha", 1e6),  # the config's alpha lies in (0, 1e6); 0 is the plain network
+        ("lr", 0.0),
+        ("lr", 100.5),
+        ("batch_size", 0),
+        ("seed", -1),
+        ("seed", 2**31),
+        ("resolution", 15),
+        ("resolution", 257),
+        ("ellipse_density", 33),
+        ("fps", 0.4),
+        ("fps", 61.0),
+        ("steps_per_click", 0),
+        ("click_class", 6),
+        ("width", True),  # a bool is not an int
+        ("depth", False),
+        ("lr", True),
+        ("fps", True),
+        ("data", "nope"),
+        ("view", "volumes"),
+        ("device", "tpu"),
+    ],
+)
+def test_settings_out_of_bounds_or_of_the_wrong_type_are_refused(pg, name, bad):
+    before = getattr(pg, name)
+    with pytest.raises(traitlets.TraitError) as info:
+        setattr(pg, name, bad)
+    assert name in str(info.value) and getattr(pg, name) == before
+
+
+def test_the_traits_bounds_and_help_come_from_the_configs_table(pg):
+    from richviz.live import CONFIG_FIELDS, FIELDS
+    from richviz.widgets.playground_controls import control_bounds
+
+    assert set(FIELDS) <= set(pg.trait_names())
+    for name, field in FIELDS.items():
+        assert pg.traits()[name].help == field.help, name
+        control = pg.control_widgets.get(name)
+        if control is None:
+            continue
+        if field.choices is not None:
+            values = [o[1] if isinstance(o, tuple) else o for o in control.options]
+            assert values == list(field.choices), name
+        else:
+            low, high = control_bounds(name)
+            assert (control.min, control.max) == (low, high), name
+            assert field.low <= low <= high <= field.high
+    for name in ("drawn_step", "running"):
+        assert pg.traits()[name].help
+    # the widget takes every value the config takes, up to its bounds: lr = 50 and 100,
+    # alpha close to 1e6 (the trait used to stop at 10 and 1e5)
+    pg.lr, pg.alpha = 50.0, 9.9e5
+    assert pg.trainer.config.lr == 50.0 and pg.trainer.config.alpha == 9.9e5
+    pg.lr = CONFIG_FIELDS["lr"].high
+    assert pg.trainer.config.lr == 100.0
+    pg.alpha = 0.0
+    assert pg.trainer.config.alpha is None
+
+
+def test_hostile_json_for_the_playground_is_a_one_line_config_error(tmp_path):
+    from richviz.errors import ConfigError
+
+    pg = Playground.from_json('{"lr": 50, "width": 4, "device": "cpu"}', root=tmp_path / "a")
+    try:  # within the config's bounds: the widget takes it (it used to raise a TraitError)
+        assert pg.lr == 50.0 and pg.trainer.config.lr == 50.0
+    finally:
+        pg.close()
+    for text, needle in (
+        ('{"lr": 500}', "lr=500"),
+        ('{"lr": NaN}', "lr=nan"),
+        ('{"width": true}', "width=True must be an integer"),
+        ('{"data": "points", "x": [[0, 0]], "y": [1e19]}', "labels must lie in [0, 5]"),
+        ('{"seed": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            Playground.from_json(text, root=tmp_path / "b")
+        assert needle in str(info.value) and "\n" not in str(info.value), text
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"fps": float("nan")}, "fps=nan"),
+        ({"fps": 0}, "fps=0"),
+        ({"resolution": 8}, "resolution=8"),
+        ({"view": "nope"}, "view"),
+        ({"lr": float("inf")}, "lr=inf"),
+        ({"width": True}, "width=True"),
+    ],
+)
+def test_bad_constructor_settings_are_config_errors(tmp_path, kwargs, needle):
+    from richviz.errors import ConfigError
+
+    before = set(threading.enumerate())
+    with pytest.raises(ConfigError) as info:
+        Playground(root=tmp_path, **{**SMALL, **kwargs})
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert poll(lambda: set(threading.enumerate()) <= before)  # no thread left behind
+
+
+def test_alpha_zero_is_the_plain_network(tmp_path):
+    pg = Playground(root=tmp_path, alpha=0, **SMALL)
+    try:
+        assert pg.alpha == 0.0 and pg.config.alpha is None and pg.trainer.config.alpha is None
+    finally:
+        pg.close()
+
+
+def test_a_refused_fps_leaves_a_process_that_exits_cleanly():
+    """``pg.fps = nan`` used to be accepted and the process aborted at exit (SIGABRT)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import math, traitlets\n"
+        "from richviz.widgets import Playground\n"
+        "pg = Playground(data='xor', width=4, depth=1, device='cpu')\n"
+        "for v in (math.nan, math.inf):\n"
+        "    try:\n"
+        "        pg.fps = v\n"
+        "    except traitlets.TraitError:\n"
+        "        pass\n"
+        "assert pg.fps == 10.0 and pg.step(2) == 2\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_to_json_writes_atomically_into_new_folders(pg, tmp_path):
+    path = tmp_path / "new" / "folder" / "demo.json"
+    text = pg.to_json(path)
+    assert path.read_text() == text and PlaygroundConfig.from_json(path) == pg.config
+    assert [p.name for p in path.parent.iterdir()] == ["demo.json"]  # no temp file left

@@ -6,9 +6,11 @@ alpha between rich and lazy) and the optimiser; press Start. A :class:`richviz.l
 trains on a background thread and writes an ordinary run (log-spaced checkpoints), while a
 :class:`richviz.live.FrameLoop` redraws the newest weights at a bounded frame rate (frames are
 skipped, never queued): the log10 volume element of the pulled-back metric, its ellipses,
-the decision boundary, the class regions and the data, plus a metrics strip that grows as it trains
-(accuracy and loss; D_LR with its factors confinement and isotropy, and boundary magnification;
-the neural-collapse statistics NC1-NC4). The UI thread only flips flags.
+the decision boundary, the class regions and the data
+(:mod:`~richviz.widgets.playground_figure`), plus a metrics strip that grows as it trains
+(:mod:`~richviz.widgets.playground_strip`). The settings' traits and controls come from the
+config's one table (:mod:`~richviz.widgets.playground_controls`). The UI thread only flips
+flags.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import bqplot
 import ipywidgets as widgets
 import numpy as np
 import torch
@@ -29,13 +30,10 @@ import traitlets
 
 from richviz import datasets
 from richviz.architectures import build_model
-from richviz.errors import RichvizError
+from richviz.atomic import atomic_write_text
+from richviz.errors import ArgumentError, ConfigError, RichvizError
 from richviz.live import (
-    ACTIVATIONS,
-    DATA_SETS,
-    DEVICES,
-    MAX_CLASSES,
-    OPTIMIZERS,
+    VIEWS,
     FrameLoop,
     LiveState,
     LiveTrainer,
@@ -43,55 +41,25 @@ from richviz.live import (
     PlaygroundConfig,
     compute_view,
 )
-from richviz.widgets import charts, rendering
-from richviz.widgets.metrics_panel import (
-    BOUNDARY_SERIES,
-    NC_SERIES,
-    RICHNESS_SERIES,
-    family_series,
+from richviz.widgets import rendering
+from richviz.widgets.playground_controls import (
+    ALPHA_PLAIN,
+    CONFIG_TRAITS,
+    SETTINGS,
+    VIEW_TRAITS,
+    build_controls,
+    check_setting,
+    setting_trait,
 )
-from richviz.widgets.slice_viewer import atomic_write_bytes, error_line, status_html
+from richviz.widgets.playground_figure import LiveFrame, SliceFigure, render_frame
+from richviz.widgets.playground_strip import STRIP, MetricsStrip
+from richviz.widgets.slice_viewer import error_line, status_html
 from richviz.widgets.tasks import COMPUTE
 
 __all__ = ["STRIP", "Playground", "VIEWS"]
 
-VIEWS = ("volume", "classes", "entropy")
-"""Backgrounds: log10 volume element, class regions, softmax entropy."""
-FIGURE_SIZE = 440
-FIGURE_MARGIN = {"top": 30, "bottom": 40, "left": 45, "right": 15}
-STRIP_WIDTH, STRIP_HEIGHT = 300, 190
 PROBE_SIZE = 500
 MAX_ROWS = 4000
-_CONFIG_TRAITS = tuple(
-    f.name for f in dataclasses.fields(PlaygroundConfig) if f.name not in ("x", "y")
-)
-_VIEW_TRAITS = ("view", "resolution", "ellipse_density")
-CLICK_THROUGH_CLASS = "richviz-click-through"
-#: the figure's lines (``.curve``/``.line``: ellipses, boundaries) and dots (``.dot``: data)
-#: ignore the pointer, so every click on the plot reaches the heatmap and adds a point
-CLICK_THROUGH_CSS = (
-    f"<style>.{CLICK_THROUGH_CLASS} .curve, .{CLICK_THROUGH_CLASS} .line, "
-    f".{CLICK_THROUGH_CLASS} .dot {{ pointer-events: none; }}</style>"
-)
-#: the live metrics strip: (title, left series, right series, left log, right log, left range);
-#: series are (metric key of :data:`richviz.live.VIEW_METRICS`, legend label)
-STRIP = (
-    ("performance", (("acc", "accuracy"),), (("loss", "loss"),), False, True, (0.0, 1.0)),
-    ("richness", RICHNESS_SERIES, BOUNDARY_SERIES, False, False, (0.0, 1.0)),
-    ("neural collapse", NC_SERIES, (), True, False, None),
-)
-
-
-@dataclasses.dataclass
-class LiveFrame:
-    """What is on screen: the state drawn, its numbers and the background image."""
-
-    step: int
-    trajectory: int
-    view: LiveView
-    mode: str
-    png: bytes
-    boundary: tuple[np.ndarray, np.ndarray]
 
 
 class Playground(widgets.VBox):
@@ -106,6 +74,11 @@ class Playground(widgets.VBox):
     root : folder for the runs written while training (default: a temporary folder).
     view, resolution, ellipse_density, fps, steps_per_click, click_class : see Attributes.
 
+    A setting out of its bounds, NaN, inf or of the wrong type raises a one-line
+    ``ConfigError`` naming it here, and a ``TraitError`` naming it when set later (the trait
+    keeps its value and the widget stays usable). The bounds are those of
+    :data:`richviz.live.FIELDS`, the one table the config checks too.
+
     Attributes
     ----------
     data, n, noise, classes, width, depth, activation, alpha, lr, batch_size, optimizer,
@@ -116,29 +89,54 @@ class Playground(widgets.VBox):
     ellipse_density : ellipses per side (0: none); fps : frames per second at most;
     steps_per_click : steps taken by the Step button; click_class : class of clicked points;
     drawn_step : step of the frame on screen (-1: none yet); running : training runs.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from richviz.widgets import Playground
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> pg = Playground(data="xor", width=4, depth=1, device="cpu", root=folder / "runs")
+    >>> pg.lr = 0.5
+    >>> pg.lr = float("nan")
+    Traceback (most recent call last):
+    ...
+    traitlets.traitlets.TraitError: lr=nan must be a finite number in (0, 100]
+    >>> pg.lr
+    0.5
+    >>> text = pg.to_json(folder / "demo.json")
+    >>> again = Playground.from_json(folder / "demo.json", root=folder / "again")
+    >>> (again.data, again.width, again.lr) == ("xor", 4, 0.5)
+    True
+    >>> again.config == pg.config
+    True
+    >>> again.close()
+    >>> pg.close()
+    >>> import shutil
+    >>> shutil.rmtree(folder)
     """
 
-    data = traitlets.Enum(DATA_SETS, "moons")
-    n = traitlets.Int(200, min=8, max=20000)
-    noise = traitlets.Float(0.1, min=0.0, max=2.0)
-    classes = traitlets.Int(2, min=2, max=MAX_CLASSES)
-    width = traitlets.Int(16, min=1, max=1024)
-    depth = traitlets.Int(2, min=1, max=8)
-    activation = traitlets.Enum(ACTIVATIONS, "tanh")
-    alpha = traitlets.Float(0.0, min=0.0, max=1e5, help="0: plain network")
-    lr = traitlets.Float(0.1, min=1e-4, max=10.0)
-    batch_size = traitlets.Int(32, min=1, max=100000)
-    optimizer = traitlets.Enum(OPTIMIZERS, "momentum")
-    seed = traitlets.Int(0, min=0, max=2**31 - 1)
-    device = traitlets.Enum(DEVICES, "auto")
-    view = traitlets.Enum(VIEWS, "volume")
-    resolution = traitlets.Int(64, min=16, max=256)
-    ellipse_density = traitlets.Int(10, min=0, max=32)
-    fps = traitlets.Float(10.0, min=0.5, max=60.0)
-    steps_per_click = traitlets.Int(10, min=1, max=100000)
-    click_class = traitlets.Int(0, min=0, max=MAX_CLASSES - 1)
-    drawn_step = traitlets.Int(-1)
-    running = traitlets.Bool(False)
+    data = setting_trait("data")
+    n = setting_trait("n")
+    noise = setting_trait("noise")
+    classes = setting_trait("classes")
+    width = setting_trait("width")
+    depth = setting_trait("depth")
+    activation = setting_trait("activation")
+    alpha = setting_trait("alpha")
+    lr = setting_trait("lr")
+    batch_size = setting_trait("batch_size")
+    optimizer = setting_trait("optimizer")
+    seed = setting_trait("seed")
+    device = setting_trait("device")
+    view = setting_trait("view")
+    resolution = setting_trait("resolution")
+    ellipse_density = setting_trait("ellipse_density")
+    fps = setting_trait("fps")
+    steps_per_click = setting_trait("steps_per_click")
+    click_class = setting_trait("click_class")
+    drawn_step = traitlets.Int(-1, help="step of the frame on screen (-1: none yet)")
+    running = traitlets.Bool(False, help="whether training runs")
 
     def __init__(
         self,
@@ -155,7 +153,9 @@ class Playground(widgets.VBox):
         click_class: int = 0,
         **kwargs: Any,
     ):
-        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_TRAITS}
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_TRAITS}
+        if overrides.get("alpha", None) == ALPHA_PLAIN and not isinstance(overrides["alpha"], bool):
+            overrides["alpha"] = None  # the trait's "plain network"
         config = config if config is not None else PlaygroundConfig()
         if overrides:
             config = dataclasses.replace(config, **overrides)
@@ -175,10 +175,8 @@ class Playground(widgets.VBox):
         self._slice = None
         self._probe = None
         self._view_model = None
-        self._build_figure()
-        #: what the figure draws (HTML below it): classes, boundaries, ellipses
-        self.legend = widgets.HTML(value=_legend_html([]))
-        self._build_strip()
+        self._frames: FrameLoop | None = None
+        self._build_views()
         self._build_controls()
         super().__init__(
             children=[
@@ -188,140 +186,48 @@ class Playground(widgets.VBox):
             ],
             **kwargs,
         )
-        self._frames = FrameLoop(self._draw, fps=fps, on_error=self._on_draw_error)
-        with self.hold_trait_notifications():
-            self._set_config_traits(config)
-            self.view, self.resolution = view, int(resolution)
-            self.ellipse_density, self.fps = int(ellipse_density), float(fps)
-            self.steps_per_click, self.click_class = int(steps_per_click), int(click_class)
+        shown = dict(view=view, resolution=resolution, ellipse_density=ellipse_density, fps=fps)
+        shown.update(steps_per_click=steps_per_click, click_class=click_class)
+        try:
+            with self.hold_trait_notifications():
+                self._set_config_traits(config)
+                for name, value in shown.items():
+                    setattr(self, name, value)
+        except traitlets.TraitError as exc:  # a view setting out of bounds: the config's words
+            self.close()
+            raise ConfigError(str(exc)) from None
+        self._frames = FrameLoop(self._draw, fps=self.fps, on_error=self._on_draw_error)
         self._suspend = False
-        self.observe(self._on_config_trait, names=list(_CONFIG_TRAITS))
-        self.observe(self._on_view_trait, names=list(_VIEW_TRAITS))
+        self.observe(self._on_config_trait, names=list(CONFIG_TRAITS))
+        self.observe(self._on_view_trait, names=list(VIEW_TRAITS))
         self.observe(lambda c: setattr(self._frames, "fps", c["new"]), names=["fps"])
         try:
             self._rebuild(config, strict=True)
         except BaseException:
-            self._frames.close()
+            self.close()
             raise
+
+    @traitlets.validate(*SETTINGS)
+    def _check_setting(self, proposal: traitlets.Bunch) -> Any:
+        """Every setting is checked by the config's table (one place for the bounds)."""
+        return check_setting(proposal["trait"].name, proposal["value"])
 
     # ------------------------------------------------------------------ construction
 
-    def _build_figure(self) -> None:
-        self._sx = bqplot.LinearScale(min=-1.0, max=1.0)
-        self._sy = bqplot.LinearScale(min=-1.0, max=1.0)
-        xy = {"x": self._sx, "y": self._sy}
-        blank = rendering.encode_png(np.full((1, 1, 4), 255, np.uint8))
-        self.image_mark = bqplot.Image(
-            image=widgets.Image(value=blank, format="png"), scales=xy, x=[-1, 1], y=[-1, 1]
-        )
-        self.image_mark.on_element_click(self._on_image_click)
-        nothing = {"x": [np.nan], "y": [np.nan]}
-        self.ellipse_mark = bqplot.Lines(
-            **nothing, scales=xy, colors=["white"], stroke_width=1.0, opacities=[0.8]
-        )
-        self.boundary_mark = bqplot.Lines(**nothing, scales=xy, colors=["black"], stroke_width=2)
-        self.points_mark = bqplot.Scatter(
-            x=[], y=[], scales=xy, default_size=28, stroke="white", stroke_width=0.8
-        )
-        axes = [
-            bqplot.Axis(scale=self._sx, label="x1", grid_lines="none"),
-            bqplot.Axis(scale=self._sy, label="x2", side="left", grid_lines="none"),
-        ]
-        # The overlays let clicks through to the heatmap (bqplot hit-tests its marks, so a
-        # click on a boundary line, an ellipse or a data point would otherwise be lost).
-        self._css = widgets.HTML(value=CLICK_THROUGH_CSS, layout=widgets.Layout(display="none"))
-        # The marks are fixed from the start: a figure whose marks change after display
-        # re-creates their views, and the heatmap's new view could lose its click handler.
-        self.figure = bqplot.Figure(
-            marks=[self.image_mark, self.ellipse_mark, self.boundary_mark, self.points_mark],
-            axes=axes,
-            min_aspect_ratio=1.0,
-            max_aspect_ratio=1.0,
-            padding_x=0.0,
-            padding_y=0.0,
-            fig_margin=dict(FIGURE_MARGIN),
-            title="click to add a point",
-            title_style={"font-size": "13px"},
-            layout=widgets.Layout(width=f"{FIGURE_SIZE}px", height=f"{FIGURE_SIZE}px"),
-        )
-        self.figure.add_class(CLICK_THROUGH_CLASS)
-
-    def _build_strip(self) -> None:
-        """One :class:`richviz.widgets.charts.LineChart` per family of :data:`STRIP`."""
+    def _build_views(self) -> None:
+        """The slice figure (heatmap, overlays, data, legend) and the metrics strip."""
+        self.slice_figure = SliceFigure(self._on_image_click)
+        f = self.slice_figure
+        self.figure, self.legend, self._css = f.figure, f.legend, f.css
+        self.image_mark, self.ellipse_mark = f.image_mark, f.ellipse_mark
+        self.boundary_mark, self.points_mark = f.boundary_mark, f.points_mark
+        self.metrics_strip = MetricsStrip()
         #: per strip chart (title), its :class:`richviz.widgets.charts.LineChart`
-        self.strip_charts: dict[str, charts.LineChart] = {
-            title: charts.LineChart(
-                title,
-                x_label="step",
-                x_log=False,
-                y_log=left_log,
-                right_log=right_log,
-                right=bool(right),
-                y_range=y_range,
-                width=STRIP_WIDTH,
-                height=STRIP_HEIGHT,
-            )
-            for title, _left, right, left_log, right_log, y_range in STRIP
-        }
-        self.strip = widgets.HBox([c.widget for c in self.strip_charts.values()])
+        self.strip_charts = self.metrics_strip.charts
+        self.strip = self.metrics_strip.widget
 
     def _build_controls(self) -> None:
-        style = {"description_width": "initial"}
-        narrow = {"width": "150px"}
-        c: dict[str, widgets.ValueWidget] = {
-            "data": widgets.Dropdown(options=list(DATA_SETS), description="data", style=style),
-            "n": widgets.BoundedIntText(min=8, max=20000, description="points", style=style),
-            "noise": widgets.BoundedFloatText(
-                min=0.0, max=2.0, step=0.05, description="noise", style=style
-            ),
-            "classes": widgets.BoundedIntText(
-                min=2, max=MAX_CLASSES, description="classes", style=style
-            ),
-            "seed": widgets.BoundedIntText(min=0, max=2**31 - 1, description="seed", style=style),
-            "width": widgets.BoundedIntText(min=1, max=1024, description="width", style=style),
-            "depth": widgets.BoundedIntText(min=1, max=8, description="depth", style=style),
-            "activation": widgets.Dropdown(
-                options=list(ACTIVATIONS), description="activation", style=style
-            ),
-            "alpha": widgets.BoundedFloatText(
-                min=0.0, max=1e5, description="alpha (0: plain)", style=style
-            ),
-            "device": widgets.Dropdown(options=list(DEVICES), description="device", style=style),
-            "optimizer": widgets.Dropdown(
-                options=list(OPTIMIZERS), description="optimiser", style=style
-            ),
-            "lr": widgets.BoundedFloatText(
-                min=1e-4, max=10.0, step=0.01, description="lr", style=style
-            ),
-            "batch_size": widgets.BoundedIntText(
-                min=1, max=100000, description="batch", style=style
-            ),
-            "view": widgets.Dropdown(
-                options=[
-                    ("log10 volume", "volume"),
-                    ("class regions", "classes"),
-                    ("entropy", "entropy"),
-                ],
-                description="show",
-                style=style,
-            ),
-            "resolution": widgets.BoundedIntText(min=16, max=256, description="grid", style=style),
-            "ellipse_density": widgets.IntSlider(
-                min=0, max=32, description="ellipses", style=style
-            ),
-            "fps": widgets.BoundedFloatText(min=0.5, max=60.0, description="fps", style=style),
-            "steps_per_click": widgets.BoundedIntText(
-                min=1, max=100000, description="steps/Step", style=style
-            ),
-        }
-        for name, control in c.items():
-            control.layout = widgets.Layout(**narrow)
-            control.value = getattr(self, name)
-            widgets.link((control, "value"), (self, name))
-        c["data"].layout.width = c["view"].layout.width = "170px"
-        c["alpha"].layout.width = "200px"
-        c["ellipse_density"].layout.width = "240px"
-        self.control_widgets = c
+        c = self.control_widgets = build_controls(self)
         self.click_picker = widgets.ToggleButtons(
             options=[(str(k), k) for k in range(self.classes)],
             description="click adds class",
@@ -333,12 +239,13 @@ class Playground(widgets.VBox):
         self.pause_button = widgets.Button(description="Pause", icon="pause")
         self.step_button = widgets.Button(description="Step", icon="step-forward")
         self.reset_button = widgets.Button(description="Reset", icon="undo")
-        for b, fn in (
+        buttons = (
             (self.start_button, self.start),
             (self.pause_button, self.pause),
             (self.step_button, lambda: self.step(wait=False)),
             (self.reset_button, self.reset),
-        ):
+        )
+        for b, fn in buttons:
             b.layout.width = "95px"
             b.on_click(lambda _b, fn=fn: self._guard(fn))
         self.status = widgets.HTML(value=status_html("ready"))
@@ -349,27 +256,12 @@ class Playground(widgets.VBox):
                 row([c[k] for k in ("data", "n", "noise", "classes", "seed")]),
                 row([c[k] for k in ("width", "depth", "activation", "alpha", "device")]),
                 row([c[k] for k in ("optimizer", "lr", "batch_size", "steps_per_click")]),
-                row(
-                    [
-                        self.start_button,
-                        self.pause_button,
-                        self.step_button,
-                        self.reset_button,
-                        self.status,
-                    ]
-                ),
+                row([b for b, _ in buttons] + [self.status]),
             ]
         )
+        side = [c[k] for k in ("view", "ellipse_density", "resolution", "fps")]
         self.side = widgets.VBox(
-            [
-                c["view"],
-                c["ellipse_density"],
-                c["resolution"],
-                c["fps"],
-                self.click_picker,
-                self.points_label,
-            ],
-            layout={"margin": "20px 0 0 8px"},
+            [*side, self.click_picker, self.points_label], layout={"margin": "20px 0 0 8px"}
         )
 
     # ------------------------------------------------------------------ configuration
@@ -377,17 +269,17 @@ class Playground(widgets.VBox):
     @property
     def config(self) -> PlaygroundConfig:
         """The configuration shown by the controls (and the clicked or loaded points)."""
-        values = {k: getattr(self, k) for k in _CONFIG_TRAITS}
-        values["alpha"] = None if values["alpha"] == 0 else float(values["alpha"])
+        values = {k: getattr(self, k) for k in CONFIG_TRAITS}
+        values["alpha"] = None if values["alpha"] == ALPHA_PLAIN else float(values["alpha"])
         if values["data"] == "points":
             values["x"], values["y"] = self._points
         return PlaygroundConfig(**values)
 
     def _set_config_traits(self, config: PlaygroundConfig) -> None:
         with self.hold_trait_notifications():
-            for k in _CONFIG_TRAITS:
+            for k in CONFIG_TRAITS:
                 v = getattr(config, k)
-                setattr(self, k, 0.0 if k == "alpha" and v is None else v)
+                setattr(self, k, ALPHA_PLAIN if k == "alpha" and v is None else v)
         if config.data == "points":
             self._points = (
                 np.asarray(config.x or np.zeros((0, 2)), dtype=np.float64).reshape(-1, 2),
@@ -398,7 +290,7 @@ class Playground(widgets.VBox):
         """The configuration as JSON text; also written (atomically) to ``path`` if given."""
         text = self.config.to_json()
         if path is not None:
-            atomic_write_bytes(path, text.encode("utf-8"))
+            atomic_write_text(text, path, parents=True)
         return text
 
     @classmethod
@@ -545,11 +437,11 @@ class Playground(widgets.VBox):
         trainer = self.trainer
         c = trainer.config.num_classes
         if not 0 <= label < c:
-            raise ValueError(
+            raise ArgumentError(
                 f"class {label}: the network has {c} classes (raise 'classes', which resets it)"
             )
         if not (math.isfinite(x1) and math.isfinite(x2)):
-            raise ValueError(f"point ({x1}, {x2}) is not finite")
+            raise ArgumentError(f"point ({x1}, {x2}) is not finite")
         data = trainer.data
         xs = data.x_train.double().numpy() if data is not None else np.zeros((0, 2))
         ys = data.y_train.numpy() if data is not None else np.zeros(0, np.int64)
@@ -584,15 +476,13 @@ class Playground(widgets.VBox):
             x, y = np.zeros((0, 2)), np.zeros(0, np.int64)
         else:
             x, y = data.x_train.double().numpy(), data.y_train.numpy()
-        with self.points_mark.hold_sync():
-            self.points_mark.x, self.points_mark.y = x[:, 0], x[:, 1]
-            self.points_mark.colors = [rendering.class_color(c) for c in y] or ["#444444"]
-        counts = np.bincount(y, minlength=self.trainer.config.num_classes) if len(y) else []
+        classes = self.trainer.config.num_classes
+        self.slice_figure.show_points(x, y, classes)
+        counts = np.bincount(y, minlength=classes) if len(y) else []
         parts = " · ".join(
             f'<span style="color:{rendering.class_color(k)}">■</span> {int(m)}'
             for k, m in enumerate(counts)
         )
-        self.legend.value = _legend_html(range(len(counts)))
         self.points_label.value = (
             f'<span style="font-size:12px">points: {len(y)}'
             f"{' (' + parts + ')' if parts else ''}</span>"
@@ -622,26 +512,11 @@ class Playground(widgets.VBox):
             model.load_state_dict(state.weights)
         with COMPUTE.hold():
             view = compute_view(model, slc, res, probe)
-        if mode == "classes":
-            rgba = rendering.class_regions_rgba(view.predicted)
-        elif mode == "entropy":
-            rgba = rendering.field_to_rgba(view.entropy, 0.0, 1.0, "viridis")
-        else:
-            vmin, vmax = rendering.color_limits(view.log10_volume)
-            rgba = rendering.field_to_rgba(view.log10_volume, vmin, vmax, "viridis")
-        png = rendering.encode_png(rgba)
-        boundary = rendering.decision_boundary_lines(view.margin, view.predicted, view.u, view.v)
-        ellipses = (np.array([]), np.array([]))
-        if density > 0:
-            from richviz.geometry import metric_ellipses
-
-            e = metric_ellipses(view.field, density=min(density, res))
-            ellipses = (e.xs, e.ys)
-        frame = LiveFrame(state.step, state.trajectory, view, mode, png, boundary)
+        frame, ellipses = render_frame(view, mode, density, state.step, state.trajectory)
         with self._lock:
             if trainer is not self.trainer:
                 return
-            self._apply(frame, ellipses)
+            self.slice_figure.show(frame, ellipses)
             self._append_row(state, view, backfill)
             self.frame = frame
         self.drawn_step = state.step
@@ -653,31 +528,6 @@ class Playground(widgets.VBox):
             f"{'running' if self.running else 'paused'}{err}",
             "error" if state.error else "info",
         )
-
-    def _apply(self, frame: LiveFrame, ellipses: tuple[np.ndarray, np.ndarray]) -> None:
-        (u0, u1), (v0, v1) = rendering.image_extent(frame.view.u, frame.view.v)
-        (x0, x1), (y0, y1) = rendering.square_limits((u0, u1), (v0, v1))
-        if (self._sx.min, self._sx.max, self._sy.min, self._sy.max) != (x0, x1, y0, y1):
-            with self._sx.hold_sync():
-                self._sx.min, self._sx.max = x0, x1
-            with self._sy.hold_sync():
-                self._sy.min, self._sy.max = y0, y1
-        old = self.image_mark.image  # bqplot redraws on a new image widget, not a new value
-        self.image_mark.image = widgets.Image(value=frame.png, format="png")
-        old.close()
-        if list(self.image_mark.x) != [u0, u1] or list(self.image_mark.y) != [v0, v1]:
-            with self.image_mark.hold_sync():
-                self.image_mark.x, self.image_mark.y = [u0, u1], [v0, v1]
-        light = frame.mode != "volume"
-        self.ellipse_mark.colors = ["#333333" if light else "white"]
-        self.points_mark.stroke = "#222222" if light else "white"
-        for mark, (xs, ys) in ((self.ellipse_mark, ellipses), (self.boundary_mark, frame.boundary)):
-            if len(xs) and np.isnan(xs[-1]):
-                xs, ys = xs[:-1], ys[:-1]  # bqplot labels a curve at its last point
-            if not len(xs):  # nothing to draw: one invisible point (never an empty mark)
-                xs, ys = np.array([np.nan]), np.array([np.nan])
-            with mark.hold_sync():
-                mark.x, mark.y = xs, ys
 
     def _checkpoint_rows(
         self,
@@ -723,11 +573,8 @@ class Playground(widgets.VBox):
         self._draw_strip()
 
     def _draw_strip(self) -> None:
-        steps = np.array([r["step"] for r in self.rows])
         classes = self.trainer.config.num_classes if self.trainer is not None else None
-        for title, left, right, *_ in STRIP:
-            series, note = family_series(self.rows, steps, left, right, classes)
-            self.strip_charts[title].set_series(series, note=note)
+        self.metrics_strip.draw(self.rows, classes)
 
     def class_region_png(self) -> bytes:
         """The class regions of the frame on screen as a PNG (whatever the view shows)."""
@@ -748,23 +595,3 @@ class Playground(widgets.VBox):
             fn()
         except Exception as exc:  # a button must never break the widget
             self._status(error_line(exc), "error")
-
-
-def _legend_html(classes: Any) -> str:
-    """The slice figure's legend: class dots, decision boundaries, ellipses."""
-    dots = "".join(
-        f'<span style="white-space:nowrap;margin-right:10px"><svg width="12" height="12" '
-        f'style="vertical-align:middle"><circle cx="6" cy="6" r="4.5" '
-        f'fill="{rendering.class_color(c)}" stroke="#202020"/></svg> class {int(c)}</span>'
-        for c in classes
-    )
-    line = (
-        '<span style="white-space:nowrap;margin-right:10px"><svg width="22" height="12" '
-        'style="vertical-align:middle"><line x1="1" y1="6" x2="21" y2="6" stroke="{}" '
-        'stroke-width="{}"/></svg> {}</span>'
-    )
-    return (
-        '<div class="richviz-legend" style="font-size:11px;padding-left:40px">'
-        f"{dots}{line.format('#000000', 2, 'decision boundaries')}"
-        f"{line.format('#9a9a9a', 1, 'ellipses: how the features stretch a small disk')}</div>"
-    )
