@@ -276,6 +276,33 @@ class FeatureMap:
         out = captured[0]
         return out.reshape(out.shape[0], -1)
 
+    def with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, p) and the model's output (N, C), both from ONE full forward pass.
+
+        The layer is captured by a hook (its first call, as :meth:`__call__` does) while the
+        forward runs on to the output, which ``output`` selects. Composes with ``torch.func``
+        (``jvp`` through it gives the tangents of both).
+        """
+        captured: list[torch.Tensor] = []
+        handle = None
+        if self._module_name is not None:
+            module = self.model.get_submodule(self._module_name)
+            if self._use_input:
+                handle = module.register_forward_pre_hook(lambda _m, a: captured.append(a[0]))
+            else:
+                handle = module.register_forward_hook(lambda _m, _a, o: captured.append(o))
+        try:
+            out = select_output(_forward(self.model, x), self.output)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if self._module_name is None:
+            captured.append(out)
+        if not captured:
+            raise RuntimeError(f"layer {self.layer!r} was not reached in the forward pass")
+        feats = captured[0]
+        return feats.reshape(feats.shape[0], -1), out.reshape(out.shape[0], -1)
+
 
 def feature_map(
     model: nn.Module, layer: str | None = None, output: OutputSelector = None

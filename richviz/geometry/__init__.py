@@ -13,12 +13,21 @@ One idea per module; this facade re-exports their public names:
 - :mod:`.chunking`: the chunk policy per device (cache-sized on CPU, memory-sized on CUDA);
 - :mod:`.overlays`: ellipses, the decision field, entropy, class regions, boundary statistics;
 - :mod:`.effective`: the full-space effective volume element (top-k singular values of J);
-- :mod:`.curvature`: Gaussian and scalar curvature of the pulled-back metric (2-D slices).
+- :mod:`.curvature`: Gaussian and scalar curvature of the pulled-back metric (2-D slices);
+- :mod:`.frame_pass`: metric and logits from ONE forward-mode pass over the grid;
+- :mod:`.contours`: contour lines (marching squares) and the decision-boundary lines.
 
 Grid convention: every field array is indexed ``[i, j] = (v[i], u[j])``.
 """
 
 from richviz.geometry.chunking import ChunkPlan
+from richviz.geometry.contours import (
+    contour_levels,
+    contour_lines,
+    decision_boundary_lines,
+    marching_squares,
+    split_paths,
+)
 from richviz.geometry.curvature import (
     CurvatureField,
     brioschi,
@@ -40,6 +49,7 @@ from richviz.geometry.field import (
     pullback_metric_at,
     slice_metric_and_volume,
 )
+from richviz.geometry.frame_pass import FrameChunk, iter_frame_chunks, separable_head
 from richviz.geometry.jets import (
     COMPILE_ENV,
     FeatureFn,
@@ -64,6 +74,14 @@ from richviz.geometry.slices import Slice
 from richviz.progress import Progress
 
 __all__ = [
+    "split_paths",
+    "separable_head",
+    "marching_squares",
+    "iter_frame_chunks",
+    "decision_boundary_lines",
+    "contour_lines",
+    "contour_levels",
+    "FrameChunk",
     "COMPILE_ENV",
     "OUTPUT_BYTES_PER_POINT",
     "OUTPUT_MEMORY_FRACTION",

@@ -374,9 +374,8 @@ def boundary_magnification_row(model: nn.Module, x: torch.Tensor, resolution: in
     top-2 logit margin minus the mean over the other cells
     (:func:`richviz.geometry.boundary_magnification`).
     """
-    from richviz.geometry import Slice, boundary_magnification, decision_field, pullback_metric
+    from richviz.geometry import Slice
+    from richviz.views import slice_frame  # metric and logits in one pass
 
     s = Slice.covering(x.detach().cpu(), margin=0.05)
-    field = pullback_metric(model, s, resolution=resolution)
-    dec = decision_field(model, s, resolution=resolution)
-    return _float(boundary_magnification(field.log10_volume, dec.margin))
+    return _float(slice_frame(model, s, resolution=resolution).boundary_magnification)
