@@ -1,4 +1,5 @@
-"""Shared pytest configuration: markers, the test device, a test-artifact directory, a kernel.
+"""Shared pytest configuration: markers, the test device, a test-artifact directory, a kernel,
+and the one factory of small trained runs (``tiny_run``).
 
 Device: ``pytest --device cuda`` (or ``RICHVIZ_TEST_DEVICE=cuda``) runs the device-dependent
 tests on that device; the default is ``cuda`` when ``torch.cuda.is_available()`` else ``cpu``.
@@ -8,9 +9,13 @@ The choice is also exported as ``RICHVIZ_DEVICE`` for the session, so library de
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +51,9 @@ def _test_device(config: pytest.Config) -> torch.device:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    workers = getattr(config, "workerinput", {}).get("workercount")
+    if workers:  # an xdist worker: share the cores with the others instead of oversubscribing
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
     dev = _test_device(config)
     config.stash[_DEVICE_KEY] = dev
     os.environ["RICHVIZ_DEVICE"] = str(dev)  # library defaults follow the test device
@@ -53,6 +61,19 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "browser: real-browser tests (JupyterLab + headless Chromium)"
     )
     config.addinivalue_line("markers", "slow: tests that take more than a few seconds")
+    # pytest-xdist registers it too; declared here so a run without xdist does not warn
+    config.addinivalue_line(
+        "markers", "xdist_group(name): tests that share one xdist worker (--dist loadgroup)"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real-browser tests share one xdist worker (``--dist loadgroup``): one JupyterLab and one
+    Chromium at a time, never two servers and two browsers fighting over two cores."""
+    for item in items:
+        if item.get_closest_marker("browser") and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -114,3 +135,69 @@ def jupyter_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
     return data
+
+
+def _run_key(config: object, kwargs: dict) -> str:
+    """A stable text for the arguments of one tiny run (a preset name or a Config, and kwargs)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    return json.dumps([config, kwargs], sort_keys=True, default=repr)
+
+
+def _digest(path: Path) -> dict[str, str]:
+    """sha256 of every file under ``path``, by relative name."""
+    return {
+        str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(path.rglob("*"))
+        if f.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Path]]:
+    """Factory of small trained runs, each trained once per session (once per xdist worker).
+
+    ``tiny_run(config, *, cli=False, copy_to=None, **train_kw) -> Path``
+
+    config
+        A preset name or a :class:`richviz.train.Config`.
+    train_kw
+        Passed to ``richviz.train.train(config, out, progress=False, **train_kw)``.
+    cli
+        Train through the command line instead, ``richviz train PRESET --out DIR -q --KEY VALUE``
+        for each keyword (config must be a preset name); asserts that it exits 0.
+    copy_to
+        None: return the shared folder, which every test of the session may be handed, so it
+        must never change (checked when the session ends: every file as trained). A path:
+        copy the shared run there (:func:`shutil.copytree`) and return the copy, for a test or a
+        module that writes into its run (a metrics cache, a damaged file).
+
+    The first call with given arguments trains into this session's (this worker's) temporary
+    directory; later calls with equal arguments return the same folder.
+    """
+    root = tmp_path_factory.mktemp("tiny-runs")
+    made: dict[str, tuple[Path, dict[str, str]]] = {}
+
+    def make(config: object, *, cli: bool = False, copy_to: Path | None = None, **kw) -> Path:
+        key = _run_key(config, {"cli": cli, **kw})
+        if key not in made:
+            name = config if isinstance(config, str) else getattr(config, "data", "run")
+            out = root / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+            if cli:
+                from richviz import cli as rv_cli
+
+                flags = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+                assert rv_cli.main(["train", config, "--out", str(out), "-q", *flags]) == 0
+            else:
+                from richviz.train import train
+
+                train(config, out, progress=False, **kw)
+            made[key] = (out, _digest(out))
+        out = made[key][0]
+        if copy_to is None:
+            return out
+        return Path(shutil.copytree(out, copy_to))
+
+    yield make
+    changed = [str(out) for out, digest in made.values() if _digest(out) != digest]
+    assert not changed, f"a test changed a shared tiny run (use copy_to=): {changed}"

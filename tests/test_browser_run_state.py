@@ -12,7 +12,7 @@ pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
 pytest.importorskip("bqplot", reason="widget tests need bqplot")
 
 from richviz.checkpoints import Run, checkpoint_name  # noqa: E402
-from richviz.train import Config, train  # noqa: E402
+from richviz.train import Config  # noqa: E402
 from richviz.widgets import CheckpointBrowser  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)
@@ -29,10 +29,8 @@ CFG = Config(
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("browser") / "run"
-    train(CFG, out, seed=0, progress=False)
-    return out
+def master(tiny_run) -> Path:
+    return tiny_run(CFG, seed=0)  # shared: the tests change only copies
 
 
 def _browser(path: Path) -> CheckpointBrowser:

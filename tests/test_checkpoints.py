@@ -43,10 +43,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "moons"
-    train(CFG, out, seed=3, progress=False)
-    return out
+def master(tiny_run) -> Path:
+    """The module's run, shared (conftest.py): a test that writes into a run takes run_dir."""
+    return tiny_run(CFG, seed=3)
 
 
 @pytest.fixture

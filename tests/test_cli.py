@@ -20,10 +20,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cli") / "xor"
-    assert cli.main(["train", "xor", "--out", str(out), "--steps", "20", "--seed", "2", "-q"]) == 0
-    return out
+def run_dir(tiny_run, tmp_path_factory) -> Path:
+    """``richviz train xor --steps 20 --seed 2``: this module's copy, metrics caches land in it."""
+    return tiny_run(
+        "xor", cli=True, steps=20, seed=2, copy_to=tmp_path_factory.mktemp("cli") / "xor"
+    )
 
 
 def test_presets(capsys):

@@ -21,7 +21,7 @@ from richviz.errors import CheckpointError, RichvizError, RunError
 from richviz.features import features_and_outputs
 from richviz.metrics import d_lr
 from richviz.runs.manifest import member_path, validate_manifest
-from richviz.train import Config, train
+from richviz.train import Config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)
 
@@ -38,10 +38,9 @@ CFG = Config(
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("manifest") / "run"
-    train(CFG, out, seed=0, progress=False)
-    return out
+def master(tiny_run, tmp_path_factory) -> Path:
+    """The module's own copy of the run (reference_rows writes and removes its metrics cache)."""
+    return tiny_run(CFG, seed=0, copy_to=tmp_path_factory.mktemp("manifest") / "run")
 
 
 @pytest.fixture(scope="module")

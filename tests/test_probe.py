@@ -8,17 +8,18 @@ import torch
 from torch import nn
 
 from richviz import datasets
+from richviz.checkpoints import Run
 from richviz.geometry import Slice, decision_field, pullback_metric
 from richviz.probe import FeatureExtractor, LinearProbe, probe_classifier
-from richviz.train import evaluate, train
+from richviz.train import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    """The digits_cnn preset trained for 150 steps (~3 s; ~98 % test accuracy)."""
-    return train("digits_cnn", tmp_path_factory.mktemp("run") / "cnn", steps=150, progress=False)
+def digits_run(tiny_run) -> Run:
+    """The digits_cnn preset trained for 150 steps (~3 s; ~98 % test accuracy), shared."""
+    return Run.open(tiny_run("digits_cnn", steps=150))
 
 
 def test_probe_on_digits_matches_the_models_own_accuracy(digits_run):
