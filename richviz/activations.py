@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from richviz.errors import ArgumentError
+
 __all__ = [
     "Activation",
     "Erf",
@@ -206,7 +208,7 @@ MENU: tuple[str, ...] = ("tanh", "relu", "sigmoid", "gelu", "erf")
 def get(name: str) -> Activation:
     """The registry entry ``name``; ``ValueError`` naming the choices otherwise."""
     if not isinstance(name, str) or name not in REGISTRY:
-        raise ValueError(f"activation={name!r} is unknown; choose one of {sorted(REGISTRY)}")
+        raise ArgumentError(f"activation={name!r} is unknown; choose one of {sorted(REGISTRY)}")
     return REGISTRY[name]
 
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from richviz import activations
+from richviz import activations, validation
+from richviz.errors import ArgumentError
 
 __all__ = [
     "ARCHITECTURES",
@@ -64,13 +65,15 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 def build(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered architecture ``name`` with keyword arguments ``kwargs``."""
     if name not in ARCHITECTURES:
-        raise ValueError(
+        raise ArgumentError(
             f"architecture={name!r} is not registered; choose one of {sorted(ARCHITECTURES)}"
         )
     try:
         return ARCHITECTURES[name](**kwargs)
     except TypeError as exc:
-        raise ValueError(f"architecture {name!r}: bad keyword arguments {kwargs}: {exc}") from exc
+        raise ArgumentError(
+            f"architecture {name!r}: bad keyword arguments {kwargs}: {exc}"
+        ) from exc
 
 
 def make_activation(name: str) -> nn.Module:
@@ -94,7 +97,7 @@ def mlp(
     output stays the unscaled logits). ``"default"`` is PyTorch's initialisation.
     """
     if init not in ("default", "normal"):
-        raise ValueError(f"init={init!r} must be 'default' or 'normal'")
+        raise ArgumentError(f"init={init!r} must be 'default' or 'normal'")
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for h in hidden:
@@ -186,8 +189,7 @@ class Centered(nn.Module):
 
     def __init__(self, net: nn.Module, alpha: float):
         super().__init__()
-        if not alpha > 0:
-            raise ValueError(f"alpha={alpha!r} must be positive")
+        validation.check_number(alpha, "alpha", low=0, low_open=True)
         self.alpha = float(alpha)
         self.net = net
         self.f0 = nn.Module()
@@ -221,6 +223,8 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
         kwargs = dict(spec.get("kwargs") or {})
         alpha = spec.get("alpha")
     except (TypeError, KeyError) as exc:
-        raise ValueError(f"architecture spec {spec!r} needs 'name' and optional 'kwargs'") from exc
+        raise ArgumentError(
+            f"architecture spec {spec!r} needs 'name' and optional 'kwargs'"
+        ) from exc
     net = build(name, **kwargs)
     return net if alpha is None else Centered(net, alpha)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from richviz.errors import ArgumentError
+
 __all__ = ["Progress", "reporter", "updater"]
 
 Progress = bool | Callable[[int, int], object] | None
@@ -56,4 +58,4 @@ def updater(
         return update, bar.close
     if callable(progress):
         return (lambda done: progress(done, total)), (lambda: None)
-    raise ValueError(f"progress must be None, True or a callable(done, total), got {progress!r}")
+    raise ArgumentError(f"progress must be None, True or a callable(done, total), got {progress!r}")

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from richviz import datasets
+from richviz import datasets, validation
 from richviz.architectures import build_model
-from richviz.devices import best_device, module_device, to_device
+from richviz.devices import check_device, module_device, to_device
+from richviz.errors import ArgumentError
 from richviz.progress import reporter
 from richviz.runs import Run, RunWriter, check_run_folder
 
@@ -39,6 +40,14 @@ __all__ = [
 ]
 
 ALPHA_RANGE = (1e-4, 1e6)  #: accepted output scales (beyond them training over/underflows)
+
+
+def _check_fractions(train_fraction: float | None, label_noise: float | None) -> None:
+    """``train_fraction`` in (0, 1], ``label_noise`` in [0, 1) (None: not checked)."""
+    if train_fraction is not None:
+        validation.check_number(train_fraction, "train_fraction", low=0, high=1, low_open=True)
+    if label_noise is not None:
+        validation.check_number(label_noise, "label_noise", low=0, high=1, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -64,31 +73,15 @@ class Config:
     label_noise: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.loss not in ("ce", "mse"):
-            raise ValueError(f"loss={self.loss!r} must be 'ce' or 'mse'")
-        if self.optimizer not in ("sgd", "adam", "adamw"):
-            raise ValueError(f"optimizer={self.optimizer!r} must be 'sgd', 'adam' or 'adamw'")
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            raise ValueError(f"steps={self.steps!r} must be an integer of at least 1")
+        validation.check_choice(self.loss, "loss", ("ce", "mse"))
+        validation.check_choice(self.optimizer, "optimizer", ("sgd", "adam", "adamw"))
+        validation.check_int(self.steps, "steps", low=1)
         if self.alpha is not None:
-            lo, hi = ALPHA_RANGE
-            if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool):
-                raise ValueError(f"alpha={self.alpha!r} must be a number")
-            if not math.isfinite(self.alpha) or not lo <= self.alpha <= hi:
-                raise ValueError(
-                    f"alpha={self.alpha!r} must be a finite number in [{lo:g}, {hi:g}]"
-                )
-        lr_ok = isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
-        if not lr_ok:
-            raise ValueError(f"lr={self.lr!r} must be a finite positive number")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be positive or None")
-        if self.checkpoints < 2:
-            raise ValueError(f"checkpoints={self.checkpoints} must be at least 2")
-        if not 0 < self.train_fraction <= 1:
-            raise ValueError(f"train_fraction={self.train_fraction} must lie in (0, 1]")
-        if not 0 <= self.label_noise < 1:
-            raise ValueError(f"label_noise={self.label_noise} must lie in [0, 1)")
+            validation.check_number(self.alpha, "alpha", low=ALPHA_RANGE[0], high=ALPHA_RANGE[1])
+        validation.check_number(self.lr, "lr", low=0, low_open=True)
+        validation.check_int(self.batch_size, "batch_size", low=1, optional=True)
+        validation.check_int(self.checkpoints, "checkpoints", low=2)
+        _check_fractions(self.train_fraction, self.label_noise)
 
     @property
     def effective_lr(self) -> float:
@@ -259,8 +252,8 @@ PRESETS: dict[str, Config] = {
 
 def checkpoint_steps(steps: int, n: int) -> list[int]:
     """About ``n`` log-spaced steps in [0, steps]: always 0, 1 and ``steps``, no duplicates."""
-    if steps < 1 or n < 2:
-        raise ValueError(f"steps={steps} and n={n} must be >= 1 and >= 2")
+    validation.check_int(steps, "steps", low=1)
+    validation.check_int(n, "n", low=2)
     pts = {0, steps}
     if n > 2:
         for k in range(n - 1):
@@ -301,8 +294,7 @@ class CatapultWarning(UserWarning):
 
 def train_subset(n: int, fraction: float, seed: int) -> torch.Tensor:
     """Indices of the round(fraction * n) (at least 1) training samples kept, fixed by ``seed``."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"train_fraction={fraction} must lie in (0, 1]")
+    _check_fractions(fraction, None)
     k = max(1, int(round(fraction * n)))
     if k >= n:
         return torch.arange(n)
@@ -316,8 +308,7 @@ def flip_labels(y: torch.Tensor, fraction: float, num_classes: int, seed: int) -
     The flipped samples and their new classes (uniform over the other C - 1) are fixed by
     ``seed``; ``fraction`` = 0 returns an unchanged copy.
     """
-    if not 0 <= fraction < 1:
-        raise ValueError(f"label_noise={fraction} must lie in [0, 1)")
+    _check_fractions(None, fraction)
     y = y.clone()
     k = int(round(fraction * len(y)))
     if k == 0 or num_classes < 2:
@@ -412,28 +403,10 @@ def resolve(preset_or_config: str | Config) -> tuple[str, Config]:
     if isinstance(preset_or_config, Config):
         return "custom", preset_or_config
     if preset_or_config not in PRESETS:
-        raise ValueError(f"preset={preset_or_config!r} is unknown; choose one of {sorted(PRESETS)}")
+        raise ArgumentError(
+            f"preset={preset_or_config!r} is unknown; choose one of {sorted(PRESETS)}"
+        )
     return preset_or_config, PRESETS[preset_or_config]
-
-
-def check_device(device: str | torch.device | None) -> torch.device:
-    """The torch device for training: ``None``/``"auto"`` (CUDA when available), ``"cpu"``,
-    ``"cuda"`` or ``"cuda:N"``; anything else (``mps``, ``meta``, ...) raises ``ValueError``."""
-    if device is None or device == "auto":
-        return best_device(None)
-    text = str(device) if isinstance(device, torch.device) else device
-    if not isinstance(text, str) or not (
-        text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit())
-    ):
-        raise ValueError(
-            f"device={device!r} is not supported for training; use auto, cpu, cuda or cuda:N"
-        )
-    dev = best_device(text)
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(
-            f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-        )
-    return dev
 
 
 def train(
@@ -471,8 +444,9 @@ def train(
     ``cap_lr`` it lowers lr_eff to 0.9 of that bound instead. Both numbers go into the
     manifest (``hparams.sharpness_init``, ``hparams.stable_lr``).
 
-    Every argument is checked before anything is written (a bad one raises ``ValueError``
-    naming it and leaves no file behind). The manifest says ``"complete": false`` while
+    Every argument is checked before anything is written (a bad one raises
+    :class:`~richviz.errors.ArgumentError`, a ``ValueError``, naming it and leaves no file
+    behind). The manifest says ``"complete": false`` while
     training and ``true`` once the last checkpoint is saved.
     """
     name, cfg = resolve(preset_or_config)
@@ -486,12 +460,11 @@ def train(
     changes = {**dict(overrides or {}), **{k: v for k, v in explicit.items() if v is not None}}
     if changes:
         cfg = dataclasses.replace(cfg, **changes)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed={seed!r} must be an integer in [0, 2**63)")
+    validation.check_int(seed, "seed", low=0, high=2**63 - 1)
     data_kwargs = dict(cfg.data_kwargs)
     if data_root is not None:
         data_kwargs["root"] = str(data_root)
-    dev = check_device(device)
+    dev = check_device(device, types=("cpu", "cuda"), check_index=True, purpose=" for training")
     check_run_folder(out)
     if data is None:
         data = datasets.load(cfg.data, **data_kwargs)

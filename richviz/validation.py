@@ -217,22 +217,27 @@ def check_number(
 ) -> float:
     """``value`` as a finite ``float`` in the range given by ``low``/``high`` (None: unbounded).
 
-    ``low_open``/``high_open`` exclude the bound itself; ``low=0, low_open=True`` alone reads
-    "positive". Bools and non-numbers raise :class:`ArgumentError` (``"{name}={value!r} must be
-    a number"``), NaN/inf :class:`NonFiniteError` (``"... must be finite"``), a value out of
-    range :class:`ArgumentError` (``"... must be in (0, 1]"``); all one line.
+    ``low_open``/``high_open`` exclude the bound itself. One-line messages: bools and
+    non-numbers raise :class:`ArgumentError` (``"{name}={value!r} must be a number"``); NaN/inf
+    :class:`NonFiniteError` (``"... must be finite"``, or with bounds the range message); a
+    value out of range :class:`ArgumentError` (``"... must be a finite number in (0, 1]"``,
+    ``"... must be a finite positive number"`` for ``low=0, low_open=True`` alone).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ArgumentError(f"{name}={value!r} must be a number")
     v = float(value)
-    if not math.isfinite(v):
-        raise NonFiniteError(f"{name}={value!r} must be finite")
+    finite = math.isfinite(v)
+    if low is None and high is None:
+        if not finite:
+            raise NonFiniteError(f"{name}={value!r} must be finite")
+        return v
     below = low is not None and (v < low or (low_open and v == low))
     above = high is not None and (v > high or (high_open and v == high))
-    if below or above:
+    if not finite or below or above:
         if low == 0 and low_open and high is None:
-            where = "positive"
+            what = "a finite positive number"
         else:
-            where = _interval(low, high, low_open, high_open)
-        raise ArgumentError(f"{name}={value!r} must be {where}")
+            what = f"a finite number {_interval(low, high, low_open, high_open)}"
+        error = ArgumentError if finite else NonFiniteError
+        raise error(f"{name}={value!r} must be {what}")
     return v

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from richviz import validation
 from richviz.architectures import Centered
 from richviz.devices import module_device
 from richviz.errors import ArgumentError, NonFiniteError
@@ -117,8 +118,7 @@ def checkpoint_metrics(
         )
     if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] < 2:
         raise ArgumentError("x must be a tensor (n, *input_shape) with at least 2 inputs")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+    validation.positive_int(batch_size, "batch_size")
     if outputs not in OUTPUTS:
         raise ArgumentError(f"outputs={outputs!r} must be one of {', '.join(OUTPUTS)}")
     centred = _is_centered(model)
