@@ -524,6 +524,27 @@ def test_compute_view_metrics_match_independent_computations():
     )
 
 
+def test_compute_view_gives_the_model_back_in_its_mode():
+    from richviz.geometry import Slice, decision_boundary_lines
+
+    data = SMALL.dataset()
+    torch.manual_seed(0)
+    model = build_model(SMALL.architecture())
+    s = Slice.covering(data.x_train)
+    for training in (True, False):
+        model.train(training)
+        view = compute_view(model, s, 12, (data.x_train, data.y_train))
+        assert model.training is training and all(m.training is training for m in model.modules())
+        compute_view(model, s, 12)  # without a probe too
+        assert model.training is training
+    # the frame's boundary lines come with the view (one pass), as the renderer draws them
+    xs, ys = decision_boundary_lines(view.margin, view.predicted, view.u, view.v)
+    np.testing.assert_array_equal(view.boundary[0], xs)
+    np.testing.assert_array_equal(view.boundary[1], ys)
+    none = compute_view(model, s, 12, (data.x_train[:1], data.y_train[:1]))  # too few points
+    assert all(np.isnan(none.metrics[k]) for k in VIEW_METRICS if k != "boundary_magnification")
+
+
 # ---------------------------------------------------------------- data
 
 

@@ -1,25 +1,27 @@
 """What one live frame shows: the numbers of a model on a 2-D slice (headless).
 
-:func:`compute_view` gives the volume element of the pulled-back metric, the decision field
-(margin, entropy, predicted class), the boundary magnification and, on a probe set, loss,
-accuracy, D_LR with its factors and the neural-collapse statistics, as a :class:`LiveView`.
+:func:`compute_view` composes the headless view pipeline :mod:`richviz.views`: one
+forward-mode pass over the grid (:func:`richviz.views.slice_frame`: volume element of the
+pulled-back metric, decision field, boundary lines and magnification) and the probe set's
+numbers (:func:`richviz.views.probe_metrics`: loss, accuracy, D_LR with its factors, the
+neural-collapse statistics), as a :class:`LiveView`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from richviz import views
 from richviz.metrics import NC_KEYS
 
 __all__ = ["VIEW_METRICS", "LiveView", "compute_view"]
 
+#: the keys of :attr:`LiveView.metrics`, in display order
 VIEW_METRICS = (
     "loss",
     "acc",
@@ -35,14 +37,15 @@ VIEW_METRICS = (
 class LiveView:
     """The numbers of one live frame on a slice grid indexed ``[i, j] = (v[i], u[j])``.
 
-    u, v : grid coordinates; log10_volume : log10 sqrt(det G) of the pulled-back metric
-    ``G = (J E)^T (J E) / p`` (penultimate features); margin, entropy, predicted : top-2
-    logit margin, softmax entropy (log base C) and arg-max class; field : the
-    :class:`richviz.geometry.MetricField` (for ellipses); metrics : ``loss``, ``acc`` on the
-    probe set, ``d_lr`` with its factors ``confinement`` and ``isotropy``
+    u, v : (res,) grid coordinates; log10_volume : (res, res) log10 sqrt(det G) of the
+    pulled-back metric ``G = (J E)^T (J E) / p`` (penultimate features); margin, entropy,
+    predicted : (res, res) top-2 logit margin, softmax entropy (log base C) and arg-max class;
+    field : the :class:`richviz.geometry.MetricField` (for ellipses); metrics : ``loss``,
+    ``acc`` on the probe set, ``d_lr`` with its factors ``confinement`` and ``isotropy``
     (``1 - d_lr = confinement * isotropy``), the neural-collapse statistics ``nc1``,
     ``nc2_equinorm``, ``nc2_equiangular``, ``nc3``, ``nc4`` and ``boundary_magnification`` (mean
-    log10 volume in the 10 % of grid points with the smallest margin minus the mean elsewhere).
+    log10 volume in the 10 % of grid points with the smallest margin minus the mean elsewhere);
+    boundary : ``(xs, ys)`` NaN-separated decision-boundary segments (None: not computed).
     A statistic that is undefined for the probe set (e.g. NC with a class missing) is NaN.
     """
 
@@ -54,6 +57,7 @@ class LiveView:
     predicted: np.ndarray
     field: Any
     metrics: dict[str, float]
+    boundary: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def compute_view(
@@ -66,48 +70,23 @@ def compute_view(
     :class:`richviz.geometry.Slice`); ``probe`` = (x, y) for loss, accuracy, D_LR (with its
     factors) and the neural-collapse statistics (see :class:`LiveView`).
 
+    The model is evaluated in eval mode and given back in the train/eval mode it came in.
     Uses forward-mode AD: callers that share the process with other forward-mode work hold a
     common lock around it.
     """
-    from richviz.features import features_and_outputs, last_linear_name
-    from richviz.geometry import boundary_magnification, decision_field, pullback_metric
-    from richviz.metrics import neural_collapse, richness
-
-    with torch.no_grad():
-        field = pullback_metric(model, slice, resolution=resolution)
-        dec = decision_field(model, slice, resolution=resolution)
-    lv = field.log10_volume.numpy()
-    margin = dec.margin.numpy()
-    metrics = dict.fromkeys(VIEW_METRICS, math.nan)
-    metrics["boundary_magnification"] = float(boundary_magnification(lv, margin))
-    if probe is not None and len(probe[0]) >= 2:
-        x, y = probe
-        dev = next(model.parameters()).device
-        x, y = x.to(dev), y.to(dev)
-        with torch.no_grad():
-            out = model.eval()(x)
-            metrics["loss"] = float(F.cross_entropy(out, y))
-            metrics["acc"] = float((out.argmax(1) == y).double().mean())
-            feats, lin = features_and_outputs(model, x)
-            try:
-                r = richness(feats, lin)
-                metrics.update(d_lr=r.d_lr, confinement=r.confinement, isotropy=r.isotropy)
-            except ValueError:
-                pass
-            if len(torch.unique(y)) == lin.shape[1]:
-                last = model.get_submodule(last_linear_name(model))
-                try:
-                    nc = neural_collapse(feats, y, last.weight, last.bias)
-                    metrics.update({k: float(nc[k]) for k in NC_KEYS})
-                except ValueError:
-                    pass
+    frame = views.slice_frame(model, slice, resolution=resolution)
+    metrics = dict.fromkeys(VIEW_METRICS, float("nan"))
+    metrics["boundary_magnification"] = frame.boundary_magnification
+    if probe is not None:
+        metrics.update(views.probe_metrics(model, *probe))
     return LiveView(
-        u=field.u.double().numpy(),
-        v=field.v.double().numpy(),
-        log10_volume=lv,
-        margin=margin,
-        entropy=dec.entropy.numpy(),
-        predicted=dec.predicted.numpy(),
-        field=field,
+        u=frame.u,
+        v=frame.v,
+        log10_volume=frame.log10_volume,
+        margin=frame.margin,
+        entropy=frame.entropy,
+        predicted=frame.predicted,
+        field=frame.field,
         metrics=metrics,
+        boundary=frame.boundary,
     )

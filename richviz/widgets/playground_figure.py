@@ -70,7 +70,9 @@ def render_frame(
         vmin, vmax = rendering.color_limits(view.log10_volume)
         rgba = rendering.field_to_rgba(view.log10_volume, vmin, vmax, "viridis")
     png = rendering.encode_png(rgba)
-    boundary = rendering.decision_boundary_lines(view.margin, view.predicted, view.u, view.v)
+    boundary = view.boundary
+    if boundary is None:  # a view made without its boundary lines
+        boundary = rendering.decision_boundary_lines(view.margin, view.predicted, view.u, view.v)
     ellipses: Lines = (np.array([]), np.array([]))
     if density > 0:
         from richviz.geometry import metric_ellipses
