@@ -6,6 +6,10 @@
     richviz info RUN
     richviz metrics RUN [--csv] [--layer NAME] [--outputs last_linear|learned]
                    [--device D]
+    richviz info PATH --factory SPEC [--data NAME]      (checkpoints from Lightning, Hugging
+    richviz metrics PATH --factory SPEC --data NAME      Face, safetensors or a loop; SPEC:
+                                                         torchvision:NAME, timm:NAME,
+                                                         module:function or file.py:function)
     richviz train PRESET --out DIR --sweep alpha=0.1,1,10 --sweep seed=0,1 [--scheduler ADDR]
     richviz sweep RUN... [--scheduler ADDRESS] [--workers N] [--layer L] [--probe-size N]
 
@@ -140,10 +144,34 @@ def run_status(complete: bool | None) -> str:
     return "complete" if complete else "INCOMPLETE (training was stopped or is still running)"
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
+def _open_run(args: argparse.Namespace) -> Any:
+    """``Run.open(RUN)``, or ``Run.from_checkpoints(PATH, --factory, --data, --output)``."""
     from richviz.runs import Run
 
-    run = Run.open(args.run)
+    if args.factory is None:
+        return Run.open(args.run)
+    output: Any = args.output
+    if isinstance(output, str) and output.lstrip("-").isdigit():
+        output = int(output)
+    return Run.from_checkpoints(args.run, args.factory, data=args.data, output=output)
+
+
+def _info_foreign(run: Any) -> None:
+    """The header of ``richviz info`` for checkpoints opened with ``--factory``."""
+    m = run.manifest
+    source = m.get("source") or {}
+    data = m.get("data") or {}
+    print(f"checkpoints {run.path}")
+    print(f"layout     {source.get('layout')} ({', '.join(source.get('formats') or [])})")
+    print(f"logged     {source.get('log') or '-'}")
+    print(f"model      {m.get('factory')}")
+    print(f"data       {data.get('name') or '- (pass --data NAME for metrics)'}")
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    run = _open_run(args)
+    if args.factory is not None:
+        return _info_table(run, foreign=True)
     m = run.manifest
     arch = m.get("architecture") or {}
     data = m.get("data") or {}
@@ -159,6 +187,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     hp = {k: v for k, v in (m.get("hparams") or {}).items() if k != "checkpoint_steps"}
     print(f"seed       {m.get('seed')}")
     print("hparams    " + ", ".join(f"{k}={_fmt(v)}" for k, v in hp.items()))
+    return _info_table(run)
+
+
+def _info_table(run: Any, foreign: bool = False) -> int:
+    """The checkpoint table of ``richviz info`` and the unreadable checkpoints' reasons."""
+    if foreign:
+        _info_foreign(run)
     keys = ["step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time"]
     rows, bad = [], 0
     for c in run.checkpoints:
@@ -166,7 +201,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if c.readable and c.nonfinite:
             status = "nan-weights"
         bad += not c.readable
-        rows.append([c.step] + [c.meta.get(k) for k in keys[1:]] + [c.path.name, status])
+        name = c.path.name
+        if foreign and c.path.parent != run.path:  # checkpoint-N/model.safetensors
+            name = f"{c.path.parent.name}/{c.path.name}"
+        rows.append([c.step] + [c.meta.get(k) for k in keys[1:]] + [name, status])
     _table(rows, keys + ["file", "status"], sys.stdout)
     for c in run.checkpoints:
         if c.error:
@@ -191,9 +229,7 @@ _TABLE_KEYS = (
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    from richviz.runs import Run
-
-    run = Run.open(args.run)
+    run = _open_run(args)
     rows = run.metrics(
         progress=not args.quiet, layer=args.layer, outputs=args.outputs, device=args.device
     )
@@ -301,11 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     i = sub.add_parser("info", help="show a run's manifest and checkpoints")
-    i.add_argument("run", help="run folder")
+    i.add_argument("run", help="run folder (or, with --factory, a folder of checkpoints)")
+    _factory_args(i)
     i.set_defaults(func=_cmd_info)
 
     m = sub.add_parser("metrics", help="compute (or read cached) metrics per checkpoint")
-    m.add_argument("run", help="run folder")
+    m.add_argument("run", help="run folder (or, with --factory, a folder of checkpoints)")
+    _factory_args(m)
     m.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     m.add_argument("--layer", default=None, help="feature layer (default: input of last Linear)")
     m.add_argument(
@@ -328,6 +366,22 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     w.set_defaults(func=_cmd_sweep)
     return p
+
+
+def _factory_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--factory",
+        default=None,
+        metavar="SPEC",
+        help="open PATH's checkpoints (Lightning, Hugging Face, safetensors, *.pt) with this "
+        "model: torchvision:NAME, timm:NAME, module:function or file.py:function",
+    )
+    p.add_argument("--data", default=None, help="data set name for the metrics (with --factory)")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="index or key of the logits when the model returns a tuple or dict (with --factory)",
+    )
 
 
 def _worker_count(text: str) -> int:

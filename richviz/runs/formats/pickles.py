@@ -78,10 +78,12 @@ class Inert:
     richviz_name = "?"
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Inert:
-        return object.__new__(cls)
+        self = object.__new__(cls)  # NEWOBJ calls only this, REDUCE this and __init__
+        self.args, self.state, self.items = args, None, []
+        return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args, self.state, self.items = args, None, []
+        self.args = args
 
     def __setstate__(self, state: Any) -> None:  # pickle's BUILD: store, never apply
         self.state = state
