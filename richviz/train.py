@@ -446,8 +446,23 @@ def train(
 
     Every argument is checked before anything is written (a bad one raises
     :class:`~richviz.errors.ArgumentError`, a ``ValueError``, naming it and leaves no file
-    behind). The manifest says ``"complete": false`` while
-    training and ``true`` once the last checkpoint is saved.
+    behind). The manifest says ``"complete": false`` while training and ``true`` once the
+    last checkpoint is saved.
+
+    Examples
+    --------
+    Five steps of the ``xor`` preset into a temporary folder (checkpoints at log-spaced steps,
+    step 0 always):
+
+    >>> import os, shutil, tempfile
+    >>> from richviz.train import train
+    >>> folder = tempfile.mkdtemp()
+    >>> run = train("xor", os.path.join(folder, "xor"), steps=5, progress=False, device="cpu")
+    >>> run.steps, run.complete
+    ([0, 1, 2, 3, 4, 5], True)
+    >>> 0.0 <= run.checkpoint(5).meta["test_acc"] <= 1.0
+    True
+    >>> shutil.rmtree(folder)
     """
     name, cfg = resolve(preset_or_config)
     explicit = {

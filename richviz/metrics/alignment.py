@@ -117,6 +117,21 @@ def d_lr(features: torch.Tensor, outputs: torch.Tensor) -> float:
     (e.g. constant outputs) or constant features; D_LR is undefined there.
     Raises ``ValueError`` for wrong shapes / lengths or fewer than 2 samples, and
     :class:`NonFiniteError` for NaN/inf.
+
+    Examples
+    --------
+    Features unrelated to the outputs (a random kernel, as at a lazy initialisation) are
+    far from them; features that are the outputs themselves are as rich as can be:
+
+    >>> import torch
+    >>> from richviz.metrics import d_lr
+    >>> g = torch.Generator().manual_seed(0)
+    >>> outputs = torch.randn(200, 2, generator=g)  # F (n, C)
+    >>> random_features = torch.randn(200, 256, generator=g)  # Phi (n, p)
+    >>> round(d_lr(random_features, outputs), 2)
+    0.93
+    >>> round(d_lr(outputs, outputs), 2)
+    0.02
     """
     phi = _prepare("features", features)
     return _d_lr_core(phi, _prepare("outputs", outputs, rows=phi.c.shape[0]))

@@ -160,6 +160,21 @@ class Run:
 
         Raises ``RunError`` (a ``CheckpointError``) naming the manifest and the field when the
         manifest is missing or invalid, or names a file outside the run folder.
+
+        Examples
+        --------
+        >>> import os, shutil, tempfile
+        >>> from richviz.runs import Run
+        >>> from richviz.train import train
+        >>> folder = os.path.join(tempfile.mkdtemp(), "xor")
+        >>> _ = train("xor", folder, steps=5, progress=False, device="cpu")
+        >>> run = Run.open(folder)
+        >>> run.manifest["preset"], run.steps
+        ('xor', [0, 1, 2, 3, 4, 5])
+        >>> model = run.load(5, device="cpu")  # weights_only loading, eval mode, cached
+        >>> model.training, run.load(5, device="cpu") is model
+        (False, True)
+        >>> shutil.rmtree(os.path.dirname(folder))
         """
         path = Path(path)
         if path.name == MANIFEST and path.is_file():
