@@ -153,7 +153,12 @@ def hf_config_factory(folder: Path) -> ModelFactory:
     cls = getattr(transformers, str(arch), None)
     if cls is None:
         raise ModelError(f"{path}: transformers has no class {arch!r}; pass factory=")
-    config_obj = transformers.AutoConfig.from_pretrained(str(path.parent), local_files_only=True)
+    try:
+        config_obj = transformers.AutoConfig.from_pretrained(
+            str(path.parent), local_files_only=True
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: cannot read the config ({exc}); pass factory=") from None
 
     def build() -> nn.Module:
         return cls(config_obj)
