@@ -25,6 +25,7 @@ from richviz import datasets
 from richviz.devices import best_device
 from richviz.errors import (
     ArgumentError,
+    ArgumentTypeError,
     CheckpointError,
     DataError,
     ModelError,
@@ -216,13 +217,16 @@ class Run:
             files.append((step, path / name, meta))
         try:
             return cls(path, manifest, factory, files, cache_size=cache_size, confine=True)
+        except (ArgumentError, ArgumentTypeError) as exc:  # the architecture refused its kwargs
+            failure: Exception = exc
         except RichvizError:
             raise
         except Exception as exc:  # any failure to build the architecture the manifest names
-            raise RunError(
-                f"{mpath}: field 'architecture': cannot build the architecture "
-                f"({type(exc).__name__}: {one_line(str(exc), 200)})"
-            ) from None
+            failure = exc
+        raise RunError(
+            f"{mpath}: field 'architecture': cannot build the architecture "
+            f"({type(failure).__name__}: {one_line(str(failure), 200)})"
+        ) from None
 
     @classmethod
     def from_checkpoints(
