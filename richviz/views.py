@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from richviz.contours import color_limits
 from richviz.errors import ArgumentError, ArgumentTypeError, DataError
 from richviz.features import (
     PENULTIMATE,
@@ -62,7 +63,6 @@ __all__ = [
     "PROBE_METRICS",
     "RANGE_RESOLUTION",
     "SliceFrame",
-    "color_limits",
     "curvature_values",
     "frame_ellipses",
     "full_space_volume",
@@ -388,28 +388,6 @@ def theory_overlay(
             return None, f"no theory for this model ({exc})", None
     out = _numpy(infinite_width_field(slice, resolution, **params).log10_volume)
     return out, "", dict(params)
-
-
-def color_limits(
-    values: np.ndarray, symmetric: bool = False, percentile: float = 1.0
-) -> tuple[float, float]:
-    """Robust colour range ``(vmin, vmax)``: the ``percentile`` and ``100 - percentile`` points.
-
-    ``symmetric=True`` returns ``(-m, m)`` around zero (for differences). Falls back to a unit
-    range when there are no finite values or they are all equal.
-    """
-    finite = np.asarray(values, dtype=float)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return (-1.0, 1.0) if symmetric else (0.0, 1.0)
-    lo, hi = np.percentile(finite, [percentile, 100.0 - percentile])
-    if symmetric:
-        m = float(max(abs(lo), abs(hi)))
-        m = m if m > 0 else 1.0
-        return -m, m
-    if hi <= lo:
-        return float(lo) - 0.5, float(lo) + 0.5
-    return float(lo), float(hi)
 
 
 def run_color_limits(

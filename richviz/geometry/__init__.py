@@ -15,19 +15,20 @@ One idea per module; this facade re-exports their public names:
 - :mod:`.effective`: the full-space effective volume element (top-k singular values of J);
 - :mod:`.curvature`: Gaussian and scalar curvature of the pulled-back metric (2-D slices);
 - :mod:`.frame_pass`: metric and logits from ONE forward-mode pass over the grid;
-- :mod:`.contours`: contour lines (marching squares) and the decision-boundary lines.
+- :mod:`richviz.contours` (pure numpy, shared with the widgets): contour lines (marching
+  squares) and the decision-boundary lines.
 
 Grid convention: every field array is indexed ``[i, j] = (v[i], u[j])``.
 """
 
-from richviz.geometry.chunking import ChunkPlan
-from richviz.geometry.contours import (
+from richviz.contours import (
     contour_levels,
     contour_lines,
     decision_boundary_lines,
     marching_squares,
     split_paths,
 )
+from richviz.geometry.chunking import ChunkPlan
 from richviz.geometry.curvature import (
     CurvatureField,
     brioschi,

@@ -16,7 +16,7 @@ import ipywidgets as widgets
 import torch
 import traitlets
 
-from richviz.widgets.slice_viewer import DEVICES, check_device, error_line, status_html
+from richviz.widgets.common import DEVICES, check_device, error_line, status_html
 from richviz.widgets.sources import device_arg, load_model
 from richviz.widgets.tasks import BackgroundWork, Job, Worker
 

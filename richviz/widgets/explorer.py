@@ -10,16 +10,13 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
+from richviz.atomic import atomic_write_bytes
 from richviz.widgets import export
 from richviz.widgets.browser import CheckpointBrowser, run_name
+from richviz.widgets.common import error_line, status_html
 from richviz.widgets.metrics_panel import MetricsPanel
-from richviz.widgets.slice_viewer import (
-    COLORBAR_WIDTH,
-    FIGURE_SIZE,
-    SliceViewer,
-    atomic_write_bytes,
-    status_html,
-)
+from richviz.widgets.slice_records import COLORBAR_WIDTH, FIGURE_SIZE
+from richviz.widgets.slice_viewer import SliceViewer
 
 __all__ = [
     "Explorer",
@@ -125,14 +122,14 @@ class Explorer(widgets.VBox):
         """Write the whole view (slice with colour bar and legend, every chart with its
         legend) as PNG on the server, ``scale`` x resolution; the status line names the file."""
         path = Path(path if path is not None else f"richviz-step{self.step}.png")
-        out = atomic_write_bytes(path, export.to_png(self.canvas(), scale))
+        out = atomic_write_bytes(export.to_png(self.canvas(), scale), path)
         self.status.value = status_html(f"view written to {out.resolve()}")
         return out
 
     def save_svg(self, path: str | os.PathLike | None = None) -> Path:
         """Write the whole view as SVG on the server; the status line names the file."""
         path = Path(path if path is not None else f"richviz-step{self.step}.svg")
-        out = atomic_write_bytes(path, export.to_svg(self.canvas()).encode())
+        out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), path)
         self.status.value = status_html(f"view written to {out.resolve()}")
         return out
 
@@ -140,8 +137,6 @@ class Explorer(widgets.VBox):
         try:
             fn()
         except Exception as exc:  # a button must never break the widget
-            from richviz.widgets.slice_viewer import error_line
-
             self.status.value = status_html(error_line(exc), "error")
 
     @property

@@ -21,8 +21,9 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
+from richviz.atomic import atomic_write_bytes
 from richviz.widgets import charts, export
-from richviz.widgets.slice_viewer import atomic_write_bytes, error_line, status_html
+from richviz.widgets.common import error_line, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
 __all__ = [
@@ -268,7 +269,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         if not self.rows:
             raise ValueError("no metrics loaded yet; nothing to write")
         path = Path(path if path is not None else f"{self.export_name.value}.csv")
-        out = atomic_write_bytes(path, rows_to_csv(self.rows).encode())
+        out = atomic_write_bytes(rows_to_csv(self.rows).encode(), path)
         self.status.value = status_html(f"metrics written to {out}")
         return out
 
@@ -289,7 +290,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         if not self.rows:
             self.wait()
         path = Path(path if path is not None else f"{self.export_name.value}.png")
-        out = atomic_write_bytes(path, export.to_png(self.canvas(), scale))
+        out = atomic_write_bytes(export.to_png(self.canvas(), scale), path)
         self.status.value = status_html(f"charts written to {out.resolve()}")
         return out
 
@@ -298,7 +299,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         if not self.rows:
             self.wait()
         path = Path(path if path is not None else f"{self.export_name.value}.svg")
-        out = atomic_write_bytes(path, export.to_svg(self.canvas()).encode())
+        out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), path)
         self.status.value = status_html(f"charts written to {out.resolve()}")
         return out
 

@@ -4,7 +4,8 @@ Pure numpy (no widget imports), so everything here runs headless and is cheap to
 test. Fields follow the geometry grid convention: ``values[i, j]`` sits at ``(u[j], v[i])``
 (rows follow v, columns follow u), so v grows with the row index. Images have row 0 at the
 *top*, hence :func:`field_to_rgba` flips rows. Contour lines and the decision boundary live
-in :mod:`richviz.geometry.contours` (headless) and are re-exported here.
+in :mod:`richviz.contours` (headless, shared with :mod:`richviz.views`) and are re-exported
+here, with :func:`color_limits`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import zlib
 
 import numpy as np
 
-from richviz.errors import ArgumentError
-from richviz.geometry.contours import (
+from richviz.contours import (
+    color_limits,
     contour_levels,
     contour_lines,
     decision_boundary_lines,
     marching_squares,
     split_paths,
 )
-from richviz.views import color_limits
+from richviz.errors import ArgumentError
 
 __all__ = [
     "CLASS_COLORS",

@@ -25,7 +25,7 @@ import traitlets
 
 from richviz.summary import RunSummary, summarize, varying
 from richviz.widgets import charts, rendering
-from richviz.widgets.slice_viewer import error_line, status_html
+from richviz.widgets.common import error_line, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
 __all__ = ["CHARTS", "SweepView"]

@@ -1,8 +1,9 @@
-"""Contour lines on a slice grid, and the decision boundary drawn from the top-2 margin.
+"""Level sets of fields on a slice grid: contour lines (marching squares), the decision
+boundary drawn from the top-2 margin, contour levels and robust value ranges.
 
-Pure numpy. Fields follow the geometry grid convention: ``values[i, j]`` sits at
-``(u[j], v[i])``. Lines are NaN-separated paths: ``x0, x1, nan, x0, ...``, so one plot mark
-draws them all.
+Pure numpy (no torch, no widgets), so the headless views and the widgets share one copy.
+Fields follow the geometry grid convention: ``values[i, j]`` sits at ``(u[j], v[i])``. Lines
+are NaN-separated paths: ``x0, x1, nan, x0, ...``, so one plot mark draws them all.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 from richviz.errors import ArgumentError
 
 __all__ = [
+    "color_limits",
     "contour_levels",
     "contour_lines",
     "decision_boundary_lines",
@@ -167,3 +169,25 @@ def decision_boundary_lines(
         xs.append(cx)
         ys.append(cy)
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def color_limits(
+    values: np.ndarray, symmetric: bool = False, percentile: float = 1.0
+) -> tuple[float, float]:
+    """Robust colour range ``(vmin, vmax)``: the ``percentile`` and ``100 - percentile`` points.
+
+    ``symmetric=True`` returns ``(-m, m)`` around zero (for differences). Falls back to a unit
+    range when there are no finite values or they are all equal.
+    """
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return (-1.0, 1.0) if symmetric else (0.0, 1.0)
+    lo, hi = np.percentile(finite, [percentile, 100.0 - percentile])
+    if symmetric:
+        m = float(max(abs(lo), abs(hi)))
+        m = m if m > 0 else 1.0
+        return -m, m
+    if hi <= lo:
+        return float(lo) - 0.5, float(lo) + 0.5
+    return float(lo), float(hi)

@@ -1,0 +1,128 @@
+"""Helpers every widget shares: the device choice, status lines, thumbnails, layer labels.
+
+Device checks build on the one check of the core (:func:`richviz.devices.check_device`); a
+refused choice becomes a ``traitlets.TraitError`` (the widget keeps its old value).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+import torch
+import traitlets
+from torch import nn
+
+from richviz import devices
+from richviz.features import LOGITS, PENULTIMATE, eval_mode, feature_map
+from richviz.widgets import rendering
+
+__all__ = [
+    "DEVICES",
+    "check_device",
+    "error_line",
+    "layer_labels",
+    "status_html",
+    "thumbnail_png",
+]
+
+#: the device choices of a widget (``"auto"``: CUDA where available, else CPU)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(device: str) -> str:
+    """A widget device choice, one of :data:`DEVICES`; ``"cuda"`` only where CUDA is available.
+
+    Checked by :func:`richviz.devices.check_device`; its one-line error becomes a
+    ``traitlets.TraitError``. Returns ``device`` unchanged.
+    """
+    if device not in DEVICES:
+        raise traitlets.TraitError(f"device={device!r} must be one of {list(DEVICES)}")
+    try:
+        devices.check_device(device)
+    except ValueError as exc:
+        raise traitlets.TraitError(f"{exc}; use 'auto' or 'cpu'") from None
+    return device
+
+
+def status_html(message: str, kind: str = "info") -> str:
+    """One status line as HTML (``kind``: info, busy, error); the message is escaped."""
+    colour = {"error": "#b00020", "busy": "#555", "info": "#333"}.get(kind, "#333")
+    text = html.escape(" ".join(str(message).split()))
+    return f'<span style="color:{colour};font-size:12px">{text}</span>'
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception as one line: ``TypeName: message``."""
+    msg = " ".join(str(exc).split()) or repr(exc)
+    return f"{type(exc).__name__}: {msg}"
+
+
+def thumbnail_png(x: torch.Tensor, size: int = 64) -> bytes:
+    """A small PNG of one input: (C, H, W) with C in {1, 3}, (H, W), or a flat square image."""
+    a = x.detach().to("cpu", torch.float64).numpy()
+    if a.ndim == 1:
+        side = int(round(np.sqrt(a.size)))
+        a = a.reshape(side, side) if side * side == a.size else a.reshape(1, -1)
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else np.moveaxis(a[:3], 0, -1)
+    lo, hi = np.nanmin(a), np.nanmax(a)
+    a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    pixels = np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
+    factor = max(1, size // max(pixels.shape[:2]))
+    return rendering.encode_png(rendering.upscale(pixels, factor))
+
+
+def _layer_widths(model: nn.Module, names: list[str], shape: tuple[int, ...]) -> dict[str, int]:
+    """Features per input of each named layer (and the pseudo-layers), from one forward pass
+    on a zero input with hooks; layers that cannot be measured are left out."""
+    modules = dict(model.named_modules())
+    widths: dict[str, int] = {}
+
+    def hook(name: str):
+        def record(_module: nn.Module, _inputs: Any, out: Any) -> None:  # returns None:
+            if isinstance(out, torch.Tensor):  # a hook's return value replaces the output
+                widths.setdefault(name, int(out[0].numel()))
+
+        return record
+
+    hooks = [modules[n].register_forward_hook(hook(n)) for n in names if n in modules]
+    try:
+        x = torch.zeros(
+            (1, *shape), dtype=devices.module_dtype(model), device=devices.module_device(model)
+        )
+        with torch.no_grad(), eval_mode(model):
+            out = model(x)
+            widths.setdefault(LOGITS, int(out[0].numel()))
+            widths.setdefault(PENULTIMATE, int(feature_map(model, PENULTIMATE)(x)[0].numel()))
+    except Exception:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return widths
+
+
+def layer_labels(model: nn.Module, names: list[str], source: Any = None) -> dict[str, str]:
+    """Menu labels of a model's layers: ``"2: Tanh (256)"`` (name, module type, width).
+
+    The width is the number of features the layer outputs per input, measured by one forward
+    pass on a zero input (hooks; ``source.input_shape(model)`` gives its shape); the
+    pseudo-layers read ``"penultimate (64)"``, ``"logits (2)"``. A layer that cannot be
+    measured is labelled by its name and type.
+    """
+    modules = dict(model.named_modules())
+    try:
+        shape = source.input_shape(model) if source is not None else None
+    except Exception:
+        shape = None
+    widths = _layer_widths(model, names, shape) if shape is not None else {}
+    labels = {}
+    for name in names:
+        width = f" ({widths[name]})" if widths.get(name) else ""
+        if name in modules:
+            labels[name] = f"{name}: {type(modules[name]).__name__}{width}"
+        else:
+            labels[name] = f"{name}{width}"
+    return labels

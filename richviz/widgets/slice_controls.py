@@ -1,0 +1,229 @@
+"""The slice viewer's controls: pickers linked both ways to its traits, the step slider, the
+anchor boxes of an image plane, the progress bar, status line and export buttons.
+
+A mixin of :class:`richviz.widgets.slice_viewer.SliceViewer`: controls set traits, traits set
+controls (``_controls_sync`` breaks the loop); all work goes through the traits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+import traitlets
+from torch import nn
+
+from richviz.features import LOGITS, PENULTIMATE, layer_names
+from richviz.widgets.common import layer_labels, status_html
+from richviz.widgets.slice_records import (
+    COLOR_RANGES,
+    ELLIPSE_MODES,
+    RESOLUTIONS,
+    SHOW_MODES,
+    THEORY_MODES,
+    VOLUME_MODES,
+)
+
+__all__ = ["SliceControls"]
+
+_STYLE = {"description_width": "initial"}
+
+
+class SliceControls:
+    """Mixin: builds ``self.controls`` (pickers, step row, anchor row), ``self.footer``
+    (progress, status, export) and ``self.legend``/``self.thumbnails``, and keeps pickers and
+    traits in step."""
+
+    _controls_sync: bool
+    _layers_known: bool
+    _source: Any
+
+    def _build_pickers(self) -> None:
+        self.layer_picker = widgets.Dropdown(
+            options=[PENULTIMATE], value=PENULTIMATE, description="layer", style=_STYLE
+        )
+        self.resolution_picker = widgets.Dropdown(
+            options=list(RESOLUTIONS), value=96, description="res", style=_STYLE
+        )
+        self.density_slider = widgets.IntSlider(
+            value=12, min=0, max=32, description="ellipses", style=_STYLE
+        )
+        self.mode_picker = widgets.Dropdown(
+            options=ELLIPSE_MODES, value="stretch", description="ellipse", style=_STYLE
+        )
+        self.relative_box = widgets.Checkbox(
+            value=False,
+            description="relative to step 0",
+            indent=False,
+            layout={"width": "145px"},
+            disabled=self._source.run is None,
+        )
+        self.volume_picker = widgets.Dropdown(
+            options=VOLUME_MODES, value="slice", description="volume", style=_STYLE
+        )
+        self.lock_box = widgets.Checkbox(
+            value=False, description="lock", indent=False, layout={"width": "70px"}
+        )
+        self.show_picker = widgets.Dropdown(
+            options=SHOW_MODES, value="volume", description="show", style=_STYLE
+        )
+        self.range_picker = widgets.Dropdown(options=COLOR_RANGES, value="run", style=_STYLE)
+        self.theory_picker = widgets.Dropdown(
+            options=THEORY_MODES, value="off", description="theory at init", style=_STYLE
+        )
+        for w in (self.layer_picker, self.show_picker, self.theory_picker, self.volume_picker):
+            w.layout.width = "255px"
+        for w in (self.mode_picker, self.range_picker):
+            w.layout.width = "160px"
+        self.resolution_picker.layout.width = "115px"
+        self.density_slider.layout.width = "255px"
+
+    def _build_anchor_row(self) -> None:
+        # A short description with ipywidgets' default label width (80 px) would squeeze the
+        # number box to nothing in a narrow widget: size the label to its text.
+        self.anchor_pickers = [
+            widgets.BoundedIntText(
+                value=0,
+                min=0,
+                max=0,
+                description=name,
+                style={"description_width": "initial"},
+                layout={"width": "120px", "margin": "2px 12px 2px 0"},
+            )
+            for name in ("A", "B", "C")
+        ]
+        self.anchor_button = widgets.Button(description="new plane", layout={"width": "100px"})
+        self.anchor_button.on_click(lambda _b: self._apply_anchor_pickers())
+        self.anchor_row = widgets.HBox(
+            [*self.anchor_pickers, self.anchor_button], layout={"display": "none"}
+        )
+
+    def _build_footer(self) -> None:
+        self.progress = widgets.FloatProgress(
+            value=0.0, min=0.0, max=1.0, description="field", layout={"width": "260px"}
+        )
+        self.status = widgets.HTML(value=status_html("starting…"))
+        self.export_name = widgets.Text(
+            value="richviz-slice", description="file", layout={"width": "220px"}
+        )
+        self.png_button = widgets.Button(description="PNG", layout={"width": "70px"})
+        self.svg_button = widgets.Button(description="SVG", layout={"width": "70px"})
+        self.heatmap_button = widgets.Button(description="heatmap PNG", layout={"width": "110px"})
+        self.png_button.on_click(lambda _b: self._guard(self.save_png))
+        self.svg_button.on_click(lambda _b: self._guard(self.save_svg))
+        self.heatmap_button.on_click(lambda _b: self._guard(self.export_heatmap))
+        self.footer = widgets.VBox(
+            [
+                widgets.HBox([self.progress, self.status]),
+                widgets.HBox(
+                    [self.export_name, self.png_button, self.svg_button, self.heatmap_button]
+                ),
+            ]
+        )
+
+    def _build_step_row(self, steps: list[int], wanted: bool) -> None:
+        # A step slider (and Play) of its own when the viewer stands alone on a run.
+        options = [(str(s), s) for s in steps] or [("–", 0)]
+        self.step_slider = widgets.SelectionSlider(
+            options=options, description="step", continuous_update=True,
+            layout={"width": "400px"},
+        )  # fmt: skip
+        self.step_play = widgets.Play(
+            value=len(options) - 1, min=0, max=max(len(options) - 1, 0), interval=500
+        )
+        traitlets.link((self.step_play, "value"), (self.step_slider, "index"))
+        self.step_slider.observe(self._on_step_slider, names="value")
+        self.observe(self._on_step_trait, names=["step"])
+        self.step_row = widgets.HBox(
+            [self.step_play, self.step_slider], layout={"display": "flex" if wanted else "none"}
+        )
+
+    def _build_controls(self, steps: list[int], step_slider: bool) -> None:
+        """All controls; ``step_slider``: show the viewer's own step row."""
+        self._build_pickers()
+        self._build_anchor_row()
+        self._build_footer()
+        self._build_step_row(steps, step_slider)
+        self.legend = widgets.HTML(value="", layout={"min_height": "20px"})
+        self.thumbnails = widgets.HBox([])
+        for picker, name in (
+            (self.layer_picker, "layer"),
+            (self.resolution_picker, "resolution"),
+            (self.density_slider, "ellipse_density"),
+            (self.mode_picker, "ellipse_mode"),
+            (self.relative_box, "relative"),
+            (self.theory_picker, "theory"),
+            (self.lock_box, "lock_colors"),
+            (self.volume_picker, "volume"),
+            (self.show_picker, "show"),
+            (self.range_picker, "color_range"),
+        ):
+            picker.observe(self._control_to_trait(name), names="value")
+            self.observe(self._trait_to_control(picker), names=[name])
+        self.controls = widgets.VBox(
+            [
+                self.step_row,
+                widgets.HBox([self.layer_picker, self.show_picker]),
+                widgets.HBox([self.theory_picker, self.volume_picker]),
+                widgets.HBox([self.density_slider, self.mode_picker]),
+                widgets.HBox(
+                    [self.range_picker, self.resolution_picker, self.relative_box, self.lock_box]
+                ),
+                self.anchor_row,
+            ]
+        )
+
+    def _on_step_slider(self, change: dict) -> None:
+        if change["new"] is not None and self._source.steps and self.step != change["new"]:
+            self.step = change["new"]
+
+    def _on_step_trait(self, change: dict) -> None:
+        if change["new"] in self._source.steps and self.step_slider.value != change["new"]:
+            self.step_slider.value = change["new"]
+
+    def _control_to_trait(self, name: str):
+        def handler(change: dict) -> None:
+            if not self._controls_sync:
+                setattr(self, name, change["new"])
+
+        return handler
+
+    def _trait_to_control(self, picker: widgets.ValueWidget):
+        def handler(change: dict) -> None:
+            new = change["new"]
+            self._controls_sync = True
+            try:
+                if isinstance(picker, widgets.Dropdown):
+                    values = [o[1] if isinstance(o, tuple) else o for o in picker.options]
+                    if new not in values:
+                        options = list(picker.options) + [new]
+                        if all(isinstance(v, (int, float)) for v in options):
+                            options = sorted(options)
+                        picker.options = options
+                picker.value = new
+            finally:
+                self._controls_sync = False
+
+        return handler
+
+    def _set_layer_options(self, model: nn.Module) -> None:
+        """Fill the layer menu from the model once (labels with module types and widths)."""
+        if self._layers_known:
+            return
+        try:
+            names = layer_names(model)
+        except Exception:
+            names = [PENULTIMATE, LOGITS]
+        if self.layer not in names:
+            names.append(self.layer)
+        self._layer_labels = layer_labels(model, names, self._source)
+        self._controls_sync = True
+        try:
+            self.layer_picker.options = [(self._layer_labels.get(n, n), n) for n in names]
+            self.layer_picker.value = self.layer
+        finally:
+            self._controls_sync = False
+        self._layers_known = True
+
+    def _apply_anchor_pickers(self) -> None:
+        self.anchors = [int(p.value) for p in self.anchor_pickers]
