@@ -146,10 +146,22 @@ def run_status(complete: bool | None) -> str:
 
 def _open_run(args: argparse.Namespace) -> Any:
     """``Run.open(RUN)``, or ``Run.from_checkpoints(PATH, --factory, --data, --output)``."""
-    from richviz.runs import Run
+    from pathlib import Path
+
+    from richviz.errors import ArgumentError, RunError
+    from richviz.runs import MANIFEST, Run
 
     if args.factory is None:
+        path = Path(args.run)
+        if path.is_dir() and not (path / MANIFEST).is_file():
+            raise RunError(
+                f"{path}: not a richviz run (no {MANIFEST}); for checkpoints written by "
+                "Lightning, Hugging Face, safetensors or your own loop pass --factory SPEC "
+                "(torchvision:NAME, timm:NAME, module:function or file.py:function)"
+            )
         return Run.open(args.run)
+    if args.command == "metrics" and args.data is None:
+        raise ArgumentError("--data NAME is needed for the metrics of checkpoints (--factory)")
     output: Any = args.output
     if isinstance(output, str) and output.lstrip("-").isdigit():
         output = int(output)

@@ -566,3 +566,7 @@ def test_cli_info_and_metrics_with_factory(lightning_run, tmp_path, capsys):
     assert [row[0] for row in table] == ["2", "4", "6"]
     assert main(["info", str(folder / "nothing"), "--factory", spec]) == 1
     assert "error:" in capsys.readouterr().err
+    assert main(["metrics", str(folder), "--factory", spec]) == 1
+    assert "--data NAME is needed" in capsys.readouterr().err
+    assert main(["info", str(folder)]) == 1  # no run.json, no --factory: says what to pass
+    assert "not a richviz run" in capsys.readouterr().err
