@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from richviz import __version__
+from richviz import __version__, validation
 from richviz.devices import best_device, module_device
 from richviz.errors import ArgumentError, CheckpointError, ModelError, one_line
 from richviz.features import FeatureMap, model_output, select_model_output, select_output
@@ -105,10 +105,12 @@ def _setup(
 ) -> tuple[torch.Tensor, torch.Tensor, Checkpoint | None, Callable[[Checkpoint], Any]]:
     """(probe x, probe y, init checkpoint, cache key function) of a metrics table.
 
-    Checks ``outputs`` and ``layer`` first (``ValueError`` / ``ModelError``, nothing cached).
+    Checks ``outputs``, ``probe_size`` and ``layer`` first (``ArgumentError`` /
+    ``ModelError``, nothing cached).
     """
     if outputs not in OUTPUTS:
         raise ArgumentError(f"outputs={outputs!r} must be one of {', '.join(OUTPUTS)}")
+    validation.check_int(probe_size, "probe_size", low=2)
     layer_key = layer or "penultimate"
     checked = _CHECKED_LAYERS.setdefault(run, set())
     if layer_key not in checked:
