@@ -34,6 +34,7 @@ from richviz.factories import make_factory
 from richviz.runs import Run
 from richviz.runs.formats import discover, fit_keys
 from richviz.runs.formats.layouts import name_step
+from richviz.runs.formats.logs import hf_log_history, metrics_at
 
 HIDDEN = 8
 
@@ -504,6 +505,29 @@ def test_prefix_removed_only_when_it_makes_the_keys_match():
     # a prefix whose stripped keys do not fit (missing one) is not taken
     partial = {f"model.{k}": v for k, v in list(ref.items())[:-1]}
     assert fit_keys(partial, ref)[1] == ""
+
+
+def test_logged_metrics_at_a_step(tmp_path):
+    state = {
+        "global_step": 4,
+        "log_history": [
+            {"step": 2, "loss": 0.5, "epoch": 1.0},
+            {"step": 4, "loss": 0.3, "eval_loss": 0.4, "eval_accuracy": 0.9},
+            {"step": 4, "train_runtime": 1.0, "train_loss": 0.45},  # summary: a mean, skipped
+        ],
+    }
+    (tmp_path / "trainer_state.json").write_text(json.dumps(state))
+    rows, step = hf_log_history(tmp_path / "trainer_state.json")
+    assert step == 4 and len(rows) == 2
+    at4 = metrics_at(rows, 4)
+    assert (at4["train_loss"], at4["test_loss"], at4["test_acc"]) == (0.3, 0.4, 0.9)
+    assert metrics_at(rows, 3) == {
+        "logged": {"epoch": 1.0, "loss": 0.5},
+        "train_loss": 0.5,
+        "epoch": 1,
+    }
+    assert metrics_at(rows, 1) == {}
+    assert metrics_at(rows, 3, offset=1)["train_loss"] == 0.5  # a CSVLogger row at 2 is step 3
 
 
 def test_name_steps():

@@ -117,6 +117,8 @@ def hf_log_history(path: Path) -> tuple[list[dict[str, Any]], int | None]:
     for entry in history if isinstance(history, list) else []:
         if not isinstance(entry, dict) or _float(entry.get("step")) is None:
             continue
+        if "train_runtime" in entry:  # the end-of-training summary: its train_loss is a mean
+            continue
         row: dict[str, Any] = {"step": int(_float(entry["step"]) or 0)}
         for k, v in entry.items():
             value = None if isinstance(v, bool) else _float(v)
