@@ -31,6 +31,7 @@ import traitlets
 from richviz import datasets
 from richviz.architectures import build_model
 from richviz.atomic import atomic_write_text
+from richviz.compute_lock import COMPUTE
 from richviz.errors import ArgumentError, ConfigError, RichvizError
 from richviz.live import (
     VIEWS,
@@ -42,6 +43,7 @@ from richviz.live import (
     compute_view,
 )
 from richviz.widgets import rendering
+from richviz.widgets.common import error_line, status_html
 from richviz.widgets.playground_controls import (
     ALPHA_PLAIN,
     CONFIG_TRAITS,
@@ -53,8 +55,6 @@ from richviz.widgets.playground_controls import (
 )
 from richviz.widgets.playground_figure import LiveFrame, SliceFigure, render_frame
 from richviz.widgets.playground_strip import STRIP, MetricsStrip
-from richviz.widgets.slice_viewer import error_line, status_html
-from richviz.widgets.tasks import COMPUTE
 
 __all__ = ["STRIP", "Playground", "VIEWS"]
 
