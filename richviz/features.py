@@ -24,7 +24,7 @@ from torch import nn
 
 from richviz import validation
 from richviz.devices import module_device, to_device
-from richviz.errors import ModelError
+from richviz.errors import ArgumentError, ArgumentTypeError, ModelError
 
 __all__ = [
     "LOGITS",
@@ -223,7 +223,7 @@ class FeatureMap:
 
     def __init__(self, model: nn.Module, layer: str | None = None, output: OutputSelector = None):
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise ArgumentTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         layer = PENULTIMATE if layer is None else layer
         modules = dict(model.named_modules())
         if layer == PENULTIMATE:
@@ -236,7 +236,7 @@ class FeatureMap:
             self._module_name = layer
             self._use_input = False
         else:
-            raise ValueError(
+            raise ArgumentError(
                 f"layer={layer!r} is not a submodule of {type(model).__name__}; "
                 f"choose one of {layer_names(model)}"
             )
@@ -353,7 +353,7 @@ def _features_and_outputs(
         handles.append(last.register_forward_pre_hook(lambda _m, a: feats.append(a[0])))
     elif layer != LOGITS:
         if layer not in dict(model.named_modules()) or layer == "":
-            raise ValueError(f"layer={layer!r} is not a submodule of {type(model).__name__}")
+            raise ArgumentError(f"layer={layer!r} is not a submodule of {type(model).__name__}")
         sub = model.get_submodule(layer)
         handles.append(sub.register_forward_hook(lambda _m, _a, o: feats.append(o)))
     try:
@@ -381,4 +381,4 @@ def as_feature_map(
         return FeatureMap(phi, layer)
     if callable(phi):
         return phi
-    raise TypeError(f"phi must be an nn.Module or a callable, got {type(phi).__name__}")
+    raise ArgumentTypeError(f"phi must be an nn.Module or a callable, got {type(phi).__name__}")

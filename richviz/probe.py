@@ -22,6 +22,7 @@ from torch import nn
 
 from richviz import validation
 from richviz.devices import module_device, module_dtype
+from richviz.errors import ArgumentError, ArgumentTypeError
 from richviz.features import LOGITS, FeatureMap
 
 __all__ = ["FeatureExtractor", "LinearProbe", "probe_classifier"]
@@ -67,12 +68,12 @@ class LinearProbe(nn.Linear):
         x = validation.as_array(features, "features", 2).astype(np.float64)
         y = validation.as_array(labels, "labels", 1)
         if len(y) != len(x):
-            raise ValueError(f"features has {len(x)} rows but labels has {len(y)}")
+            raise ArgumentError(f"features has {len(x)} rows but labels has {len(y)}")
         validation.check_finite(x, "features")
         if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"labels must be integer classes, got dtype {y.dtype}")
+            raise ArgumentError(f"labels must be integer classes, got dtype {y.dtype}")
         if len(np.unique(y)) < 2:
-            raise ValueError("labels must contain at least two classes")
+            raise ArgumentError("labels must contain at least two classes")
         C = validation.finite_float(C, "C", low=0.0, low_open=True)
         max_iter = validation.positive_int(max_iter, "max_iter")
         scaler = StandardScaler(with_mean=standardize, with_std=standardize).fit(x)
@@ -137,7 +138,7 @@ def probe_classifier(
     model's train/eval flags are left in eval mode, as for every feature map.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     chunk_size = validation.positive_int(chunk_size, "chunk_size")
     x = validation.as_float_tensor(x, "x")
     extractor = FeatureExtractor(model, layer)

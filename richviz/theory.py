@@ -33,7 +33,7 @@ from torch import nn
 
 from richviz import activations, validation
 from richviz.activations import THEORY_ACTIVATIONS, Erf
-from richviz.errors import RichvizError
+from richviz.errors import ArgumentError, RichvizError
 
 ACTIVATIONS = THEORY_ACTIVATIONS
 """Activations with an infinite-width theory (closed form: erf, relu; quadrature: the rest)."""
@@ -60,7 +60,7 @@ def _derivative(activation: str) -> Callable[[np.ndarray], np.ndarray]:
     """sigma'(u) for a named activation (numpy, float64), from :mod:`richviz.activations`."""
     entry = activations.REGISTRY.get(activation) if isinstance(activation, str) else None
     if entry is None or not entry.theory or entry.derivative is None:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        raise ArgumentError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     return entry.derivative
 
 
@@ -152,10 +152,12 @@ def metric_coefficients(
     r2 = np.asarray(r2.detach().cpu() if isinstance(r2, torch.Tensor) else r2, dtype=np.float64)
     validation.check_finite(r2, "r2")
     if np.any(r2 < 0):
-        raise ValueError("r2 must be >= 0")
+        raise ArgumentError("r2 must be >= 0")
     closed = activations.REGISTRY[activation].closed_form
     if method == "closed" and not closed:
-        raise ValueError(f"no closed form for activation={activation!r}; use method='quadrature'")
+        raise ArgumentError(
+            f"no closed form for activation={activation!r}; use method='quadrature'"
+        )
     if closed and method != "quadrature":
         if activation == "relu":
             return np.full_like(r2, s**2 / 2), np.zeros_like(r2)

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 import torch
 
 from richviz import validation
+from richviz.errors import ArgumentError
 
 __all__ = [
     "CPU_CHUNK_ELEMENTS",
@@ -75,7 +76,7 @@ def chunk_from_memory(
 ) -> int:
     """``max(1, floor(headroom * available / bytes_per_point))`` points."""
     if not bytes_per_point > 0:
-        raise ValueError(f"bytes_per_point must be > 0, got {bytes_per_point!r}")
+        raise ArgumentError(f"bytes_per_point must be > 0, got {bytes_per_point!r}")
     return max(1, math.floor(headroom * max(0, available) / bytes_per_point))
 
 
@@ -116,7 +117,7 @@ class ChunkPlan:
         headroom: float = CUDA_HEADROOM,
     ):
         if not 0 < headroom <= 1:
-            raise ValueError(f"headroom must lie in (0, 1], got {headroom!r}")
+            raise ArgumentError(f"headroom must lie in (0, 1], got {headroom!r}")
         self.total = int(total)
         self.device = torch.device(device)
         self.fixed = check_chunk_size(chunk_size) is not None

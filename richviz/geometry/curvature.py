@@ -49,6 +49,7 @@ from torch.func import jvp, vmap
 
 from richviz import validation
 from richviz.devices import module_device, module_dtype
+from richviz.errors import ArgumentError, ArgumentTypeError
 from richviz.features import FeatureMap, as_feature_map
 from richviz.geometry.field import auto_chunk_size
 from richviz.geometry.slices import Slice
@@ -280,7 +281,7 @@ def _prepare(
             layer = phi.layer
         return as_feature_map(module, layer), owner, dev, dt
     if not callable(phi):
-        raise TypeError(f"phi must be an nn.Module or a callable, got {type(phi).__name__}")
+        raise ArgumentTypeError(f"phi must be an nn.Module or a callable, got {type(phi).__name__}")
     dev = fallback[0] if device is None else torch.device(device)
     dt = fallback[1] if dtype is None else dtype
     return phi, None, dev, dt
@@ -389,17 +390,21 @@ def gaussian_curvature_at(
     """
     x = validation.as_tensor(points, "points")
     if x.ndim < 2 or not x.is_floating_point():
-        raise ValueError(f"points must be a float tensor (N, *input_shape), got {tuple(x.shape)}")
+        raise ArgumentError(
+            f"points must be a float tensor (N, *input_shape), got {tuple(x.shape)}"
+        )
     validation.check_finite(x, "points")
     shape = tuple(x.shape[1:])
     if basis is None:
         if shape != (2,):
-            raise ValueError(f"basis is required for inputs of shape {shape} (default: 2-D only)")
+            raise ArgumentError(
+                f"basis is required for inputs of shape {shape} (default: 2-D only)"
+            )
         basis = torch.eye(2)
     basis = validation.as_tensor(basis, "basis").to(device=x.device, dtype=x.dtype)
     validation.check_finite(basis, "basis")
     if tuple(basis.shape) != (2, *shape):
-        raise ValueError(f"basis must have shape (2, *{shape}), got {tuple(basis.shape)}")
+        raise ArgumentError(f"basis must have shape (2, *{shape}), got {tuple(basis.shape)}")
     fn, owner, _, dt = _prepare(phi, layer, x.device, x.dtype, (x.device, x.dtype))
     tol = _default_rtol(dt) if rtol is None else float(rtol)
     cs = _check_chunk(chunk_size, int(np.prod(shape)))

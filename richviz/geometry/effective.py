@@ -16,6 +16,7 @@ from torch.func import jvp, vjp, vmap
 
 from richviz import validation
 from richviz.devices import module_device, to_device
+from richviz.errors import ArgumentError
 from richviz.features import (
     FeatureMap,
     as_feature_map,
@@ -65,9 +66,9 @@ def effective_volume(
     x = validation.as_tensor(points, "points")
     validation.check_finite(x, "points")
     if x.ndim < 2:
-        raise ValueError(f"points must have shape (N, *input_shape), got {tuple(x.shape)}")
+        raise ArgumentError(f"points must have shape (N, *input_shape), got {tuple(x.shape)}")
     if k < 1 or oversample < 0 or iters < 0:
-        raise ValueError(
+        raise ArgumentError(
             f"need k >= 1, oversample >= 0, iters >= 0; got {k}, {oversample}, {iters}"
         )
     fn = as_feature_map(phi, layer)
@@ -81,7 +82,7 @@ def effective_volume(
     with torch.no_grad():
         p = fn(x[:1]).reshape(1, -1).shape[1]
     if k > min(d, p):
-        raise ValueError(f"k={k} exceeds min(input dim {d}, feature dim {p})")
+        raise ArgumentError(f"k={k} exceeds min(input dim {d}, feature dim {p})")
     ell = min(k + oversample, d, p)
     depth = max(0, min(iters, min(d, p) // ell - 1))  # the Krylov space must fit in R^min(d,p)
     with torch.no_grad():

@@ -30,6 +30,7 @@ from torch import nn
 
 from richviz import validation
 from richviz.devices import module_device, to_device
+from richviz.errors import ArgumentError
 from richviz.features import (
     FeatureMap,
     as_feature_map,
@@ -159,7 +160,7 @@ def check_output_bytes(resolution: int, max_output_bytes: int | None = None) -> 
         if isinstance(max_output_bytes, bool) or not isinstance(
             max_output_bytes, (int, np.integer)
         ):
-            raise ValueError(
+            raise ArgumentError(
                 f"max_output_bytes must be an integer or None, got {max_output_bytes!r}"
             )
         budget, what = int(max_output_bytes), f"max_output_bytes={int(max_output_bytes)}"
@@ -237,7 +238,7 @@ def iter_metric_chunks(
     """
     res = _check_resolution(resolution)
     if method not in ("auto", "jvp"):
-        raise ValueError(f"method must be 'auto' or 'jvp', got {method!r}")
+        raise ArgumentError(f"method must be 'auto' or 'jvp', got {method!r}")
     fn, dev, dt = _resolve(phi, layer, slice, device, dtype)
     numel = int(np.prod(slice.input_shape))
     check_chunk_size(chunk_size)
@@ -314,6 +315,35 @@ def pullback_metric(
     -------
     MetricField with ``metric`` (res, res, 2, 2), ``volume`` (res, res), float64 on CPU,
     indexed ``[i, j] = (v[i], u[j])``.
+
+    Examples
+    --------
+    A linear map ``phi(x) = 2 x`` of the plane (p = 2) has ``G = 4 I / 2 = 2 I`` everywhere,
+    volume element ``sqrt(det G) = 2``:
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from richviz.geometry import Slice, pullback_metric
+    >>> lin = nn.Linear(2, 2)
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.copy_(2 * torch.eye(2))
+    >>> square = Slice.square(torch.zeros(2), 1.0)  # [-1, 1]^2
+    >>> field = pullback_metric(lin, square, resolution=4, layer="logits")
+    >>> field.metric.shape, field.volume.shape
+    (torch.Size([4, 4, 2, 2]), torch.Size([4, 4]))
+    >>> field.metric[0, 0]
+    tensor([[2., 0.],
+            [0., 2.]], dtype=torch.float64)
+    >>> field.volume.unique()
+    tensor([2.], dtype=torch.float64)
+
+    The default feature map of a classifier is the input of its last Linear layer:
+
+    >>> _ = torch.manual_seed(0)
+    >>> mlp = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2))
+    >>> field = pullback_metric(mlp, square, resolution=8)
+    >>> field.p, bool((field.volume > 0).all())
+    (16, True)
     """
     res = _check_resolution(resolution)
     check_output_bytes(res, max_output_bytes)
@@ -362,7 +392,7 @@ def pullback_metric_at(
     x = validation.as_tensor(x, "x")
     validation.check_finite(x, "x")
     if x.ndim < 2:
-        raise ValueError(f"x must have shape (N, *input_shape), got {tuple(x.shape)}")
+        raise ArgumentError(f"x must have shape (N, *input_shape), got {tuple(x.shape)}")
     home = x.device
     fn = as_feature_map(phi, layer)
     module = fn.model if isinstance(fn, FeatureMap) else None
@@ -375,7 +405,7 @@ def pullback_metric_at(
     basis = validation.as_tensor(basis, "basis").to(device=x.device, dtype=x.dtype)
     validation.check_finite(basis, "basis")
     if tuple(basis.shape[1:]) != shape:
-        raise ValueError(f"basis must have shape (k, *{shape}), got {tuple(basis.shape)}")
+        raise ArgumentError(f"basis must have shape (k, *{shape}), got {tuple(basis.shape)}")
     plan = ChunkPlan(x.shape[0], numel * basis.shape[0], dev, chunk_size)
     out = []
     with torch.no_grad():

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from richviz.devices import module_device, module_dtype
+from richviz.errors import ArgumentError, ArgumentTypeError
 from richviz.features import (
     in_eval_mode,
 )
@@ -49,10 +50,10 @@ def ellipse_sites(field: MetricField, density: int = 12) -> tuple[np.ndarray, np
     Returns ``(rows, cols)``: int arrays (density,) into the field's ``v`` and ``u`` axes.
     """
     if isinstance(density, bool) or not isinstance(density, (int, np.integer)) or density < 1:
-        raise ValueError(f"density must be a positive integer, got {density!r}")
+        raise ArgumentError(f"density must be a positive integer, got {density!r}")
     res = field.resolution
     if density > res:
-        raise ValueError(f"density={density} exceeds the field resolution {res}")
+        raise ArgumentError(f"density={density} exceeds the field resolution {res}")
     idx = np.round((np.arange(density) + 0.5) * res / density - 0.5).astype(int)
     idx = np.clip(idx, 0, res - 1)
     return idx, idx.copy()
@@ -102,9 +103,9 @@ def metric_ellipses(
     subgrid; ``centers`` (density**2, 2).
     """
     if mode not in ("stretch", "unit_ball"):
-        raise ValueError(f"mode must be 'stretch' or 'unit_ball', got {mode!r}")
+        raise ArgumentError(f"mode must be 'stretch' or 'unit_ball', got {mode!r}")
     if points_per_ellipse < 3:
-        raise ValueError(f"points_per_ellipse must be >= 3, got {points_per_ellipse}")
+        raise ArgumentError(f"points_per_ellipse must be >= 3, got {points_per_ellipse}")
     rows, cols = ellipse_sites(field, density)
     n = density * density
     g = field.metric.detach().cpu().double().numpy()[np.ix_(rows, cols)].reshape(n, 2, 2)
@@ -119,10 +120,10 @@ def metric_ellipses(
             dtype=np.float64,
         )
         if w.size != n:
-            raise ValueError(f"weights must have density**2 = {n} entries, got shape {w.shape}")
+            raise ArgumentError(f"weights must have density**2 = {n} entries, got shape {w.shape}")
         w = w.reshape(n)
         if not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise ValueError("weights must be finite and >= 0")
+            raise ArgumentError("weights must be finite and >= 0")
     g = np.where(np.isfinite(g), g, np.nan)
     ok = np.all(np.isfinite(g.reshape(n, 4)), axis=1)
     g[~ok] = 0.0
@@ -155,7 +156,7 @@ def metric_ellipses(
 
 def _two_class(logits: torch.Tensor) -> torch.Tensor:
     if logits.ndim != 2 or logits.shape[1] < 1:
-        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
+        raise ArgumentError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
     if logits.shape[1] == 1:  # one binary logit z: class 1 iff z > 0, like softmax([0, z])
         return torch.cat([torch.zeros_like(logits), logits], dim=1)
     return logits
@@ -241,6 +242,23 @@ def decision_field(
     ``logits_fn_or_model``: an ``nn.Module`` (its output, in eval mode; its train/eval
     modes are restored on return) or a callable
     ``(N, *input_shape) -> (N, C)``.
+
+    Examples
+    --------
+    Logits ``(x1, -x1)`` put the decision boundary on the line ``x1 = 0``:
+
+    >>> import torch
+    >>> from richviz.geometry import Slice, decision_field
+    >>> square = Slice.square(torch.zeros(2), 1.0)  # [-1, 1]^2, u = x1, v = x2
+    >>> dec = decision_field(lambda x: torch.stack([x[:, 0], -x[:, 0]], 1), square, resolution=5)
+    >>> dec.predicted[0]  # the row v = -1, from u = -1 to u = 1
+    tensor([1, 1, 0, 0, 0])
+    >>> dec.margin[0]  # top-1 minus top-2 logit, |2 x1|
+    tensor([2., 1., 0., 1., 2.], dtype=torch.float64)
+    >>> dec.entropy.max().item()  # log base C: 1 on the boundary, where the classes tie
+    1.0
+    >>> dec.boundary.sum().item()  # cells next to a cell of the other class: 2 per row
+    10
     """
     res = _check_resolution(resolution)
     if isinstance(logits_fn_or_model, nn.Module):
@@ -253,7 +271,7 @@ def decision_field(
         dev = slice.origin.device if device is None else torch.device(device)
         dt = slice.dtype if dtype is None else dtype
     else:
-        raise TypeError(
+        raise ArgumentTypeError(
             "logits_fn_or_model must be an nn.Module or callable, "
             f"got {type(logits_fn_or_model).__name__}"
         )
@@ -317,7 +335,7 @@ def boundary_magnification(
         margin.detach().cpu() if isinstance(margin, torch.Tensor) else margin, dtype=np.float64
     )
     if lv.shape != mg.shape:
-        raise ValueError(
+        raise ArgumentError(
             f"log10_volume and margin must have the same shape, got {lv.shape} and {mg.shape}"
         )
     ok = np.isfinite(lv) & np.isfinite(mg)
@@ -326,11 +344,11 @@ def boundary_magnification(
         return float("nan")
     if threshold is not None:
         if not math.isfinite(threshold):
-            raise ValueError(f"threshold must be finite, got {threshold!r}")
+            raise ArgumentError(f"threshold must be finite, got {threshold!r}")
         near = mg < threshold
     else:
         if not (0 < band < 1):
-            raise ValueError(f"band must be a fraction in (0, 1), got {band!r}")
+            raise ArgumentError(f"band must be a fraction in (0, 1), got {band!r}")
         k = max(1, int(round(band * mg.size)))
         order = np.argsort(mg, kind="stable")
         near = np.zeros(mg.size, dtype=bool)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from richviz import validation
+from richviz.errors import ArgumentError
 
 __all__ = [
     "Slice",
@@ -59,13 +60,13 @@ class Slice:
 
     def __post_init__(self) -> None:
         if self.basis.shape != (2, *self.origin.shape):
-            raise ValueError(
+            raise ArgumentError(
                 f"basis must have shape (2, *origin.shape) = {(2, *self.origin.shape)}, "
                 f"got {tuple(self.basis.shape)}"
             )
         for name, (lo, hi) in (("u_range", self.u_range), ("v_range", self.v_range)):
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise ValueError(f"{name} must be finite with min < max, got {(lo, hi)}")
+                raise ArgumentError(f"{name} must be finite with min < max, got {(lo, hi)}")
         flat = self.basis.reshape(2, -1)
         object.__setattr__(self, "_gram", flat @ flat.T)
 
@@ -80,16 +81,16 @@ class Slice:
         """
         c = _as_float_tensor(center, "center")
         if c.shape != (2,):
-            raise ValueError(
+            raise ArgumentError(
                 f"Slice.square needs a 2-D input: center must have shape (2,), got "
                 f"{tuple(c.shape)}; use Slice.plane(x0, x1, x2) for other input shapes"
             )
         try:
             h = float(half_width)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"half_width must be a number, got {half_width!r}") from exc
+            raise ArgumentError(f"half_width must be a number, got {half_width!r}") from exc
         if not (math.isfinite(h) and h > 0):
-            raise ValueError(f"half_width must be finite and > 0, got {half_width!r}")
+            raise ArgumentError(f"half_width must be finite and > 0, got {half_width!r}")
         c64 = c.double()
         cu, cv = float(c64[0]), float(c64[1])
         return cls(
@@ -106,9 +107,9 @@ class Slice:
         """Square window over 2-D ``points`` (N, 2): their bounding box plus ``margin`` x side."""
         x = _as_float_tensor(points, "points")
         if x.ndim != 2 or x.shape[1] != 2:
-            raise ValueError(f"points must have shape (N, 2), got {tuple(x.shape)}")
+            raise ArgumentError(f"points must have shape (N, 2), got {tuple(x.shape)}")
         if not (math.isfinite(margin) and margin >= 0):
-            raise ValueError(f"margin must be finite and >= 0, got {margin!r}")
+            raise ArgumentError(f"margin must be finite and >= 0, got {margin!r}")
         x64 = x.double()
         lo, hi = x64.min(0).values, x64.max(0).values
         side = float((hi - lo).max())
@@ -128,23 +129,25 @@ class Slice:
         dtype = _common_dtype(pts)
         p = _stack_same_shape(pts)  # (3, *shape) float64
         if not (math.isfinite(margin) and margin >= 0):
-            raise ValueError(f"margin must be finite and >= 0, got {margin!r}")
+            raise ArgumentError(f"margin must be finite and >= 0, got {margin!r}")
         flat = p.reshape(3, -1)
         a, b = flat[1] - flat[0], flat[2] - flat[0]
         scale = max(float(a.norm()), float(b.norm()), float((flat[2] - flat[1]).norm()))
         if scale == 0:
-            raise ValueError(
+            raise ArgumentError(
                 "x0, x1, x2 coincide; a plane needs three distinct, non-collinear points"
             )
         na = float(a.norm())
         if na <= 1e-12 * scale:
-            raise ValueError("x0 and x1 coincide; a plane needs three non-collinear points")
+            raise ArgumentError("x0 and x1 coincide; a plane needs three non-collinear points")
         e1 = a / na
         b_perp = b - (b @ e1) * e1
         b_perp = b_perp - (b_perp @ e1) * e1  # second Gram-Schmidt pass for orthogonality
         nb = float(b_perp.norm())
         if nb <= 1e-9 * scale:
-            raise ValueError("x0, x1, x2 are collinear (or two coincide); the plane is undefined")
+            raise ArgumentError(
+                "x0, x1, x2 are collinear (or two coincide); the plane is undefined"
+            )
         e2 = b_perp / nb
         origin = flat.mean(0)
         basis = torch.stack([e1, e2])
@@ -184,16 +187,18 @@ class Slice:
         n1, n2 = float(e1.norm()), float(e2.norm())
         scale = max(n1, n2, float((flat[1] - flat[0]).norm()))
         if scale == 0:
-            raise ValueError(
+            raise ArgumentError(
                 "x0, x1, x2 coincide; a plane needs three distinct, non-collinear points"
             )
         if n1 <= 1e-12 * scale:
-            raise ValueError("x1 and x2 coincide; a plane needs three non-collinear points")
+            raise ArgumentError("x1 and x2 coincide; a plane needs three non-collinear points")
         if n2 <= 1e-12 * scale:
-            raise ValueError("x0 is the midpoint of x1 and x2 (collinear); the plane is undefined")
+            raise ArgumentError(
+                "x0 is the midpoint of x1 and x2 (collinear); the plane is undefined"
+            )
         cos = float(e1 @ e2) / (n1 * n2)
         if 1 - abs(cos) <= 1e-12:
-            raise ValueError("x0, x1, x2 are collinear; the plane is undefined")
+            raise ArgumentError("x0, x1, x2 are collinear; the plane is undefined")
         shape = p.shape[1:]
         basis = torch.stack([e1, e2])
         gram = basis @ basis.T
@@ -248,7 +253,7 @@ class Slice:
         """
         uv = torch.as_tensor(uv)
         if uv.ndim != 2 or uv.shape[1] != 2:
-            raise ValueError(f"uv must have shape (N, 2), got {tuple(uv.shape)}")
+            raise ArgumentError(f"uv must have shape (N, 2), got {tuple(uv.shape)}")
         origin, basis = self.origin, self.basis
         if device is not None:
             origin, basis = origin.to(device), basis.to(device)
@@ -260,7 +265,7 @@ class Slice:
         """(N, 2) coordinates of the orthogonal projection of inputs (N, *input_shape)."""
         x = torch.as_tensor(x)
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"x must have shape (N, *{self.input_shape}), got {tuple(x.shape)}")
+            raise ArgumentError(f"x must have shape (N, *{self.input_shape}), got {tuple(x.shape)}")
         flat = x.reshape(x.shape[0], -1).to(device=self.origin.device, dtype=torch.float64)
         basis = self.basis.reshape(2, -1)
         rhs = basis @ (flat - self.origin.reshape(1, -1)).T  # (2, N)
@@ -277,7 +282,7 @@ def _common_dtype(pts: list[torch.Tensor]) -> torch.dtype:
 def _stack_same_shape(pts: list[torch.Tensor]) -> torch.Tensor:
     shapes = [tuple(t.shape) for t in pts]
     if len(set(shapes)) != 1:
-        raise ValueError(
+        raise ArgumentError(
             f"x0, x1, x2 must have the same shape, got {shapes[0]}, {shapes[1]}, {shapes[2]}"
         )
     device = pts[0].device

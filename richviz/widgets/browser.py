@@ -16,6 +16,7 @@ import ipywidgets as widgets
 import torch
 import traitlets
 
+from richviz.errors import ArgumentError
 from richviz.widgets.common import DEVICES, check_device, error_line, status_html
 from richviz.widgets.sources import device_arg, load_model
 from richviz.widgets.tasks import BackgroundWork, Job, Worker
@@ -164,7 +165,7 @@ class CheckpointBrowser(BackgroundWork, widgets.VBox):
     def select(self, step: int) -> None:
         """Select the row of ``step`` as a user would (unreadable rows show their error)."""
         if step not in self._index:
-            raise ValueError(f"step={step} is not a checkpoint of this run")
+            raise ArgumentError(f"step={step} is not a checkpoint of this run")
         self.list.value = self._index[step]
 
     # ---------------------------------------------------------------- observers

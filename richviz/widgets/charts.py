@@ -29,6 +29,7 @@ import bqplot
 import ipywidgets as widgets
 import numpy as np
 
+from richviz.errors import ArgumentError
 from richviz.widgets import export, rendering
 
 __all__ = [
@@ -99,7 +100,7 @@ def log_axis_ticks(
     ``max_ticks`` exponents (every decade, or every 2nd, 3rd, ... when there are many).
     """
     if not (lo > 0 and hi > 0):
-        raise ValueError(f"log axis range [{lo}, {hi}] must be positive")
+        raise ArgumentError(f"log axis range [{lo}, {hi}] must be positive")
     k0, k1 = math.floor(math.log10(lo) + 1e-9), math.ceil(math.log10(hi) - 1e-9)
     if k1 <= k0:
         k1 = k0 + 1

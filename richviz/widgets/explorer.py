@@ -42,6 +42,29 @@ class Explorer(widgets.VBox):
     header : HTML title with the run's folder name (HTML-escaped).
 
     A bad ``step`` raises ``traitlets.TraitError`` at once and leaves the views as they were.
+
+    Examples
+    --------
+    A tiny run (four steps of the quick start's circles task, two checkpoints), then every view
+    on its last step; moving ``step`` moves them all:
+
+    >>> from richviz.train import train
+    >>> from richviz.widgets import Explorer
+    >>> run = train("circles", out="runs/tiny", steps=4, progress=False,
+    ...             overrides={"checkpoints": 2})
+    >>> run.steps
+    [0, 4]
+    >>> ex = Explorer(run, viewer={"resolution": 16, "coarse_resolution": 16}, device="cpu")
+    >>> ex.step, ex.viewer.step, ex.panel.step
+    (4, 4, 4)
+    >>> ex.step = 0
+    >>> ex.viewer.step, ex.browser.step
+    (0, 0)
+    >>> ex.wait()
+    True
+    >>> ex.viewer.frame.step
+    0
+    >>> ex.close()
     """
 
     step = traitlets.Int(0, min=0, help="step shown by all three views")

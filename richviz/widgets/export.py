@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from richviz.errors import ArgumentError
 from richviz.widgets import rendering
 
 __all__ = [
@@ -217,7 +218,7 @@ def to_png(canvas: Canvas, scale: float = 2.0) -> bytes:
     from PIL import Image, ImageDraw, ImageFont
 
     if scale <= 0:
-        raise ValueError(f"scale={scale} must be > 0")
+        raise ArgumentError(f"scale={scale} must be > 0")
     size = (max(1, round(canvas.width * scale)), max(1, round(canvas.height * scale)))
     img = Image.new("RGBA", size, (255, 255, 255, 255))
     draw = ImageDraw.Draw(img, "RGBA")  # blends colours with alpha

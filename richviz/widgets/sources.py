@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from richviz.devices import best_device, module_device
-from richviz.errors import DataError
+from richviz.errors import ArgumentTypeError, DataError
 
 __all__ = [
     "device_arg",
@@ -75,7 +75,7 @@ class ModelSource:
     def __init__(self, model_or_run: Any, data: tuple[Any, Any] | None = None):
         self.run = model_or_run if is_run(model_or_run) else None
         if self.run is None and not isinstance(model_or_run, nn.Module):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "model_or_run must be a torch.nn.Module or a richviz.checkpoints.Run, "
                 f"got {type(model_or_run).__name__}"
             )

@@ -19,6 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from richviz.compute_lock import COMPUTE, ComputeLock
+from richviz.errors import ArgumentError
 
 __all__ = [
     "COMPUTE",
@@ -181,7 +182,7 @@ class LRUCache:
 
     def __init__(self, maxsize: int = 64):
         if maxsize < 1:
-            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+            raise ArgumentError(f"maxsize must be >= 1, got {maxsize}")
         self.maxsize = maxsize
         self._data: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
