@@ -182,6 +182,7 @@ def test_lightning_folder_forms(lightning_run):
     """The version folder, its checkpoints/ folder and one .ckpt file all open."""
     version = lightning_run["version"]
     assert Run.from_checkpoints(version / "checkpoints", mlp).steps == [2, 4, 6]
+    assert Run.from_checkpoints(version.parent.parent, mlp).steps == [2, 4, 6]  # the root
     one = Run.from_checkpoints(version / "checkpoints" / "epoch=0-step=4.ckpt", mlp)
     assert one.steps == [4] and one.checkpoint(4).meta["test_acc"] >= 0
 

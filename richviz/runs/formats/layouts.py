@@ -6,11 +6,12 @@ Layouts (see docs/runs.md for example trees):
   ``model.safetensors`` or ``pytorch_model.bin``; the step is the folder's
   ``trainer_state.json`` ``global_step`` (else N), the metrics its ``log_history``;
 - ``files``: checkpoint files in the folder (or in its ``checkpoints/`` subfolder, as a
-  Lightning logger's version folder has): ``*.ckpt`` (Lightning), ``*.safetensors``, ``*.pt``,
-  ``*.pth``, ``*.bin``; the step is the record's own (``global_step``, ``step``, safetensors
-  metadata), else the name's (``step=1200``, ``model_step1000``, else its last integer), else
-  the file comes after the others in name order (``last.pt``); metrics from a Lightning
-  ``metrics.csv`` beside the files or one folder up.
+  Lightning logger's version folder has, or in the one ``lightning_logs/version_N/`` below
+  it): ``*.ckpt`` (Lightning), ``*.safetensors``, ``*.pt``, ``*.pth``, ``*.bin``. The step is
+  the record's own (``global_step``, ``step``, safetensors metadata), else the name's
+  (``step=1200``, ``model_step1000``, else its last integer), else the file comes after the
+  others in name order (``last.pt``); metrics from a Lightning ``metrics.csv`` beside the
+  files or one folder up.
 """
 
 from __future__ import annotations
@@ -153,10 +154,7 @@ def discover(folder: str | Path) -> Layout:
     elif not folder.is_dir():
         raise CheckpointError(f"{folder}: no such folder of checkpoints")
     else:
-        try:
-            entries = sorted(folder.iterdir(), key=lambda p: _natural_key(p.name))
-        except OSError as exc:
-            raise CheckpointError(f"{folder}: cannot list the folder ({exc.strerror})") from None
+        entries = _listing(folder)
         dirs = [p for p in entries if p.is_dir() and _HF_DIR.fullmatch(p.name)]
         if (
             not dirs
@@ -167,9 +165,7 @@ def discover(folder: str | Path) -> Layout:
         if dirs:
             layout = _huggingface(folder, dirs)
         else:
-            sub = folder / "checkpoints"  # a Lightning logger's version folder
-            if sub.is_dir() and not any(p.suffix in SUFFIXES for p in entries if p.is_file()):
-                folder, entries = sub, sorted(sub.iterdir(), key=lambda p: _natural_key(p.name))
+            folder, entries = _lightning_descend(folder, entries)
             paths = [
                 p
                 for p in entries
@@ -183,6 +179,34 @@ def discover(folder: str | Path) -> Layout:
             layout = _files(folder, paths)
     _order(layout.found)
     return layout
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir(), key=lambda p: _natural_key(p.name))
+    except OSError as exc:
+        raise CheckpointError(f"{folder}: cannot list the folder ({exc.strerror})") from None
+
+
+def _lightning_descend(folder: Path, entries: list[Path]) -> tuple[Path, list[Path]]:
+    """From a Lightning root (``lightning_logs/version_N/``) or version folder down to the
+    ``checkpoints/`` folder, when ``folder`` itself holds no checkpoint files."""
+    if any(p.suffix in SUFFIXES for p in entries if p.is_file()):
+        return folder, entries
+    logs = folder / "lightning_logs"
+    if logs.is_dir():
+        versions = [d for d in _listing(logs) if (d / "checkpoints").is_dir()]
+        if len(versions) > 1:
+            names = ", ".join(d.name for d in versions[:4])
+            raise CheckpointError(
+                f"{folder}: {len(versions)} Lightning runs in lightning_logs/ ({names}); "
+                "open one of them"
+            )
+        if versions:
+            folder = versions[0]
+    if (folder / "checkpoints").is_dir():
+        folder = folder / "checkpoints"
+    return folder, _listing(folder)
 
 
 def _order(found: list[Found]) -> None:
