@@ -5,6 +5,11 @@ containers with a ``step`` trait, linked with ``traitlets.link`` in :class:`Expl
 ``SweepView`` plots many runs, one point each, and opens a clicked run in an Explorer.
 ``Playground`` trains a small network live and draws it as it learns.
 Importing this package loads no model and computes nothing.
+
+Every number a widget shows comes from the headless core (:mod:`richviz.views` for a slice's
+frame); the widgets schedule that work and draw. Helpers they share live in :mod:`.common`;
+the slice viewer's rooms are :mod:`.slice_records`, :mod:`.slice_context`, :mod:`.slice_fields`,
+:mod:`.slice_compose`, :mod:`.slice_figure`, :mod:`.slice_controls` and :mod:`.slice_export`.
 """
 
 from __future__ import annotations
