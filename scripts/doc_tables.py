@@ -202,13 +202,17 @@ def grokking_quick(runs: Runs) -> str:
     return _over_steps(runs.rows("modular_addition_quick"), steps, keys)
 
 
-def _cnn(runs: Runs, steps: int, presets: Sequence[tuple[str, str]], extra: bool) -> str:
+def _cnn(
+    runs: Runs, steps: int, presets: Sequence[tuple[str, str]], extra: bool, bold: set[str]
+) -> str:
+    """One row per preset; the final D_LR of the presets in ``bold`` in bold (as the text
+    discusses them)."""
     out = []
     for preset, label in presets:
         r = runs.rows(preset, steps=steps, probe_size=500)
         last = r[-1]
         cells = [label, pct(last["test_acc"]), pct(last["train_acc"])]
-        cells.append(f3(last["d_lr"]))
+        cells.append(f"**{f3(last['d_lr'])}**" if preset in bold else f3(last["d_lr"]))
         if extra:
             cells.append(f3(min(row["d_lr"] for row in r)))
         cells += [f3(last["confinement"]), f3(last["isotropy"])]
@@ -228,7 +232,7 @@ def cnn_150(runs: Runs) -> str:
         ("digits_cnn_lr_low", "no BatchNorm, lr 0.005 (`digits_cnn_lr_low`)"),
         ("digits_cnn_lr_high", "no BatchNorm, lr 0.2 (`digits_cnn_lr_high`)"),
     )
-    return _cnn(runs, 150, presets, extra=False)
+    return _cnn(runs, 150, presets, extra=False, bold={"digits_cnn_bn", "digits_cnn_lr_high"})
 
 
 def cnn_300(runs: Runs) -> str:
@@ -241,7 +245,7 @@ def cnn_300(runs: Runs) -> str:
         ("digits_cnn_small_data", "`digits_cnn_small_data` (10 %)"),
         ("digits_cnn_label_noise", "`digits_cnn_label_noise` (20 %)"),
     )
-    return _cnn(runs, 300, presets, extra=True)
+    return _cnn(runs, 300, presets, extra=True, bold={"digits_cnn_bn"})
 
 
 @dataclass(frozen=True)
