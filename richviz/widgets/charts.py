@@ -341,74 +341,84 @@ class LineChart:
             if not group:
                 self.limits.pop(side, None)
                 continue
-            ys = [np.asarray(s.y, float) for s in group]
-            log = self.logs[side]
-            if log:
-                ys = [np.where(y > 0, y, np.where(np.isfinite(y), 0.0, np.nan)) for y in ys]
-            lo, hi = self._fit_y(side, np.concatenate(ys))
-            if log:
-                floor = self.floors[side]
-                ys = [np.where(np.isfinite(y), np.maximum(y, floor), np.nan) for y in ys]
-                span = math.log10(hi) - math.log10(lo)
-                cmp = [np.log10(y) for y in ys]
-            else:
-                span, cmp = hi - lo, ys
-            same = coinciding(cmp, span)
-            rank: dict[int, int] = {}
-            for k, (s, y) in enumerate(zip(group, ys, strict=True)):
-                root = same[k]
-                order = rank.get(root, -1) + 1
-                rank[root] = order
-                index = self.series.index(s)
-                style = s.line_style or (
-                    LINE_STYLES[order % len(LINE_STYLES)]
-                    if order
-                    else ("solid" if side == "left" else "dashed")
-                )
-                s_out = Series(
-                    s.label, s.x, y, side,
-                    s.color or COLORS[index % len(COLORS)],
-                    style,
-                    s.marker or (MARKERS[(order - 1) % len(MARKERS)] if order else None),
-                )  # fmt: skip
-                drawn.append((s_out, np.asarray(s.x, float), y))
+            drawn += self._styled(side, group)
         self.drawn = [d[0] for d in drawn]
-        looks = [(s.label, s.side, s.color, s.line_style, s.marker) for s in self.drawn]
-        if looks == self._looks:
-            # the same lines with new data (a live chart): move the data, keep the marks
-            for mark, (_s, x, y) in zip(self.marks, drawn, strict=True):
-                with mark.hold_sync():
-                    mark.x, mark.y = x, y
-        else:
-            old = self.marks
-            self.marks = [
-                bqplot.Lines(
-                    x=x,
-                    y=y,
-                    scales={"x": self.sx, "y": self.scales[s.side]},
-                    colors=[s.color],
-                    line_style=s.line_style,
-                    marker=s.marker,
-                    marker_size=20,
-                    stroke_width=2.0,
-                    labels=[s.label],
-                    display_legend=False,
-                )
-                for s, x, y in drawn
-            ]
-            self._looks = looks
-            with self.figure.hold_sync():
-                self.figure.marks = [
-                    *self.marks,
-                    *([self.cursor] if self.cursor is not None else []),
-                ]
-            for mark in old:
-                mark.close()  # no orphaned widgets left in the kernel
+        self._draw_marks(drawn)
         two = len({s.side for s in self.drawn}) == 2
         self.legend.value = legend_html(
             [(self._legend_label(s, two), s.color, s.line_style, s.marker) for s in self.drawn],
             note,
         )
+
+    def _styled(
+        self, side: str, group: list[Series]
+    ) -> list[tuple[Series, np.ndarray, np.ndarray]]:
+        """The series of one axis with their drawn y (log axes: floored) and their looks:
+        colour by series, and lines that coincide on screen told apart by style and marker."""
+        ys = [np.asarray(s.y, float) for s in group]
+        log = self.logs[side]
+        if log:
+            ys = [np.where(y > 0, y, np.where(np.isfinite(y), 0.0, np.nan)) for y in ys]
+        lo, hi = self._fit_y(side, np.concatenate(ys))
+        if log:
+            floor = self.floors[side]
+            ys = [np.where(np.isfinite(y), np.maximum(y, floor), np.nan) for y in ys]
+            span = math.log10(hi) - math.log10(lo)
+            cmp = [np.log10(y) for y in ys]
+        else:
+            span, cmp = hi - lo, ys
+        same = coinciding(cmp, span)
+        rank: dict[int, int] = {}
+        drawn = []
+        for k, (s, y) in enumerate(zip(group, ys, strict=True)):
+            root = same[k]
+            order = rank.get(root, -1) + 1
+            rank[root] = order
+            index = self.series.index(s)
+            style = s.line_style or (
+                LINE_STYLES[order % len(LINE_STYLES)]
+                if order
+                else ("solid" if side == "left" else "dashed")
+            )
+            s_out = Series(
+                s.label, s.x, y, side,
+                s.color or COLORS[index % len(COLORS)],
+                style,
+                s.marker or (MARKERS[(order - 1) % len(MARKERS)] if order else None),
+            )  # fmt: skip
+            drawn.append((s_out, np.asarray(s.x, float), y))
+        return drawn
+
+    def _draw_marks(self, drawn: list[tuple[Series, np.ndarray, np.ndarray]]) -> None:
+        """Put the drawn series on the figure: new data into the same marks when they look as
+        before (a live chart), else new marks (the old ones closed)."""
+        looks = [(s.label, s.side, s.color, s.line_style, s.marker) for s in self.drawn]
+        if looks == self._looks:
+            for mark, (_s, x, y) in zip(self.marks, drawn, strict=True):
+                with mark.hold_sync():
+                    mark.x, mark.y = x, y
+            return
+        old = self.marks
+        self.marks = [
+            bqplot.Lines(
+                x=x,
+                y=y,
+                scales={"x": self.sx, "y": self.scales[s.side]},
+                colors=[s.color],
+                line_style=s.line_style,
+                marker=s.marker,
+                marker_size=20,
+                stroke_width=2.0,
+                labels=[s.label],
+                display_legend=False,
+            )
+            for s, x, y in drawn
+        ]
+        self._looks = looks
+        with self.figure.hold_sync():
+            self.figure.marks = [*self.marks, *([self.cursor] if self.cursor is not None else [])]
+        for mark in old:
+            mark.close()  # no orphaned widgets left in the kernel
 
     @staticmethod
     def _legend_label(s: Series, two_axes: bool) -> str:
