@@ -65,6 +65,14 @@ def read_record(path: Path, mmap: bool = False) -> tuple[Any, bool]:
 
     Safetensors files read as ``{"state_dict": tensors, "meta": their __metadata__}``.
     """
+    if path.name.endswith(".index.json"):
+        raise _fail(
+            path,
+            "sharded checkpoints are not supported; save the model unsharded "
+            "(save_pretrained(..., max_shard_size='100GB'))",
+        )
+    if not path.exists():
+        raise _fail(path, "checkpoint file is missing")
     if path.suffix == SAFETENSORS:
         sd, meta = _safetensors(path)
         return {"state_dict": sd, "meta": meta}, False
