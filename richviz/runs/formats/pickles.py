@@ -200,14 +200,24 @@ def check_inert(path: Path, record: Any, weights_entry: str | None) -> None:
         if not blocking:
             continue
         where = f"entry {key!r}" if key is not None else "its pickle"
-        what = (
-            f"holds a pickled {blocking[0]} object where tensors belong"
-            if key == weights_entry
-            else f"would import and call {blocking[0]}"
-        )
-        sd = repr(weights_entry or "state_dict")
+        if key == weights_entry:
+            what = f"holds a pickled {blocking[0]} object where tensors belong"
+        else:
+            what = f"would import and call {blocking[0]}"
         raise CheckpointError(
             f"{path}: refused to load: {where} {what}; richviz never runs pickled code. "
-            f"Re-save the weights alone in a session that trusts the file, e.g. "
-            f"torch.save(torch.load(f, weights_only=False)[{sd}], 'weights.pt')"
+            "Re-save the weights alone in a session that trusts the file, e.g. "
+            f"torch.save({_resave(key, weights_entry)}, 'weights.pt')"
         )
+
+
+def _resave(blocking: str | None, weights_entry: str | None) -> str:
+    """What extracts the weights from the trusted ``torch.load(f, weights_only=False)``."""
+    load = "torch.load(f, weights_only=False)"
+    if blocking is None:  # the whole file is one pickled object (e.g. torch.save(model))
+        return f"{load}.state_dict()"
+    if weights_entry is None:  # a dict of tensors with something else among them
+        return f"{{k: v for k, v in {load}.items() if torch.is_tensor(v)}}"
+    if blocking == weights_entry:  # e.g. {"model": model} instead of model.state_dict()
+        return f"{load}[{weights_entry!r}].state_dict()"
+    return f"{load}[{weights_entry!r}]"
