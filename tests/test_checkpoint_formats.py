@@ -352,26 +352,6 @@ def test_huggingface_factory_from_config_json_needs_a_known_class(hf_run):
         Run.from_checkpoints(hf_run["out"])
 
 
-def test_huggingface_model_built_from_its_config_json(tmp_path):
-    """No factory: config.json's architectures names a transformers class (tiny, no download)."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=30,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=8,
-        max_position_embeddings=16,
-        architectures=["BertForSequenceClassification"],
-    )
-    model = transformers.BertForSequenceClassification(config)
-    model.save_pretrained(tmp_path / "checkpoint-3")
-    run = Run.from_checkpoints(tmp_path)
-    assert run.steps == [3] and "BertForSequenceClassification" in run.manifest["factory"]
-    assert run.checkpoint(3).meta["step_source"] == "name"
-    assert_same_weights(run.load(3, device="cpu"), model.state_dict())
-
-
 # --------------------------------------------------------------------------- safetensors
 
 

@@ -47,11 +47,12 @@ def read_checkpoint(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict fitted to ``reference``, extra meta) of one checkpoint file of any layout.
 
-    The extra meta holds only ``stripped_prefix`` when a key prefix was removed; the
+    The extra meta holds only ``stripped_prefix`` when a key prefix was removed and
+    ``tied_keys`` when tied weights the file left out were filled in; the
     record's step, epoch and logged metrics are found once, when the folder is opened.
     """
     sd, meta = read_file(path, reference, mmap=mmap)
-    return sd, {k: v for k, v in meta.items() if k == "stripped_prefix"}
+    return sd, {k: v for k, v in meta.items() if k in ("stripped_prefix", "tied_keys")}
 
 
 def run_spec(

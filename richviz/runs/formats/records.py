@@ -29,6 +29,7 @@ from richviz.runs.storage import _fail, _torch_load
 __all__ = [
     "SAFETENSORS",
     "STATE_KEYS",
+    "fill_tied",
     "fit_keys",
     "read_file",
     "read_record",
@@ -202,6 +203,38 @@ def fit_keys(
     return sd, ""
 
 
+def _storage(t: torch.Tensor) -> int | None:
+    try:
+        return t.untyped_storage()._cdata  # one id per storage, also on the meta device
+    except Exception:
+        return None
+
+
+def fill_tied(sd: dict[str, torch.Tensor], reference: Mapping[str, Any]) -> list[str]:
+    """Add to ``sd`` the tied weights a file leaves out; returns the keys added.
+
+    ``save_pretrained`` writes a weight shared by two modules once (GPT-2's ``lm_head.weight``
+    is ``transformer.wte.weight``). A reference key missing from ``sd`` whose tensor shares
+    its storage with one that ``sd`` has (and has its shape) gets that tensor.
+    """
+    missing = [k for k in reference if k not in sd]
+    if not missing:
+        return []
+    by_storage: dict[int, str] = {}
+    for k, v in reference.items():
+        sid = _storage(v) if isinstance(v, torch.Tensor) else None
+        if sid is not None and k in sd:
+            by_storage.setdefault(sid, k)
+    added = []
+    for k in missing:
+        sid = _storage(reference[k])
+        twin = by_storage.get(sid) if sid is not None else None
+        if twin is not None and tuple(sd[twin].shape) == tuple(reference[k].shape):
+            sd[k] = sd[twin]
+            added.append(k)
+    return added
+
+
 def read_file(
     path: Path, reference: Mapping[str, Any], mmap: bool = False
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -217,7 +250,10 @@ def read_file(
         check_inert(path, record, entry)
     sd, _ = state_dict_of(path, record)
     sd, prefix = fit_keys(sd, reference)
+    tied = fill_tied(sd, reference)
     meta = record_meta(record)
     if prefix:
         meta["stripped_prefix"] = prefix
+    if tied:
+        meta["tied_keys"] = tied
     return sd, meta
