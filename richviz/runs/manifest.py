@@ -19,6 +19,11 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
+    "MAX_ITEMS",
+    "MAX_PARAMETERS",
+    "MAX_POINTS",
+    "MAX_SIZE",
+    "check_request",
     "inside",
     "member_path",
     "validate_manifest",
@@ -27,6 +32,16 @@ __all__ = [
 MANIFEST = "run.json"
 FORMAT = "richviz-run"
 FORMAT_VERSION = 1
+#: what an architecture or data spec may request before anything is built (one budget, checked
+#: by :func:`check_request`): values in its kwargs (list items counted, nested included) ...
+MAX_ITEMS = 1024
+#: ... any integer in them (a width, a count, a size) ...
+MAX_SIZE = 2**24
+#: ... the data points a data set spec asks to generate (``n``; ``p * p`` for modular addition;
+#: the same cap as :data:`richviz.datasets.MAX_POINTS`) ...
+MAX_POINTS = 20000
+#: ... and the parameters the architecture holds (counted on the ``meta`` device, no memory).
+MAX_PARAMETERS = 10**9
 _STR_FIELDS = ("preset", "description", "device", "torch", "created", "factory")
 
 
@@ -73,6 +88,43 @@ class _Checker:
                 self.no_negative(f"{field}.{k}", x)
 
 
+def _walk(c: _Checker, field: str, v: Any, count: list[int]) -> None:
+    count[0] += 1
+    if count[0] > MAX_ITEMS:
+        raise c.fail(field, f"asks for more than {MAX_ITEMS} values (the bound on a spec)", v)
+    if _is_int(v) and abs(v) > MAX_SIZE and not field.endswith("seed"):
+        raise c.fail(field, f"must be at most {MAX_SIZE} (the bound on a size in a spec)", v)
+    if isinstance(v, list):
+        for i, x in enumerate(v):
+            _walk(c, f"{field}[{i}]", x, count)
+    elif isinstance(v, Mapping):
+        for k, x in v.items():
+            _walk(c, f"{field}.{k}", x, count)
+
+
+def check_request(kind: str, spec: Mapping[str, Any], path: Path | str) -> None:
+    """Refuse a spec asking for more than the budget, before anything is built.
+
+    ``kind`` is ``"architecture"`` or ``"data"``; ``spec`` its ``{"name", "kwargs"}``. At most
+    :data:`MAX_ITEMS` values in ``kwargs``, every integer but a seed at most :data:`MAX_SIZE`,
+    and a data spec at most :data:`MAX_POINTS` points. Raises ``RunError`` naming ``path`` and
+    the field
+    (the parameter count, :data:`MAX_PARAMETERS`, is checked when the template is built).
+    """
+    c = _Checker(path)
+    kwargs = spec.get("kwargs") or {}
+    _walk(c, f"{kind}.kwargs", kwargs, [0])
+    if kind != "data" or not isinstance(kwargs, Mapping):
+        return
+    n, p = kwargs.get("n"), kwargs.get("p")
+    if _is_int(n) and n > MAX_POINTS:
+        raise c.fail("data.kwargs.n", f"must be at most {MAX_POINTS} (points a spec may ask)", n)
+    if _is_int(p) and p * p > MAX_POINTS:
+        raise c.fail(
+            "data.kwargs.p", f"asks for p * p > {MAX_POINTS} points (the bound on a spec)", p
+        )
+
+
 def member_path(name: Any, field: str, manifest_path: Path | str) -> PurePosixPath:
     """``name`` as a relative path that cannot leave its folder (no ``..``, not absolute).
 
@@ -110,6 +162,17 @@ def inside(folder: Path, path: Path) -> bool:
     return real == root or root in real.parents
 
 
+def _data_file(name: Any, manifest_path: Path | str) -> None:
+    """A manifest's CSV ``path``: a relative path inside the run folder, else a ``RunError``."""
+    try:
+        member_path(name, "data.kwargs.path", manifest_path)
+    except RunError:
+        raise RunError(
+            f"{manifest_path}: field 'data.kwargs.path' = {str(name)[:80]!r} is outside the "
+            "run folder; a run's data file must be inside it"
+        ) from None
+
+
 def validate_manifest(
     obj: Any, path: Path | str, require_architecture: bool = True
 ) -> dict[str, Any]:
@@ -118,8 +181,10 @@ def validate_manifest(
     Checked: ``format`` is ``"richviz-run"``; ``version`` an integer <= ``FORMAT_VERSION``;
     ``architecture`` an object with a string ``name``, an object ``kwargs`` without negative
     integers and ``alpha`` null or a finite number > 0; ``data`` null or an object with a string
-    ``name`` and object ``kwargs``; ``checkpoints`` a list of objects with an integer
-    ``step >= 0``, a ``file`` inside the run folder and an object ``meta``; ``seed`` an integer
+    ``name`` and object ``kwargs`` (a ``csv`` file's ``path`` inside the run folder); both
+    specs within the budget of :func:`check_request`; ``checkpoints`` a list of objects with
+    an integer ``step >= 0``, a ``file`` inside the run folder and an object ``meta``; ``seed``
+    an integer
     or null; ``hparams`` an object; ``complete`` a boolean; text fields strings.
     """
     c = _Checker(path)
@@ -127,7 +192,9 @@ def validate_manifest(
         raise RunError(f"{path}: not a richviz run manifest (no 'format': {FORMAT!r})")
     m = dict(obj)
     version = m.get("version", 0)
-    if not _is_int(version) or not 0 <= version <= FORMAT_VERSION:
+    if not _is_int(version):
+        raise c.fail("version", "must be an integer", version)
+    if not 0 <= version <= FORMAT_VERSION:
         raise RunError(
             f"{path}: manifest version {version!r} is not one this richviz understands "
             f"(0 to {FORMAT_VERSION})"
@@ -138,6 +205,7 @@ def validate_manifest(
         c.string("architecture.name", arch.get("name"), optional=False)
         kwargs = c.mapping("architecture.kwargs", arch.get("kwargs"))
         c.no_negative("architecture.kwargs", kwargs)
+        check_request("architecture", arch, path)
         alpha = arch.get("alpha")
         if alpha is not None and not (
             isinstance(alpha, (int, float))
@@ -150,7 +218,10 @@ def validate_manifest(
     if data is not None:
         data = c.mapping("data", data, optional=False)
         c.string("data.name", data.get("name"), optional=False)
-        c.mapping("data.kwargs", data.get("kwargs"))
+        dkw = c.mapping("data.kwargs", data.get("kwargs"))
+        check_request("data", data, path)
+        if data["name"] == "csv" and dkw.get("path") is not None:
+            _data_file(dkw["path"], path)
     entries = m.get("checkpoints", [])
     if not isinstance(entries, list):
         raise c.fail("checkpoints", "must be a list", entries)

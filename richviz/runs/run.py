@@ -35,7 +35,14 @@ from richviz.errors import (
 )
 from richviz.features import OutputSelector, select_model_output
 from richviz.runs.identity import callable_identity, model_identity
-from richviz.runs.manifest import FORMAT, FORMAT_VERSION, MANIFEST, inside, validate_manifest
+from richviz.runs.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    MAX_PARAMETERS,
+    inside,
+    validate_manifest,
+)
 from richviz.runs.storage import (
     _SUFFIXES,
     Checkpoint,
@@ -141,6 +148,13 @@ class Run:
         self._cache: OrderedDict[tuple[int, str], nn.Module] = OrderedDict()
         self._lock = threading.RLock()  # load() may be called from widget threads
         template = self.template()
+        if confine:  # a manifest's architecture: bounded before any weights are allocated
+            count = sum(p.numel() for p in template.parameters())
+            if count > MAX_PARAMETERS:
+                raise RunError(
+                    f"{self.path / MANIFEST}: field 'architecture.kwargs' asks for {count:,} "
+                    f"parameters, more than {MAX_PARAMETERS:,} (the bound on a spec)"
+                )
         self._reference = dict(template.state_dict())
         self._identity = {
             "architecture": manifest.get("architecture"),
@@ -440,7 +454,14 @@ class Run:
                 raise DataError(
                     f"run {self.path} names no data set; pass data= to Run.from_state_dicts"
                 )
-            self._data = datasets.load(spec["name"], **(spec.get("kwargs") or {}))
+            kwargs = dict(spec.get("kwargs") or {})
+            if spec["name"] == "csv" and self._confine and kwargs.get("path") is not None:
+                # validated relative to the run folder; a link out of it is refused
+                file = self.path / kwargs["path"]
+                if not inside(self.path, file):
+                    raise DataError(f"{file}: data file links outside the run folder; refused")
+                kwargs["path"] = str(file)
+            self._data = datasets.load(spec["name"], **kwargs)
         return self._data
 
     def probe(self, size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import pickletools
 import re
@@ -43,6 +42,8 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
+    "MAX_READ_BYTES",
+    "MAX_READ_ENV",
     "META_KEYS",
     "atomic_save",
     "atomic_write_json",
@@ -57,6 +58,12 @@ __all__ = [
 
 META_KEYS = ("step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "time")
 _SUFFIXES = (".pt", ".pth")
+MAX_READ_ENV = "RICHVIZ_MAX_CHECKPOINT_BYTES"
+#: bytes of one checkpoint that richviz reads whole into memory (a legacy non-zip file, a zip
+#: checkpoint's pickle, a pickle scanned for what it would import); zip tensors are mmapped and
+#: count against no bound. Overridden by the environment variable ``RICHVIZ_MAX_CHECKPOINT_BYTES``.
+MAX_READ_BYTES = 2 * 2**30
+_PICKLES_SCANNED = 8  # a legacy file is 5 pickles (magic, protocol, sys info, record, keys)
 
 
 def _primitive(v: Any) -> Any:
@@ -91,8 +98,61 @@ def _fail(path: Path, reason: str) -> CheckpointError:
     return CheckpointError(f"{path}: {one_line(reason)}")
 
 
+def max_read_bytes() -> int:
+    """:data:`MAX_READ_BYTES`, or the environment's ``RICHVIZ_MAX_CHECKPOINT_BYTES`` (bytes)."""
+    text = os.environ.get(MAX_READ_ENV, "").strip()
+    if not text:
+        return MAX_READ_BYTES
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ArgumentError(f"{MAX_READ_ENV}={text!r} must be a number of bytes") from None
+    if value < 1:
+        raise ArgumentError(f"{MAX_READ_ENV}={text!r} must be a positive number of bytes")
+    return value
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
+
+
+def _too_big(path: Path, what: str, size: int, limit: int) -> CheckpointError:
+    return _fail(
+        path,
+        f"{what} is {_gb(size)}, more than the {_gb(limit)} richviz reads whole "
+        f"(set {MAX_READ_ENV} to allow more)",
+    )
+
+
+def _zip_pickle(z: zipfile.ZipFile) -> zipfile.ZipInfo | None:
+    return next((i for i in z.infolist() if i.filename.endswith("data.pkl")), None)
+
+
+def _check_read_size(path: Path, size: int, is_zip: bool) -> None:
+    """Refuse a file whose whole-read part exceeds :func:`max_read_bytes` (one line).
+
+    A zip checkpoint's tensors are memory-mapped or read one by one, so only its pickle
+    (``data.pkl``, read whole by torch) counts; a legacy non-zip file is read whole.
+    """
+    limit = max_read_bytes()
+    if not is_zip:
+        if size > limit:
+            raise _too_big(path, "this non-zip (legacy torch.save or pickle) file", size, limit)
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            info = _zip_pickle(z)
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise _fail(path, f"truncated or corrupt checkpoint ({one_line(exc, 160)})") from None
+    if info is not None and info.file_size > limit:
+        raise _too_big(path, "its pickle (data.pkl)", info.file_size, limit)
+
+
 def _torch_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True``; any failure becomes a one-line CheckpointError."""
+    """``torch.load`` with ``weights_only=True``; any failure becomes a one-line CheckpointError.
+
+    What is read whole is bounded first (:func:`_check_read_size`).
+    """
     try:
         size = path.stat().st_size
         if path.is_dir():
@@ -108,6 +168,7 @@ def _torch_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> An
         raise _fail(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
     if head == b"PK\x03\x04" and not is_zip:
         raise _fail(path, "truncated or corrupt checkpoint (the zip archive is incomplete)")
+    _check_read_size(path, size, is_zip)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" for foreign files
@@ -133,33 +194,60 @@ def _torch_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> An
         ) from None
 
 
+class _Bounded:
+    """``read`` / ``readline`` of a binary file, raising once more than ``limit`` bytes are asked
+    (no ``tell``, so :func:`pickletools.genops` reports no positions)."""
+
+    def __init__(self, f: Any, limit: int):
+        self._f, self._left = f, limit
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or n > self._left:
+            raise EOFError("read bound reached")
+        data = self._f.read(n)
+        self._left -= len(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = self._f.readline(min(self._left + 1, 1 << 20))
+        if len(line) > self._left:
+            raise EOFError("read bound reached")
+        self._left -= len(line)
+        return line
+
+
 def _pickle_imports(path: Path, is_zip: bool) -> list[str]:
     """Names a pickle would import (``module.name``), found by scanning opcodes, never running.
 
-    Scans ``data.pkl`` inside a zip checkpoint or the whole file otherwise; names that
-    ``weights_only`` allows (``torch.*``, ``collections.OrderedDict``) are left out. Returns []
-    for bytes that are not a pickle.
+    Streams ``data.pkl`` inside a zip checkpoint, or the successive pickles at the start of
+    any other file (a legacy ``torch.save`` file is five: magic number, protocol, system
+    info, the record, storage keys), never reading more than :func:`max_read_bytes`. Names
+    that ``weights_only`` allows (``torch.*``, ``collections.OrderedDict``) are left out.
+    Returns [] for bytes that are not a pickle.
     """
+    found: list[str] = []
     try:
-        if is_zip:
-            with zipfile.ZipFile(path) as z:
-                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
-                if name is None:
+        with contextlib.ExitStack() as stack:
+            if is_zip:
+                z = stack.enter_context(zipfile.ZipFile(path))
+                info = _zip_pickle(z)
+                if info is None:
                     return []
-                data = z.read(name)
-        else:
-            data = path.read_bytes()
-        strings: list[str] = []
-        found: list[str] = []
-        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
-            if isinstance(arg, str):
-                strings.append(arg)
-            if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
-                found.append(arg.replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-    except Exception:  # not a pickle at all
-        return []
+                raw = stack.enter_context(z.open(info))
+            else:
+                raw = stack.enter_context(open(path, "rb"))
+            f = _Bounded(raw, max_read_bytes())
+            for _ in range(1 if is_zip else _PICKLES_SCANNED):
+                strings: list[str] = []
+                for op, arg, _ in pickletools.genops(f):
+                    if isinstance(arg, str):
+                        strings.append(arg)
+                    if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                        found.append(arg.replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # the end of the pickles (raw tensor bytes follow) or not a pickle at all
+        pass
     return [f for f in found if not f.startswith(("torch.", "collections.OrderedDict"))]
 
 
