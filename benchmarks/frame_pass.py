@@ -11,9 +11,10 @@ Workloads, all on 2 CPU threads (``torch.set_num_threads(2)``), timed in ONE run
 * ``generic``: a model with no chain (the generic ``jvp`` path through the whole model),
   2 -> 64 -> 64 -> 2 at 64 x 64.
 
-Printed per workload: the median wall time and the median CPU time of this process (less
-sensitive to other processes on shared cores) of ``--repeats`` runs of each way (after one
-warm-up each, interleaved), and the ratios old / new.
+Both sides produce the same record (metric field, margin, entropy, classes, boundary lines,
+boundary magnification). Printed per workload: the median wall time and the median CPU time
+of this process (less sensitive to other processes on shared cores) of ``--repeats`` runs of
+each way (after one warm-up each, interleaved), and the ratios old / new.
 
     python benchmarks/frame_pass.py
     python benchmarks/frame_pass.py --repeats 31
@@ -30,7 +31,13 @@ import torch
 from torch import nn
 
 from richviz.architectures import Centered, build
-from richviz.geometry import Slice, decision_field, pullback_metric
+from richviz.geometry import (
+    Slice,
+    boundary_magnification,
+    decision_boundary_lines,
+    decision_field,
+    pullback_metric,
+)
 from richviz.views import slice_frame
 
 
@@ -46,9 +53,14 @@ class _NoChain(nn.Module):
 
 
 def _old(model: nn.Module, s: Slice, res: int) -> None:
+    """The two passes, plus what the old callers derived from them (boundary lines in the
+    viewer, boundary magnification in the live view), so both sides yield the same record."""
     with torch.no_grad():
-        pullback_metric(model, s, resolution=res)
-        decision_field(model, s, resolution=res)
+        field = pullback_metric(model, s, resolution=res)
+        dec = decision_field(model, s, resolution=res)
+    margin, predicted = dec.margin.numpy(), dec.predicted.numpy()
+    decision_boundary_lines(margin, predicted, field.u.numpy(), field.v.numpy())
+    boundary_magnification(field.log10_volume, margin)
 
 
 def _new(model: nn.Module, s: Slice, res: int) -> None:
