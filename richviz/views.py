@@ -233,13 +233,14 @@ def probe_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[st
     :func:`richviz.metrics.richness` of the penultimate features and the last Linear's output),
     ``nc1``, ``nc2_equinorm``, ``nc2_equiangular``, ``nc3``, ``nc4``
     (:func:`richviz.metrics.neural_collapse`, only when every class is present). A statistic
-    that is undefined for the probe set is NaN (all of them for fewer than two points). The
+    that is undefined for the probe set is NaN (all of them for an empty set; everything but
+    ``loss`` and ``acc`` for a single point). The
     model runs in eval mode without gradients; its modes are restored on return.
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"model must be an nn.Module, got {type(model).__name__}")
     metrics = dict.fromkeys(PROBE_METRICS, math.nan)
-    if len(x) < 2:
+    if len(x) < 1:
         return metrics
     dev = next(model.parameters()).device
     x, y = x.to(dev), y.to(dev)

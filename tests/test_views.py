@@ -210,7 +210,10 @@ def test_probe_metrics_equal_the_metrics_module(model64, quickstart):
 
 def test_probe_metrics_undefined_are_nan(model64, quickstart):
     x, y = quickstart.probe(50)
-    assert all(math.isnan(v) for v in views.probe_metrics(model64, x[:1].double(), y[:1]).values())
+    assert all(math.isnan(v) for v in views.probe_metrics(model64, x[:0].double(), y[:0]).values())
+    one = views.probe_metrics(model64, x[:1].double(), y[:1])  # loss and accuracy of one point
+    assert math.isfinite(one["loss"]) and one["acc"] in (0.0, 1.0)
+    assert all(math.isnan(one[k]) for k in views.PROBE_METRICS if k not in ("loss", "acc"))
     one_class = y == y[0]
     got = views.probe_metrics(model64, x[one_class].double(), y[one_class])
     assert math.isfinite(got["loss"]) and all(math.isnan(got[k]) for k in NC_KEYS)

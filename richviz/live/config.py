@@ -130,7 +130,7 @@ class Field:
 #: what determines a demo (the fields of :class:`PlaygroundConfig` other than ``x``, ``y``)
 CONFIG_FIELDS: dict[str, Field] = {
     "data": Field(str, "moons", "data set ('points': your own x, y)", choices=DATA_SETS),
-    "n": Field(int, 200, "points generated (train and test together)", 8, 20000),
+    "n": Field(int, 200, "points generated (train and test together)", 8, datasets.MAX_POINTS),
     "noise": Field(float, 0.1, "the generator's noise (sinusoid has none)", 0.0, 2.0),
     "classes": Field(
         int, 2, "classes of blobs, arms of spirals, classes clicks may add", 2, MAX_CLASSES

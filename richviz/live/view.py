@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from richviz import views
 from richviz.metrics import NC_KEYS
 
 __all__ = ["VIEW_METRICS", "LiveView", "compute_view"]
@@ -74,6 +73,8 @@ def compute_view(
     Uses forward-mode AD: callers that share the process with other forward-mode work hold a
     common lock around it.
     """
+    from richviz import views  # the numerics load on the first frame, not with the widgets
+
     frame = views.slice_frame(model, slice, resolution=resolution)
     metrics = dict.fromkeys(VIEW_METRICS, float("nan"))
     metrics["boundary_magnification"] = frame.boundary_magnification
