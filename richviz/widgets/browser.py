@@ -17,7 +17,7 @@ import torch
 import traitlets
 
 from richviz.errors import ArgumentError
-from richviz.widgets.common import DEVICES, check_device, error_line, status_html
+from richviz.widgets.common import DEVICES, Step, as_run, check_device, error_line, status_html
 from richviz.widgets.sources import device_arg, load_model
 from richviz.widgets.tasks import BackgroundWork, Job, Worker
 
@@ -70,19 +70,23 @@ class CheckpointBrowser(BackgroundWork, widgets.VBox):
 
     Attributes
     ----------
-    step : Int >= 0, the loaded checkpoint's step (a step that is not a checkpoint of the run
-        shows an error line and is reverted).
+    step : Int >= 0, the loaded checkpoint's step. A value that is not a readable checkpoint
+        step snaps to the nearest one (ties: the earlier); bools, non-integers, NaN and negative
+        numbers raise ``traitlets.TraitError``. A checkpoint that fails when loaded shows an
+        error line and ``step`` goes back to the loaded one.
     device : Enum ``"auto"`` | ``"cpu"`` | ``"cuda"`` (``"cuda"`` only where available).
     selected_index : Int in [-1, number of rows - 1], the row selected in the list.
     model : the loaded ``nn.Module`` (plain attribute).
     checkpoint : its :class:`richviz.checkpoints.Checkpoint`; ``loaded_step`` /
         ``loaded_device`` say what is loaded.
 
+    ``run`` is a :class:`richviz.runs.Run` or its folder (``str`` / ``os.PathLike``).
+    :meth:`select` picks one row exactly (unreadable rows too) and refuses a step without one.
     A bad trait value raises ``traitlets.TraitError`` at once and leaves the widget as it was.
     Names from the run (folder, errors) are HTML-escaped before they are shown.
     """
 
-    step = traitlets.Int(0, min=0, help="step of the selected (loaded) checkpoint")
+    step = Step(help="step of the selected (loaded) checkpoint (snapped to the nearest one)")
     device = traitlets.Enum(DEVICES, "auto", help="'auto', 'cpu' or 'cuda'")
     selected_index = traitlets.Int(-1, min=-1, help="row selected in the list")
 
@@ -100,6 +104,7 @@ class CheckpointBrowser(BackgroundWork, widgets.VBox):
         return proposal["value"]
 
     def __init__(self, run: Any, step: int | None = None, device: str = "auto", **kwargs: Any):
+        run = as_run(run)
         self.run = run
         self.model: torch.nn.Module | None = None
         self.checkpoint: Any = None
@@ -155,12 +160,16 @@ class CheckpointBrowser(BackgroundWork, widgets.VBox):
         initial = step if step is not None else (steps[-1] if steps else None)
         self.observe(self._on_step, names="step")
         if initial is not None:
-            if initial == self.step:
-                self._on_step({"new": initial, "old": None})
-            else:
-                self.step = initial
+            old = self.step
+            self.step = initial  # snapped (or refused) by the Step trait
+            if self.step == old:  # no change notification: load it here
+                self._on_step({"new": self.step, "old": None})
 
     # ---------------------------------------------------------------- public
+
+    def _checkpoint_steps(self) -> list[int]:
+        """The steps ``step`` snaps to: the run's readable checkpoints (see :class:`Step`)."""
+        return list(self.run.steps)
 
     def select(self, step: int) -> None:
         """Select the row of ``step`` as a user would (unreadable rows show their error)."""

@@ -1,12 +1,21 @@
-"""Helpers every widget shares: the device choice, status lines, thumbnails, layer labels.
+"""Helpers every widget shares: the device choice, the step rule, opening a run, status lines,
+thumbnails, layer labels.
 
 Device checks build on the one check of the core (:func:`richviz.devices.check_device`); a
 refused choice becomes a ``traitlets.TraitError`` (the widget keeps its old value).
+
+The step rule (:class:`Step`, the ``step`` trait of every widget over a run): an int >= 0 that
+is not a readable checkpoint step snaps to the nearest one (ties: the earlier); bools,
+non-integers, NaN, infinities and negative numbers are refused with a ``TraitError`` naming
+the trait, as is every step of a widget without readable checkpoints.
 """
 
 from __future__ import annotations
 
+import bisect
 import html
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,13 +25,17 @@ from torch import nn
 
 from richviz import devices
 from richviz.features import LOGITS, PENULTIMATE, eval_mode, feature_map
+from richviz.runs import Run
 from richviz.widgets import rendering
 
 __all__ = [
     "DEVICES",
+    "Step",
+    "as_run",
     "check_device",
     "error_line",
     "layer_labels",
+    "nearest_step",
     "status_html",
     "thumbnail_png",
 ]
@@ -44,6 +57,55 @@ def check_device(device: str) -> str:
     except ValueError as exc:
         raise traitlets.TraitError(f"{exc}; use 'auto' or 'cpu'") from None
     return device
+
+
+def nearest_step(step: int, steps: Sequence[int]) -> int:
+    """The step of ``steps`` (ascending, not empty) nearest to ``step``; ties: the earlier."""
+    i = bisect.bisect_left(steps, step)
+    if i == len(steps):
+        return int(steps[-1])
+    if i == 0 or steps[i] == step:
+        return int(steps[i])
+    before, after = steps[i - 1], steps[i]
+    return int(before if step - before <= after - step else after)
+
+
+class Step(traitlets.Int):
+    """The ``step`` trait of a widget over a run: snaps to the nearest readable checkpoint.
+
+    The owner says which steps it can show through ``_checkpoint_steps() -> list[int]``
+    (ascending). A value is first checked as a ``traitlets.Int`` with ``min=0`` (integer-valued
+    numbers such as ``4.0`` or ``numpy.int64(4)`` count as ints; ``2.5``, NaN, infinities and
+    negative numbers are refused), bools are refused, and then it snaps with
+    :func:`nearest_step`; a widget without steps refuses every value. Every route in (trait
+    set, constructor, ``traitlets.link``, slider) goes through here, so linked widgets over the
+    same run agree.
+    """
+
+    def __init__(self, default_value: int = 0, **kwargs: Any):
+        super().__init__(default_value, min=0, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> int:
+        if isinstance(value, (bool, np.bool_)):
+            raise traitlets.TraitError(
+                f"{self.name}={value!r} must be an int >= 0 (a checkpoint step), not a bool"
+            )
+        value = super().validate(obj, value)
+        steps = obj._checkpoint_steps()
+        if not steps:
+            raise traitlets.TraitError(
+                f"{self.name}={value}: there is no readable checkpoint to show"
+            )
+        return nearest_step(value, steps)
+
+
+def as_run(run: Any) -> Any:
+    """``run`` itself, or the run opened from a folder path (``str`` or ``os.PathLike``) by
+    :meth:`richviz.runs.Run.open`, which raises a one-line ``RunError`` for a folder that is
+    not a run."""
+    if isinstance(run, (str, os.PathLike)):
+        return Run.open(run)
+    return run
 
 
 def status_html(message: str, kind: str = "info") -> str:

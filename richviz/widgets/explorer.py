@@ -13,7 +13,7 @@ import traitlets
 from richviz.atomic import atomic_write_bytes
 from richviz.widgets import export
 from richviz.widgets.browser import CheckpointBrowser, run_name
-from richviz.widgets.common import error_line, status_html
+from richviz.widgets.common import Step, as_run, error_line, status_html
 from richviz.widgets.metrics_panel import MetricsPanel
 from richviz.widgets.slice_records import COLORBAR_WIDTH, FIGURE_SIZE
 from richviz.widgets.slice_viewer import SliceViewer
@@ -31,17 +31,23 @@ class Explorer(widgets.VBox):
 
     Selecting a checkpoint in the browser, moving the metrics slider or pressing Play moves
     every view; the slice viewer loads through the same run (its LRU-cached models).
-    Keyword arguments ``viewer=`` / ``panel=`` are passed to :class:`SliceViewer` /
-    :class:`MetricsPanel`.
+    ``run`` is a :class:`richviz.runs.Run` or its folder (``str`` / ``os.PathLike``, opened with
+    :meth:`~richviz.runs.Run.open`). Keyword arguments ``viewer=`` / ``panel=`` are passed to
+    :class:`SliceViewer` / :class:`MetricsPanel`.
 
     Attributes
     ----------
-    step : Int >= 0, the step shown by all three views (linked to theirs).
+    step : Int >= 0, the step shown by all three views (linked to theirs). A value that is not
+        a readable checkpoint step snaps to the nearest one (ties: the earlier); bools,
+        non-integers, NaN and negative numbers raise ``traitlets.TraitError``.
     browser, viewer, panel : the :class:`CheckpointBrowser`, :class:`SliceViewer` and
         :class:`MetricsPanel`.
     header : HTML title with the run's folder name (HTML-escaped).
 
-    A bad ``step`` raises ``traitlets.TraitError`` at once and leaves the views as they were.
+    A step between checkpoints (``ex.step = 9`` on a run with steps 8 and 10) shows the nearest
+    one (8) in every view, whichever route it came in by (this trait, ``step=``, a linked
+    widget, a slider); a refused value raises ``traitlets.TraitError`` at once and leaves the
+    views as they were.
 
     Examples
     --------
@@ -67,7 +73,7 @@ class Explorer(widgets.VBox):
     >>> ex.close()
     """
 
-    step = traitlets.Int(0, min=0, help="step shown by all three views")
+    step = Step(help="step shown by all three views (snapped to the nearest checkpoint)")
 
     def __init__(
         self,
@@ -78,8 +84,9 @@ class Explorer(widgets.VBox):
         device: str = "auto",
         **kwargs: Any,
     ):
+        run = as_run(run)
         steps = list(run.steps)
-        initial = step if step is not None else (steps[-1] if steps else 0)
+        initial = step if step is not None else (steps[-1] if steps else None)
         self.run = run
         try:
             self.browser = CheckpointBrowser(run, step=initial, device=device)
@@ -114,13 +121,18 @@ class Explorer(widgets.VBox):
             ],
             **kwargs,
         )
-        self.step = initial
+        if initial is not None:
+            self.step = initial  # snapped like the views' (their constructors got ``initial``)
         self._links = [
             traitlets.link((self, "step"), (self.browser, "step")),
             traitlets.link((self, "step"), (self.viewer, "step")),
             traitlets.link((self, "step"), (self.panel, "step")),
             traitlets.link((self.browser, "device"), (self.viewer, "device")),
         ]
+
+    def _checkpoint_steps(self) -> list[int]:
+        """The steps ``step`` snaps to: the run's readable checkpoints (see :class:`Step`)."""
+        return list(self.run.steps)
 
     def canvas(self) -> export.Canvas:
         """The slice view and the four charts side by side (each with colour bar / legend)."""

@@ -23,7 +23,7 @@ import traitlets
 
 from richviz.atomic import atomic_write_bytes
 from richviz.widgets import charts, export
-from richviz.widgets.common import error_line, status_html
+from richviz.widgets.common import Step, as_run, error_line, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
 __all__ = [
@@ -152,14 +152,17 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
 
     Attributes
     ----------
-    step : Int >= 0, the cursor (linked to the slider and Play button).
+    step : Int >= 0, the cursor (linked to the slider and Play button). A value that is not a
+        readable checkpoint step snaps to the nearest one (ties: the earlier); bools,
+        non-integers, NaN and negative numbers raise ``traitlets.TraitError``.
     loaded : Bool, True once the metrics are loaded.
     rows : the metric rows once loaded (plain attribute); ``to_csv(path)`` writes them.
 
-    A bad ``step`` raises ``traitlets.TraitError`` at once and leaves the panel as it was.
+    ``run`` is a :class:`richviz.runs.Run` or its folder (``str`` / ``os.PathLike``).
+    A refused ``step`` raises ``traitlets.TraitError`` at once and leaves the panel as it was.
     """
 
-    step = traitlets.Int(0, min=0, help="current step (cursor)")
+    step = Step(help="current step (cursor; snapped to the nearest checkpoint)")
     loaded = traitlets.Bool(False, help="True once the metrics are loaded")
     wait_timeout = 120.0  # filling a run's metrics cache can take a while
 
@@ -171,6 +174,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         autoload: bool = True,
         **kwargs: Any,
     ):
+        run = as_run(run)
         self.run = run
         self.layer = layer
         self.rows: list[dict] = []
@@ -238,11 +242,12 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         )
         self.slider.observe(self._on_slider, names="value")
         self.observe(self._on_step, names="step")
-        initial = step if step is not None else (self.steps[-1] if self.steps else 0)
-        if initial == self.step:
-            self._on_step({"new": initial})
-        else:
-            self.step = initial
+        initial = step if step is not None else (self.steps[-1] if self.steps else None)
+        old = self.step
+        if initial is not None:
+            self.step = initial  # snapped (or refused) by the Step trait
+        if self.step == old:  # no change notification: place the cursor here
+            self._on_step({"new": self.step})
         if autoload:
             if self._cached():
                 self._load(None)  # everything on disk: draw before the first display
@@ -310,6 +315,10 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
             fn()
         except Exception as exc:
             self.status.value = status_html(error_line(exc), "error")
+
+    def _checkpoint_steps(self) -> list[int]:
+        """The steps ``step`` snaps to: the run's readable checkpoints (see :class:`Step`)."""
+        return self.steps
 
     def _on_slider(self, change: dict) -> None:
         if change["new"] is not None and self.steps:

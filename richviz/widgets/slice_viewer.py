@@ -37,6 +37,8 @@ from richviz.features import PENULTIMATE
 from richviz.widgets import export, rendering
 from richviz.widgets.common import (
     DEVICES,
+    Step,
+    as_run,
     check_device,
     error_line,
     layer_labels,
@@ -141,7 +143,8 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
 
     Parameters
     ----------
-    model_or_run : an ``nn.Module`` or a :class:`richviz.checkpoints.Run`.
+    model_or_run : an ``nn.Module``, a :class:`richviz.checkpoints.Run`, or a run folder
+        (``os.PathLike``, or a ``str`` naming an existing folder; opened with ``Run.open``).
     data : optional ``(x, y)`` for a bare model (a run uses its test split): places the slice
         and draws the points (2-D) or picks the anchors (images).
     slice : a :class:`richviz.geometry.Slice`; default: ``Slice.square`` covering the data
@@ -158,7 +161,9 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
 
     Attributes
     ----------
-    step : Int >= 0, the checkpoint step shown.
+    step : Int >= 0, the checkpoint step shown. A value that is not a readable checkpoint step
+        snaps to the nearest one (ties: the earlier; a bare model has step 0 only); bools,
+        non-integers, NaN and negative numbers raise ``traitlets.TraitError``.
     layer : Unicode, feature layer; once the model is loaded, one of its layer names.
     resolution : Int in [2, MAX_RESOLUTION], grid points per side of the full field.
     ellipse_density : Int in [0, MAX_ELLIPSE_DENSITY], ellipses per side (0: none).
@@ -184,7 +189,7 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
     A bad value raises ``traitlets.TraitError`` at once and leaves the widget as it was.
     """
 
-    step = traitlets.Int(0, min=0, help="checkpoint step shown")
+    step = Step(help="checkpoint step shown (snapped to the nearest checkpoint)")
     layer = traitlets.Unicode(PENULTIMATE, help="feature layer")
     resolution = traitlets.Int(
         96, min=2, max=MAX_RESOLUTION, help="grid points per side (full resolution)"
@@ -276,6 +281,10 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
         step_slider: bool = True,
         **kwargs: Any,
     ):
+        if isinstance(model_or_run, os.PathLike) or (
+            isinstance(model_or_run, str) and os.path.isdir(model_or_run)
+        ):
+            model_or_run = as_run(model_or_run)
         self._source = ModelSource(model_or_run, data)
         if decision is None:  # a random feature map's "classes" mean nothing
             decision = self._source.run is not None or (data is not None and data[1] is not None)
@@ -319,7 +328,7 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
             if anchors is not None:
                 self.anchors = [int(a) for a in anchors]
             if step is not None:
-                self.step = int(step)
+                self.step = step  # snapped (or refused) by the Step trait
             elif steps:
                 self.step = steps[-1]
         self.observe(self._on_request_change, names=list(_REQUEST_TRAITS))
@@ -360,6 +369,11 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
             )
 
     # ------------------------------------------------------------------ public API
+
+    def _checkpoint_steps(self) -> list[int]:
+        """The steps ``step`` snaps to: the run's readable checkpoints, ``[0]`` for a bare
+        model (see :class:`richviz.widgets.common.Step`)."""
+        return self._source.steps
 
     @property
     def source(self) -> ModelSource:
