@@ -25,7 +25,6 @@ from torch import nn
 
 from richviz import devices
 from richviz.features import LOGITS, PENULTIMATE, eval_mode, feature_map
-from richviz.runs import Run
 from richviz.widgets import rendering
 
 __all__ = [
@@ -85,6 +84,15 @@ class Step(traitlets.Int):
     def __init__(self, default_value: int = 0, **kwargs: Any):
         super().__init__(default_value, min=0, **kwargs)
 
+    def subclass_init(self, cls: type) -> None:
+        traitlets.TraitType.subclass_init(self, cls)  # opt in to instance_init (Int opts out)
+
+    def instance_init(self, obj: Any) -> None:
+        # the default is stored as it is, not validated on the first read: a widget without
+        # checkpoints has a step (0) that reads fine, while every step set on it is refused
+        obj._trait_values.setdefault(self.name, self.default_value)
+        super().instance_init(obj)
+
     def validate(self, obj: Any, value: Any) -> int:
         if isinstance(value, (bool, np.bool_)):
             raise traitlets.TraitError(
@@ -104,6 +112,8 @@ def as_run(run: Any) -> Any:
     :meth:`richviz.runs.Run.open`, which raises a one-line ``RunError`` for a folder that is
     not a run."""
     if isinstance(run, (str, os.PathLike)):
+        from richviz.runs import Run  # here: importing the widgets loads no checkpoint module
+
         return Run.open(run)
     return run
 

@@ -121,14 +121,13 @@ class Explorer(widgets.VBox):
             ],
             **kwargs,
         )
-        if initial is not None:
+        self._links = [traitlets.link((self.browser, "device"), (self.viewer, "device"))]
+        if initial is not None:  # without checkpoints every step is refused: nothing to link
             self.step = initial  # snapped like the views' (their constructors got ``initial``)
-        self._links = [
-            traitlets.link((self, "step"), (self.browser, "step")),
-            traitlets.link((self, "step"), (self.viewer, "step")),
-            traitlets.link((self, "step"), (self.panel, "step")),
-            traitlets.link((self.browser, "device"), (self.viewer, "device")),
-        ]
+            self._links += [
+                traitlets.link((self, "step"), (view, "step"))
+                for view in (self.browser, self.viewer, self.panel)
+            ]
 
     def _checkpoint_steps(self) -> list[int]:
         """The steps ``step`` snaps to: the run's readable checkpoints (see :class:`Step`)."""
