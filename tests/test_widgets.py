@@ -770,10 +770,9 @@ def test_bad_inputs_give_one_line_errors(run: Run):
     viewer = SliceViewer(run, step=run.steps[0], **VIEWER)
     assert viewer.wait(60)
     png = viewer.image_mark.image.value
-    viewer.step = 123456  # not a checkpoint
+    viewer.step = 123456  # not a checkpoint: snaps to the nearest one (tests/test_widget_steps.py)
     assert viewer.wait(60)
-    assert "step 123456" in viewer.status.value and "#b00020" in viewer.status.value
-    assert viewer.image_mark.image.value == png and viewer.shown_step == run.steps[0]
+    assert viewer.step == viewer.shown_step == run.steps[-1]
     viewer.step = run.steps[0]
     with pytest.raises(traitlets.TraitError, match="no_such_layer"):
         viewer.layer = "no_such_layer"  # refused at once: the layers are known
