@@ -107,10 +107,13 @@ class Step(traitlets.Int):
         return nearest_step(value, steps)
 
 
-def as_run(run: Any) -> Any:
+def as_run(run: Any, *, str_folders_only: bool = False) -> Any:
     """``run`` itself, or the run opened from a folder path (``str`` or ``os.PathLike``) by
     :meth:`richviz.runs.Run.open`, which raises a one-line ``RunError`` for a folder that is
-    not a run."""
+    not a run. ``str_folders_only``: a ``str`` that names no existing folder is returned as it
+    is (for callers that also take other things and refuse a plain string themselves)."""
+    if str_folders_only and isinstance(run, str) and not os.path.isdir(run):
+        return run
     if isinstance(run, (str, os.PathLike)):
         from richviz.runs import Run  # here: importing the widgets loads no checkpoint module
 

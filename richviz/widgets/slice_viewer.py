@@ -281,10 +281,7 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
         step_slider: bool = True,
         **kwargs: Any,
     ):
-        if isinstance(model_or_run, os.PathLike) or (
-            isinstance(model_or_run, str) and os.path.isdir(model_or_run)
-        ):
-            model_or_run = as_run(model_or_run)
+        model_or_run = as_run(model_or_run, str_folders_only=True)  # else a model's TypeError
         self._source = ModelSource(model_or_run, data)
         if decision is None:  # a random feature map's "classes" mean nothing
             decision = self._source.run is not None or (data is not None and data[1] is not None)
@@ -371,8 +368,7 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
     # ------------------------------------------------------------------ public API
 
     def _checkpoint_steps(self) -> list[int]:
-        """The steps ``step`` snaps to: the run's readable checkpoints, ``[0]`` for a bare
-        model (see :class:`richviz.widgets.common.Step`)."""
+        """The steps ``step`` snaps to (see ``common.Step``); ``[0]`` for a bare model."""
         return self._source.steps
 
     @property
