@@ -397,14 +397,19 @@ def _factory_args(p: argparse.ArgumentParser) -> None:
 
 
 def _worker_count(text: str) -> int:
-    """``--workers``: an integer >= 1 (the parser's one-line error otherwise)."""
+    """``--workers``: an integer in [1, the machine's bound] (the parser's one-line error)."""
+    from richviz.sweep.cluster import check_workers
+
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a worker count (an integer >= 1)")
-    return value
+    try:
+        return check_workers(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:

@@ -236,8 +236,20 @@ def store_metrics_rows(run: Run, entries: list[dict[str, Any]]) -> dict[str, Any
             try:
                 atomic_write_text(_cache_text(cache), path)
             except OSError as exc:
-                warnings.warn(f"{path}: cannot write the metrics cache ({exc})", stacklevel=3)
+                _warn_once(run, "cache-write", f"{path}: cannot write the metrics cache ({exc})")
     return cache["rows"]
+
+
+_WARNED: weakref.WeakKeyDictionary[Run, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _warn_once(run: Run, cause: str, message: str) -> None:
+    """One warning per run per cause (a read-only run would warn at every stored row, and the
+    filters that ``catch_warnings`` resets make Python's own once-per-place rule forget)."""
+    seen = _WARNED.setdefault(run, set())
+    if cause not in seen:
+        seen.add(cause)
+        warnings.warn(message, stacklevel=4)
 
 
 def _cache_text(cache: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from richviz.compute_lock import COMPUTE
 from richviz.errors import RichvizError
 from richviz.progress import reporter
 from richviz.runs import MANIFEST, Run
-from richviz.sweep.cluster import Scheduler, _require_dask, open_client
+from richviz.sweep.cluster import Scheduler, _require_dask, open_client, quiet_task_failures
 
 __all__ = ["compute_metrics_entry", "sweep_metrics"]
 
@@ -64,6 +64,7 @@ def compute_metrics_entry(
     next task while its files are unchanged) and returns
     :meth:`richviz.runs.Run.metrics_entry`; it writes nothing.
     """
+    quiet_task_failures()  # this task's failure is reported in one line by the sweep
     with COMPUTE.hold():
         return _open_cached(path).metrics_entry(step, layer, probe_size)
 

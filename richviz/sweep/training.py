@@ -21,7 +21,8 @@ from richviz.compute_lock import COMPUTE
 from richviz.errors import ArgumentError, RichvizError
 from richviz.progress import reporter
 from richviz.runs import MANIFEST, Run
-from richviz.sweep.cluster import Scheduler, _require_dask, open_client
+from richviz.runs.manifest import check_request
+from richviz.sweep.cluster import Scheduler, _require_dask, open_client, quiet_task_failures
 from richviz.sweep.grid import grid_points, run_name
 from richviz.train import resolve, train
 
@@ -47,6 +48,7 @@ def _overrides(config: Any, params: Mapping[str, Any]) -> tuple[int | None, dict
             )
         kw["batch_norm"] = params["batch_norm"]
     if kw != config.arch_kwargs:
+        check_request("architecture", {"kwargs": kw}, "sweep")  # the bound on a manifest's spec
         over["arch_kwargs"] = kw
     dataclasses.replace(config, **over)  # validates (Config.__post_init__)
     return params.get("seed"), over
@@ -66,6 +68,7 @@ def train_run(
     ``out`` at the end, so ``out`` never holds half a run; a folder that already holds a run is
     left as it is. Returns ``out``.
     """
+    quiet_task_failures()  # this task's failure is reported in one line by the sweep
     final = Path(out)
     if (final / MANIFEST).is_file():
         return str(final)
