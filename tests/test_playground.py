@@ -535,3 +535,25 @@ def test_to_json_writes_atomically_into_new_folders(pg, tmp_path):
     text = pg.to_json(path)
     assert path.read_text() == text and PlaygroundConfig.from_json(path) == pg.config
     assert [p.name for p in path.parent.iterdir()] == ["demo.json"]  # no temp file left
+
+
+def test_a_process_left_training_exits_cleanly(tmp_path):
+    """A Playground still training and drawing at interpreter exit is stopped by an atexit
+    hook (a daemon thread inside torch at teardown can abort the process) and its run ends
+    complete."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time\n"
+        "from richviz.widgets import Playground\n"
+        f"pg = Playground(data='xor', width=8, depth=1, device='cpu', root={str(tmp_path)!r})\n"
+        "pg.start()\n"
+        "time.sleep(1.0)\n"
+        "print(pg.trainer.run_path)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    from richviz.checkpoints import Run
+
+    assert Run.open(out.stdout.strip().splitlines()[-1]).complete is True

@@ -7,16 +7,30 @@ never falls behind the trainer and never makes it wait.
 
 from __future__ import annotations
 
+import atexit
 import math
 import numbers
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from richviz.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["FrameLoop"]
+
+
+#: every frame loop not yet closed, stopped at interpreter exit (see :func:`_close_at_exit`)
+_OPEN_LOOPS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Stop open frame loops before the interpreter tears down: a daemon thread still inside torch's
+    C++ code at teardown aborts the process ("terminate called without an active exception")."""
+    for obj in list(_OPEN_LOOPS):
+        obj.close(timeout=5.0)
 
 
 class FrameLoop:
@@ -59,6 +73,7 @@ class FrameLoop:
         self._next = 0.0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
+        _OPEN_LOOPS.add(self)
 
     @property
     def fps(self) -> float:

@@ -18,11 +18,13 @@ rate is ``lr / alpha**2`` for SGD (``lr / alpha`` for Adam), as in :mod:`richviz
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +83,18 @@ class LiveState:
     error: str | None = None
 
 
+#: every trainer not yet closed, stopped at interpreter exit (see :func:`_close_at_exit`)
+_OPEN_TRAINERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Stop open trainers before the interpreter tears down: a daemon thread still inside torch's
+    C++ code at teardown aborts the process ("terminate called without an active exception")."""
+    for obj in list(_OPEN_TRAINERS):
+        obj.close(timeout=5.0)
+
+
 class LiveTrainer:
     """Trains the model of a :class:`PlaygroundConfig` on a background thread.
 
@@ -136,6 +150,7 @@ class LiveTrainer:
         self._budget = 0  # steps still to run for step(n)
         self._busy = False  # the trainer thread is inside a step
         self._closed = False
+        _OPEN_TRAINERS.add(self)
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[LiveState], None]] = []
         self._checkpoint_listeners: list[Callable[[LiveState], None]] = []
