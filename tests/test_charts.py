@@ -51,6 +51,16 @@ def test_axes_exist_before_display_and_log_labels_are_powers():
     assert 1 <= len(x_axis.tick_values) <= charts.MAX_TICKS
 
 
+@pytest.mark.parametrize("lo, hi", [(15, 150), (20, 80), (3, 9), (101, 999), (7, 7)])
+def test_a_log_x_axis_within_about_a_decade_has_two_labelled_powers(lo, hi):
+    chart = chart_with([charts.Series("a", np.geomspace(lo, hi, 5), [0.2, 0.5, 0.3, 0.1, 0.4])])
+    ticks = list(chart.x_axis.tick_values)
+    assert len(ticks) >= 2 and len(chart.x_axis.tick_labels) == len(ticks)
+    assert all(chart.sx.min <= t <= chart.sx.max for t in ticks)
+    assert chart.sx.min < lo and chart.sx.max > hi  # the data stay inside the axis
+    assert all(math.log10(t) == round(math.log10(t)) for t in ticks)
+
+
 def test_cursor_at_both_ends_is_inside_the_padded_range():
     chart = chart_with([charts.Series("a", [1, 10, 400], [0.2, 0.5, 0.3])], cursor=True)
     lo, hi = chart.sx.min, chart.sx.max

@@ -204,6 +204,21 @@ def fit_axis(axis: bqplot.Axis, values: np.ndarray, log: bool, pad: float = 0.06
     return set_axis_ticks(axis, limits, ticks, log)[1]
 
 
+def _two_decade_ticks(
+    lo: float, hi: float, limits: tuple[float, float]
+) -> tuple[tuple[float, float], list[float]]:
+    """Log-axis ``limits`` widened to the power of ten at or below ``lo`` and, if that still
+    leaves one, the one at or above ``hi``, with those powers as ticks (at least two)."""
+    k0 = math.floor(math.log10(lo) + 1e-9)
+    k1 = max(k0 + 1, math.ceil(math.log10(hi) - 1e-9))
+    low = min(limits[0], 10.0**k0)
+    ticks = [10.0**k for k in range(k0, k1 + 1) if 10.0**k <= limits[1]]
+    if len(ticks) < 2:
+        ticks = [10.0**k0, 10.0**k1]
+    high = max(limits[1], ticks[-1])
+    return (low, high), ticks
+
+
 def _finite_range(values: np.ndarray) -> tuple[float, float] | None:
     finite = values[np.isfinite(values)]
     if not finite.size:
@@ -438,6 +453,8 @@ class LineChart:
             pad = max(b - a, 0.1) * _X_PAD
             limits = (10 ** (a - pad), 10 ** (b + pad))
             ticks = [10.0**k for k in exps if limits[0] <= 10.0**k <= limits[1]]
+            if len(ticks) < 2:  # data within about a decade: reach out to the powers of ten
+                limits, ticks = _two_decade_ticks(lo, hi, limits)  # around it (2 labels)
             self._set_ticks("x", self.x_axis, limits, ticks, log=True)
         else:
             pad = max(hi - lo, 1e-12) * _X_PAD
