@@ -166,12 +166,13 @@ def hf_config_factory(folder: Path) -> ModelFactory:
     return ModelFactory(f"huggingface:{arch}", build, {})
 
 
-def check_factory(factory: Any) -> Callable[[], nn.Module]:
-    """``factory`` as a callable: a spec string is resolved by :func:`make_factory`.
+def check_factory(factory: Any, specs: bool = True) -> Callable[[], nn.Module]:
+    """``factory`` as a callable: a spec string is resolved by :func:`make_factory` (with
+    ``specs=False`` a string is refused like any other non-callable).
 
     Raises ``ModelError`` naming ``factory=`` for a model instance or a non-callable.
     """
-    if isinstance(factory, str):
+    if isinstance(factory, str) and specs:
         return make_factory(factory)
     if isinstance(factory, nn.Module):
         name = type(factory).__name__

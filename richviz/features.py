@@ -29,6 +29,7 @@ from richviz.errors import ArgumentError, ArgumentTypeError, ModelError
 __all__ = [
     "LOGITS",
     "OutputSelector",
+    "check_output_selector",
     "PENULTIMATE",
     "FeatureMap",
     "as_feature_map",
@@ -66,6 +67,18 @@ def describe_output(out: Any) -> str:
     return f"a {type(out).__name__}"
 
 
+def check_output_selector(output: OutputSelector) -> OutputSelector:
+    """``output`` if it can select the logits (None, an index, a key or a callable), else a
+    one-line ``ModelError`` naming ``output=``."""
+    if (
+        output is None
+        or callable(output)
+        or (isinstance(output, (int, str)) and not isinstance(output, bool))
+    ):
+        return output
+    raise ModelError(f"output= must be an index, a key or a callable, got {type(output).__name__}")
+
+
 def select_output(out: Any, output: OutputSelector = None) -> torch.Tensor:
     """The logits tensor from a forward's return value ``out``.
 
@@ -89,9 +102,7 @@ def select_output(out: Any, output: OutputSelector = None) -> torch.Tensor:
                 f"output={output!r} selects nothing from {describe_output(out)}"
             ) from None
     else:
-        raise ModelError(
-            f"output= must be an index, a key or a callable, got {type(output).__name__}"
-        )
+        check_output_selector(output)
     if not isinstance(picked, torch.Tensor):
         raise ModelError(f"output={output!r} picked {describe_output(picked)}, not a tensor")
     return picked

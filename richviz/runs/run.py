@@ -33,7 +33,8 @@ from richviz.errors import (
     RunError,
     one_line,
 )
-from richviz.features import OutputSelector, select_model_output
+from richviz.factories import check_factory
+from richviz.features import OutputSelector, check_output_selector, select_model_output
 from richviz.runs.identity import callable_identity, model_identity
 from richviz.runs.manifest import (
     FORMAT,
@@ -280,20 +281,8 @@ class Run:
         tensor: an index, a key or a callable ``output(raw) -> Tensor``.
         """
         folder = Path(folder)
-        if isinstance(factory, nn.Module):
-            name = type(factory).__name__
-            raise ModelError(
-                f"factory= got a model instance ({name}); pass a callable that builds a fresh "
-                f"model, e.g. factory=lambda: {name}(...)"
-            )
-        if not callable(factory):
-            raise ModelError(
-                f"factory= must be a callable returning an nn.Module, got {type(factory).__name__}"
-            )
-        if output is not None and not (isinstance(output, (int, str)) or callable(output)):
-            raise ModelError(
-                f"output= must be an index, a key or a callable, got {type(output).__name__}"
-            )
+        factory = check_factory(factory, specs=False)
+        check_output_selector(output)
         if not folder.is_dir():
             raise CheckpointError(f"{folder}: no such folder of state dicts")
         paths = sorted(

@@ -24,6 +24,7 @@ from torch import nn
 from richviz import datasets
 from richviz.errors import ModelError
 from richviz.factories import check_factory, hf_config_factory
+from richviz.features import check_output_selector
 from richviz.runs.formats.layouts import SUFFIXES, Found, Layout, discover
 from richviz.runs.formats.pickles import HARMLESS
 from richviz.runs.formats.records import fit_keys, read_file
@@ -77,10 +78,7 @@ def run_spec(
             )
         factory = hf_config_factory(layout.found[0].path.parent)
     factory = check_factory(factory)
-    if output is not None and not (isinstance(output, (int, str)) or callable(output)):
-        raise ModelError(
-            f"output= must be an index, a key or a callable, got {type(output).__name__}"
-        )
+    check_output_selector(output)
     if isinstance(data, str):
         data = datasets.load(data)
     manifest = {
