@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from richviz.errors import MissingDependencyError, RichvizError
+from richviz.errors import ArgumentError, MissingDependencyError, RichvizError
 
 __all__ = [
     "build_parser",
@@ -277,7 +277,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from richviz.sweep import sweep_metrics
 
     if args.probe_size < 1:
-        raise ValueError(f"--probe-size {args.probe_size} must be positive")
+        raise ArgumentError(f"--probe-size {args.probe_size} must be positive")
     tables = sweep_metrics(
         args.runs,
         scheduler=args.scheduler,

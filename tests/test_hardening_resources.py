@@ -89,6 +89,25 @@ _SCRIPT = textwrap.dedent(
     sparse(hf / "checkpoint-5" / "pytorch_model.bin", zsave(sd))
     sparse(hf / "checkpoint-6" / "model.safetensors", lambda p: save_file(sd, str(p)))
     case("from_checkpoints hf", lambda: opened(Run.from_checkpoints(hf, factory)))
+    # a richviz run folder (run.json + step_*.pt), through Run.open and `richviz info`
+    import contextlib, io
+    from richviz.cli import main
+    from richviz.train import train
+    run_dir = root / "run"
+    train("xor", out=run_dir, steps=3, progress=False)
+    steps = sorted(run_dir.glob("step_*.pt"))
+    state = torch.load(steps[-1], weights_only=True)
+    sparse(steps[-1], lsave(state))  # a legacy file of 3 GiB
+    sparse(steps[-2], zsave(state))  # a zip file of 3 GiB (its central directory cut off)
+    case("Run.open", lambda: opened(Run.open(run_dir)))
+    def info():
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            status = main(["info", str(run_dir)])
+        return [f"status {status}"] + [
+            line for line in text.getvalue().splitlines() if "GiB" in line or "corrupt" in line
+        ]
+    case("richviz info", info)
     print(json.dumps({"cases": cases, "peak": peak()}))
     """
 )
@@ -115,11 +134,16 @@ def test_multi_gb_sparse_checkpoints_stay_bounded(tmp_path: Path) -> None:
         for line in c["out"]:
             assert "\n" not in line and (
                 line == "ok"
+                or line.startswith("status ")
                 or "GiB" in line
                 or "corrupt" in line
                 or "refused" in line
                 or "safetensors" in line
             ), line
+    assert sum("GiB" in line for line in cases["Run.open"]["out"]) == 1
+    assert sum("corrupt" in line for line in cases["Run.open"]["out"]) == 1
+    info = cases["richviz info"]["out"]  # lists both files as unreadable, one line each
+    assert len(info) >= 3 and any("GiB" in line for line in info[1:])
     sd = cases["from_state_dicts"]["out"]
     assert "corrupt" in sd[0] and "more than the 2.0 GiB" in sd[1] and "GiB" in sd[2]
 
