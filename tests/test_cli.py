@@ -212,6 +212,36 @@ def test_train_into_a_file_writes_nothing(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err and target.read_text() == "keep"
 
 
+@pytest.mark.parametrize("sub", ["sub", "sub/deeper"])
+def test_train_under_a_file_is_one_line(tmp_path, capsys, sub):
+    target = tmp_path / "afile"
+    target.write_text("keep")
+    assert cli.main(["train", "xor", "--out", str(target / sub), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err and str(target) in err
+    assert target.read_text() == "keep"
+
+
+def test_exports_honour_the_umask(run_dir, tmp_path):
+    """Exported figures and tables get the mode a plain open gives (0644 under umask 022), like
+    run files: one writer (richviz.atomic), not mkstemp's private 0600."""
+    pytest.importorskip("ipywidgets", reason="the widget stack is not installed")
+    pytest.importorskip("bqplot", reason="the widget stack is not installed")
+    from richviz.widgets import MetricsPanel
+
+    old = os.umask(0o022)
+    try:
+        panel = MetricsPanel(Run.open(run_dir))
+        try:
+            assert panel.wait(120)
+            for out in (panel.save_svg(tmp_path / "m.svg"), panel.to_csv(tmp_path / "m.csv")):
+                assert Path(out).stat().st_mode & 0o777 == 0o644, out
+        finally:
+            panel.close()
+    finally:
+        os.umask(old)
+
+
 def test_info_into_a_closed_pipe_is_quiet(run_dir):
     """`richviz info RUN | head -1`: the reader is gone before richviz writes."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
