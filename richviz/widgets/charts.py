@@ -55,6 +55,7 @@ FLOOR_DECADES = 4.0
 COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 LINE_STYLES = ("solid", "dashed", "dotted", "dash_dotted")
 MARKERS = ("circle", "square", "triangle-up", "diamond")
+BAND_OPACITY = 0.2  #: fill opacity of a series' band
 _X_PAD = 0.03  # fraction of the x range added on both sides
 _COINCIDE = 0.01  # series closer than this fraction of the axis range coincide
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -65,6 +66,9 @@ class Series:
     """One line: ``x``, ``y`` (NaN = missing), its legend label and axis side.
 
     ``color``, ``line_style`` and ``marker`` are picked by the chart when None.
+    ``opacity`` < 1 draws the line faint (a raw curve behind its smoothed one); ``legend=False``
+    keeps it out of the legend; ``band=(lo, hi)`` fills the area between two curves over the
+    same ``x`` in the line's colour, faintly, under the line (a mean +- spread band).
     """
 
     label: str
@@ -74,6 +78,9 @@ class Series:
     color: str | None = None
     line_style: str | None = None
     marker: str | None = None
+    opacity: float = 1.0
+    legend: bool = True
+    band: tuple[Sequence[float], Sequence[float]] | None = None
 
 
 def power_label(k: int) -> str:
@@ -311,7 +318,9 @@ class LineChart:
             else None
         )
         self.marks: list[bqplot.Lines] = []
-        self._looks: list[tuple] = []  # (label, side, colour, style, marker) of each mark
+        self.band_marks: list[bqplot.Lines] = []  #: filled bands (series with ``band``)
+        self._looks: list[tuple] = []  # (label, side, colour, style, marker, opacity) per mark
+        self._band_looks: list[tuple] = []  # (side, colour) of each band mark
         self.series: list[Series] = []
         self.drawn: list[Series] = []  #: the series as drawn (colour, style, clamped y)
         self.limits: dict[str, tuple[float, float]] = {}
@@ -361,7 +370,11 @@ class LineChart:
         self._draw_marks(drawn)
         two = len({s.side for s in self.drawn}) == 2
         self.legend.value = legend_html(
-            [(self._legend_label(s, two), s.color, s.line_style, s.marker) for s in self.drawn],
+            [
+                (self._legend_label(s, two), s.color, s.line_style, s.marker)
+                for s in self.drawn
+                if s.legend
+            ],
             note,
         )
 
@@ -374,7 +387,13 @@ class LineChart:
         log = self.logs[side]
         if log:
             ys = [np.where(y > 0, y, np.where(np.isfinite(y), 0.0, np.nan)) for y in ys]
-        lo, hi = self._fit_y(side, np.concatenate(ys))
+        bands = [np.asarray(b, float) for s in group if s.band is not None for b in s.band]
+        lo, hi = self._fit_y(side, np.concatenate(ys + bands))
+
+        def clamp(b: Sequence[float]) -> np.ndarray:
+            b = np.asarray(b, float)
+            return np.where(np.isfinite(b), np.maximum(b, self.floors[side]), np.nan) if log else b
+
         if log:
             floor = self.floors[side]
             ys = [np.where(np.isfinite(y), np.maximum(y, floor), np.nan) for y in ys]
@@ -400,6 +419,8 @@ class LineChart:
                 s.color or COLORS[index % len(COLORS)],
                 style,
                 s.marker or (MARKERS[(order - 1) % len(MARKERS)] if order else None),
+                s.opacity, s.legend,
+                None if s.band is None else (clamp(s.band[0]), clamp(s.band[1])),
             )  # fmt: skip
             drawn.append((s_out, np.asarray(s.x, float), y))
         return drawn
@@ -407,33 +428,73 @@ class LineChart:
     def _draw_marks(self, drawn: list[tuple[Series, np.ndarray, np.ndarray]]) -> None:
         """Put the drawn series on the figure: new data into the same marks when they look as
         before (a live chart), else new marks (the old ones closed)."""
-        looks = [(s.label, s.side, s.color, s.line_style, s.marker) for s in self.drawn]
-        if looks == self._looks:
+        looks = [(s.label, s.side, s.color, s.line_style, s.marker, s.opacity) for s in self.drawn]
+        bands = [(s, x) for s, x, _y in drawn if s.band is not None]
+        band_looks = [(s.side, s.color) for s, _x in bands]
+        if looks == self._looks and band_looks == self._band_looks:
             for mark, (_s, x, y) in zip(self.marks, drawn, strict=True):
                 with mark.hold_sync():
                     mark.x, mark.y = x, y
+            for mark, (s, x) in zip(self.band_marks, bands, strict=True):
+                with mark.hold_sync():
+                    mark.x, mark.y = x, np.vstack(s.band)
             return
-        old = self.marks
-        self.marks = [
-            bqplot.Lines(
-                x=x,
-                y=y,
-                scales={"x": self.sx, "y": self.scales[s.side]},
-                colors=[s.color],
-                line_style=s.line_style,
-                marker=s.marker,
-                marker_size=20,
-                stroke_width=2.0,
-                labels=[s.label],
-                display_legend=False,
-            )
-            for s, x, y in drawn
-        ]
-        self._looks = looks
+        # marks whose look is unchanged are reused (only their data move): selecting one more
+        # run among ten creates one mark, not eleven
+        pool: dict[tuple, list[bqplot.Lines]] = {}
+        for look, mark in zip(self._looks, self.marks, strict=True):
+            pool.setdefault(look, []).append(mark)
+        band_pool: dict[tuple, list[bqplot.Lines]] = {}
+        for look, mark in zip(self._band_looks, self.band_marks, strict=True):
+            band_pool.setdefault(look, []).append(mark)
+        self.marks = []
+        for look, (s, x, y) in zip(looks, drawn, strict=True):
+            if pool.get(look):
+                mark = pool[look].pop(0)
+                with mark.hold_sync():
+                    mark.x, mark.y = x, y
+            else:
+                mark = bqplot.Lines(
+                    x=x,
+                    y=y,
+                    scales={"x": self.sx, "y": self.scales[s.side]},
+                    colors=[s.color],
+                    line_style=s.line_style,
+                    marker=s.marker,
+                    marker_size=20,
+                    stroke_width=2.0,
+                    opacities=[s.opacity],
+                    labels=[s.label],
+                    display_legend=False,
+                )
+            self.marks.append(mark)
+        self.band_marks = []
+        for look, (s, x) in zip(band_looks, bands, strict=True):
+            if band_pool.get(look):
+                mark = band_pool[look].pop(0)
+                with mark.hold_sync():
+                    mark.x, mark.y = x, np.vstack(s.band)
+            else:
+                mark = bqplot.Lines(
+                    x=x,
+                    y=np.vstack(s.band),
+                    scales={"x": self.sx, "y": self.scales[s.side]},
+                    colors=[s.color, s.color],
+                    fill="between",
+                    fill_colors=[s.color],
+                    fill_opacities=[BAND_OPACITY],
+                    stroke_width=0.0,
+                    opacities=[0.0, 0.0],
+                    display_legend=False,
+                )
+            self.band_marks.append(mark)
+        self._looks, self._band_looks = looks, band_looks
+        cursor = [self.cursor] if self.cursor is not None else []
         with self.figure.hold_sync():
-            self.figure.marks = [*self.marks, *([self.cursor] if self.cursor is not None else [])]
-        for mark in old:
-            mark.close()  # no orphaned widgets left in the kernel
+            self.figure.marks = [*self.band_marks, *self.marks, *cursor]
+        for marks in (*pool.values(), *band_pool.values()):
+            for mark in marks:
+                mark.close()  # no orphaned widgets left in the kernel
 
     @staticmethod
     def _legend_label(s: Series, two_axes: bool) -> str:
@@ -498,7 +559,8 @@ class LineChart:
     def canvas(self, canvas: export.Canvas | None = None, x0: float = 0.0, y0: float = 0.0,
                cursor: float | None = None) -> export.Canvas:  # fmt: skip
         """Draw the chart (title, axes, ticks, lines, legend below) at (x0, y0) on a canvas."""
-        legend_rows = max(1, math.ceil(len(self.drawn) / self._per_row)) + (1 if self.note else 0)
+        shown = [s for s in self.drawn if s.legend]  # the legend's entries
+        legend_rows = max(1, math.ceil(len(shown) / self._per_row)) + (1 if self.note else 0)
         height = self.height + 16 * legend_rows + 6
         if canvas is None:
             canvas = export.Canvas(self.width, height)
@@ -548,9 +610,12 @@ class LineChart:
                 canvas.text(lx, py0 + ph / 2, self.labels[side], size=11, anchor="middle",
                             rotate=-90 if side == "left" else 90)  # fmt: skip
         for s in self.drawn:
+            if s.band is not None:
+                _fill_band(canvas, tx(s.x), ty(s.band[0], s.side), ty(s.band[1], s.side), s.color)
+        for s in self.drawn:
             y = np.asarray(s.y, float)
             xs, ys = tx(s.x), ty(y, s.side)
-            canvas.polyline(xs, ys, s.color, width=2.0, dash=s.line_style)
+            canvas.polyline(xs, ys, s.color, width=2.0, dash=s.line_style, opacity=s.opacity)
             if s.marker:
                 for a, b in zip(xs, ys, strict=True):
                     if np.isfinite(a) and np.isfinite(b):
@@ -561,7 +626,7 @@ class LineChart:
         # legend below the plot area
         ly = y0 + self.height + 8
         two = len({s.side for s in self.drawn}) == 2
-        for i, s in enumerate(self.drawn):
+        for i, s in enumerate(shown):
             n = self._per_row
             lx = x0 + 20 + (i % n) * (self.width - 20) / n
             row = ly + 16 * (i // n)
@@ -570,7 +635,7 @@ class LineChart:
                 canvas.marker(lx + 11, row, s.marker, 5, s.color)
             canvas.text(lx + 26, row + 4, self._legend_label(s, two), size=10)
         if self.note:
-            row = ly + 16 * math.ceil(len(self.drawn) / self._per_row)
+            row = ly + 16 * math.ceil(len(shown) / self._per_row)
             canvas.text(x0 + 20, row + 4, self.note, size=10, color="#666")
         return canvas
 
@@ -581,5 +646,24 @@ class LineChart:
 
     def height_with_legend(self) -> float:
         """Height of :meth:`canvas`'s drawing (chart plus legend rows)."""
-        rows = max(1, math.ceil(len(self.drawn) / self._per_row)) + bool(self.note)
+        shown = sum(s.legend for s in self.drawn)
+        rows = max(1, math.ceil(shown / self._per_row)) + bool(self.note)
         return self.height + 16 * rows + 6
+
+
+def _fill_band(canvas: export.Canvas, xs: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+               color: str) -> None:  # fmt: skip
+    """Fill between ``lo`` and ``hi`` (canvas coordinates over ``xs``) faintly, one polygon
+    per run of finite points (NaN = a gap)."""
+    xs, lo, hi = (np.asarray(v, float) for v in (xs, lo, hi))
+    ok = np.isfinite(xs) & np.isfinite(lo) & np.isfinite(hi)
+    start = None
+    for i in range(len(xs) + 1):
+        if i < len(xs) and ok[i]:
+            start = i if start is None else start
+            continue
+        if start is not None and i - start >= 2:
+            px = np.concatenate([xs[start:i], xs[start:i][::-1]])
+            py = np.concatenate([hi[start:i], lo[start:i][::-1]])
+            canvas.polygon(px, py, color, opacity=BAND_OPACITY)
+        start = None

@@ -10,6 +10,7 @@ needs a browser, so exports work from scripts and after a kernel restart alike.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import math
@@ -94,6 +95,11 @@ class Canvas:
                     )
                 )
 
+    def polygon(self, xs: Any, ys: Any, fill: str, opacity: float = 1.0) -> None:
+        """A filled polygon through the points (no outline), e.g. a chart's spread band."""
+        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+        self.ops.append(("polygon", dict(xs=xs, ys=ys, fill=fill, opacity=opacity)))
+
     def marker(self, x: float, y: float, shape: str, size: float, fill: str,
                stroke: str = "none") -> None:  # fmt: skip
         """A marker (circle, square, triangle-up, diamond) of diameter ``size`` at (x, y)."""
@@ -152,6 +158,12 @@ def to_svg(canvas: Canvas) -> str:
                 f'<polyline points="{pts}" fill="none" stroke="{html.escape(op["color"])}" '
                 f'stroke-width="{op["width"]:g}" stroke-opacity="{op["opacity"]:g}" '
                 f'stroke-linejoin="round"{dash_attr}/>'
+            )
+        elif kind == "polygon":
+            pts = " ".join(f"{a:.2f},{b:.2f}" for a, b in zip(op["xs"], op["ys"], strict=True))
+            out.append(
+                f'<polygon points="{pts}" fill="{html.escape(op["fill"])}" '
+                f'fill-opacity="{op["opacity"]:g}" stroke="none"/>'
             )
         elif kind == "marker":
             r = op["size"] / 2
@@ -213,6 +225,32 @@ def _dashed(xs: np.ndarray, ys: np.ndarray, pattern: tuple[float, ...]):
         yield cur
 
 
+@contextlib.contextmanager
+def _blended(img: Any, draw: Any, xs: np.ndarray, ys: np.ndarray, pad: float, translucent: bool):
+    """``(draw, dx, dy)`` to draw one item: on ``img`` itself when opaque, else on a
+    transparent tile over the item's box composited onto ``img`` afterwards (drawing on an
+    RGBA image replaces its pixels: translucent colours would come out opaque)."""
+    if not translucent:
+        yield draw, 0.0, 0.0
+        return
+    from PIL import Image, ImageDraw
+
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    if not ok.any():
+        yield draw, 0.0, 0.0
+        return
+    x0 = max(0, math.floor(xs[ok].min() - pad - 1))
+    y0 = max(0, math.floor(ys[ok].min() - pad - 1))
+    x1 = min(img.width, math.ceil(xs[ok].max() + pad + 2))
+    y1 = min(img.height, math.ceil(ys[ok].max() + pad + 2))
+    if x1 <= x0 or y1 <= y0:
+        yield draw, 0.0, 0.0
+        return
+    tile = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 0))
+    yield ImageDraw.Draw(tile), float(x0), float(y0)
+    img.alpha_composite(tile, (x0, y0))
+
+
 def to_png(canvas: Canvas, scale: float = 2.0) -> bytes:
     """The drawing as PNG bytes at ``scale`` device pixels per CSS pixel (Pillow)."""
     from PIL import Image, ImageDraw, ImageFont
@@ -258,9 +296,17 @@ def to_png(canvas: Canvas, scale: float = 2.0) -> bytes:
             width = max(1, round(op["width"] * scale))
             pattern = tuple(d * scale for d in DASHES.get(op["dash"], ()))
             xs, ys = op["xs"] * scale, op["ys"] * scale
-            for piece in _dashed(xs, ys, pattern):
-                if len(piece) >= 2:
-                    draw.line(piece, fill=color, width=width, joint="curve")
+            pieces = [p for p in _dashed(xs, ys, pattern) if len(p) >= 2]
+            with _blended(img, draw, xs, ys, width, alpha < 255) as (d, dx, dy):
+                for piece in pieces:
+                    d.line([(a - dx, b - dy) for a, b in piece], fill=color, width=width,
+                           joint="curve")  # fmt: skip
+        elif kind == "polygon":
+            xs, ys = op["xs"] * scale, op["ys"] * scale
+            if len(xs) >= 3:
+                fill = (*_rgb(op["fill"]), round(255 * op["opacity"]))
+                with _blended(img, draw, xs, ys, 1, fill[3] < 255) as (d, dx, dy):
+                    d.polygon([(a - dx, b - dy) for a, b in zip(xs, ys, strict=True)], fill=fill)
         elif kind == "marker":
             r = op["size"] / 2 * scale
             x, y = op["x"] * scale, op["y"] * scale
