@@ -27,6 +27,7 @@ ENTRY_POINTS = {
     "richviz.metrics.neural_collapse": "richviz.metrics",
     "richviz.widgets.Explorer": "richviz.widgets",
     "richviz.widgets.Playground": "richviz.widgets",
+    "richviz.widgets.compare_geometry.GeometryRow": "richviz.widgets.compare_geometry",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

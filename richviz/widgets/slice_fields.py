@@ -97,13 +97,15 @@ class SliceFields:
         theory for the difference view; symmetric about 0 for both). ``job`` None: the cached
         range only.
 
-        None where a fixed range does not apply (a bare model, per-step colours, the full-space
-        volume, curvature; class regions and entropy have fixed ranges of their own).
+        None where a run range does not apply (a bare model, per-step colours, colour limits
+        fixed from outside, the full-space volume, curvature; class regions and entropy have
+        fixed ranges of their own).
         """
         from richviz import views
 
         if (
             req.color_range != "run"
+            or req.fixed_limits is not None
             or self._source.run is None
             or req.volume != "slice"
             or req.show != "volume"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from richviz.errors import ArgumentError, NonFiniteError
 from richviz.widgets.common import DEVICES
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "THEORY_COLOR",
     "THEORY_MODES",
     "VOLUME_MODES",
+    "check_color_limits",
     "slice_points",
 ]
 
@@ -118,6 +120,20 @@ class FrameRequest:
     show: str = "volume"
     color_range: str = "run"
     decision: bool = True
+    #: colour limits given from outside (``SliceViewer.color_limits``), or None
+    fixed: tuple[float, float] | None = None
+
+    @property
+    def fixed_limits(self) -> tuple[float, float] | None:
+        """The outside colour limits where they apply (the plain log10 volume element on the
+        slice: not relative, not minus the theory, not full space), else None."""
+        plain = (
+            self.show == "volume"
+            and self.volume == "slice"
+            and not self.relative
+            and self.theory != "difference"
+        )
+        return self.fixed if plain else None
 
 
 @dataclass
@@ -144,6 +160,30 @@ class Frame:
     theory_labels: tuple[np.ndarray, np.ndarray, list[str]] | None = None
     classes: int = 0  #: class count for the "classes" colour bar
     decision: bool = True  #: boundary and near-boundary emphasis drawn
+
+
+def check_color_limits(value: Any, name: str = "color_limits") -> tuple[float, float] | None:
+    """``value`` as fixed colour limits ``(lo, hi)``: two finite numbers with lo < hi; None or
+    an empty sequence for none. One-line :class:`richviz.errors.ArgumentError` otherwise."""
+    from richviz.validation import check_number
+
+    if value is None:
+        return None
+    try:
+        items = list(value)
+    except TypeError:
+        raise ArgumentError(f"{name}={value!r} must be two numbers (lo, hi) or None") from None
+    if not items:
+        return None
+    if len(items) != 2:
+        raise ArgumentError(f"{name}={value!r} must be two numbers (lo, hi) or None")
+    try:
+        lo, hi = (check_number(v, name) for v in items)
+    except (ArgumentError, NonFiniteError):
+        raise ArgumentError(f"{name}={value!r} must be two finite numbers (lo, hi)") from None
+    if not lo < hi:
+        raise ArgumentError(f"{name}={value!r}: the low limit must be below the high one")
+    return lo, hi
 
 
 def slice_points(n: int, limit: int) -> np.ndarray:

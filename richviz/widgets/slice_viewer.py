@@ -71,6 +71,7 @@ from richviz.widgets.slice_records import (
     Frame,
     FrameRequest,
     SliceContext,
+    check_color_limits,
     slice_points,
 )
 from richviz.widgets.sources import ModelSource
@@ -135,6 +136,7 @@ _REQUEST_TRAITS = (
     "show",
     "color_range",
     "decision",
+    "color_limits",
 )
 
 
@@ -176,6 +178,11 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
     color_range : Enum ``"run"`` (default: one range for the whole run, from every step's
         16 x 16 field; symmetric about 0 for relative and difference views, so Play shows growth)
         | ``"step"`` (each step's own range).
+    color_limits : List of two finite floats ``[lo, hi]`` (lo < hi), or ``[]`` (default): a
+        colour range fixed from outside, e.g. one range shared by several viewers
+        (:class:`richviz.widgets.compare_geometry.GeometryRow`). It overrides ``lock_colors`` and
+        ``color_range`` for the plain log10 volume element on the slice (the relative,
+        theory-difference and full-space views keep their own ranges).
     show : Enum ``"volume"`` (log10 volume element) | ``"classes"`` (argmax class regions) |
         ``"entropy"`` (softmax entropy, log base C, in [0, 1]) | ``"curvature"`` (scalar
         curvature R = 2K of the pulled-back metric; 2-D inputs only).
@@ -211,6 +218,9 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
     color_range = traitlets.Enum(
         [v for _, v in COLOR_RANGES], "run", help="'run': one colour range; 'step': per step"
     )
+    color_limits = traitlets.List(
+        traitlets.Float(), help="fixed colour range [lo, hi] of the log10 volume, or []"
+    )
     show = traitlets.Enum(
         [v for _, v in SHOW_MODES],
         "volume",
@@ -232,6 +242,14 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
     @traitlets.validate("device")
     def _valid_device(self, proposal: dict) -> str:
         return check_device(proposal["value"])
+
+    @traitlets.validate("color_limits")
+    def _valid_color_limits(self, proposal: dict) -> list[float]:
+        try:
+            limits = check_color_limits(proposal["value"])
+        except ArgumentError as exc:
+            raise traitlets.TraitError(str(exc)) from None
+        return list(limits) if limits else []
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal: dict) -> str:
@@ -279,6 +297,7 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
         cache_size: int = 64,
         decision: bool | None = None,
         step_slider: bool = True,
+        color_limits: tuple[float, float] | None = None,
         **kwargs: Any,
     ):
         model_or_run = as_run(model_or_run, str_folders_only=True)  # else a model's TypeError
@@ -292,6 +311,7 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
             )
         if margin < 0:
             raise ArgumentError(f"margin={margin} must be >= 0")
+        fixed = check_color_limits(color_limits)
         self._user_slice = slice
         self._margin = float(margin)
         self.coarse_resolution = int(coarse_resolution)
@@ -324,6 +344,8 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
                 self.layer = layer
             if anchors is not None:
                 self.anchors = [int(a) for a in anchors]
+            if fixed is not None:
+                self.color_limits = list(fixed)
             if step is not None:
                 self.step = step  # snapped (or refused) by the Step trait
             elif steps:
@@ -407,6 +429,7 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
             show=self.show,
             color_range=self.color_range,
             decision=bool(self.decision),
+            fixed=tuple(self.color_limits) if self.color_limits else None,
         )
         generation = self._worker.cancel()
         if self._render_cached(req, generation):
@@ -555,6 +578,7 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
             return False
         if (
             req.color_range == "run"
+            and req.fixed_limits is None
             and self._source.run is not None
             and req.show == "volume"
             and req.volume == "slice"
@@ -622,7 +646,10 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
     def _color_limits(
         self, req: FrameRequest, cmap: str, values: np.ndarray
     ) -> tuple[float, float]:
-        """The colour range of a volume heatmap: locked, run-wide, or the values' own."""
+        """The colour range of a volume heatmap: fixed from outside, locked, run-wide, or the
+        values' own."""
+        if req.fixed_limits is not None:
+            return req.fixed_limits
         limits = self._locked_limits.get(cmap) if req.lock else None
         if limits is None and not req.lock:
             limits = self._run_limits(None, req, self._ctx) if self._ctx else None
