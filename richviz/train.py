@@ -28,6 +28,7 @@ from torch import nn
 from richviz import datasets, validation
 from richviz.architectures import build_model
 from richviz.devices import check_device, module_device, to_device
+from richviz.optimizers import make_optimizer
 from richviz.presets import ALPHA_RANGE, PRESETS, Config, _check_fractions, resolve  # noqa: F401
 from richviz.progress import reporter
 from richviz.runs import Run, RunWriter, check_run_folder
@@ -152,7 +153,7 @@ CATAPULT_RTOL = 1e-3
 def _catapult(
     model: nn.Module,
     cfg: Config,
-    opt: torch.optim.Optimizer,
+    opt: Any,
     lr: float,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -217,13 +218,13 @@ def _initial_lr(
     return lr, lam, stable
 
 
-def _optimizer(cfg: Config, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """The recipe's optimizer (SGD with momentum, Adam or AdamW) at learning rate ``lr``."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+def _optimizer(cfg: Config, params: list[nn.Parameter], lr: float) -> Any:
+    """The recipe's optimizer (SGD with momentum, Adam or AdamW) at learning rate ``lr``: on
+    CPU :class:`richviz.optimizers.PlainOptimizer` (torch.optim's arithmetic, without its
+    ~1 s import of ``torch._dynamo`` on the first step), else ``torch.optim``."""
+    return make_optimizer(
+        cfg.optimizer, params, lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
 
 
 def _manifest(
