@@ -50,6 +50,7 @@ class RunEntry:
         them (metric values NaN for the steps in ``missing``).
     missing : steps whose metrics are not cached yet.
     error : one line saying why the run is left out of the comparison, or None.
+    num_classes : the model's output count from the manifest (None when it does not say).
     """
 
     name: str
@@ -61,6 +62,7 @@ class RunEntry:
     missing: list[int] = field(default_factory=list)
     error: str | None = None
     task_key: str = ""
+    num_classes: int | None = None
 
     @property
     def usable(self) -> bool:
@@ -180,6 +182,11 @@ def _from_run(run: Any) -> RunEntry:
 def _describe(entry: RunEntry, manifest: Mapping[str, Any]) -> None:
     entry.hparams = hyperparameters(manifest)
     entry.task_key, entry.task = _task(manifest)
+    arch = manifest.get("architecture") if isinstance(manifest.get("architecture"), Mapping) else {}
+    kwargs = arch.get("kwargs") if isinstance(arch.get("kwargs"), Mapping) else {}
+    classes = kwargs.get("out_features", kwargs.get("num_classes"))
+    whole = isinstance(classes, int) and not isinstance(classes, bool)
+    entry.num_classes = classes if whole else None
 
 
 def _one(item: Any) -> RunEntry:

@@ -2,7 +2,8 @@
 
 ``CheckpointBrowser``, ``SliceViewer``, ``MetricsPanel`` and ``Explorer`` are ipywidgets
 containers with a ``step`` trait, linked with ``traitlets.link`` in :class:`Explorer`.
-``SweepView`` plots many runs, one point each, and opens a clicked run in an Explorer.
+``SweepView`` plots many runs, one point each, and opens a clicked run in an Explorer;
+``Compare`` overlays the curves of many runs (a run table, one shared cursor, groups).
 ``Playground`` trains a small network live and draws it as it learns.
 Importing this package loads no model and computes nothing.
 
@@ -15,6 +16,7 @@ the slice viewer's rooms are :mod:`.slice_records`, :mod:`.slice_context`, :mod:
 from __future__ import annotations
 
 from richviz.widgets.browser import CheckpointBrowser
+from richviz.widgets.compare import Compare
 from richviz.widgets.explorer import Explorer
 from richviz.widgets.metrics_panel import MetricsPanel
 from richviz.widgets.playground import Playground
@@ -23,6 +25,7 @@ from richviz.widgets.sweep_view import SweepView
 
 __all__ = [
     "CheckpointBrowser",
+    "Compare",
     "Explorer",
     "MetricsPanel",
     "Playground",
