@@ -12,11 +12,14 @@
                                                          module:function or file.py:function)
     richviz train PRESET --out DIR --sweep alpha=0.1,1,10 --sweep seed=0,1 [--scheduler ADDR]
     richviz sweep RUN... [--scheduler ADDRESS] [--workers N] [--layer L] [--probe-size N]
+    richviz animate RUN --out demo.gif|demo.mp4 [--fps N] [--show volume|regions|entropy]
+                    [--duration S] [--resolution N] [--curves] [--layer L] [--device D]
 
 ``--device`` defaults to $RICHVIZ_DEVICE, else CUDA when available, else CPU.
 
 Errors are printed as one line on stderr with a non-zero exit status, never a traceback
-(exit status 2 when an optional dependency such as dask is missing).
+(exit status 2 when an optional dependency such as dask is missing, and for ``animate``'s bad
+inputs: a missing run, an unknown suffix, ``--fps`` outside (0, 60], an ``--out`` under a file).
 """
 
 from __future__ import annotations
@@ -305,6 +308,34 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+class _BadInput(ArgumentError):
+    """A bad input of a subcommand found before any work: one line, exit status 2."""
+
+
+def _cmd_animate(args: argparse.Namespace) -> int:
+    from richviz.animation import save_animation
+    from richviz.animation.plan import check_output, make_plan
+    from richviz.errors import CheckpointError
+    from richviz.runs import Run
+    from richviz.validation import check_int
+
+    try:  # every input checked before any work, so a bad one writes nothing
+        check_output(args.out)
+        run = Run.open(args.run)
+        make_plan(args.out, len(run.steps), args.fps, args.show, args.duration)
+        check_int(args.resolution, "--resolution", low=2, high=1024)
+    except (ArgumentError, CheckpointError, OSError) as exc:
+        raise _BadInput(str(exc)) from None
+    anim = save_animation(
+        run, args.out, fps=args.fps, show=args.show, duration=args.duration,
+        resolution=args.resolution, curves=args.curves, layer=args.layer, device=args.device,
+        progress=not args.quiet,
+    )  # fmt: skip
+    w, h = anim.size
+    print(f"wrote {anim.frames} frames ({w} x {h} px, {anim.fps:g} fps) to {anim.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``richviz`` command."""
     p = argparse.ArgumentParser(prog="richviz", description=__doc__.splitlines()[0])
@@ -377,6 +408,25 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--combined", action="store_true", help="one table for all runs")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     w.set_defaults(func=_cmd_sweep)
+
+    a = sub.add_parser("animate", help="write a run's slice view over training as GIF or MP4")
+    a.add_argument("run", help="run folder")
+    a.add_argument("--out", required=True, help="the file to write: NAME.gif or NAME.mp4")
+    a.add_argument("--fps", type=float, default=4.0, help="frames per second in (0, 60]")
+    a.add_argument(
+        "--show", choices=("volume", "regions", "entropy"), default="volume",
+        help="heatmap: log10 volume element, class regions or softmax entropy",
+    )  # fmt: skip
+    a.add_argument(
+        "--duration", type=float, default=None, metavar="S",
+        help="seconds (checkpoints held or spread to fill it); default one frame per checkpoint",
+    )  # fmt: skip
+    a.add_argument("--resolution", type=int, default=96, help="grid points per side")
+    a.add_argument("--curves", action="store_true", help="metric curves with a moving cursor")
+    a.add_argument("--layer", default="penultimate", help="feature layer of the metric")
+    a.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=_cmd_animate)
     return p
 
 
@@ -439,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, the status of a Unix tool killed by a closed pipe
-    except MissingDependencyError as exc:
+    except (MissingDependencyError, _BadInput) as exc:
         print(f"richviz {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     # OSError: a missing file, a file where a folder should be (`--out afile/sub`), a full disk

@@ -26,6 +26,7 @@ __all__ = [
     "Canvas",
     "DASHES",
     "FONTS",
+    "to_image",
     "to_png",
     "to_svg",
 ]
@@ -253,6 +254,13 @@ def _blended(img: Any, draw: Any, xs: np.ndarray, ys: np.ndarray, pad: float, tr
 
 def to_png(canvas: Canvas, scale: float = 2.0) -> bytes:
     """The drawing as PNG bytes at ``scale`` device pixels per CSS pixel (Pillow)."""
+    buf = io.BytesIO()
+    to_image(canvas, scale).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def to_image(canvas: Canvas, scale: float = 2.0) -> Any:
+    """The drawing as an RGB ``PIL.Image`` at ``scale`` device pixels per CSS pixel."""
     from PIL import Image, ImageDraw, ImageFont
 
     if scale <= 0:
@@ -335,6 +343,4 @@ def to_png(canvas: Canvas, scale: float = 2.0) -> bytes:
                 )
             else:
                 draw.text((x, y), text, font=f, fill=color, anchor=anchor)
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="PNG")
-    return buf.getvalue()
+    return img.convert("RGB")

@@ -1,0 +1,100 @@
+"""The grids an animation draws, one :func:`richviz.views.slice_frame` pass per checkpoint,
+kept in a process-wide LRU so a second export of the same run is fast.
+
+A grid is keyed by what determines it: the run (its folder, its model identity), the
+checkpoint (step, file size and modification time, so a rewritten file is computed again),
+the slice (origin, basis, window), the resolution and the layer. The volume, the class regions
+and the entropy all come from the same pass, so the heatmap shown is not part of the key.
+Callers that already hold grids (the slice viewer's cache) pass their own ``store``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
+
+from richviz.compute_lock import COMPUTE
+from richviz.widgets.slice_records import FieldRecord
+from richviz.widgets.tasks import LRUCache
+
+__all__ = [
+    "FIELDS",
+    "FieldStore",
+    "RunFieldStore",
+    "field_record",
+    "slice_key",
+]
+
+#: the process-wide cache of animation grids (``hits`` / ``misses`` count lookups)
+FIELDS = LRUCache(256)
+
+
+class FieldStore(Protocol):
+    """Where an export finds and keeps the grid of one checkpoint."""
+
+    def get(self, step: int) -> FieldRecord | None: ...
+
+    def put(self, step: int, record: FieldRecord) -> None: ...
+
+
+def slice_key(slice: Any) -> str:  # noqa: A002 - the geometry name
+    """A short hash of a :class:`richviz.geometry.Slice` (origin, basis, window, kind)."""
+    h = hashlib.sha256()
+    for t in (slice.origin, slice.basis):
+        h.update(t.detach().cpu().double().contiguous().numpy().tobytes())
+    h.update(repr((slice.u_range, slice.v_range, slice.kind)).encode())
+    return h.hexdigest()[:16]
+
+
+class RunFieldStore:
+    """The grids of ``run`` on ``slice`` at ``resolution`` and ``layer``, in :data:`FIELDS`."""
+
+    def __init__(self, run: Any, slice: Any, resolution: int, layer: str,  # noqa: A002
+                 cache: LRUCache = FIELDS):  # fmt: skip
+        identity = json.dumps(run.identity, sort_keys=True, default=repr)
+        self._base = (str(run.path.resolve()), identity, slice_key(slice), resolution, layer)
+        self._run = run
+        self.cache = cache
+
+    def _key(self, step: int) -> Hashable:
+        ck = self._run.checkpoint(step)
+        try:
+            st = ck.path.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        return (*self._base, int(step), str(ck.path), stamp)
+
+    def get(self, step: int) -> FieldRecord | None:
+        return self.cache.get(self._key(step))
+
+    def put(self, step: int, record: FieldRecord) -> None:
+        self.cache.put(self._key(step), record)
+
+
+def field_record(
+    model: Any,
+    slice: Any,  # noqa: A002 - the geometry name
+    resolution: int,
+    layer: str,
+    progress: Callable[[int, int], object] | None = None,
+) -> FieldRecord:
+    """One :func:`richviz.views.slice_frame` pass (under the process-wide compute lock) as the
+    slice view's :class:`~richviz.widgets.slice_records.FieldRecord`."""
+    from richviz import views
+
+    with COMPUTE.hold():
+        frame = views.slice_frame(model, slice, resolution=resolution, layer=layer,
+                                  progress=progress)  # fmt: skip
+    return FieldRecord(
+        frame.u,
+        frame.v,
+        frame.log10_volume,
+        frame.margin,
+        frame.boundary,
+        frame.field,
+        entropy=frame.entropy,
+        predicted=frame.predicted,
+    )
