@@ -101,6 +101,8 @@ class Compare(BackgroundWork, widgets.VBox):
         (opens every run); ``None``: neither.
     layer, probe_size
         Passed to ``Run.metrics`` for the missing rows.
+    geometry_options
+        Keyword arguments of every slice viewer of the geometry row (``resolution``, ...).
 
     Attributes
     ----------
@@ -166,6 +168,7 @@ class Compare(BackgroundWork, widgets.VBox):
         probe_size: int = 1000,
         chart_width: int = 290,
         chart_height: int = 200,
+        geometry_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ):
         from richviz.errors import ArgumentError
@@ -183,8 +186,10 @@ class Compare(BackgroundWork, widgets.VBox):
         self._metrics = metrics
         self._geometry_count = count if geometry is not False else 0
         self._layer, self._probe_size = layer, probe_size
+        self._geometry_options = dict(geometry_options or {})
         self._size = (int(chart_width), int(chart_height))
         self._lock = threading.RLock()
+        self._export_note = ""
         self._worker = Worker("richviz-compare")
         self.entries: list[RunEntry] = open_runs(runs)
         self._by_name = {e.name: e for e in self.entries}
@@ -503,6 +508,7 @@ class Compare(BackgroundWork, widgets.VBox):
                 colors=[self.colors.color(n) for n in names],
                 step=self.step,
                 names=names,
+                **self._geometry_options,
             )
         except Exception as exc:
             self.status.value = status_html(f"geometry: {error_line(exc)}", "error")
@@ -577,11 +583,12 @@ class Compare(BackgroundWork, widgets.VBox):
         per_row = max(1, (COLUMNS * cell_w - 20) // 180)
         head = 28 + 16 * max(1, -(-len(legend) // per_row))
         geometry = None
-        if self.geometry is not None and hasattr(self.geometry, "canvas"):
+        self._export_note = ""
+        if self.geometry is not None:
             try:
                 geometry = self.geometry.canvas()
-            except Exception:
-                geometry = None
+            except Exception as exc:  # e.g. its fields are still being computed
+                self._export_note = f"; geometry left out ({error_line(exc)})"
         rows = -(-len(shown) // COLUMNS)
         total_w = max(COLUMNS * cell_w, geometry.width if geometry else 0)
         total_h = head + rows * cell_h + (geometry.height + 10 if geometry else 0)
@@ -623,13 +630,13 @@ class Compare(BackgroundWork, widgets.VBox):
         """Write the comparison (:meth:`canvas`) as PNG on the server; default
         ``<file box>.png``. The status line names the file."""
         out = atomic_write_bytes(export.to_png(self.canvas(), scale), self._path(path, ".png"))
-        self.status.value = status_html(f"comparison written to {out.resolve()}")
+        self.status.value = status_html(f"comparison written to {out.resolve()}{self._export_note}")
         return out
 
     def save_svg(self, path: str | Path | None = None) -> Path:
         """Write the comparison as SVG on the server; default ``<file box>.svg``."""
         out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), self._path(path, ".svg"))
-        self.status.value = status_html(f"comparison written to {out.resolve()}")
+        self.status.value = status_html(f"comparison written to {out.resolve()}{self._export_note}")
         return out
 
     def save_csv(self, path: str | Path | None = None) -> Path:
