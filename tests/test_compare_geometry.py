@@ -179,3 +179,23 @@ def test_bad_color_limits_argument_is_one_line(xor_runs, bad) -> None:
     with pytest.raises(ArgumentError, match="color_limits") as info:
         SliceViewer(xor_runs[0], color_limits=bad, **FAST)
     assert "\n" not in str(info.value)
+
+
+def test_export_draws_the_views_and_one_colour_bar(row, tmp_path) -> None:
+    canvas = row.canvas()
+    images = [op for kind, op in canvas.ops if kind == "image"]
+    heatmaps = [v.frame.rgba for v in row.viewers]
+    assert len(images) == len(heatmaps) + 1  # one heatmap per run + ONE colour bar
+    for rgba, op in zip(heatmaps, images, strict=False):
+        np.testing.assert_array_equal(op["rgba"], rgba)
+    texts = [op["s"] for kind, op in canvas.ops if kind == "text"]
+    lo, hi = row.color_limits
+    ticks = rendering.nice_ticks(lo, hi, 5)
+    first = rendering.format_ticks(ticks, rendering.tick_format(ticks))[0]
+    assert texts.count("log10 volume") == 1 and first in texts
+    assert any(t.startswith("a · step") for t in texts) and any(
+        t.startswith("b · step") for t in texts
+    )
+    png = row.save_png(tmp_path / "row.png", scale=1.0)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert row.save_svg(tmp_path / "row.svg").read_text().count("<image") == len(images)

@@ -18,16 +18,18 @@ import html
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import bqplot
 import ipywidgets as widgets
 import traitlets
 
+from richviz.atomic import atomic_write_bytes
 from richviz.compute_lock import COMPUTE
 from richviz.errors import ArgumentError
 from richviz.features import PENULTIMATE
-from richviz.widgets import rendering
+from richviz.widgets import export, rendering
 from richviz.widgets.common import as_run, error_line, status_html
 from richviz.widgets.slice_records import COLORBAR_TICKS, COLORBAR_WIDTH, FIGURE_MARGIN
 from richviz.widgets.slice_viewer import SliceViewer
@@ -360,6 +362,46 @@ class GeometryRow(BackgroundWork, widgets.VBox):
                 f'<span style="color:{html.escape(color)};font-size:16px">■</span> '
                 f"<b>{html.escape(name)}</b> · {shown}</div>"
             )
+
+    # ------------------------------------------------------------------ export
+
+    def canvas(
+        self, canvas: export.Canvas | None = None, x0: float = 0.0, y0: float = 0.0
+    ) -> export.Canvas:
+        """Draw the row on an :class:`export.Canvas` at (x0, y0): each run's name (in its
+        colour) over its view, the views side by side, and the one shared colour bar."""
+        from richviz.widgets.slice_export import EXPORT_SIZE, draw_colorbar, draw_slice
+
+        frames = [v.frame for v in self.viewers]
+        if any(f is None for f in frames):
+            raise ValueError("no field has been computed yet (call wait() first)")
+        m = FIGURE_MARGIN
+        view_w = m["left"] + EXPORT_SIZE + 20
+        view_h = m["top"] + EXPORT_SIZE + m["bottom"] + 44
+        if canvas is None:
+            canvas = export.Canvas(view_w * len(frames) + 110, view_h + _TITLE_HEIGHT)
+        for i, (v, name, color) in enumerate(
+            zip(self.viewers, self.names, self.colors, strict=True)
+        ):
+            x = x0 + i * view_w
+            canvas.rect(x + m["left"], y0 + 6, 12, 12, fill=color)
+            canvas.text(x + m["left"] + 18, y0 + 16, f"{name} · step {v.frame.step}", size=13)
+            draw_slice(v.frame, v._ctx, canvas, x, y0 + _TITLE_HEIGHT, colorbar=False)
+        x = x0 + len(frames) * view_w
+        draw_colorbar(canvas, frames[-1], x, y0 + _TITLE_HEIGHT + m["top"])
+        return canvas
+
+    def save_png(self, path: str | os.PathLike, scale: float = 2.0) -> Path:
+        """Write :meth:`canvas` as PNG (atomic); the status line names the file."""
+        out = atomic_write_bytes(export.to_png(self.canvas(), scale), path)
+        self.status.value = status_html(f"geometry written to {out.resolve()}")
+        return out
+
+    def save_svg(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`canvas` as SVG (atomic); the status line names the file."""
+        out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), path)
+        self.status.value = status_html(f"geometry written to {out.resolve()}")
+        return out
 
     # ------------------------------------------------------------------ lifecycle
 

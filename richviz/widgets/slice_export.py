@@ -21,9 +21,10 @@ from richviz.widgets.slice_records import (
     SliceContext,
 )
 
-__all__ = ["draw_slice", "heatmap_rgba"]
+__all__ = ["EXPORT_SIZE", "draw_colorbar", "draw_slice", "heatmap_rgba"]
 
 _SIZE = 400.0  # px, the plot area of an exported view
+EXPORT_SIZE = _SIZE
 
 Transform = Callable[[Any], np.ndarray]
 
@@ -109,6 +110,12 @@ def _colorbar(canvas: export.Canvas, frame: Frame, bx: float, py: float) -> None
     canvas.text(bx + 70, py + size / 2, frame.bar_label, size=11, anchor="middle", rotate=90)
 
 
+def draw_colorbar(canvas: export.Canvas, frame: Frame, x: float, y: float) -> None:
+    """The colour bar of ``frame`` (gradient, ticks with numbers, label) with its top-left
+    corner at (x, y), as beside an exported view (``EXPORT_SIZE`` px tall)."""
+    _colorbar(canvas, frame, x, y)
+
+
 def _legend(
     canvas: export.Canvas, entries: list[tuple[str, str, str]], lx: float, ly: float
 ) -> None:
@@ -132,10 +139,12 @@ def draw_slice(
     canvas: export.Canvas | None = None,
     x0: float = 0.0,
     y0: float = 0.0,
+    colorbar: bool = True,
 ) -> export.Canvas:
     """Draw the view of ``frame`` (title, heatmap, ellipses, boundary, points, anchors, axes,
     colour bar with ticks and label, legend) on ``canvas`` (default: a new one that fits) at
-    (x0, y0); ``ctx`` gives the data points and anchors (or None)."""
+    (x0, y0); ``ctx`` gives the data points and anchors (or None). ``colorbar=False`` leaves
+    the colour bar out (views side by side on one shared range draw it once)."""
     m = FIGURE_MARGIN
     size = _SIZE
     if canvas is None:
@@ -155,7 +164,8 @@ def draw_slice(
     _field_and_lines(canvas, frame, tx, ty)
     _points(canvas, ctx, tx, ty)
     _axes(canvas, px, py, ((a0, a1), (b0, b1)), tx, ty)
-    _colorbar(canvas, frame, px + size + 14, py)
+    if colorbar:
+        _colorbar(canvas, frame, px + size + 14, py)
     labels = ctx.labels if ctx is not None else None
     _legend(canvas, legend_entries(frame, labels), px, py + size + 50)
     return canvas
