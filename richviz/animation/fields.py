@@ -22,6 +22,7 @@ from richviz.widgets.tasks import LRUCache
 __all__ = [
     "FIELDS",
     "FieldStore",
+    "KeyedStore",
     "RunFieldStore",
     "field_record",
     "slice_key",
@@ -66,6 +67,21 @@ class RunFieldStore:
         except OSError:
             stamp = None
         return (*self._base, int(step), str(ck.path), stamp)
+
+    def get(self, step: int) -> FieldRecord | None:
+        return self.cache.get(self._key(step))
+
+    def put(self, step: int, record: FieldRecord) -> None:
+        self.cache.put(self._key(step), record)
+
+
+class KeyedStore:
+    """A :class:`FieldStore` over another cache's ``get``/``put`` with its own keys
+    (``key(step)``): how the slice viewer lends its grid cache to an export."""
+
+    def __init__(self, cache: Any, key: Callable[[int], Hashable]):
+        self.cache = cache
+        self._key = key
 
     def get(self, step: int) -> FieldRecord | None:
         return self.cache.get(self._key(step))

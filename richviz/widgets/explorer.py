@@ -167,6 +167,14 @@ class Explorer(widgets.VBox):
         self.status.value = status_html(f"view written to {out.resolve()}")
         return out
 
+    def save_animation(self, path: str | os.PathLike, curves: bool = True, **kwargs: Any) -> Any:
+        """Write the slice view over the run as a GIF or MP4, by default with the metric curves
+        and a moving cursor beside it: :meth:`SliceViewer.save_animation` of :attr:`viewer`
+        (``kwargs``: ``fps``, ``duration``, ``show``, ...). The status line names the file."""
+        anim = self.viewer.save_animation(path, curves=curves, **kwargs)
+        self.status.value = status_html(f"animation written to {anim.path.resolve()}")
+        return anim
+
     def _guard(self, fn) -> None:
         try:
             fn()

@@ -475,6 +475,42 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
         self._status(f"view written to {out.resolve()}")
         return out
 
+    def save_animation(self, path: str | os.PathLike, **kwargs: Any) -> Any:
+        """Write the view over the run's checkpoints as a GIF or MP4 (the suffix decides).
+
+        :func:`richviz.animation.save_animation` with this viewer's slice, layer, resolution,
+        heatmap (``show``: volume, class regions or entropy), ellipses and decision boundary,
+        reusing its grid cache and model copies; ``kwargs`` (``fps``, ``duration``, ``curves``,
+        ``scale``, ...) override. The progress bar follows the export; the status line names
+        the file. Relative, theory and full-space views are drawn plain. Returns the
+        :class:`richviz.animation.Animation`.
+        """
+        from richviz.animation import SHOWS, save_animation
+        from richviz.animation.fields import KeyedStore
+
+        if self._source.run is None:
+            raise ArgumentError("save_animation needs a run: a bare model has one step")
+        show = {view: name for name, view in SHOWS.items()}.get(self.show)
+        if "show" not in kwargs and show is None:
+            raise ArgumentError(f"show={self.show!r} is not animated (volume, classes, entropy)")
+        ctx, layer, res = self._ctx, self.layer, int(self.resolution)
+        options: dict[str, Any] = dict(
+            show=show, resolution=res, layer=layer, ellipses=self.ellipse_density,
+            ellipse_mode=self.ellipse_mode, decision=bool(self.decision),
+            load=lambda step: self._source.load(step, self.device),
+            progress=lambda done, total: self._set_progress(done / max(total, 1)),
+        )  # fmt: skip
+        if ctx is not None and ctx.version == self._version:  # the viewer's slice and grids
+            version = ctx.version
+            store = KeyedStore(self._fields, lambda step: (version, step, layer, res))
+            options.update(context=ctx, fields=store)
+        else:
+            options.update(slice=self._user_slice)
+        options.update(kwargs)
+        anim = save_animation(self._source.run, path, **options)
+        self._status(f"animation ({anim.frames} frames) written to {anim.path.resolve()}")
+        return anim
+
     def _export_path(self, path: str | os.PathLike | None, suffix: str) -> Path:
         if path is not None:
             return Path(path)
