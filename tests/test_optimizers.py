@@ -77,14 +77,18 @@ def test_make_optimizer_choice_and_errors():
         PlainOptimizer("rmsprop", params, 1e-3)
 
 
-def test_training_on_cpu_does_not_import_dynamo(tmp_path):
+def test_quick_start_training_and_metrics_do_not_import_dynamo(tmp_path):
+    # torch.optim's constructor and step, and meta-device kernels, import torch._dynamo (with
+    # sympy): about a second of the quick start
     code = textwrap.dedent(
         f"""
         import sys
         from richviz.train import train
-        train("circles", out={str(tmp_path / "run")!r}, steps=5, progress=False,
-              overrides={{"checkpoints": 2}})
-        print("dynamo" if "torch._dynamo" in sys.modules else "no dynamo")
+        run = train("circles", out={str(tmp_path / "run")!r}, steps=5, progress=False,
+                    overrides={{"checkpoints": 2}})
+        assert len(run.metrics(progress=False)) == 2
+        heavy = [m for m in ("torch._dynamo", "sympy") if m in sys.modules]
+        print(heavy or "no dynamo")
         """
     )
     out = subprocess.run(

@@ -166,7 +166,7 @@ def _check_output(run: Run, x: torch.Tensor) -> None:
         if run.output is not None:
             select_model_output(model, run.output)
         if sum(p.numel() for p in model.parameters()) <= 2**20:  # meta kernels import dynamo
-            model = model.to_empty(device="cpu")  # (~1 s); unset weights are enough here
+            model = model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype))  # (~1 s) on CPU
         with torch.no_grad():
             select_output(model.eval()(x[:2].to(module_device(model))), None)
     except ModelError as exc:
