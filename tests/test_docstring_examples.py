@@ -28,6 +28,12 @@ ENTRY_POINTS = {
     "richviz.widgets.Explorer": "richviz.widgets",
     "richviz.widgets.Playground": "richviz.widgets",
     "richviz.widgets.compare_geometry.GeometryRow": "richviz.widgets.compare_geometry",
+    "richviz.widgets.Compare": "richviz.widgets",
+    "richviz.compare.open_runs": "richviz.compare",
+    "richviz.compare.RunColors": "richviz.compare",
+    "richviz.compare.ema": "richviz.compare",
+    "richviz.compare.group_bands": "richviz.compare",
+    "richviz.compare.read_csv": "richviz.compare",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

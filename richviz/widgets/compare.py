@@ -477,7 +477,8 @@ class Compare(BackgroundWork, widgets.VBox):
     # ---------------------------------------------------------------- geometry
 
     def _geometry_runs(self) -> list[RunEntry]:
-        chosen = self.selected_entries()
+        """The first selected runs (in the order they were selected) of the first one's task."""
+        chosen = [self._by_name[n] for n in self.selected]
         if not chosen:
             return []
         same = [e for e in chosen if e.task_key == chosen[0].task_key]

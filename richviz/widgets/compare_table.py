@@ -124,7 +124,7 @@ class RunTable(widgets.VBox):
             value=False, description="descending", layout={"width": "110px"}
         )
         self.rows_box = widgets.VBox(
-            [], layout=widgets.Layout(max_height=height, overflow_y="auto", display="block")
+            [], layout=widgets.Layout(max_height=height, overflow="auto", display="block")
         )
         super().__init__(
             [widgets.HBox([self.sort_menu, self.order_button]), self.header, self.rows_box],
