@@ -42,7 +42,7 @@ from richviz.live import (
     PlaygroundConfig,
     compute_view,
 )
-from richviz.widgets import rendering
+from richviz.widgets import keyboard, rendering
 from richviz.widgets.common import error_line, status_html
 from richviz.widgets.playground_controls import (
     ALPHA_PLAIN,
@@ -59,6 +59,8 @@ from richviz.widgets.playground_strip import STRIP, MetricsStrip
 __all__ = ["STRIP", "Playground", "VIEWS"]
 
 PROBE_SIZE = 500
+#: the keys' actions the Playground has (see :meth:`Playground.press`)
+KEY_ACTIONS = ("toggle_play", "next", "first")
 MAX_ROWS = 4000
 
 
@@ -181,7 +183,9 @@ class Playground(widgets.VBox):
         super().__init__(
             children=[
                 self.controls,
-                widgets.HBox([widgets.VBox([self.figure, self.legend, self._css]), self.side]),
+                widgets.HBox(
+                    [widgets.VBox([self.figure, self.legend, self._css, self.focus_css]), self.side]
+                ),
                 self.strip,
             ],
             **kwargs,
@@ -235,10 +239,20 @@ class Playground(widgets.VBox):
         )
         self.click_picker.observe(self._picker_to_class, names="value")
         self.observe(self._class_to_picker, names=["click_class"])
-        self.start_button = widgets.Button(description="Start", icon="play", button_style="success")
-        self.pause_button = widgets.Button(description="Pause", icon="pause")
-        self.step_button = widgets.Button(description="Step", icon="step-forward")
-        self.reset_button = widgets.Button(description="Reset", icon="undo")
+        self.start_button = widgets.Button(
+            description="Start", icon="play", button_style="success",
+            tooltip="Start training (Space or k over the figure: Start/Pause)",
+        )  # fmt: skip
+        self.pause_button = widgets.Button(
+            description="Pause", icon="pause", tooltip="Pause training (Space or k)"
+        )
+        self.step_button = widgets.Button(
+            description="Step", icon="step-forward",
+            tooltip="train steps/Step more steps (ArrowRight or l over the figure)",
+        )  # fmt: skip
+        self.reset_button = widgets.Button(
+            description="Reset", icon="undo", tooltip="back to step 0 (Home over the figure)"
+        )
         buttons = (
             (self.start_button, self.start),
             (self.pause_button, self.pause),
@@ -262,6 +276,14 @@ class Playground(widgets.VBox):
         side = [c[k] for k in ("view", "ellipse_density", "resolution", "fps")]
         self.side = widgets.VBox(
             [*side, self.click_picker, self.points_label], layout={"margin": "20px 0 0 8px"}
+        )
+        self.figure.add_class(keyboard.FOCUS_CLASS)
+        self.controls.add_class(keyboard.FOCUS_CLASS)
+        self.focus_css = keyboard.focus_style()
+        self.key_control = keyboard.KeyControl(
+            [self.figure],
+            {name: (lambda name=name: self.press(name)) for name in KEY_ACTIONS},
+            on_error=lambda exc: self._status(error_line(exc), "error"),
         )
 
     # ------------------------------------------------------------------ configuration
@@ -404,6 +426,25 @@ class Playground(widgets.VBox):
             self.rows = []
         self._frames.submit((self.trainer, self.trainer.state))
 
+    def toggle(self) -> None:
+        """Pause if training runs, else start (the Space / ``k`` key)."""
+        if self.trainer.running:
+            self.pause()
+            self._status("pausing…", "busy")
+        else:
+            self.start()
+
+    def press(self, action: str) -> None:
+        """Do what a key over the figure does: ``toggle_play`` (Space, ``k``): Start/Pause;
+        ``next`` (ArrowRight, ``l``): Step; ``first`` (Home): Reset. Other actions of
+        :data:`richviz.widgets.keyboard.ACTIONS` do nothing here (training has no way back)."""
+        fn = {"toggle_play": self.toggle, "next": lambda: self.step(wait=False)}
+        fn["first"] = self.reset
+        if action not in keyboard.ACTIONS:
+            raise ArgumentError(f"action={action!r} must be one of {keyboard.ACTIONS}")
+        if action in fn:
+            fn[action]()
+
     def wait(self, timeout: float | None = 60.0) -> bool:
         """Block until training is idle and the newest frame is drawn (for tests, scripts)."""
         ok = self.trainer.wait(timeout)
@@ -421,6 +462,9 @@ class Playground(widgets.VBox):
 
     def close(self) -> None:
         """Stop drawing and training (a final checkpoint is written), then close the widgets."""
+        keys = getattr(self, "key_control", None)
+        if keys is not None:
+            keys.close()
         frames = getattr(self, "_frames", None)
         if frames is not None:
             frames.close()

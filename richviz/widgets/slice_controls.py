@@ -14,7 +14,8 @@ import traitlets
 from torch import nn
 
 from richviz.features import LOGITS, PENULTIMATE, layer_names
-from richviz.widgets.common import layer_labels, status_html
+from richviz.widgets import keyboard
+from richviz.widgets.common import error_line, layer_labels, status_html
 from richviz.widgets.slice_records import (
     COLOR_RANGES,
     ELLIPSE_MODES,
@@ -122,21 +123,58 @@ class SliceControls:
         )
 
     def _build_step_row(self, steps: list[int], wanted: bool) -> None:
-        # A step slider (and Play) of its own when the viewer stands alone on a run.
+        # A step slider (and Play) of its own when the viewer stands alone on a run. Keys: a
+        # focused slider handle moves with the arrows, Home/End (ipywidgets' own); the Play/Pause
+        # toggle with Space/Enter; over the figure or this row, the keys of keyboard.KEYS.
         options = [(str(s), s) for s in steps] or [("–", 0)]
         self.step_slider = widgets.SelectionSlider(
             options=options, description="step", continuous_update=True,
+            tooltip="checkpoint step: ArrowLeft/ArrowRight, Home/End",
             layout={"width": "400px"},
         )  # fmt: skip
         self.step_play = widgets.Play(
-            value=len(options) - 1, min=0, max=max(len(options) - 1, 0), interval=500
-        )
+            value=len(options) - 1, min=0, max=max(len(options) - 1, 0), interval=500,
+            description="play the checkpoints", tooltip="play the checkpoints",
+        )  # fmt: skip
+        self.play_toggle = keyboard.play_toggle("Play/Pause the checkpoints (Space or k)")
         traitlets.link((self.step_play, "value"), (self.step_slider, "index"))
+        traitlets.link((self.step_play, "playing"), (self.play_toggle, "value"))
         self.step_slider.observe(self._on_step_slider, names="value")
         self.observe(self._on_step_trait, names=["step"])
         self.step_row = widgets.HBox(
-            [self.step_play, self.step_slider], layout={"display": "flex" if wanted else "none"}
+            [self.step_play, self.play_toggle, self.step_slider],
+            layout={"display": "flex" if wanted else "none"},
         )
+
+    def _build_keys(self) -> None:
+        """Keys over the figure and the step row (see :mod:`richviz.widgets.keyboard`)."""
+        self.step_row.add_class(keyboard.FOCUS_CLASS)
+        self.figure.add_class(keyboard.FOCUS_CLASS)
+        self.focus_css = keyboard.focus_style()
+        self.key_control = keyboard.KeyControl(
+            [self.figure, self.step_row],
+            {name: (lambda name=name: self.press(name)) for name in keyboard.ACTIONS},
+            on_error=self._key_error,
+        )
+
+    def _key_error(self, exc: Exception) -> None:
+        self.status.value = status_html(error_line(exc), "error")  # a key never breaks the view
+
+    def press(self, action: str) -> None:
+        """Do what a key does (:data:`richviz.widgets.keyboard.ACTIONS`): move the step slider
+        (``previous``, ``next``, ``first``, ``last``) or toggle Play (``toggle_play``)."""
+        if action == "toggle_play":
+            self.step_play.playing = not self.step_play.playing
+            return
+        count = len(self.step_slider.options)
+        self.step_slider.index = keyboard.step_index(action, self.step_slider.index or 0, count)
+
+    def close(self) -> None:
+        """Close the key listeners, then the viewer (safe after a failed ``__init__``)."""
+        keys = getattr(self, "key_control", None)
+        if keys is not None:
+            keys.close()
+        super().close()  # type: ignore[misc]
 
     def _build_controls(self, steps: list[int], step_slider: bool) -> None:
         """All controls; ``step_slider``: show the viewer's own step row."""
@@ -144,6 +182,7 @@ class SliceControls:
         self._build_anchor_row()
         self._build_footer()
         self._build_step_row(steps, step_slider)
+        self._build_keys()
         self.legend = widgets.HTML(value="", layout={"min_height": "20px"})
         self.thumbnails = widgets.HBox([])
         for picker, name in (
@@ -170,6 +209,7 @@ class SliceControls:
                     [self.range_picker, self.resolution_picker, self.relative_box, self.lock_box]
                 ),
                 self.anchor_row,
+                self.focus_css,
             ]
         )
 
