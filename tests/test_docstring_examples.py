@@ -34,6 +34,9 @@ ENTRY_POINTS = {
     "richviz.compare.ema": "richviz.compare",
     "richviz.compare.group_bands": "richviz.compare",
     "richviz.compare.read_csv": "richviz.compare",
+    "richviz.widgets.keyboard.key_action": "richviz.widgets.keyboard",
+    "richviz.widgets.keyboard.step_index": "richviz.widgets.keyboard",
+    "richviz.widgets.keyboard.KeyControl": "richviz.widgets.keyboard",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

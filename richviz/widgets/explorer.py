@@ -129,6 +129,12 @@ class Explorer(widgets.VBox):
                 for view in (self.browser, self.viewer, self.panel)
             ]
 
+    def press(self, action: str) -> None:
+        """Do what a key does over the slice figure or the step row (see
+        :mod:`richviz.widgets.keyboard`): ``previous``, ``next``, ``first``, ``last`` move
+        every view's step, ``toggle_play`` starts or stops Play."""
+        self.viewer.press(action)
+
     def _checkpoint_steps(self) -> list[int]:
         """The steps ``step`` snaps to: the run's readable checkpoints (see :class:`Step`)."""
         return list(self.run.steps)
