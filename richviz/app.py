@@ -14,7 +14,9 @@ after it (``geometry``). A wheel installed from an index ships no notebooks: pas
 ``01_quickstart.ipynb``.
 
 The kernel is this Python (the interpreter running ``richviz``), whatever other ``python3``
-kernels Jupyter knows: a temporary kernel spec is put first on ``JUPYTER_PATH``.
+kernels Jupyter knows: a temporary kernel spec is put first on ``JUPYTER_PATH``. A temporary
+``voila.json`` (first on ``JUPYTER_CONFIG_PATH``) keeps a notebook that runs for minutes
+rendering (:data:`VOILA_CONFIG`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ from richviz.errors import ArgumentError, MissingDependencyError
 
 __all__ = [
     "DEFAULT_NOTEBOOK",
+    "VOILA_CONFIG",
     "add_app_parser",
+    "app_environment",
+    "app_files",
     "find_notebook",
     "notebook_dirs",
     "voila_command",
@@ -195,12 +200,21 @@ def voila_command(
     return cmd
 
 
-def kernel_spec_dir(root: Path, python: str | None = None) -> Path:
-    """Write a ``python3`` kernel spec running ``python`` (default: this one) under ``root``.
+#: Voila's settings for ``richviz app`` (a ``voila.json``). jupyter_server closes a websocket
+#: whose pongs are late (90 s), and Voila 0.5's progressive rendering reads no message (so no
+#: pong) while its websocket runs the notebook: a notebook running longer than 90 s would stop
+#: rendering (voila-dashboards/voila#1540). Keep the pings, never time out on them.
+VOILA_CONFIG = {"Voila": {"tornado_settings": {"ws_ping_timeout": 7 * 24 * 3600 * 1000}}}
 
-    Returns ``root``, a folder to put first on ``JUPYTER_PATH`` (it holds ``kernels/python3``).
+
+def app_files(root: Path, python: str | None = None) -> Path:
+    """Write the Jupyter files ``richviz app`` runs Voilà with under ``root``; returns ``root``.
+
+    ``root/data/kernels/python3/kernel.json``: a ``python3`` kernel running ``python`` (default:
+    this interpreter), whatever other ``python3`` kernels Jupyter knows; ``root/config/voila.json``:
+    :data:`VOILA_CONFIG`. :func:`app_environment` puts both first on Jupyter's search paths.
     """
-    spec_dir = root / "kernels" / "python3"
+    spec_dir = root / "data" / "kernels" / "python3"
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
         "argv": [python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
@@ -209,14 +223,18 @@ def kernel_spec_dir(root: Path, python: str | None = None) -> Path:
         "metadata": {"debugger": False},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    (root / "config").mkdir(exist_ok=True)
+    (root / "config" / "voila.json").write_text(json.dumps(VOILA_CONFIG, indent=1))
     return root
 
 
-def app_environment(spec_root: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default ``os.environ``) with ``spec_root`` first on ``JUPYTER_PATH``."""
+def app_environment(root: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default ``os.environ``) with :func:`app_files`' folders under ``root`` first on
+    ``JUPYTER_PATH`` (kernels) and ``JUPYTER_CONFIG_PATH`` (``voila.json``)."""
     env = dict(os.environ if base is None else base)
-    rest = env.get("JUPYTER_PATH")
-    env["JUPYTER_PATH"] = os.pathsep.join([str(spec_root), *([rest] if rest else [])])
+    for var, sub in (("JUPYTER_PATH", "data"), ("JUPYTER_CONFIG_PATH", "config")):
+        rest = env.get(var)
+        env[var] = os.pathsep.join([str(root / sub), *([rest] if rest else [])])
     return env
 
 
@@ -249,7 +267,7 @@ def _cmd_app(args: argparse.Namespace) -> int:
     token = secrets.token_urlsafe(24)
     url = f"http://{HOST}:{port}/?token={token}"
     with tempfile.TemporaryDirectory(prefix="richviz-app-") as tmp:
-        env = app_environment(kernel_spec_dir(Path(tmp)))
+        env = app_environment(app_files(Path(tmp)))
         cmd = voila_command(notebook, port, token=token, open_browser=args.open)
         print(f"richviz app: serving {notebook.name} at {url}  (Ctrl-C stops)", flush=True)
         proc = subprocess.Popen(cmd, cwd=notebook.parent, env=env)

@@ -17,10 +17,11 @@ import pytest
 from richviz import app
 from richviz.app import (
     DEFAULT_NOTEBOOK,
+    VOILA_CONFIG,
     add_app_parser,
     app_environment,
+    app_files,
     find_notebook,
-    kernel_spec_dir,
     voila_command,
 )
 from richviz.errors import ArgumentError, MissingDependencyError
@@ -170,6 +171,25 @@ def test_every_option_is_one_voila_knows() -> None:
         assert rest.split("=")[0] in traits[cls], option
 
 
+def test_voila_reads_the_app_config_and_python3_is_this_interpreter(tmp_path: Path) -> None:
+    """Voilà itself, started the way ``richviz app`` starts it (in a child process), loads the
+    app's ``voila.json`` (the websocket ping timeout) and finds this interpreter's kernel."""
+    pytest.importorskip("voila", reason="needs voila (the app extra)")
+    env = app_environment(app_files(tmp_path / "app"))
+    code = (
+        "import json; from voila.app import Voila; a = Voila(); a.initialize([]); "
+        "from jupyter_client.kernelspec import KernelSpecManager as K; "
+        "print(json.dumps([a.tornado_settings, K().get_kernel_spec('python3').argv[0]]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    settings, python = json.loads(out.stdout.strip().splitlines()[-1])
+    assert settings == VOILA_CONFIG["Voila"]["tornado_settings"]
+    assert python == sys.executable
+
+
 @pytest.mark.parametrize("port", [0, 70000, "8866", True])
 def test_voila_command_rejects_a_bad_port(port: object) -> None:
     with pytest.raises(ArgumentError, match=r"^port must be an integer in \[1, 65535\]"):
@@ -188,11 +208,11 @@ def test_the_kernel_spec_makes_python3_this_interpreter(tmp_path: Path) -> None:
             {"argv": ["/elsewhere/python", "-m", "ipykernel_launcher"], "language": "python"}
         )
     )
-    root = kernel_spec_dir(tmp_path / "spec")
+    root = app_files(tmp_path / "app")
     # user-level kernels first, as outside a virtual environment (jupyter_core's default there)
     base = {**os.environ, "JUPYTER_DATA_DIR": str(user.parents[1]), "JUPYTER_PREFER_ENV_PATH": "0"}
     env = app_environment(root, base)
-    assert env["JUPYTER_PATH"].split(os.pathsep)[0] == str(root)
+    assert env["JUPYTER_PATH"].split(os.pathsep)[0] == str(root / "data")
     code = (
         "import json; from jupyter_client.kernelspec import KernelSpecManager as K; "
         "print(json.dumps(K().get_kernel_spec('python3').argv))"
@@ -217,6 +237,8 @@ class _FakeProc:
         self.cmd, self.cwd, self.env = cmd, cwd, env
         spec = Path(env["JUPYTER_PATH"].split(os.pathsep)[0]) / "kernels" / "python3"
         self.kernel = json.loads((spec / "kernel.json").read_text())  # gone after the run
+        config = Path(env["JUPYTER_CONFIG_PATH"].split(os.pathsep)[0]) / "voila.json"
+        self.config = json.loads(config.read_text())
 
     def wait(self, timeout: float | None = None) -> int:
         return 0
@@ -236,6 +258,7 @@ def test_app_starts_voila_in_the_notebooks_folder(monkeypatch: pytest.MonkeyPatc
     assert proc.cmd[3] == str(NOTEBOOKS / "02_geometry.ipynb")
     assert proc.cwd == NOTEBOOKS  # the demo runs land in notebooks/runs/, as in JupyterLab
     assert proc.kernel["argv"][0] == sys.executable
+    assert proc.config == VOILA_CONFIG
     token = next(o for o in proc.cmd if o.startswith("--Voila.token=")).split("=", 1)[1]
     assert len(token) >= 32
     line = capsys.readouterr().out.strip()

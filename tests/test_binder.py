@@ -25,8 +25,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BINDER = REPO_ROOT / "binder"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 QUICKSTART_URLPATH = "urlpath=lab/tree/notebooks/01_quickstart.ipynb"
-# Optional runtime extras Binder installs too, so that every notebook runs there.
-RUNTIME_EXTRAS = ("dask",)
+# The quick start as an app (Voila's server extension, no code shown).
+QUICKSTART_APP_URLPATH = "urlpath=voila/render/notebooks/01_quickstart.ipynb"
+BINDER_LINK = "https://mybinder.org/v2/gh/"
+# Optional runtime extras Binder installs too: the sweeps notebook (dask), the app link (app),
+# MP4 export (animation).
+RUNTIME_EXTRAS = ("dask", "app", "animation")
 
 
 def project_dependencies(extras: tuple[str, ...] = ()) -> dict[str, Requirement]:
@@ -139,3 +143,74 @@ def test_binder_docs_point_at_the_quick_start() -> None:
     assert (REPO_ROOT / target).is_file(), f"Binder link points at missing {target}"
     runtime = (BINDER / "runtime.txt").read_text().strip()
     assert re.fullmatch(r"python-3\.\d+", runtime), runtime
+
+
+# ---- app mode (Voila) on Binder
+
+
+def post_build_heredoc(marker: str) -> dict:
+    body = re.search(rf"<<'{marker}'\n(.*?)\n{marker}\n", (BINDER / "postBuild").read_text(), re.S)
+    assert body, f"postBuild: {marker} heredoc not found"
+    return json.loads(body.group(1))
+
+
+def test_binder_installs_voila_ipyevents_and_imageio_ffmpeg() -> None:
+    binder, _ = binder_requirements()
+    for name in ("voila", "ipyevents", "imageio-ffmpeg"):
+        assert name in binder, f"binder/requirements.txt lacks {name}"
+
+
+def test_binder_pins_are_the_versions_installed_here() -> None:
+    """'Pinned to tested versions': each pin is the release this test environment runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    binder, _ = binder_requirements()
+    checked = 0
+    for name, req in binder.items():
+        try:
+            installed = Version(version(name))
+        except PackageNotFoundError:
+            continue
+        pinned = pinned_version(req)
+        assert pinned.public == installed.public, f"binder pins {name}=={pinned}, here {installed}"
+        checked += 1
+    assert checked >= len(binder) - 2, f"only {checked} of {len(binder)} pins are installed here"
+
+
+def test_post_build_configures_voila_progressive_rendering(tmp_path: Path) -> None:
+    """The voila.json postBuild writes is one Voila's server extension reads (from a Jupyter
+    config path) and sets progressive rendering, so long cells show their progress bars."""
+    pytest.importorskip("voila", reason="needs voila (the app extra)")
+    import subprocess
+    import sys
+
+    config = post_build_heredoc("VOILA_JSON")
+    assert config["VoilaConfiguration"]["progressive_rendering"] is True
+    text = (BINDER / "postBuild").read_text()
+    assert '> "$prefix/etc/jupyter/voila.json"' in text  # sys.prefix's config dir
+    (tmp_path / "voila.json").write_text(json.dumps(config))
+    code = (
+        "from voila.server_extension import load_config_file; "
+        "from voila.configuration import VoilaConfiguration as V; "
+        "c = V(config=load_config_file()); print(c.progressive_rendering, c.show_tracebacks)"
+    )
+    env = {**os.environ, "JUPYTER_CONFIG_PATH": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "False"]
+    for key in config["VoilaConfiguration"]:
+        from voila.configuration import VoilaConfiguration
+
+        assert key in VoilaConfiguration.class_traits(config=True), key
+
+
+@pytest.mark.parametrize("doc", ["binder/README.md", "README.md", "docs/notebooks.md"])
+def test_docs_link_the_quick_start_as_an_app_and_in_jupyterlab(doc: str) -> None:
+    text = (REPO_ROOT / doc).read_text()
+    for urlpath in (QUICKSTART_APP_URLPATH, QUICKSTART_URLPATH):
+        links = re.findall(rf"{re.escape(BINDER_LINK)}\S*?\?{re.escape(urlpath)}", text)
+        assert links, f"{doc} has no Binder link with ?{urlpath}"
+    target = QUICKSTART_APP_URLPATH.split("voila/render/", 1)[1]
+    assert (REPO_ROOT / target).is_file(), f"the app link points at missing {target}"
