@@ -313,7 +313,6 @@ class _BadInput(ArgumentError):
 
 
 def _cmd_animate(args: argparse.Namespace) -> int:
-    from richviz.animation import save_animation
     from richviz.animation.plan import check_output, make_plan
     from richviz.errors import CheckpointError
     from richviz.runs import Run
@@ -326,6 +325,8 @@ def _cmd_animate(args: argparse.Namespace) -> int:
         check_int(args.resolution, "--resolution", low=2, high=1024)
     except (ArgumentError, CheckpointError, OSError) as exc:
         raise _BadInput(str(exc)) from None
+    from richviz.widgets.slice_animation import save_animation
+
     anim = save_animation(
         run, args.out, fps=args.fps, show=args.show, duration=args.duration,
         resolution=args.resolution, curves=args.curves, layer=args.layer, device=args.device,

@@ -1,25 +1,30 @@
-"""Animations of a run for slides: the slice view over training as a GIF or an MP4.
+"""Animations of a run for slides, headless parts: what each frame shows and when, the grid
+cache, the headline numbers, the run's one colour range and the GIF / MP4 writers.
 
 One idea per module:
 
-- :mod:`.plan`: format, frame rate, which checkpoint each frame shows (checked up front);
-- :mod:`.fields`: one grid per checkpoint (:func:`richviz.views.slice_frame`), cached in a
-  process-wide LRU keyed by run, checkpoint, slice, resolution and layer;
-- :mod:`.frames`: the run's one colour range and each checkpoint's slice view;
-- :mod:`.headline`: test accuracy, D_LR and boundary magnification from ``Run.metrics``;
-- :mod:`.curves`: the metric curves with a cursor; :mod:`.layout`: one frame's page, rasterised;
-- :mod:`.writers`: GIF (Pillow) and MP4 (``imageio-ffmpeg``, optional extra ``animation``),
-  written atomically;
-- :mod:`.animate`: :func:`save_animation`, the entry point.
+- :mod:`.plan`: format (from the suffix), frame rate, which checkpoint each frame shows;
+  checked before any work, so a bad argument writes nothing;
+- :mod:`.fields`: one grid per checkpoint, cached in a process-wide LRU (:data:`FIELDS`) keyed
+  by run, checkpoint file, slice, resolution and layer;
+- :mod:`.ranges`: one colour range and one class count over the run;
+- :mod:`.headline`: test accuracy, D_LR and boundary magnification from ``Run.metrics``, the
+  caption of a frame and the curves beside it;
+- :mod:`.writers`: GIF (Pillow, one palette) and MP4 (``imageio-ffmpeg``, the optional extra
+  ``animation``), written atomically;
+- :mod:`.result`: :class:`Animation`, what an export wrote.
 
-Headless: no widget is built; the drawing reuses the slice viewer's server-side export
-(:mod:`richviz.widgets.slice_export`, :mod:`richviz.widgets.export`).
+No widget and no drawing here. The frames are drawn where the slice view's server-side export
+lives, and the entry point is there too: :func:`richviz.widgets.slice_animation.save_animation`
+(also ``SliceViewer.save_animation``, ``Explorer.save_animation`` and ``richviz animate``).
 """
 
 from __future__ import annotations
 
-from richviz.animation.animate import Animation, save_animation
 from richviz.animation.fields import FIELDS
-from richviz.animation.plan import FORMATS, MAX_FPS, SHOWS
+from richviz.animation.plan import FORMATS, MAX_FPS, SHOWS, Plan, make_plan
+from richviz.animation.result import Animation
+from richviz.animation.writers import write_frames
 
-__all__ = ["FIELDS", "FORMATS", "MAX_FPS", "SHOWS", "Animation", "save_animation"]
+__all__ = ["FIELDS", "FORMATS", "MAX_FPS", "SHOWS", "Animation", "Plan", "make_plan",
+           "write_frames"]  # fmt: skip

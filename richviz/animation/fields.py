@@ -1,43 +1,81 @@
-"""The grids an animation draws, one :func:`richviz.views.slice_frame` pass per checkpoint,
-kept in a process-wide LRU so a second export of the same run is fast.
+"""The grids an animation draws, one per checkpoint, kept in a process-wide LRU so a second
+export of the same run is fast.
 
 A grid is keyed by what determines it: the run (its folder, its model identity), the
-checkpoint (step, file size and modification time, so a rewritten file is computed again),
+checkpoint (step, file, size and modification time, so a rewritten file is computed again),
 the slice (origin, basis, window), the resolution and the layer. The volume, the class regions
-and the entropy all come from the same pass, so the heatmap shown is not part of the key.
-Callers that already hold grids (the slice viewer's cache) pass their own ``store``.
+and the entropy all come from the same pass (:func:`richviz.views.slice_frame`), so the
+heatmap shown is not part of the key. Callers that already hold grids (the slice viewer's
+cache) lend them through a :class:`KeyedStore`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Hashable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
-from richviz.compute_lock import COMPUTE
-from richviz.widgets.slice_records import FieldRecord
-from richviz.widgets.tasks import LRUCache
+from richviz.validation import check_int
 
 __all__ = [
     "FIELDS",
     "FieldStore",
+    "GridCache",
     "KeyedStore",
     "RunFieldStore",
-    "field_record",
+    "gather",
     "slice_key",
 ]
 
-#: the process-wide cache of animation grids (``hits`` / ``misses`` count lookups)
-FIELDS = LRUCache(256)
+
+class GridCache:
+    """A thread-safe LRU of computed grids; ``hits`` and ``misses`` count the lookups."""
+
+    def __init__(self, maxsize: int = 256):
+        self.maxsize = check_int(maxsize, "maxsize", low=1)
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable) -> Any:
+        """The grid stored under ``key`` (now the most recent), or None."""
+        with self._lock:
+            if key not in self._data:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._data.move_to_end(key)
+            return self._data[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store ``value``; the least recently used grids beyond ``maxsize`` are dropped."""
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+#: the process-wide cache of animation grids
+FIELDS = GridCache(256)
 
 
 class FieldStore(Protocol):
     """Where an export finds and keeps the grid of one checkpoint."""
 
-    def get(self, step: int) -> FieldRecord | None: ...
+    def get(self, step: int) -> Any: ...
 
-    def put(self, step: int, record: FieldRecord) -> None: ...
+    def put(self, step: int, record: Any) -> None: ...
 
 
 def slice_key(slice: Any) -> str:  # noqa: A002 - the geometry name
@@ -50,10 +88,10 @@ def slice_key(slice: Any) -> str:  # noqa: A002 - the geometry name
 
 
 class RunFieldStore:
-    """The grids of ``run`` on ``slice`` at ``resolution`` and ``layer``, in :data:`FIELDS`."""
+    """The grids of ``run`` on ``slice`` at ``resolution`` and ``layer``, in ``cache``."""
 
     def __init__(self, run: Any, slice: Any, resolution: int, layer: str,  # noqa: A002
-                 cache: LRUCache = FIELDS):  # fmt: skip
+                 cache: GridCache = FIELDS):  # fmt: skip
         identity = json.dumps(run.identity, sort_keys=True, default=repr)
         self._base = (str(run.path.resolve()), identity, slice_key(slice), resolution, layer)
         self._run = run
@@ -68,10 +106,10 @@ class RunFieldStore:
             stamp = None
         return (*self._base, int(step), str(ck.path), stamp)
 
-    def get(self, step: int) -> FieldRecord | None:
+    def get(self, step: int) -> Any:
         return self.cache.get(self._key(step))
 
-    def put(self, step: int, record: FieldRecord) -> None:
+    def put(self, step: int, record: Any) -> None:
         self.cache.put(self._key(step), record)
 
 
@@ -83,34 +121,28 @@ class KeyedStore:
         self.cache = cache
         self._key = key
 
-    def get(self, step: int) -> FieldRecord | None:
+    def get(self, step: int) -> Any:
         return self.cache.get(self._key(step))
 
-    def put(self, step: int, record: FieldRecord) -> None:
+    def put(self, step: int, record: Any) -> None:
         self.cache.put(self._key(step), record)
 
 
-def field_record(
-    model: Any,
-    slice: Any,  # noqa: A002 - the geometry name
-    resolution: int,
-    layer: str,
-    progress: Callable[[int, int], object] | None = None,
-) -> FieldRecord:
-    """One :func:`richviz.views.slice_frame` pass (under the process-wide compute lock) as the
-    slice view's :class:`~richviz.widgets.slice_records.FieldRecord`."""
-    from richviz import views
-
-    with COMPUTE.hold():
-        frame = views.slice_frame(model, slice, resolution=resolution, layer=layer,
-                                  progress=progress)  # fmt: skip
-    return FieldRecord(
-        frame.u,
-        frame.v,
-        frame.log10_volume,
-        frame.margin,
-        frame.boundary,
-        frame.field,
-        entropy=frame.entropy,
-        predicted=frame.predicted,
-    )
+def gather(
+    steps: Sequence[int],
+    store: FieldStore,
+    compute: Callable[[int], Any],
+    report: Callable[[int], object] = lambda done: None,
+) -> tuple[list[Any], int]:
+    """The grid of every step in ``steps``: from ``store``, else ``compute(step)`` (then
+    stored). Returns ``(grids, number computed)``; ``report(done)`` after each step."""
+    grids, computed = [], 0
+    for i, step in enumerate(steps):
+        grid = store.get(step)
+        if grid is None:
+            grid = compute(step)
+            computed += 1
+            store.put(step, grid)
+        grids.append(grid)
+        report(i + 1)
+    return grids, computed

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["HEADLINE", "caption", "headline", "rows_by_step"]
+import numpy as np
+
+__all__ = ["HEADLINE", "Curves", "caption", "headline", "rows_by_step"]
 
 #: (metrics key, label) of the numbers in each frame, in order
 HEADLINE = (
@@ -46,3 +49,21 @@ def caption(step: int, numbers: dict[str, float]) -> str:
     (each number to three decimals, a dash where undefined)."""
     parts = [f"step {step}"] + [f"{label} {_text(numbers[key])}" for key, label in HEADLINE]
     return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class Curves:
+    """The run's steps and each headline metric per step (NaN where missing), for the curves
+    drawn beside the frames."""
+
+    steps: np.ndarray
+    values: dict[str, np.ndarray]
+
+    @classmethod
+    def from_rows(cls, steps: Sequence[int], rows: dict[int, dict[str, Any]]) -> Curves:
+        """The curves of ``steps`` from metrics rows keyed by step (:func:`rows_by_step`)."""
+        numbers = [headline(rows.get(s)) for s in steps]
+        return cls(
+            np.asarray(steps, dtype=float),
+            {k: np.array([n[k] for n in numbers], dtype=float) for k, _ in HEADLINE},
+        )

@@ -1,5 +1,11 @@
-"""The headless entry point: :func:`save_animation` writes a run's slice view over training as
-a GIF or an MP4, one frame per checkpoint (or held to a fixed duration).
+"""A run's slice view over training as a GIF or an MP4, for slides: :func:`save_animation`.
+
+Each frame is the slice view of one checkpoint as the viewer exports it, under a headline
+line, optionally beside the metric curves (:mod:`.animation_page`). The grids come from
+:mod:`richviz.views` (one :func:`~richviz.views.slice_frame` pass per checkpoint, under the
+process-wide compute lock) through the grid cache of :mod:`richviz.animation.fields`; the
+colour range, the headline numbers, the frame plan and the writers are the headless parts in
+:mod:`richviz.animation`. Headless (no widget is built; no kernel or browser needed).
 """
 
 from __future__ import annotations
@@ -7,54 +13,79 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from richviz.animation import frames as view_frames
-from richviz.animation.curves import Curves
-from richviz.animation.fields import FieldStore, RunFieldStore
-from richviz.animation.headline import caption, headline, rows_by_step
-from richviz.animation.layout import frame_canvas, rasterize, view_size
+from richviz.animation.fields import FieldStore, RunFieldStore, gather
+from richviz.animation.headline import Curves, caption, headline, rows_by_step
 from richviz.animation.plan import make_plan
+from richviz.animation.ranges import color_limits, num_classes
+from richviz.animation.result import Animation
 from richviz.animation.writers import require_ffmpeg, write_frames
+from richviz.compute_lock import COMPUTE
 from richviz.errors import ArgumentTypeError, RichvizError
 from richviz.features import PENULTIMATE
 from richviz.progress import Progress, reporter
 from richviz.validation import check_int, check_number
+from richviz.widgets.animation_page import frame_canvas, rasterize, view_size
+from richviz.widgets.slice_compose import compose_frame
+from richviz.widgets.slice_records import FieldRecord, Frame, FrameRequest
 
-__all__ = ["Animation", "save_animation"]
+__all__ = ["ViewSettings", "compose", "field_record", "save_animation"]
 
 
 @dataclass(frozen=True)
-class Animation:
-    """What :func:`save_animation` wrote.
+class ViewSettings:
+    """What each frame's slice view shows (as the slice viewer's traits of the same names).
 
-    Attributes
-    ----------
-    path : the file. fmt : ``"gif"`` | ``"mp4"``. fps : frames per second.
-    steps : the checkpoint step of each frame. captions : each frame's headline line.
-    numbers : each frame's headline numbers (``test_acc``, ``d_lr``,
-        ``boundary_magnification``; from ``Run.metrics``).
-    size : ``(width, height)`` of a frame in pixels.
-    color_limits : the one (vmin, vmax) of the heatmap over the run.
-    computed : grids computed by this export (0 when every one came from a cache).
+    ``show`` is the view's name: ``"volume"``, ``"classes"`` or ``"entropy"``.
     """
 
-    path: Path
-    fmt: str
-    fps: float
-    steps: tuple[int, ...]
-    captions: tuple[str, ...]
-    numbers: tuple[dict[str, float], ...]
-    size: tuple[int, int]
-    color_limits: tuple[float, float]
-    computed: int
+    layer: str
+    resolution: int
+    show: str = "volume"
+    density: int = 12
+    mode: str = "stretch"
+    decision: bool = True
 
-    @property
-    def frames(self) -> int:
-        return len(self.steps)
+
+def field_record(model: Any, slice: Any, settings: ViewSettings) -> FieldRecord:  # noqa: A002
+    """One :func:`richviz.views.slice_frame` pass (under the compute lock) as the viewer's
+    :class:`~richviz.widgets.slice_records.FieldRecord`, with the ellipses ``settings`` ask for."""
+    from richviz import views
+
+    with COMPUTE.hold():
+        f = views.slice_frame(model, slice, resolution=settings.resolution, layer=settings.layer)
+    record = FieldRecord(f.u, f.v, f.log10_volume, f.margin, f.boundary, f.field,
+                         entropy=f.entropy, predicted=f.predicted)  # fmt: skip
+    return record
+
+
+def _with_ellipses(record: FieldRecord, settings: ViewSettings) -> FieldRecord:
+    from richviz import views
+
+    key = (settings.density, settings.mode)
+    if settings.density > 0 and key not in record.ellipses:
+        record.ellipses[key] = views.frame_ellipses(
+            record.metric_field, record.margin, density=settings.density, mode=settings.mode,
+            band=views.NEAR_BAND,
+        )  # fmt: skip
+    return record
+
+
+def compose(record: FieldRecord, step: int, settings: ViewSettings,
+            limits: tuple[float, float], classes: int, first_step: int = 0) -> Frame:  # fmt: skip
+    """The slice view of ``step`` from its grid, coloured with the run's ``limits``."""
+    req = FrameRequest(
+        step=int(step), layer=settings.layer, resolution=settings.resolution,
+        density=settings.density, mode=settings.mode, relative=False, theory="off",
+        device="auto", version=0, show=settings.show, decision=settings.decision,
+    )  # fmt: skip
+    return compose_frame(
+        req, settings.resolution, record, None, None, first_step=first_step,
+        limits=lambda cmap, values: limits, num_classes=lambda: classes,
+    )  # fmt: skip
 
 
 def _open(run: Any) -> Any:
@@ -120,7 +151,7 @@ def save_animation(
     over the run (:func:`richviz.views.run_color_limits` of every frame's field), so colours
     compare across frames. Grids are computed once per checkpoint (one
     :func:`richviz.views.slice_frame` pass) and kept in a process-wide LRU
-    (:data:`richviz.animation.fields.FIELDS`): a second export of the run is fast.
+    (:data:`richviz.animation.FIELDS`): a second export of the run is fast.
 
     Parameters
     ----------
@@ -163,7 +194,7 @@ def save_animation(
     the second export finds every grid in the cache.
 
     >>> from richviz.train import train
-    >>> from richviz.animation import save_animation
+    >>> from richviz.widgets.slice_animation import save_animation
     >>> run = train("circles", out="runs/anim", steps=4, progress=False,
     ...             overrides={"checkpoints": 3})
     >>> anim = save_animation(run, "circles.gif", resolution=16, progress=False)
@@ -183,7 +214,7 @@ def save_animation(
     if plan.fmt == "mp4":
         require_ffmpeg()  # before any work: a missing extra costs nothing
     shown = sorted(set(plan.indices))
-    settings = view_frames.ViewSettings(
+    settings = ViewSettings(
         layer=layer, resolution=resolution, show=plan.view_show, density=ellipses,
         mode=ellipse_mode, decision=bool(decision),
     )  # fmt: skip
@@ -194,20 +225,20 @@ def save_animation(
         report(1)
         load = load if load is not None else (lambda step: run.load(step, device=device))
         store = fields if fields is not None else RunFieldStore(run, ctx.slice, resolution, layer)
-        records, computed = view_frames.gather_fields(
-            [steps[i] for i in shown], load, ctx.slice, settings, store,
+        records, computed = gather(
+            [steps[i] for i in shown], store,
+            lambda step: field_record(load(step), ctx.slice, settings),
             report=lambda done: report(1 + done),
         )  # fmt: skip
-        limits = view_frames.color_limits(records, settings.show)
-        classes = view_frames.num_classes(records, ctx.labels)
+        records = [_with_ellipses(r, settings) for r in records]
+        limits = color_limits(records, settings.show)
+        classes = num_classes(records, ctx.labels)
         numbers = {i: headline(rows.get(steps[i])) for i in shown}
-        chart = None
-        if curves:
-            chart = Curves.from_numbers(steps, [headline(rows.get(s)) for s in steps])
+        chart = Curves.from_rows(steps, rows) if curves else None
         images: dict[int, np.ndarray] = {}
         size = None
         for k, (i, record) in enumerate(zip(shown, records, strict=True)):
-            frame = view_frames.compose(record, steps[i], settings, limits, classes, steps[0])
+            frame = compose(record, steps[i], settings, limits, classes, steps[0])
             size = size or view_size(frame, ctx)
             page = frame_canvas(frame, ctx, caption(steps[i], numbers[i]), chart, size)
             images[i] = rasterize(page, scale)

@@ -478,15 +478,16 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
     def save_animation(self, path: str | os.PathLike, **kwargs: Any) -> Any:
         """Write the view over the run's checkpoints as a GIF or MP4 (the suffix decides).
 
-        :func:`richviz.animation.save_animation` with this viewer's slice, layer, resolution,
-        heatmap (``show``: volume, class regions or entropy), ellipses and decision boundary,
-        reusing its grid cache and model copies; ``kwargs`` (``fps``, ``duration``, ``curves``,
-        ``scale``, ...) override. The progress bar follows the export; the status line names
-        the file. Relative, theory and full-space views are drawn plain. Returns the
+        :func:`richviz.widgets.slice_animation.save_animation` with this viewer's slice, layer,
+        resolution, heatmap (``show``: volume, class regions or entropy), ellipses and decision
+        boundary, reusing its grid cache and model copies; ``kwargs`` (``fps``, ``duration``,
+        ``curves``, ``scale``, ...) override. The progress bar follows the export; the status
+        line names the file. Relative, theory and full-space views are drawn plain. Returns the
         :class:`richviz.animation.Animation`.
         """
-        from richviz.animation import SHOWS, save_animation
+        from richviz.animation import SHOWS
         from richviz.animation.fields import KeyedStore
+        from richviz.widgets.slice_animation import save_animation
 
         if self._source.run is None:
             raise ArgumentError("save_animation needs a run: a bare model has one step")
