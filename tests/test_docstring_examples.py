@@ -37,6 +37,7 @@ ENTRY_POINTS = {
     "richviz.widgets.keyboard.key_action": "richviz.widgets.keyboard",
     "richviz.widgets.keyboard.step_index": "richviz.widgets.keyboard",
     "richviz.widgets.keyboard.KeyControl": "richviz.widgets.keyboard",
+    "richviz.widgets.slice_animation.save_animation": "richviz.widgets.slice_animation",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
