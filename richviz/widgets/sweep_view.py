@@ -7,6 +7,13 @@ opens that run in an :class:`~richviz.widgets.Explorer` below: the "richness is 
 accuracy" picture, interactive. Given metric tables (``richviz.sweep.sweep_metrics``'s result)
 it draws at once; given runs, it reads their metrics (computing missing rows) in the
 background.
+
+Several runs at once: in the "pick" mode a click adds a point to the selection (or removes
+it), in the "box" mode a dragged box (a bqplot ``BrushSelector``) selects the points inside;
+"Compare selected" opens them in a :class:`~richviz.widgets.Compare` below. Points that
+coincide (same x, y within 1 % of the chart's range) get a count label "×k", and where several
+runs of one colour share an x value (seeds) the chart draws their mean with a bar of mean +-
+the population standard deviation (:func:`richviz.compare.group_bands`).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from richviz.widgets import charts, rendering
 from richviz.widgets.common import error_line, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
-__all__ = ["CHARTS", "SweepView"]
+__all__ = ["CHARTS", "CLICK_MODES", "COINCIDE", "SweepView", "coinciding"]
 
 #: (final-value key, chart title); a chart whose values are all missing is hidden.
 CHARTS = (
@@ -40,6 +47,29 @@ NONE = "none"
 RUN_INDEX = "run"  # x choice when no numeric hyper-parameter varies: the run's index
 PALETTE = rendering.CLASS_COLORS  # one colour per colour group (d3's category10)
 CHART_WIDTH, CHART_HEIGHT = 320, 260
+#: what a click on a point does: open the run below, or add it to / remove it from the selection;
+#: "box": drag a box to select the points inside
+CLICK_MODES = (("open run", "open"), ("pick", "pick"), ("box", "box"))
+COINCIDE = 0.01  #: points closer than this fraction of the y range, at equal x, coincide
+SELECTED_COLOR = "#000000"
+
+
+def coinciding(x: np.ndarray, y: np.ndarray, tol: float) -> list[list[int]]:
+    """Clusters (two or more indices) of points with equal ``x`` whose ``y`` values chain
+    within ``tol`` of each other (sorted by y); non-finite points are never in a cluster."""
+    order = [i for i in np.lexsort((y, x)) if np.isfinite(x[i]) and np.isfinite(y[i])]
+    clusters: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and x[i] == x[current[-1]] and y[i] - y[current[-1]] <= tol:
+            current.append(i)
+            continue
+        if len(current) > 1:
+            clusters.append(current)
+        current = [i]
+    if len(current) > 1:
+        clusters.append(current)
+    return clusters
 
 
 def _fmt(v: Any) -> str:
@@ -60,6 +90,8 @@ class SweepView(BackgroundWork, widgets.VBox):
         Passed to ``run.metrics`` when ``source`` holds runs.
     explorer
         Keyword arguments of the :class:`~richviz.widgets.Explorer` opened on a click.
+    compare
+        Keyword arguments of the :class:`~richviz.widgets.Compare` of the selected runs.
 
     Attributes
     ----------
@@ -69,14 +101,28 @@ class SweepView(BackgroundWork, widgets.VBox):
         Hyper-parameter of the colours, ``"none"`` or one of :attr:`color_choices`.
     selected : Unicode
         Folder of the run opened in the explorer ("" when none).
+    chosen : List of Unicode
+        Folders of the runs selected for "Compare selected" (pick or box); each must be one of
+        the view's runs.
+    click_mode : Enum ``"open"`` | ``"pick"`` | ``"box"``
+        What a click does: open the run in an Explorer, add/remove it from ``chosen``; or
+        drag a box that selects the points inside.
     loaded : Bool
         True once the runs' summaries are in.
+    bands : dict
+        Per chart key, ``[(colour value, Band)]``: at each x value where two or more runs of
+        that colour group have a value, their mean and mean +- population std (``count``).
+    compare : the :class:`~richviz.widgets.Compare` opened by "Compare selected", or None.
     """
 
     x_param = traitlets.Unicode("", help="hyper-parameter on the x axis")
     color_param = traitlets.Unicode(NONE, help="hyper-parameter of the colours, or 'none'")
     selected = traitlets.Unicode("", help="folder of the run shown in the explorer")
     loaded = traitlets.Bool(False, help="True once the summaries are in")
+    chosen = traitlets.List(traitlets.Unicode(), help="run folders selected for Compare")
+    click_mode = traitlets.Enum(
+        [v for _, v in CLICK_MODES], "open", help="'open': open the run; 'pick'; 'box'"
+    )
     wait_timeout = 300.0  # metrics of many runs may have to be computed
 
     def __init__(
@@ -87,9 +133,17 @@ class SweepView(BackgroundWork, widgets.VBox):
         layer: str | None = None,
         probe_size: int = 1000,
         explorer: Mapping[str, Any] | None = None,
+        compare: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ):
         self.summaries: list[RunSummary] = []
+        self.compare: Any = None
+        self._compare_kwargs = dict(compare or {})
+        self.bands: dict[str, list[tuple[Any, Any]]] = {}
+        #: per chart key: the count labels of coinciding points, the selection rings, brush
+        self.count_marks: dict[str, bqplot.Label] = {}
+        self.chosen_marks: dict[str, bqplot.Scatter] = {}
+        self.brushes: dict[str, bqplot.interacts.BrushSelector] = {}
         self.x_choices: list[str] = []
         self.color_choices: list[str] = [NONE]
         self.explorer: Any = None
@@ -123,9 +177,23 @@ class SweepView(BackgroundWork, widgets.VBox):
         self.legend = widgets.HTML(value="")
         self.status = widgets.HTML(value="")
         self.explorer_box = widgets.VBox([])
+        self.mode_buttons = widgets.ToggleButtons(
+            options=CLICK_MODES, value="open", description="click",
+            style={"button_width": "80px"},
+        )  # fmt: skip
+        self.compare_button = widgets.Button(
+            description="Compare selected", disabled=True, layout={"width": "170px"}
+        )
+        self.clear_button = widgets.Button(
+            description="clear", disabled=True, layout={"width": "70px"}
+        )
+        self.compare_button.on_click(lambda _b: self.open_compare())
+        self.clear_button.on_click(lambda _b: setattr(self, "chosen", []))
+        self.mode_buttons.observe(lambda c: self._menu("click_mode", c), names="value")
         super().__init__(
             children=[
                 widgets.HBox([self.x_menu, self.color_menu]),
+                widgets.HBox([self.mode_buttons, self.compare_button, self.clear_button]),
                 widgets.HBox(list(self.figures.values())),
                 self.legend,
                 self.status,
@@ -136,6 +204,8 @@ class SweepView(BackgroundWork, widgets.VBox):
         self.x_menu.observe(lambda c: self._menu("x_param", c), names="value")
         self.color_menu.observe(lambda c: self._menu("color_param", c), names="value")
         self.observe(self._on_params, names=["x_param", "color_param"])
+        self.observe(self._on_chosen, names=["chosen"])
+        self.observe(self._on_mode, names=["click_mode"])
         if isinstance(source, Mapping):
             try:
                 self._set_summaries([summarize(p, rows) for p, rows in source.items()])
@@ -162,6 +232,15 @@ class SweepView(BackgroundWork, widgets.VBox):
         if value not in self.color_choices:
             raise traitlets.TraitError(f"color_param={value!r} must be one of {self.color_choices}")
         return value
+
+    @traitlets.validate("chosen")
+    def _check_chosen(self, proposal: dict) -> list[str]:
+        known = {str(s.path) for s in self.summaries}
+        names = [str(Path(v)) for v in dict.fromkeys(proposal["value"])]
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise traitlets.TraitError(f"chosen: {bad[0]!r} is not one of this view's runs")
+        return names
 
     def _menu(self, name: str, change: dict) -> None:
         if change["new"] is not None and getattr(self, name) != change["new"]:
@@ -283,18 +362,177 @@ class SweepView(BackgroundWork, widgets.VBox):
                 self._mark_paths[id(mark)] = [self.summaries[i].path for i in keep]
                 marks.append(mark)
             self.marks[key] = marks
+            extra = self._overlays(key, fig, x, y_all, groups)
             axis = self._x_axes[key]
             with fig.hold_sync():
                 axis.scale = self._sx
                 axis.label = self.x_param + (" (log)" if log else "")
                 charts.fit_axis(axis, x, log)  # 10ᵏ labels, at most 6 ticks
                 charts.fit_axis(fig.axes[1], y_all, False)
-                fig.marks = marks
+                fig.marks = extra["bands"] + marks + extra["top"]
+                fig.interaction = self.brushes[key] if self.click_mode == "box" else None
         self.legend.value = (
             f'<div style="font-size:11px;padding-left:55px">{"".join(legend)}</div>'
             if legend
             else ""
         )
+
+    def _overlays(
+        self,
+        key: str,
+        fig: bqplot.Figure,
+        x: np.ndarray,
+        y_all: np.ndarray,
+        groups: list[tuple[Any, list[int]]],
+    ) -> dict[str, list[bqplot.Mark]]:
+        """The seed bands (under the points), the count labels and selection rings (over them)
+        and the box selector of one chart."""
+        from richviz.compare import group_bands
+
+        scales = {"x": self._sx, "y": fig.axes[1].scale}
+        ok = np.isfinite(x) & np.isfinite(y_all)
+        band_marks: list[bqplot.Mark] = []
+        self.bands[key] = []
+        for g, (value, idx) in enumerate(groups):
+            keep = [i for i in idx if ok[i]]
+            if len(keep) < 2:
+                continue
+            band = group_bands([([x[i]], [y_all[i]]) for i in keep], spread="std")
+            rep = band.count >= 2
+            if not rep.any():
+                continue
+            self.bands[key].append((value, band))
+            color = PALETTE[g % len(PALETTE)]
+            bx, lo, hi, mean = band.x[rep], band.lo[rep], band.hi[rep], band.mean[rep]
+            bars_x = np.column_stack([bx, bx, np.full_like(bx, np.nan)]).ravel()[:-1]
+            bars_y = np.column_stack([lo, hi, np.full_like(bx, np.nan)]).ravel()[:-1]
+            band_marks.append(
+                bqplot.Lines(x=bars_x, y=bars_y, scales=scales, colors=[color],
+                             stroke_width=6, opacities=[0.35])
+            )  # fmt: skip
+            band_marks.append(
+                bqplot.Lines(x=bx, y=mean, scales=scales, colors=[color], stroke_width=1.5,
+                             line_style="dashed", marker="rectangle", marker_size=24,
+                             opacities=[0.9])
+            )  # fmt: skip
+        finite_y = y_all[ok]
+        span = float(np.ptp(finite_y)) if finite_y.size else 0.0
+        tol = COINCIDE * span if span > 0 else 1e-12
+        clusters = coinciding(np.where(ok, x, np.nan), np.where(ok, y_all, np.nan), tol)
+        label = bqplot.Label(
+            x=[float(x[c[0]]) for c in clusters],
+            y=[float(np.mean(y_all[c])) for c in clusters],
+            text=[f"×{len(c)}" for c in clusters],
+            scales=scales, x_offset=9, y_offset=-7, default_size=12, font_weight="bold",
+            colors=["#333333"],
+        )  # fmt: skip
+        self.count_marks[key] = label
+        ring = bqplot.Scatter(
+            x=[], y=[], scales=scales, default_size=160, fill=False, stroke=SELECTED_COLOR,
+            stroke_width=2.0, colors=[SELECTED_COLOR],
+        )  # fmt: skip
+        self.chosen_marks[key] = ring
+        self._draw_chosen_mark(key, x, y_all)
+        brush = bqplot.interacts.BrushSelector(
+            x_scale=self._sx, y_scale=fig.axes[1].scale, color="#888888"
+        )
+        brush.observe(lambda c, k=key: self._on_brush(k, c), names=["brushing"])
+        old = self.brushes.get(key)
+        self.brushes[key] = brush
+        if old is not None:
+            old.close()
+        top = [ring] + ([label] if clusters else [])
+        return {"bands": band_marks, "top": top}
+
+    def _draw_chosen_mark(self, key: str, x: np.ndarray | None = None, y=None) -> None:
+        if x is None:
+            x = self.x_values()
+        if y is None:
+            y = np.array([s.final.get(key, math.nan) for s in self.summaries], dtype=float)
+        chosen = set(self.chosen)
+        idx = [
+            i
+            for i, s in enumerate(self.summaries)
+            if str(s.path) in chosen and np.isfinite(x[i]) and np.isfinite(y[i])
+        ]
+        ring = self.chosen_marks.get(key)
+        if ring is not None:
+            with ring.hold_sync():
+                ring.x, ring.y = x[idx], y[idx]
+
+    # ---------------------------------------------------------------- selection
+
+    def _on_chosen(self, change: dict) -> None:
+        n = len(self.chosen)
+        self.compare_button.disabled = n < 1
+        self.compare_button.description = f"Compare selected ({n})" if n else "Compare selected"
+        self.clear_button.disabled = n == 0
+        if self.loaded:
+            for key in self.chosen_marks:
+                self._draw_chosen_mark(key)
+
+    def _on_mode(self, change: dict) -> None:
+        self.mode_buttons.value = self.click_mode
+        for key, fig in self.figures.items():
+            fig.interaction = self.brushes.get(key) if self.click_mode == "box" else None
+
+    def _on_brush(self, key: str, change: dict) -> None:
+        """A box finished (``brushing`` back to False): select the points inside it."""
+        if change["new"]:
+            return
+        box = self.brushes[key].selected
+        if box is None or len(box) != 2:
+            return
+        (x0, y0), (x1, y1) = np.asarray(box, dtype=float)
+        self.select_box(key, (min(x0, x1), max(x0, x1)), (min(y0, y1), max(y0, y1)))
+
+    def select_box(
+        self, key: str, x_range: tuple[float, float], y_range: tuple[float, float]
+    ) -> list[str]:
+        """Select (``chosen``) the runs whose point in chart ``key`` lies in the box; returns
+        their folders."""
+        x = self.x_values()
+        y = np.array([s.final.get(key, math.nan) for s in self.summaries], dtype=float)
+        inside = (x >= x_range[0]) & (x <= x_range[1]) & (y >= y_range[0]) & (y <= y_range[1])
+        self.chosen = [str(s.path) for s, hit in zip(self.summaries, inside, strict=True) if hit]
+        self.status.value = status_html(
+            f"{len(self.chosen)} runs selected · Compare selected opens them below"
+        )
+        return list(self.chosen)
+
+    def toggle(self, path: str | os.PathLike) -> None:
+        """Add the run folder ``path`` to the selection, or remove it when it is there."""
+        name = str(Path(path))
+        self.chosen = [c for c in self.chosen if c != name] if name in self.chosen else [
+            *self.chosen, name
+        ]  # fmt: skip
+
+    def open_compare(self, paths: Sequence[str | os.PathLike] | None = None) -> Any:
+        """Open the selected runs (or ``paths``) in a :class:`~richviz.widgets.Compare` below
+        the charts (closing the explorer or comparison shown there); returns it."""
+        from richviz.widgets.compare import Compare
+
+        paths = [Path(p) for p in (self.chosen if paths is None else paths)]
+        if not paths:
+            self.status.value = status_html("select runs first (pick or box)", "error")
+            return None
+        try:
+            view = Compare(paths, **self._compare_kwargs)
+        except Exception as exc:
+            self.status.value = status_html(error_line(exc), "error")
+            return None
+        self._close_below()
+        self.compare = view
+        self.explorer_box.children = [view]
+        self.status.value = status_html(f"comparing {len(paths)} runs below")
+        return view
+
+    def _close_below(self) -> None:
+        for attr in ("explorer", "compare"):
+            old = getattr(self, attr, None)
+            if old is not None:
+                old.close()
+                setattr(self, attr, None)
 
     # ---------------------------------------------------------------- clicks
 
@@ -305,7 +543,10 @@ class SweepView(BackgroundWork, widgets.VBox):
             path = self._mark_paths[id(mark)][index]
         except (KeyError, IndexError, TypeError, ValueError):
             return
-        self.open_run(path)
+        if self.click_mode == "open":
+            self.open_run(path)
+        else:  # pick (a click in the box mode picks too)
+            self.toggle(path)
 
     def open_run(self, path: str | os.PathLike) -> None:
         """Show the run folder ``path`` in an Explorer below the charts (closing the last one)."""
@@ -318,23 +559,23 @@ class SweepView(BackgroundWork, widgets.VBox):
         except Exception as exc:
             self.status.value = status_html(f"{path}: {error_line(exc)}", "error")
             return
-        if self.explorer is not None:
-            self.explorer.close()
+        self._close_below()
         self.explorer = explorer
         self.explorer_box.children = [explorer]
         self.selected = str(Path(path))
         self.status.value = status_html(f"showing {Path(path).name}")
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the summaries (and an opened explorer's views) are done."""
+        """Block until the summaries (and an opened explorer's or comparison's work) are done."""
         ok = super().wait(timeout)
-        if self.explorer is not None:
-            ok = self.explorer.wait(timeout) and ok
+        for below in (self.explorer, self.compare):
+            if below is not None:
+                ok = below.wait(timeout) and ok
         return ok
 
     def close(self) -> None:
-        """Close the explorer, stop background work and close the widgets."""
-        explorer = getattr(self, "explorer", None)
-        if explorer is not None:
-            explorer.close()
+        """Close the explorer or comparison, stop background work and close the widgets."""
+        self._close_below()
+        for brush in getattr(self, "brushes", {}).values():
+            brush.close()
         super().close()
