@@ -45,7 +45,7 @@ from test_browser import (  # noqa: E402
     stop_server,
 )
 
-from richviz.app import app_environment, app_files, voila_command  # noqa: E402
+from richviz.app import VOILA_CONFIG, app_environment, app_files, voila_command  # noqa: E402
 
 SERVER_START_S = 90.0
 #: the quick start trains, computes its metrics and draws: generous on a shared 2-core machine
@@ -96,15 +96,20 @@ def notebook_code(path: Path) -> list[str]:
 
 @contextlib.contextmanager
 def voila_app(
-    notebook: Path, data_dir: Path, work: Path
+    notebook: Path, data_dir: Path, work: Path, tornado: dict | None = None
 ) -> Iterator[tuple[str, str, subprocess.Popen]]:
-    """Serve ``notebook`` as ``richviz app`` does (its command line, kernel and Voilà config);
-    yield (base_url, token, process)."""
+    """Serve ``notebook`` as ``richviz app`` does (its command line, kernel and Voilà config,
+    with ``tornado`` settings added to that config's); yield (base_url, token, process)."""
     token = secrets.token_hex(16)
     port = free_port()
     for d in ("config", "runtime"):
         (work / d).mkdir(parents=True, exist_ok=True)
-    env = app_environment(app_files(work / "app"))
+    files = app_files(work / "app")
+    if tornado:
+        config = json.loads(json.dumps(VOILA_CONFIG))
+        config["Voila"]["tornado_settings"].update(tornado)
+        (files / "config" / "voila.json").write_text(json.dumps(config))
+    env = app_environment(files)
     env.update(
         JUPYTER_CONFIG_DIR=str(work / "config"),
         JUPYTER_RUNTIME_DIR=str(work / "runtime"),
@@ -299,3 +304,94 @@ def test_notebook_code_reads_the_source_lines(tmp_path: Path) -> None:
                     {"cell_type": "code", "source": ["a = 1\n", "\n", "  print(a)"]}]}  # fmt: skip
     (tmp_path / "n.ipynb").write_text(json.dumps(nb))
     assert notebook_code(tmp_path / "n.ipynb") == ["a = 1", "print(a)"]
+
+
+# ---- progress while a long cell runs, and a notebook that runs past the websocket ping timeout
+
+PROGRESS_CELLS = [
+    "from richviz.widgets.progress import ProgressLine\nprogress = ProgressLine()\nprogress",
+    "import time\nfrom tqdm.auto import tqdm\nreport = progress.track('work')\n"
+    "for i in tqdm(range(16), desc='own-bar'):\n    time.sleep(0.5)\n    report(i + 1, 16)\n"
+    "print('long cell finished')",
+]
+WAIT_CELLS = ["import time\ntime.sleep(6)\nprint('after the wait')"]
+
+
+def watch_page(base: str, token: str, seconds: float, probe: str) -> list[object]:
+    """Open the app and record ``probe`` (a JS function of no argument) once a second."""
+    from playwright.sync_api import sync_playwright
+
+    seen = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base)
+                       else r.abort())  # fmt: skip
+            page.goto(f"{base}/?token={token}", timeout=120_000)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                seen.append(page.evaluate(probe))
+                if seen[-1] == "stop":
+                    break
+                page.wait_for_timeout(500)
+        finally:
+            browser.close()
+    return seen
+
+
+PROGRESS_PROBE = """
+() => {
+  const text = document.body.innerText;
+  if (text.includes('long cell finished')) return 'stop';
+  const m = text.match(/work: (\\d+) \\/ 16/);
+  return {done: m ? Number(m[1]) : null, own_bar: text.includes('own-bar')};
+}
+"""
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.timeout(300)
+def test_a_progress_line_moves_while_the_long_cell_runs(
+    tmp_path: Path, jupyter_data_dir: Path
+) -> None:
+    """Under Voilà a bar displayed by an earlier cell moves while the long cell works; the long
+    cell's own tqdm bar is not on the page until the cell has ended (why the notebooks show a
+    ``ProgressLine`` ahead of their long cells)."""
+    from test_browser import write_notebook
+
+    write_notebook(tmp_path / "progress.ipynb", PROGRESS_CELLS)
+    with voila_app(tmp_path / "progress.ipynb", jupyter_data_dir, tmp_path / "j") as (b, t, _):
+        seen = watch_page(b, t, 120, PROGRESS_PROBE)
+    assert seen and seen[-1] == "stop", seen[-5:]
+    moving = [s for s in seen[:-1] if isinstance(s, dict) and s["done"] is not None]
+    partial = sorted({s["done"] for s in moving if 0 < s["done"] < 16})
+    assert len(partial) >= 2, f"the bar never showed the work in progress: {seen}"
+    assert not any(s["own_bar"] for s in moving), "the cell's own bar showed before it ended"
+
+
+WAIT_PROBE = "() => document.body.innerText.includes('after the wait') ? 'stop' : 'waiting'"
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("fixed", [True, False], ids=["richviz-config", "voila-default"])
+def test_a_cell_longer_than_the_ping_timeout_still_renders(
+    tmp_path: Path, jupyter_data_dir: Path, fixed: bool
+) -> None:
+    """Pings every second: with richviz's ``ws_ping_timeout`` a cell outlasting several pings
+    still shows its output; with a 2 s timeout (Voilà's 90 s, scaled down) it never does:
+    voila-dashboards/voila#1540, which ``richviz app`` and Binder's voila config work around."""
+    from test_browser import write_notebook
+
+    write_notebook(tmp_path / "wait.ipynb", WAIT_CELLS)
+    tornado = {"ws_ping_interval": 1000} | ({} if fixed else {"ws_ping_timeout": 2000})
+    with voila_app(tmp_path / "wait.ipynb", jupyter_data_dir, tmp_path / "j", tornado) as (
+        b, t, _,
+    ):  # fmt: skip
+        seen = watch_page(b, t, 45, WAIT_PROBE)
+    assert (seen[-1] == "stop") is fixed, seen[-3:]

@@ -38,6 +38,10 @@ ENTRY_POINTS = {
     "richviz.widgets.keyboard.step_index": "richviz.widgets.keyboard",
     "richviz.widgets.keyboard.KeyControl": "richviz.widgets.keyboard",
     "richviz.widgets.slice_animation.save_animation": "richviz.widgets.slice_animation",
+    "richviz.app.find_notebook": "richviz.app",
+    "richviz.app.voila_command": "richviz.app",
+    "richviz.app.add_app_parser": "richviz.app",
+    "richviz.widgets.progress.ProgressLine": "richviz.widgets.progress",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
