@@ -270,6 +270,12 @@ def test_richness_notebook_claims(
     assert final["confinement"] - peak["confinement"] > 0.3
     assert "The grokking finding reproduces" in text
     assert all(math.isfinite(v) for s in cnn.values() for v in s.values())
+    # the comparisons (Compare) list the same final numbers as the table printed above
+    for label, name in claims["compare_runs"].items():
+        if label in cnn:
+            shown = claims["compare"][name]
+            assert shown["d_lr"] == pytest.approx(cnn[label]["d_lr"], abs=1e-12), label
+            assert shown["test_acc"] == pytest.approx(cnn[label]["test_acc"], abs=1e-12), label
 
 
 def test_lazy_vs_rich_notebook_claims(
