@@ -137,8 +137,9 @@ def _from_folder(path: Path, rows: Sequence[Mapping[str, Any]] | None = None) ->
         if not path.is_dir():
             entry.error = f"{path}: no such run folder"
             return entry
-        if not mpath.is_file():
-            empty = not any(path.iterdir())
+        files = set(os.listdir(path))  # one listing, not a stat per checkpoint
+        if MANIFEST not in files or not mpath.is_file():
+            empty = not files
             entry.error = (
                 f"{path}: empty folder (no {MANIFEST}, no checkpoints)"
                 if empty
@@ -160,7 +161,7 @@ def _from_folder(path: Path, rows: Sequence[Mapping[str, Any]] | None = None) ->
         listed = [
             (int(c["step"]), c.get("meta") or {})
             for c in manifest.get("checkpoints", [])
-            if (path / c["file"]).is_file()
+            if c["file"] in files
         ]
         entry.rows, entry.missing = rows_from_cache(path, listed)
     if not entry.rows:
