@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
-from richviz.validation import check_int
+from richviz.lru import LRUCache
 
 __all__ = [
     "FIELDS",
     "FieldStore",
-    "GridCache",
     "KeyedStore",
     "RunFieldStore",
     "gather",
@@ -31,43 +28,8 @@ __all__ = [
 ]
 
 
-class GridCache:
-    """A thread-safe LRU of computed grids; ``hits`` and ``misses`` count the lookups."""
-
-    def __init__(self, maxsize: int = 256):
-        self.maxsize = check_int(maxsize, "maxsize", low=1)
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key: Hashable) -> Any:
-        """The grid stored under ``key`` (now the most recent), or None."""
-        with self._lock:
-            if key not in self._data:
-                self.misses += 1
-                return None
-            self.hits += 1
-            self._data.move_to_end(key)
-            return self._data[key]
-
-    def put(self, key: Hashable, value: Any) -> None:
-        """Store ``value``; the least recently used grids beyond ``maxsize`` are dropped."""
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-#: the process-wide cache of animation grids
-FIELDS = GridCache(256)
+#: the process-wide cache of animation grids (``hits`` / ``misses`` count the lookups)
+FIELDS = LRUCache(256)
 
 
 class FieldStore(Protocol):
@@ -91,7 +53,7 @@ class RunFieldStore:
     """The grids of ``run`` on ``slice`` at ``resolution`` and ``layer``, in ``cache``."""
 
     def __init__(self, run: Any, slice: Any, resolution: int, layer: str,  # noqa: A002
-                 cache: GridCache = FIELDS):  # fmt: skip
+                 cache: LRUCache = FIELDS):  # fmt: skip
         identity = json.dumps(run.identity, sort_keys=True, default=repr)
         self._base = (str(run.path.resolve()), identity, slice_key(slice), resolution, layer)
         self._run = run

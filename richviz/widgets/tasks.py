@@ -1,4 +1,5 @@
-"""Background work for the widgets: one worker thread, generation counters, an LRU cache.
+"""Background work for the widgets: one worker thread, generation counters, an LRU cache
+(:class:`richviz.lru.LRUCache`, headless, re-exported).
 
 The UI thread only *submits* work: :meth:`Worker.submit` returns at once, the job runs on a
 single background thread (jobs run one after another; torch already uses all cores), and a
@@ -12,14 +13,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from richviz.compute_lock import COMPUTE, ComputeLock
-from richviz.errors import ArgumentError
+from richviz.lru import LRUCache
 
 __all__ = [
     "COMPUTE",
@@ -175,47 +175,3 @@ class BackgroundWork:
         if worker is not None:
             worker.close()
         super().close()  # type: ignore[misc]
-
-
-class LRUCache:
-    """A small thread-safe least-recently-used mapping with hit/miss counters."""
-
-    def __init__(self, maxsize: int = 64):
-        if maxsize < 1:
-            raise ArgumentError(f"maxsize must be >= 1, got {maxsize}")
-        self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Hashable, default: Any = None) -> Any:
-        """The value for ``key`` (marked most recently used), or ``default``."""
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return self._data[key]
-            self.misses += 1
-            return default
-
-    def __contains__(self, key: Hashable) -> bool:
-        with self._lock:
-            return key in self._data
-
-    def put(self, key: Hashable, value: Any) -> None:
-        """Store ``value``; evicts the least recently used entry beyond ``maxsize``."""
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        """Forget everything."""
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._data)
