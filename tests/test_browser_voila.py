@@ -395,3 +395,60 @@ def test_a_cell_longer_than_the_ping_timeout_still_renders(
     ):  # fmt: skip
         seen = watch_page(b, t, 45, WAIT_PROBE)
     assert (seen[-1] == "stop") is fixed, seen[-3:]
+
+
+# ---- the Playground's click-to-add in an app
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.timeout(300)
+def test_playground_click_adds_points_in_an_app(
+    tmp_path: Path, jupyter_data_dir: Path, artifact_dir: Path
+) -> None:
+    """Clicks on the Playground's heatmap reach its kernel under Voilà too: each adds a point
+    (the count under the class picker grows)."""
+    from playwright.sync_api import sync_playwright
+    from test_browser import FIND_HEATMAP_JS, write_notebook
+    from test_browser_playground import CELL, POINTS
+
+    write_notebook(tmp_path / "pg.ipynb", [CELL])
+
+    def count(page) -> int | None:
+        found = POINTS.findall(page.inner_text("body"))
+        return int(found[-1]) if found else None
+
+    with voila_app(tmp_path / "pg.ipynb", jupyter_data_dir, tmp_path / "j") as (base, token, _):
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"{base}/?token={token}", timeout=120_000)
+                deadline = time.monotonic() + APP_RENDER_S
+                while True:
+                    page.wait_for_timeout(1000)
+                    reason, info = check_heatmap(page, artifact_dir, "voila-playground")
+                    text = page.inner_text("body")
+                    assert not output_errors(text), output_errors(text)
+                    if reason is None and "step 50 ·" in text and count(page) is not None:
+                        break
+                    assert time.monotonic() < deadline, f"playground not drawn: {reason} {info}"
+                before = count(page)
+                x, y, w, h = page.evaluate(FIND_HEATMAP_JS)["image"]
+                added = 0
+                for fx, fy in [(0.5, 0.5), (0.3, 0.7), (0.7, 0.3)]:
+                    page.mouse.click(x + fx * w, y + fy * h)
+                    wanted = f"/points: {before + added + 1}\\b/"
+                    with contextlib.suppress(Exception):
+                        page.wait_for_function(
+                            f"() => {wanted}.test(document.body.innerText)", timeout=10_000
+                        )
+                    added = count(page) - before
+                page.screenshot(
+                    path=str(artifact_dir / "voila-playground-page.png"), full_page=True
+                )
+            finally:
+                browser.close()
+    assert 1 <= added <= 3, f"3 clicks added {added} points (count was {before})"
