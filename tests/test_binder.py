@@ -214,3 +214,35 @@ def test_docs_link_the_quick_start_as_an_app_and_in_jupyterlab(doc: str) -> None
         assert links, f"{doc} has no Binder link with ?{urlpath}"
     target = QUICKSTART_APP_URLPATH.split("voila/render/", 1)[1]
     assert (REPO_ROOT / target).is_file(), f"the app link points at missing {target}"
+
+
+def test_post_build_sets_the_servers_websocket_ping_timeout(tmp_path: Path) -> None:
+    """postBuild's merge script, run on an existing server config, keeps what is there and
+    adds the ping timeout of ``richviz app``; jupyter_server (in a child process) reads it."""
+    pytest.importorskip("jupyter_server", reason="needs jupyter_server")
+    import subprocess
+    import sys
+
+    from richviz.app import VOILA_CONFIG
+
+    body = re.search(r"<<'SERVER_PY'\n(.*?)\nSERVER_PY\n", (BINDER / "postBuild").read_text(), re.S)
+    assert body, "postBuild: SERVER_PY heredoc not found"
+    config = tmp_path / "config" / "jupyter_server_config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"ServerApp": {"tornado_settings": {"headers": {"X-A": "1"}}}}))
+    subprocess.run([sys.executable, "-", str(config)], input=body.group(1), text=True, check=True)
+    want = VOILA_CONFIG["Voila"]["tornado_settings"]["ws_ping_timeout"]
+    merged = json.loads(config.read_text())["ServerApp"]["tornado_settings"]
+    assert merged == {"headers": {"X-A": "1"}, "ws_ping_timeout": want}
+    code = (
+        "from jupyter_server.serverapp import ServerApp; a = ServerApp(); "
+        "a.initialize(argv=['--ServerApp.open_browser=False', '--ServerApp.port=0']); "
+        "print('PING', a.web_app.settings.get('ws_ping_timeout'))"
+    )
+    env = {**os.environ, "JUPYTER_CONFIG_PATH": str(config.parent),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTER_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert f"PING {want}" in out.stdout, out.stdout[-1000:] + out.stderr[-2000:]
