@@ -192,6 +192,9 @@ def test_slice_viewer_lends_its_grids(run, tmp_path):
         assert anim.computed == 0 and viewer.compute_count == computed  # its own cache
         assert anim.color_limits == (0.0, 1.0) and anim.frames == len(run.steps)
         assert "viewer.gif" in viewer.status.value
+        # another resolution: the viewer's grids do not fit, every one is computed (same shape)
+        other = viewer.save_animation(tmp_path / "other.gif", resolution=RES + 1)
+        assert other.computed == len(run.steps) and viewer.compute_count == computed
     finally:
         viewer.close()
 

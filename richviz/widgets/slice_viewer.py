@@ -501,13 +501,14 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
             load=lambda step: self._source.load(step, self.device),
             progress=lambda done, total: self._set_progress(done / max(total, 1)),
         )  # fmt: skip
-        if ctx is not None and ctx.version == self._version:  # the viewer's slice and grids
-            version = ctx.version
-            store = KeyedStore(self._fields, lambda step: (version, step, layer, res))
-            options.update(context=ctx, fields=store)
-        else:
-            options.update(slice=self._user_slice)
         options.update(kwargs)
+        if ctx is not None and ctx.version == self._version:  # the viewer's slice ...
+            options["context"] = ctx
+            if (options["resolution"], options["layer"]) == (res, layer):  # ... and its grids
+                version = ctx.version
+                options["fields"] = KeyedStore(self._fields, lambda s: (version, s, layer, res))
+        else:
+            options["slice"] = self._user_slice
         anim = save_animation(self._source.run, path, **options)
         self._status(f"animation ({anim.frames} frames) written to {anim.path.resolve()}")
         return anim
