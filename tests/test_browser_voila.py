@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -452,3 +453,62 @@ def test_playground_click_adds_points_in_an_app(
             finally:
                 browser.close()
     assert 1 <= added <= 3, f"3 clicks added {added} points (count was {before})"
+
+
+# ---- every notebook as an app (opt-in: minutes of CPU per notebook on a shared machine)
+
+ALL_NOTEBOOKS = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+ALL_ENV = "RICHVIZ_VOILA_NOTEBOOKS"
+# Voilà's placeholder for a cell whose outputs have not arrived (progressive rendering)
+PENDING_JS = "() => document.querySelectorAll('.voila-skeleton-container').length"
+NOTEBOOK_S = 600.0
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(
+    os.environ.get(ALL_ENV) != "1",
+    reason=f"every notebook under Voila takes minutes: set {ALL_ENV}=1 (the quick start above "
+    "always runs)",
+)
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
+def test_every_notebook_renders_as_an_app(
+    tmp_path: Path, jupyter_data_dir: Path, artifact_dir: Path, name: str
+) -> None:
+    """Each notebook under ``richviz app``'s Voilà: every cell's outputs arrive (no placeholder
+    left), no error, no code, at least one figure."""
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    shutil.copy(NOTEBOOKS / name, root / name)
+    prefix = f"voila-{name.removesuffix('.ipynb')}"
+    with voila_app(root / name, jupyter_data_dir, tmp_path / "j") as (base, token, _):
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base)
+                           else r.abort())  # fmt: skip
+                page.goto(f"{base}/?token={token}", timeout=120_000)
+                page.wait_for_timeout(3000)
+                deadline = time.monotonic() + NOTEBOOK_S
+                while page.evaluate(PENDING_JS) > 0:
+                    text = page.inner_text("body")
+                    assert "There was an error when executing" not in text, text[-2000:]
+                    assert not output_errors(text), output_errors(text)
+                    assert time.monotonic() < deadline, f"{name}: cells still pending"
+                    page.wait_for_timeout(2000)
+                page.wait_for_timeout(5000)  # widgets' background work
+                text = page.inner_text("body")
+                page.screenshot(path=str(artifact_dir / f"{prefix}-page.png"), full_page=True)
+                assert "There was an error when executing" not in text, text[-2000:]
+                assert not output_errors(text), output_errors(text)
+                counts = page.evaluate(CODE_JS)
+                assert counts["inputs"] == 0 and counts["editors"] == 0, counts
+                assert page.locator(".bqplot.figure").count() >= 1, f"{name}: no figure"
+            finally:
+                browser.close()
