@@ -41,8 +41,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         runs = [
-            train("moons", out=f"{tmp}/moons{s}", steps=200, seed=s, progress=False)
-            for s in (0, 1)
+            train("moons", out=f"{tmp}/moons{s}", steps=200, seed=s, progress=False) for s in (0, 1)
         ]
         row = GeometryRow(runs, resolution=args.resolution)
         row.wait(600)
