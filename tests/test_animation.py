@@ -141,6 +141,16 @@ def test_second_export_takes_every_grid_from_the_cache(run, tmp_path):
     assert second.color_limits == (0.0, 1.0)  # the entropy's own fixed range
 
 
+def test_given_color_limits_fix_the_bar(run, gif, tmp_path):
+    anim = save_animation(run, tmp_path / "fixed.gif", resolution=RES, progress=False,
+                          color_limits=(-3.0, 1.0))  # fmt: skip
+    assert anim.color_limits == (-3.0, 1.0) and anim.computed == 0  # grids from the cache
+    ours, theirs = _gif_frames(anim.path)[0][0], _gif_frames(gif.path)[0][0]
+    assert not np.array_equal(ours[BAR], theirs[BAR])  # other tick labels on the colour bar
+    with pytest.raises(ArgumentError, match="color_limits"):
+        save_animation(run, tmp_path / "bad.gif", resolution=RES, color_limits=(1, 0))
+
+
 def test_duration_holds_or_spreads_the_checkpoints(run, tmp_path):
     anim = save_animation(run, tmp_path / "held.gif", resolution=RES, fps=4, duration=2,
                           progress=False)  # fmt: skip

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from richviz.animation import ranges
 from richviz.animation.fields import FieldStore, RunFieldStore, gather
 from richviz.animation.headline import Curves, caption, headline, rows_by_step
 from richviz.animation.plan import make_plan
-from richviz.animation.ranges import color_limits, num_classes
 from richviz.animation.result import Animation
 from richviz.animation.writers import require_ffmpeg, write_frames
 from richviz.compute_lock import COMPUTE
@@ -30,7 +30,7 @@ from richviz.progress import Progress, reporter
 from richviz.validation import check_int, check_number
 from richviz.widgets.animation_page import frame_canvas, rasterize, view_size
 from richviz.widgets.slice_compose import compose_frame
-from richviz.widgets.slice_records import FieldRecord, Frame, FrameRequest
+from richviz.widgets.slice_records import FieldRecord, Frame, FrameRequest, check_color_limits
 
 __all__ = ["ViewSettings", "compose", "field_record", "save_animation"]
 
@@ -137,6 +137,7 @@ def save_animation(
     scale: float = 1.0,
     device: Any = None,
     progress: Progress = True,
+    color_limits: tuple[float, float] | None = None,
     slice: Any = None,  # noqa: A002 - the geometry name
     context: Any = None,
     fields: FieldStore | None = None,
@@ -172,6 +173,8 @@ def save_animation(
     scale : pixels per CSS pixel of the page (1: about 565 x 555 px, 955 x 555 with curves).
     device : where the models run (default: as ``Run.load``).
     progress : True (a tqdm bar), False/None, or ``callable(done, total)``.
+    color_limits : ``(lo, hi)`` of the volume heatmap (e.g. a range shared with other runs);
+        default: the run's own.
     slice : the :class:`richviz.geometry.Slice` (default: as the slice viewer, the square
         covering the test data of a 2-D task, else the plane through three test inputs).
     context, fields, load : what the slice viewer passes to reuse its own slice context, grid
@@ -211,6 +214,7 @@ def save_animation(
     resolution = check_int(resolution, "resolution", low=2, high=1024)
     ellipses = check_int(ellipses, "ellipses", low=0, high=64)
     scale = check_number(scale, "scale", low=0, high=8, low_open=True)
+    fixed = check_color_limits(color_limits)
     if plan.fmt == "mp4":
         require_ffmpeg()  # before any work: a missing extra costs nothing
     shown = sorted(set(plan.indices))
@@ -218,7 +222,8 @@ def save_animation(
         layer=layer, resolution=resolution, show=plan.view_show, density=ellipses,
         mode=ellipse_mode, decision=bool(decision),
     )  # fmt: skip
-    bar, report = reporter(progress, 1 + 2 * len(shown), desc="animation", unit="step")
+    total = 2 + 2 * len(shown)  # metrics, grids, pages, the file
+    bar, report = reporter(progress, total, desc="animation", unit="step")
     try:
         ctx = context if context is not None else _context(run, slice)
         rows = _metric_rows(run, device)
@@ -231,8 +236,9 @@ def save_animation(
             report=lambda done: report(1 + done),
         )  # fmt: skip
         records = [_with_ellipses(r, settings) for r in records]
-        limits = color_limits(records, settings.show)
-        classes = num_classes(records, ctx.labels)
+        limits = fixed if fixed is not None and settings.show == "volume" else None
+        limits = limits or ranges.color_limits(records, settings.show)
+        classes = ranges.num_classes(records, ctx.labels)
         numbers = {i: headline(rows.get(steps[i])) for i in shown}
         chart = Curves.from_rows(steps, rows) if curves else None
         images: dict[int, np.ndarray] = {}
@@ -245,6 +251,7 @@ def save_animation(
             report(1 + len(shown) + k + 1)
         sequence = [images[i] for i in plan.indices]
         out = write_frames(plan.fmt, sequence, plan.path, plan.fps)
+        report(total)
     finally:
         if bar is not None:
             bar.close()

@@ -482,8 +482,8 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
         resolution, heatmap (``show``: volume, class regions or entropy), ellipses and decision
         boundary, reusing its grid cache and model copies; ``kwargs`` (``fps``, ``duration``,
         ``curves``, ``scale``, ...) override. The progress bar follows the export; the status
-        line names the file. Relative, theory and full-space views are drawn plain. Returns the
-        :class:`richviz.animation.Animation`.
+        line names the file. Fixed ``color_limits`` carry over; relative, theory and full-space
+        views are drawn plain. Returns the :class:`richviz.animation.Animation`.
         """
         from richviz.animation import SHOWS
         from richviz.animation.fields import KeyedStore
@@ -498,6 +498,7 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
         options: dict[str, Any] = dict(
             show=show, resolution=res, layer=layer, ellipses=self.ellipse_density,
             ellipse_mode=self.ellipse_mode, decision=bool(self.decision),
+            color_limits=tuple(self.color_limits) or None,
             load=lambda step: self._source.load(step, self.device),
             progress=lambda done, total: self._set_progress(done / max(total, 1)),
         )  # fmt: skip
