@@ -411,3 +411,34 @@ def test_manifest_of_a_cached_run_names_its_hyperparameters(root) -> None:
     entry = open_runs([root / "a2.0-s1"])[0]
     assert entry.hparams["alpha"] == manifest["architecture"]["alpha"] == 2.0
     assert entry.hparams["seed"] == manifest["seed"] == 1 and entry.num_classes == 2
+
+
+def test_a_sweeps_table_and_sweep_points_open_like_folders(root) -> None:
+    from richviz.summary import summarize
+
+    paths = short_runs(root)[:2]
+    tables = {str(p): Run.open(p).metrics(progress=False) for p in paths}
+    from_table = open_runs(tables)
+    from_points = open_runs([summarize(p, rows) for p, rows in tables.items()])
+    for a, b, p in zip(from_table, from_points, paths, strict=True):
+        assert a.name == b.name == p.name and a.usable and b.usable
+        assert rows_equal(a.rows, tables[str(p)]) and rows_equal(b.rows, tables[str(p)])
+        assert a.hparams == b.hparams and a.hparams["alpha"] == 0.5
+    view = Compare(tables, geometry=False, fill=None)
+    try:
+        assert view.selected == [p.name for p in paths] and len(drawn(view, "d_lr")) == 2
+    finally:
+        view.close()
+
+
+def test_the_headless_package_imports_no_widgets() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, richviz.compare; "
+        "bad = [m for m in sys.modules if m.startswith(('richviz.widgets', 'ipywidgets', "
+        "'bqplot', 'richviz.runs.analysis'))]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -209,7 +209,7 @@ class Compare(BackgroundWork, widgets.VBox):
         )  # fmt: skip
         self.axis_buttons = widgets.ToggleButtons(
             options=[("step", "step"), ("fraction of training", "fraction")],
-            value="step", style={"button_width": "140px"},
+            value="step", style={"button_width": "170px"},
         )  # fmt: skip
         self.smoothing_slider = widgets.FloatSlider(
             value=0.0, min=0.0, max=0.99, step=0.01, description="smoothing",

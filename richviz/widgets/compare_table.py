@@ -26,7 +26,7 @@ from richviz.widgets import export
 __all__ = ["TABLE_ORDER", "RunTable", "swatch_html"]
 
 TABLE_ORDER = "table order"  #: the sort choice that keeps the runs as given
-_NAME_W, _PARAM_W, _VALUE_W, _GROUP_W = 170, 72, 86, 110
+_NAME_W, _PARAM_W, _VALUE_W, _GROUP_W = 170, 72, 100, 110
 
 
 def swatch_html(style: Style, width: int = 24) -> str:
