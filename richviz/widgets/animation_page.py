@@ -79,6 +79,9 @@ def draw_curves(canvas: export.Canvas, curves: Curves, step: int, x0: float, y0:
                 canvas.polyline([x, x], [top + height, top + height + 4], "#444")
                 canvas.text(x, top + height + 15, f"{t:g}", size=9, anchor="middle")
         colour = CURVE_COLORS[k % len(CURVE_COLORS)]
+        if not np.isfinite(values).any():
+            canvas.text(left + width / 2, top + height / 2, "not defined for this run",
+                        size=10, anchor="middle", color="#777")  # fmt: skip
         canvas.polyline(left + (xs - a0) / (a1 - a0) * width, ty(values), colour, width=1.6)
         canvas.polyline([cx, cx], [top, top + height], "#222", width=1.0, dash="dashed")
         if at.size and math.isfinite(values[at[0]]):
