@@ -39,7 +39,7 @@ __all__ = ["FIGURE_SIZES", "MAX_RUNS", "MIN_RUNS", "GeometryRow", "input_space",
 
 MIN_RUNS, MAX_RUNS = 2, 4
 #: the square slice figure's size (px) for 2, 3 and 4 runs side by side
-FIGURE_SIZES = {2: 400, 3: 330, 4: 280}
+FIGURE_SIZES = {2: 400, 3: 310, 4: 250}
 _TITLE_HEIGHT = 24  # px, the run's name above its viewer
 
 
@@ -198,6 +198,7 @@ class GeometryRow(BackgroundWork, widgets.VBox):
             v.footer.children[1].layout.display = "none"  # per-viewer export row
             v.figure.layout.width = v.figure.layout.height = f"{size}px"
             v.colorbar.layout.height = f"{size}px"
+            v.progress.layout.width = "110px"  # the footer must not widen the column
             v.observe(self._on_shown, names=["shown_step"])
         self._build_colorbar(size)
         self.progress = widgets.FloatProgress(
@@ -206,7 +207,7 @@ class GeometryRow(BackgroundWork, widgets.VBox):
         self.status = widgets.HTML(status_html("fixing one colour range over the runs…", "busy"))
         self.note = widgets.HTML()
         columns = [
-            widgets.VBox([t, v], layout={"margin": "0 6px 0 0"})
+            widgets.VBox([t, v], layout={"margin": "0 6px 0 0", "width": f"{size + 10}px"})
             for t, v in zip(self.titles, self.viewers, strict=True)
         ]
         spacer = widgets.HTML(layout={"height": f"{_TITLE_HEIGHT}px"})
