@@ -442,3 +442,21 @@ def test_the_headless_package_imports_no_widgets() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_stopped_fill_stops_there_and_blames_no_run(tiny_run, tmp_path) -> None:
+    class Stop(Exception):
+        pass
+
+    paths = [tiny_run("xor", seed=s, copy_to=tmp_path / f"s{s}", **SHORT) for s in (0, 1)]
+    entries = open_runs(paths)
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) > 2:  # during the first run's rows
+            raise Stop
+
+    with pytest.raises(Stop):
+        fill_missing(entries, check=check)
+    assert all(e.usable for e in entries) and entries[1].missing == [0, 1, 2, 6]

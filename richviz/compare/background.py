@@ -45,13 +45,21 @@ def fill_missing(
     """
     todo = [e for e in entries if e.usable]
     changed = []
-    for i, e in enumerate(todo):
+    stopped: list[BaseException] = []  # what check() raised: it ends the loop, not one run
+
+    def guard() -> None:
         if check is not None:
-            check()
+            try:
+                check()
+            except BaseException as exc:
+                stopped.append(exc)
+                raise
+
+    for i, e in enumerate(todo):
+        guard()
 
         def report(done: int, total: int, i: int = i) -> None:
-            if check is not None:
-                check()
+            guard()
             if progress is not None:
                 progress((i + (done / total if total else 1.0)) / len(todo))
             COMPUTE.yield_to_waiters()  # a waiting slice-viewer job runs between rows
@@ -71,7 +79,7 @@ def fill_missing(
             if not e.rows:
                 e.error = f"{run.path}: no readable checkpoint"
         except Exception as exc:
-            if type(exc).__name__ == "Cancelled":
+            if stopped:
                 raise
             e.error = one_line(f"{e.path or e.name}: {exc}")
             changed.append(e)

@@ -39,7 +39,7 @@ from richviz.widgets import charts, export
 from richviz.widgets.common import error_line, nearest_step, status_html
 from richviz.widgets.compare_table import RunTable
 from richviz.widgets.metrics_panel import UNDEFINED
-from richviz.widgets.tasks import BackgroundWork, Job, Worker
+from richviz.widgets.tasks import BackgroundWork, Cancelled, Job, Worker
 
 __all__ = ["CHARTS", "Compare"]
 
@@ -536,9 +536,9 @@ class Compare(BackgroundWork, widgets.VBox):
             changed = fill_missing(
                 todo, report, job.check, layer=self._layer, probe_size=self._probe_size
             )
+        except Cancelled:
+            raise
         except Exception as exc:
-            if type(exc).__name__ == "Cancelled":
-                raise
             self.status.value = status_html(f"metrics: {error_line(exc)}", "error")
             self.progress.bar_style = "danger"
             return
