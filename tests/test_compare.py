@@ -383,7 +383,7 @@ def test_missing_metrics_are_computed_through_the_runs_cache(tiny_run, tmp_path)
 # ------------------------------------------------------------------ geometry
 
 
-def test_the_geometry_row_shares_the_cursor_and_the_union_colour_range(root) -> None:
+def test_the_geometry_row_shares_the_cursor_and_the_union_colour_range(root, tmp_path) -> None:
     view = Compare(short_runs(root)[:3], geometry=True, geometry_options=GEOMETRY)
     try:
         assert view.wait(180)
@@ -400,6 +400,12 @@ def test_the_geometry_row_shares_the_cursor_and_the_union_colour_range(root) -> 
         assert np.allclose(row.color_limits, union, rtol=1e-9)
         view.step = 2
         assert row.step == 2 and all(v.step == 2 for v in row.viewers)
+        assert view.wait(60)
+        svg = view.save_svg(tmp_path / "all.svg").read_text()  # charts, legend and geometry
+        assert "left out" not in view.status.value and ">D_LR</text>" in svg
+        for name in row.names:
+            assert f">{name} · step 2</text>" in svg  # each view's title, in the export
+        assert svg.count("<image ") == 3  # two heatmaps and the one shared colour bar
         view.selected = [view.selected[2], view.selected[0]]
         assert view.geometry is not row and view.geometry.names == view.selected
     finally:
