@@ -172,6 +172,23 @@ def _stacked_linear(jet: torch.Tensor, m: nn.Linear) -> torch.Tensor:
     return out
 
 
+def _first_jet_linear(mods: list[nn.Module]) -> int | None:
+    """Index of the Linear whose output is the input of the chain's first nonlinearity, when
+    that nonlinearity has a one-pass ``push`` (tanh, sigmoid, ReLU) and only Identity-like
+    modules lie between them; else None."""
+    for i, m in enumerate(mods):
+        if isinstance(m, (nn.Linear, nn.Flatten, *_IDENTITY)):
+            continue
+        entry = activations.identify(m)
+        if entry is None or entry.push is None:
+            return None
+        lin = [j for j in range(i) if isinstance(mods[j], nn.Linear)]
+        if not lin or any(not isinstance(mods[j], _IDENTITY) for j in range(lin[-1] + 1, i)):
+            return None
+        return lin[-1]
+    return None
+
+
 def chain_directional_derivatives(
     mods: list[nn.Module], x: torch.Tensor, tangents: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +206,9 @@ def chain_directional_derivatives(
     h = x
     t = tangents  # (k, *shape) while point-independent
     jet: torch.Tensor | None = None  # ((1 + k), N, width) once the tangents depend on the point
-    for m in mods:
+    pre = _first_jet_linear(mods)  # the Linear that writes straight into the first jet
+    first = x  # that jet, once allocated
+    for i, m in enumerate(mods):
         if isinstance(m, _IDENTITY):
             continue
         if jet is not None:
@@ -215,8 +234,21 @@ def chain_directional_derivatives(
             if h.ndim != 2:
                 raise ValueError("Linear on a non-flat input")  # not reached: checked by caller
             t = t @ m.weight.T
-            h = nn.functional.linear(h, m.weight, m.bias)
+            if i == pre:  # the primal goes straight into slice 0 of the first jet
+                first = torch.empty((1 + k, n, m.out_features), dtype=h.dtype, device=h.device)
+                if m.bias is None:
+                    torch.mm(h, m.weight.T, out=first[0])
+                else:
+                    torch.addmm(m.bias, h, m.weight.T, out=first[0])
+                h = first[0]
+            else:
+                h = nn.functional.linear(h, m.weight, m.bias)
         else:  # first nonlinearity: the tangents become point-dependent
+            if pre is not None and i > pre:  # the primal is already in slice 0 of the jet
+                jet = first
+                jet[1:] = t.reshape(k, 1, -1)  # the same tangents at every point
+                activations.identify(m).push(jet)  # type: ignore[union-attr]
+                continue
             y, d = activation_jet(m, h)
             jet = torch.empty((1 + k, *y.shape), dtype=y.dtype, device=y.device)
             jet[0] = y
