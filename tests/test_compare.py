@@ -466,3 +466,12 @@ def test_a_stopped_fill_stops_there_and_blames_no_run(tiny_run, tmp_path) -> Non
     with pytest.raises(Stop):
         fill_missing(entries, check=check)
     assert all(e.usable for e in entries) and entries[1].missing == [0, 1, 2, 6]
+
+
+def test_close_leaves_no_row_widget_open(root) -> None:
+    view = Compare(short_runs(root), geometry=False, fill=None)
+    boxes = list(view.table.checkboxes.values())
+    marks = [m for c in view.charts.values() for m in c.marks]
+    view.close()
+    assert all(b.comm is None for b in boxes) and all(m.comm is None for m in marks)
+    view.close()  # twice is harmless

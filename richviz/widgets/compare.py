@@ -669,6 +669,9 @@ class Compare(BackgroundWork, widgets.VBox):
                 mark.close()
             chart.widget.close()
             chart.figure.close()
+        table = getattr(self, "table", None)
+        if table is not None:
+            table.close()
         super().close()
 
 

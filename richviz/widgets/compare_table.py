@@ -222,3 +222,11 @@ class RunTable(widgets.VBox):
     def order(self) -> list[str]:
         """Run names in the order the rows are shown."""
         return list(self._order)
+
+    def close(self) -> None:
+        """Close every row's widgets, the controls and the table."""
+        for w in [*self.checkboxes.values(), *self.cells.values()]:
+            w.close()
+        for w in (self.sort_menu, self.order_button, self.header, self.rows_box):
+            w.close()
+        super().close()
