@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -271,15 +272,32 @@ def _cmd_app(args: argparse.Namespace) -> int:
         cmd = voila_command(notebook, port, token=token, open_browser=args.open)
         print(f"richviz app: serving {notebook.name} at {url}  (Ctrl-C stops)", flush=True)
         proc = subprocess.Popen(cmd, cwd=notebook.parent, env=env)
+        previous = _stop_on_sigterm()
         try:
             return proc.wait()
-        except KeyboardInterrupt:  # Ctrl-C reached Voilà too (same process group): let it stop
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            raise
+        finally:  # Ctrl-C or SIGTERM here: stop Voilà (and its kernels) too
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> object:
+    """Turn SIGTERM into ``SystemExit(143)`` (so cleanup runs); returns the old handler, or
+    None off the main thread (where no handler can be set)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread
+        return None
 
 
 def add_app_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
