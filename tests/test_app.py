@@ -243,6 +243,9 @@ class _FakeProc:
     def wait(self, timeout: float | None = None) -> int:
         return 0
 
+    def poll(self) -> int:
+        return 0
+
 
 def test_app_starts_voila_in_the_notebooks_folder(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     started: list[_FakeProc] = []
@@ -295,6 +298,44 @@ def test_app_without_voila_is_one_line_naming_the_extra(monkeypatch: pytest.Monk
     args = parser().parse_args(["app", "99"])
     with pytest.raises(ArgumentError, match=r"^NOTEBOOK 99: no such notebook in "):
         args.func(args)
+
+
+class _StuckProc(_FakeProc):
+    """A Voilà that is still running when ``richviz app`` is interrupted."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.signals: list[str] = []
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self.signals:
+            raise KeyboardInterrupt
+        if timeout is not None and self.signals == ["terminate"]:
+            raise subprocess.TimeoutExpired("voila", timeout)
+        return -9
+
+    def poll(self) -> int | None:
+        return None if not self.signals else -9
+
+    def terminate(self) -> None:
+        self.signals.append("terminate")
+
+    def kill(self) -> None:
+        self.signals.append("kill")
+
+
+def test_an_interrupted_app_stops_voila(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while Voilà runs: it is terminated, killed if it does not stop, and the interrupt
+    goes on to the command line (which prints one line)."""
+    started: list[_StuckProc] = []
+    monkeypatch.setattr(
+        app.subprocess, "Popen", lambda cmd, cwd, env: started.append(_StuckProc(cmd, cwd, env))
+        or started[-1],
+    )  # fmt: skip
+    args = parser().parse_args(["app"])
+    with pytest.raises(KeyboardInterrupt):
+        args.func(args)
+    assert started[0].signals == ["terminate", "kill"]
 
 
 def _cli_has_app() -> bool:
