@@ -475,3 +475,12 @@ def test_close_leaves_no_row_widget_open(root) -> None:
     view.close()
     assert all(b.comm is None for b in boxes) and all(m.comm is None for m in marks)
     view.close()  # twice is harmless
+
+
+def test_the_cursor_starts_at_the_last_step_or_the_one_asked(root) -> None:
+    view = Compare(short_runs(root), geometry=False, fill=None)
+    assert view.step == 6 and view.slider.value == 6
+    view.close()
+    view = Compare(short_runs(root), step=2, geometry=False, fill=None)
+    assert view.step == 2 and view.charts["d_lr"].cursor.x.tolist() == [3.0, 3.0]
+    view.close()

@@ -90,6 +90,8 @@ class Compare(BackgroundWork, widgets.VBox):
         folder, another task or input shape, no step in common) is listed with its reason.
     selected
         Names of the runs selected at first (default: the first 8 that can be compared).
+    step
+        The cursor's first step (default: the last checkpoint step of the selected runs).
     metrics
         Row keys of the charts to show (default: every key of :data:`CHARTS`).
     geometry
@@ -161,6 +163,7 @@ class Compare(BackgroundWork, widgets.VBox):
         self,
         runs: Sequence[Any] | Mapping[Any, Sequence[Mapping[str, Any]]],
         selected: Sequence[str] | None = None,
+        step: int | None = None,
         metrics: Sequence[str] | None = None,
         geometry: bool | int = True,
         fill: str | None = "missing",
@@ -190,6 +193,7 @@ class Compare(BackgroundWork, widgets.VBox):
         self._size = (int(chart_width), int(chart_height))
         self._lock = threading.RLock()
         self._export_note = ""
+        self._first_step: int | None = -1 if step is None else int(step)  # until first drawn
         self._worker = Worker("richviz-compare")
         self.entries: list[RunEntry] = open_runs(runs)
         self._by_name = {e.name: e for e in self.entries}
@@ -334,11 +338,12 @@ class Compare(BackgroundWork, widgets.VBox):
         with self._lock:
             steps = self.cursor_steps()
             options = [(str(s), s) for s in steps] or [("–", 0)]
-            keep = self.step
+            keep = self.step if self._first_step is None else self._first_step
             with self.slider.hold_trait_notifications():
                 self.slider.options = options
             if steps:
-                self.step = nearest_step(keep if keep in steps else steps[-1], steps)
+                self._first_step = None
+                self.step = nearest_step(keep if keep >= 0 else steps[-1], steps)
                 if self.slider.value != self.step:
                     self.slider.value = self.step
             self.redraw()
