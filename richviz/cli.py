@@ -315,14 +315,16 @@ class _BadInput(ArgumentError):
 def _cmd_animate(args: argparse.Namespace) -> int:
     from richviz.animation.plan import check_output, make_plan
     from richviz.errors import CheckpointError
+    from richviz.features import layer_names
     from richviz.runs import Run
-    from richviz.validation import check_int
+    from richviz.validation import check_choice, check_int
 
     try:  # every input checked before any work, so a bad one writes nothing
         check_output(args.out)
         run = Run.open(args.run)
         make_plan(args.out, len(run.steps), args.fps, args.show, args.duration)
         check_int(args.resolution, "--resolution", low=2, high=1024)
+        check_choice(args.layer, "--layer", tuple(layer_names(run.template())))
     except (ArgumentError, CheckpointError, OSError) as exc:
         raise _BadInput(str(exc)) from None
     from richviz.widgets.slice_animation import save_animation

@@ -171,6 +171,7 @@ def test_duration_holds_or_spreads_the_checkpoints(run, tmp_path):
         (dict(fps=61), "fps=61"),
         (dict(duration=-1), "duration=-1"),
         (dict(show="curvature"), "show must be one of"),
+        (dict(layer="bogus"), "layer must be one of"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(run, tmp_path, kwargs, needle):
@@ -244,6 +245,7 @@ def test_cli_animate(run_dir, tmp_path, capsys):
         (["{run}", "--out", "{dir}/x.gif", "--fps", "61"], "fps=61"),
         (["{run}", "--out", "{dir}/afile/x.gif"], "afile is a file"),
         (["{run}", "--out", "{dir}/x.gif", "--resolution", "1"], "--resolution=1"),
+        (["{run}", "--out", "{dir}/x.gif", "--layer", "bogus"], "--layer must be one of"),
     ],
 )
 def test_cli_animate_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys, args, needle):

@@ -25,9 +25,9 @@ from richviz.animation.result import Animation
 from richviz.animation.writers import require_ffmpeg, write_frames
 from richviz.compute_lock import COMPUTE
 from richviz.errors import ArgumentTypeError, RichvizError
-from richviz.features import PENULTIMATE
+from richviz.features import PENULTIMATE, layer_names
 from richviz.progress import Progress, reporter
-from richviz.validation import check_int, check_number
+from richviz.validation import check_choice, check_int, check_number
 from richviz.widgets.animation_page import frame_canvas, rasterize, view_size
 from richviz.widgets.slice_compose import compose_frame
 from richviz.widgets.slice_records import FieldRecord, Frame, FrameRequest, check_color_limits
@@ -188,7 +188,7 @@ def save_animation(
 
     Raises
     ------
-    ArgumentError : a bad argument (suffix, fps, duration, show, ...), before any work.
+    ArgumentError : a bad argument (suffix, fps, duration, show, layer, ...), before any work.
     MissingDependencyError : an ``.mp4`` without ``imageio-ffmpeg``, before any work.
 
     Examples
@@ -215,6 +215,7 @@ def save_animation(
     ellipses = check_int(ellipses, "ellipses", low=0, high=64)
     scale = check_number(scale, "scale", low=0, high=8, low_open=True)
     fixed = check_color_limits(color_limits)
+    check_choice(layer, "layer", tuple(layer_names(run.template())))
     if plan.fmt == "mp4":
         require_ffmpeg()  # before any work: a missing extra costs nothing
     shown = sorted(set(plan.indices))
