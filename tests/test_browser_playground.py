@@ -1,10 +1,12 @@
 """Real-browser test of the Playground: it draws, and a click on the figure adds a point.
 
 Reuses the JupyterLab + headless Chromium harness of ``test_browser.py`` on a one-cell
-notebook (the Playground of ``06_playground.ipynb``), waits for the heatmap, clicks exactly on
-a decision-boundary line or ellipse drawn over it (the overlays let clicks through to the
-heatmap), and waits for the kernel-side point count shown under the class picker to grow by
-one. Screenshots land in ``test-artifacts/``.
+notebook (the Playground of ``06_playground.ipynb``), waits for the heatmap, clicks once on
+each of three points lying exactly on a decision-boundary line or ellipse drawn over it, and
+after each click waits for the kernel-side point count shown under the class picker to grow by
+exactly one, and for the new data point to be drawn where the pointer clicked (the kernel maps
+the click's pixel through the plot area and the scales; bqplot draws the point back through
+the same scales). No retry: every click must arrive. Screenshots land in ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -41,11 +43,25 @@ pg.step(50)
 pg"""
 POINTS = re.compile(r"points: (\d+)")
 # Screen points that lie ON the figure's overlay lines (decision boundaries, ellipses) inside
-# the marked heatmap, from each SVG path's own geometry. bqplot hit-tests its marks, so before
-# the Playground made its overlays click-through, a click there was taken by the line and lost;
-# the test clicks exactly there. For each point it reports what ``elementFromPoint`` finds.
-LINE_TARGETS_JS = """
+# the marked heatmap, from each SVG path's own geometry: once a click there was taken by the
+# line and lost, so the test clicks exactly there. For each point it reports what
+# ``elementFromPoint`` finds and how far the nearest drawn data point is.
+NEAREST_DOT_JS = """
+function nearestDot(fig, x, y) {
+  let best = Infinity;
+  for (const dot of fig.querySelectorAll('.dot')) {
+    const b = dot.getBoundingClientRect();
+    best = Math.min(best, Math.hypot(b.x + b.width / 2 - x, b.y + b.height / 2 - y));
+  }
+  return best;
+}
+"""
+LINE_TARGETS_JS = (
+    """
 () => {
+"""
+    + NEAREST_DOT_JS
+    + """
   const img = document.querySelector('[data-richviz-test=heatmap]');
   const fig = img.closest('.bqplot.figure');
   const r = img.getBoundingClientRect();
@@ -59,12 +75,41 @@ LINE_TARGETS_JS = """
       const inside = p.x > r.x + 4 && p.x < r.right - 4 && p.y > r.y + 4 && p.y < r.bottom - 4;
       if (!inside) continue;
       const top = document.elementFromPoint(p.x, p.y);
-      out.push({x: p.x, y: p.y, onImage: top === img, top: top ? top.tagName : null});
+      out.push({x: p.x, y: p.y, onImage: top === img, top: top ? top.tagName : null,
+                nearestDot: nearestDot(fig, p.x, p.y)});
     }
   }
   return out;
 }
 """
+)
+
+
+# Distance (px) from a screen point to the nearest drawn data point of the marked figure.
+# (x, y) are relative to the figure's element, whose place on the page may shift between a
+# click and the drawing of its point (a status line that wraps moves the figure down).
+DOT_DISTANCE_JS = (
+    "([x, y]) => {" + NEAREST_DOT_JS + "const fig = document.querySelector("
+    "'[data-richviz-test=heatmap]').closest('.bqplot.figure');"
+    "const f = fig.getBoundingClientRect(); return nearestDot(fig, f.x + x, f.y + y); }"
+)
+FIGURE_ORIGIN_JS = (
+    "() => { const f = document.querySelector('[data-richviz-test=heatmap]')"
+    ".closest('.bqplot.figure').getBoundingClientRect(); return [f.x, f.y]; }"
+)
+# The marked figure's element, its svg and plot area, and the heatmap image, on screen.
+GEOMETRY_JS = """
+() => {
+  const img = document.querySelector('[data-richviz-test=heatmap]');
+  const fig = img.closest('.bqplot.figure');
+  const box = (e) => { const b = e.getBoundingClientRect(); return [b.x, b.y, b.width, b.height]; };
+  const area = fig.querySelector('.plotarea_background') || fig.querySelector('rect');
+  return {figure: box(fig), svg: box(fig.querySelector('svg')), area: area ? box(area) : null,
+          image: box(img)};
+}
+"""
+#: a click's new data point is drawn within this many pixels of the pointer
+DOT_TOLERANCE_PX = 2.0
 
 
 # Records every click the page dispatches (capture phase): its target and position.
@@ -94,10 +139,6 @@ def point_count(page) -> int | None:
 @pytest.mark.browser
 @needs_chromium
 @pytest.mark.timeout(300)
-# Known flake, open: in about half the runs here the page dispatches every click to the heatmap
-# <image> but the kernel gets no element_click (page errors: none). It runs up to 3 more times, in
-# a fresh JupyterLab, with the same assertions; it still fails if the click never arrives.
-@pytest.mark.flaky(reruns=3)
 def test_playground_click_adds_a_point_in_jupyterlab(
     tmp_path: Path, jupyter_data_dir: Path, artifact_dir: Path
 ) -> None:
@@ -136,33 +177,45 @@ def test_playground_click_adds_a_point_in_jupyterlab(
                 assert page.evaluate(FIND_HEATMAP_JS) is not None  # marks and scrolls to it
                 targets = page.evaluate(LINE_TARGETS_JS)
                 assert targets, "no boundary line or ellipse drawn over the heatmap"
-                # the overlays let the pointer through: the heatmap is under every line point
-                blocked = [t for t in targets if not t["onImage"]]
-                assert not blocked, f"overlay lines take the click: {blocked[:3]}"
+                # three line points, away from the data points already drawn (the new point's
+                # place is checked against the pointer)
+                free = [t for t in targets if t["nearestDot"] > 4 * DOT_TOLERANCE_PX]
+                picked = free[:: max(1, len(free) // 3)][:3]
+                assert len(picked) == 3, f"too few line points clear of the data: {targets}"
                 page.evaluate(RECORD_CLICKS_JS)
-                added, tried = False, []
-                # a click the browser loses (e.g. while a late frame swaps the image) is retried
-                # on another line point; every one of them must reach the heatmap
-                for target in targets[:: max(1, len(targets) // 3)][:3]:
-                    tried.append(target)
+                x0, y0 = page.evaluate(FIGURE_ORIGIN_JS)
+                relative = [(t["x"] - x0, t["y"] - y0) for t in picked]
+                for k, (dx, dy) in enumerate(relative, start=1):
+                    x0, y0 = page.evaluate(FIGURE_ORIGIN_JS)  # where the figure is now
+                    target = {"x": x0 + dx, "y": y0 + dy}
                     page.mouse.click(target["x"], target["y"])
+                    want = before + k
                     with contextlib.suppress(Exception):
                         page.wait_for_function(
-                            f"() => /points: {before + 1}\\b/.test(document.body.innerText)",
-                            timeout=10_000,
+                            f"() => /points: {want}\\b/.test(document.body.innerText)",
+                            timeout=20_000,
                         )
-                    if point_count(page) == before + 1:
-                        added = True
-                        break
-                clicks = page.evaluate("() => window.__richvizClicks")
+                    clicks = page.evaluate("() => window.__richvizClicks")
+                    assert point_count(page) == want, (
+                        f"click {k} at {target} added no point (count {point_count(page)}, "
+                        f"wanted {want}; clicks the page saw: {clicks}; page errors: "
+                        f"{[c for c in console if c.startswith('[pageerror]')]})"
+                    )
+                    # the new point is drawn where the pointer clicked
+                    xy = [dx, dy]
+                    deadline = time.monotonic() + 20
+                    while (far := page.evaluate(DOT_DISTANCE_JS, xy)) > DOT_TOLERANCE_PX:
+                        assert time.monotonic() < deadline, (
+                            f"click {k} at {xy} in the figure (then at {[x0, y0]}): the nearest "
+                            f"data point is drawn {far:.1f} px away (tolerance "
+                            f"{DOT_TOLERANCE_PX} px); {page.evaluate(GEOMETRY_JS)}"
+                        )
+                        page.wait_for_timeout(200)
+                page.wait_for_timeout(1000)
+                assert point_count(page) == before + 3, "a click added more than one point"
                 page.screenshot(path=str(artifact_dir / "playground-page.png"), full_page=True)
                 text = page.locator(".jp-NotebookPanel").first.inner_text()
                 assert not output_errors(text), output_errors(text)
-                assert added, (
-                    f"no point was added by clicking lines at {tried} "
-                    f"(count stays {point_count(page)}; clicks the page saw: {clicks}; "
-                    f"page errors: {[c for c in console if c.startswith('[pageerror]')]})"
-                )
             finally:
                 (artifact_dir / "playground-console.log").write_text("\n".join(console) + "\n")
                 browser.close()

@@ -40,10 +40,21 @@ def same_weights(a: dict, b: dict) -> bool:
 
 
 def click(pg: Playground, x1: float, x2: float) -> None:
-    """What bqplot's front end sends when the heatmap image is clicked at (x1, x2)."""
-    pg.image_mark._handle_custom_msgs(
-        None, {"event": "element_click", "data": {"click_x": x1, "click_y": x2}}
-    )
+    """What the browser sends (through ipyevents) when the figure is clicked at (x1, x2): the
+    pixel relative to the 440 x 440 figure, inside its plot area (the margins of
+    playground_figure.FIGURE_MARGIN), for the scales' current limits."""
+    from richviz.widgets.playground_figure import FIGURE_MARGIN, FIGURE_SIZE
+
+    m, f = FIGURE_MARGIN, pg.slice_figure
+    fx = (x1 - f.sx.min) / (f.sx.max - f.sx.min)
+    fy = (f.sy.max - x2) / (f.sy.max - f.sy.min)
+    px = m["left"] + fx * (FIGURE_SIZE - m["left"] - m["right"])
+    py = m["top"] + fy * (FIGURE_SIZE - m["top"] - m["bottom"])
+    event = {"type": "click", "event": "click", "relativeX": round(px), "relativeY": round(py),
+             "clientX": 100.0 + px, "clientY": 50.0 + py, "boundingRectLeft": 100.0,
+             "boundingRectTop": 50.0, "boundingRectWidth": float(FIGURE_SIZE),
+             "boundingRectHeight": float(FIGURE_SIZE)}  # fmt: skip
+    f.clicks._handle_mouse_msg(f.clicks, event, [])
 
 
 def png_colours(png: bytes) -> set[tuple[int, ...]]:
@@ -557,3 +568,35 @@ def test_a_process_left_training_exits_cleanly(tmp_path):
     from richviz.checkpoints import Run
 
     assert Run.open(out.stdout.strip().splitlines()[-1]).complete is True
+
+
+def test_click_point_maps_the_plot_area_through_the_scales():
+    from richviz.widgets.playground_figure import FIGURE_MARGIN, click_point
+
+    m = FIGURE_MARGIN
+    size = {"boundingRectWidth": 440.0, "boundingRectHeight": 440.0}
+    w, h = 440 - m["left"] - m["right"], 440 - m["top"] - m["bottom"]
+    # corners of the plot area: (left, top) is (x min, y max), (right, bottom) is (x max, y min)
+    at = lambda px, py: click_point({"relativeX": px, "relativeY": py, **size}, (-2, 4), (1, 3))  # noqa: E731
+    assert at(m["left"], m["top"]) == (-2, 3)
+    assert at(m["left"] + w, m["top"] + h) == (4, 1)
+    x, y = at(m["left"] + w / 4, m["top"] + h / 2)
+    assert x == pytest.approx(-2 + 6 / 4) and y == pytest.approx(2)
+    # outside the plot area (axes, title, margins) or a malformed event: no point
+    assert at(m["left"] - 1, m["top"] + 5) is None and at(m["left"] + 5, 439) is None
+    assert click_point({"relativeX": 100}, (-1, 1), (-1, 1)) is None
+    assert click_point({"relativeX": "x", "relativeY": 1, **size}, (-1, 1), (-1, 1)) is None
+    # clientX - boundingRectLeft (fractional pixels) wins over the rounded relativeX
+    fine = {"relativeX": 0, "relativeY": 0, "boundingRectLeft": 10.0, "boundingRectTop": 5.0}
+    fine.update(clientX=10.0 + m["left"] + w / 2, clientY=5.0 + m["top"] + h / 2)
+    assert click_point({**fine, **size}, (-1, 1), (-1, 1)) == (0.0, 0.0)
+
+
+def test_a_click_outside_the_plot_area_adds_nothing(pg):
+    n0 = len(pg.trainer.data.x_train)
+    event = {"type": "click", "relativeX": 5, "relativeY": 5, "boundingRectWidth": 440.0,
+             "boundingRectHeight": 440.0}  # fmt: skip
+    pg.slice_figure.clicks._handle_mouse_msg(None, event, [])
+    assert len(pg.trainer.data.x_train) == n0 and pg.data == "moons"
+    assert pg.slice_figure.clicks.watched_events == ["click"]
+    assert pg.slice_figure.clicks.source is pg.figure

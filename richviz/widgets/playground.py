@@ -220,7 +220,7 @@ class Playground(widgets.VBox):
 
     def _build_views(self) -> None:
         """The slice figure (heatmap, overlays, data, legend) and the metrics strip."""
-        self.slice_figure = SliceFigure(self._on_image_click)
+        self.slice_figure = SliceFigure(self._on_click)
         f = self.slice_figure
         self.figure, self.legend, self._css = f.figure, f.legend, f.css
         self.image_mark, self.ellipse_mark = f.image_mark, f.ellipse_mark
@@ -465,6 +465,9 @@ class Playground(widgets.VBox):
         keys = getattr(self, "key_control", None)
         if keys is not None:
             keys.close()
+        figure = getattr(self, "slice_figure", None)
+        if figure is not None:
+            figure.close()
         frames = getattr(self, "_frames", None)
         if frames is not None:
             frames.close()
@@ -508,11 +511,11 @@ class Playground(widgets.VBox):
         self._show_points(trainer.data)
         self.redraw()
 
-    def _on_image_click(self, _mark: Any, content: dict) -> None:
-        data = content.get("data") or {}
+    def _on_click(self, x1: float, x2: float) -> None:
+        """A click on the figure at input coordinates (x1, x2) (see :class:`SliceFigure`)."""
         try:
-            self.add_point(float(data["click_x"]), float(data["click_y"]))
-        except (KeyError, TypeError, ValueError, RichvizError) as exc:
+            self.add_point(x1, x2)
+        except Exception as exc:  # a click must never break the widget: say why in the status
             self._status(error_line(exc), "error")
 
     def _show_points(self, data: datasets.Dataset | None) -> None:

@@ -3,8 +3,15 @@
 :func:`render_frame` turns a :class:`richviz.live.LiveView` into what the figure shows (a PNG
 background, decision-boundary lines, metric ellipses); :class:`SliceFigure` owns the bqplot
 figure, whose marks are fixed from the start (a figure whose marks change after display
-re-creates their views, and the heatmap's new view could lose its click handler), and moves
-a frame and the data points onto them.
+re-creates their views), and moves a frame and the data points onto them.
+
+Clicks come from the figure's own element (an ``ipyevents`` listener, attached once when the
+figure is displayed), not from the heatmap mark: :func:`click_point` maps the click's pixel,
+relative to the figure, through the plot area (figure size less :data:`FIGURE_MARGIN`) and the
+scales to input coordinates. bqplot's ``Image.on_element_click`` depended on the heatmap mark's
+view: its click listener is bound inside the mark's ``draw``, on a mark whose image widget is
+replaced every frame, and in about half of some runs the page dispatched the click to the
+heatmap and the kernel got no ``element_click``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ __all__ = [
     "FIGURE_SIZE",
     "LiveFrame",
     "SliceFigure",
+    "click_point",
     "legend_html",
     "render_frame",
 ]
@@ -35,13 +43,61 @@ FIGURE_SIZE = 440
 FIGURE_MARGIN = {"top": 30, "bottom": 40, "left": 45, "right": 15}
 CLICK_THROUGH_CLASS = "richviz-click-through"
 #: the figure's lines (``.curve``/``.line``: ellipses, boundaries) and dots (``.dot``: data)
-#: ignore the pointer, so every click on the plot reaches the heatmap and adds a point
+#: ignore the pointer (no hover tooltips over the plot; clicks are the figure's, see above)
 CLICK_THROUGH_CSS = (
     f"<style>.{CLICK_THROUGH_CLASS} .curve, .{CLICK_THROUGH_CLASS} .line, "
     f".{CLICK_THROUGH_CLASS} .dot {{ pointer-events: none; }}</style>"
 )
 
 Lines = tuple[np.ndarray, np.ndarray]
+Limits = tuple[float, float]
+
+
+def click_point(
+    event: dict[str, Any],
+    x_limits: Limits,
+    y_limits: Limits,
+    margin: dict[str, float] | None = None,
+) -> tuple[float, float] | None:
+    """The input coordinates of a click on the figure, or ``None`` outside its plot area.
+
+    ``event`` is the click as ipyevents sends it: ``relativeX``/``relativeY`` (pixels from the
+    figure element's top-left corner; ``clientX - boundingRectLeft`` is used when given, it keeps
+    fractions of a pixel) and ``boundingRectWidth``/``boundingRectHeight`` (the element's size).
+    The plot area is the element less ``margin`` (default :data:`FIGURE_MARGIN`); x grows to
+    the right from ``x_limits[0]``, y upwards from ``y_limits[0]`` (the scales' min, max, which
+    span the whole plot area: scales without padding).
+
+    Examples
+    --------
+    >>> from richviz.widgets.playground_figure import click_point
+    >>> event = {"relativeX": 235, "relativeY": 215, "boundingRectWidth": 440,
+    ...          "boundingRectHeight": 440}
+    >>> click_point(event, (-1.0, 1.0), (-1.0, 1.0))  # the middle of the plot area
+    (0.0, 0.0)
+    >>> click_point({**event, "relativeX": 10}, (-1.0, 1.0), (-1.0, 1.0)) is None  # on an axis
+    True
+    """
+    m = dict(FIGURE_MARGIN if margin is None else margin)
+    try:
+        width, height = float(event["boundingRectWidth"]), float(event["boundingRectHeight"])
+        if "clientX" in event and "boundingRectLeft" in event:
+            px = float(event["clientX"]) - float(event["boundingRectLeft"])
+            py = float(event["clientY"]) - float(event["boundingRectTop"])
+        else:
+            px, py = float(event["relativeX"]), float(event["relativeY"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    plot_w = width - m["left"] - m["right"]
+    plot_h = height - m["top"] - m["bottom"]
+    fx, fy = (
+        (px - m["left"]) / plot_w if plot_w > 0 else -1,
+        (py - m["top"]) / plot_h if plot_h > 0 else -1,
+    )
+    if not (0.0 <= fx <= 1.0 and 0.0 <= fy <= 1.0):
+        return None
+    (x0, x1), (y0, y1) = x_limits, y_limits
+    return x0 + fx * (x1 - x0), y1 - fy * (y1 - y0)
 
 
 @dataclasses.dataclass
@@ -105,20 +161,26 @@ def legend_html(classes: Iterable[int]) -> str:
 class SliceFigure:
     """The bqplot figure of the Playground and its legend.
 
-    Attributes: ``figure``; marks ``image_mark`` (the background, clicks call ``on_click``),
-    ``ellipse_mark``, ``boundary_mark``, ``points_mark``; scales ``sx``, ``sy``; ``legend``
-    (HTML below the figure); ``css`` (a hidden HTML that makes the overlays click-through).
+    ``on_click(x1, x2)`` is called with the input coordinates of each click inside the plot
+    area (:func:`click_point`). Attributes: ``figure``; marks ``image_mark`` (the background),
+    ``ellipse_mark``, ``boundary_mark``, ``points_mark``; scales ``sx``, ``sy``; ``clicks`` (the
+    ipyevents listener on the figure); ``legend`` (HTML below the figure); ``css`` (a hidden
+    HTML that makes the overlays pointer-transparent, so hovering them shows no tooltip).
     """
 
-    def __init__(self, on_click: Callable[[Any, dict], None]):
-        self.sx = bqplot.LinearScale(min=-1.0, max=1.0)
-        self.sy = bqplot.LinearScale(min=-1.0, max=1.0)
+    def __init__(self, on_click: Callable[[float, float], None]):
+        from ipyevents import Event
+
+        self.on_click = on_click
+        # no padding: the scales map onto the whole plot area, as click_point assumes (a
+        # Scatter would pad its scales by its dots' radius, sqrt(size) / 2 + 1 px)
+        self.sx = bqplot.LinearScale(min=-1.0, max=1.0, allow_padding=False)
+        self.sy = bqplot.LinearScale(min=-1.0, max=1.0, allow_padding=False)
         xy = {"x": self.sx, "y": self.sy}
         blank = rendering.encode_png(np.full((1, 1, 4), 255, np.uint8))
         self.image_mark = bqplot.Image(
             image=widgets.Image(value=blank, format="png"), scales=xy, x=[-1, 1], y=[-1, 1]
         )
-        self.image_mark.on_element_click(on_click)
         nothing = {"x": [np.nan], "y": [np.nan]}
         self.ellipse_mark = bqplot.Lines(
             **nothing, scales=xy, colors=["white"], stroke_width=1.0, opacities=[0.8]
@@ -131,8 +193,6 @@ class SliceFigure:
             bqplot.Axis(scale=self.sx, label="x1", grid_lines="none"),
             bqplot.Axis(scale=self.sy, label="x2", side="left", grid_lines="none"),
         ]
-        # The overlays let clicks through to the heatmap (bqplot hit-tests its marks, so a
-        # click on a boundary line, an ellipse or a data point would otherwise be lost).
         self.css = widgets.HTML(value=CLICK_THROUGH_CSS, layout=widgets.Layout(display="none"))
         self.figure = bqplot.Figure(
             marks=[self.image_mark, self.ellipse_mark, self.boundary_mark, self.points_mark],
@@ -148,6 +208,18 @@ class SliceFigure:
         )
         self.figure.add_class(CLICK_THROUGH_CLASS)
         self.legend = widgets.HTML(value=legend_html([]))
+        # every click on the figure's element, whatever mark is under the pointer
+        self.clicks = Event(source=self.figure, watched_events=["click"])
+        self.clicks.on_dom_event(self._on_dom_click)
+
+    def _on_dom_click(self, event: dict[str, Any]) -> None:
+        point = click_point(event, (self.sx.min, self.sx.max), (self.sy.min, self.sy.max))
+        if point is not None:
+            self.on_click(*point)
+
+    def close(self) -> None:
+        """Close the click listener."""
+        self.clicks.close()
 
     def show(self, frame: LiveFrame, ellipses: Lines) -> None:
         """Move ``frame`` (background, boundaries) and ``ellipses`` onto the fixed marks."""
