@@ -36,12 +36,15 @@ from richviz.features import (
     as_feature_map,
     in_eval_mode,
 )
+from richviz.geometry.chunk_threads import map_chunks, parallel_chunks
 from richviz.geometry.chunking import ChunkPlan, check_chunk_size, cpu_chunk_size
 from richviz.geometry.jets import (
     FeatureFn,
+    _chain_kernel,
     _chain_reproduces,
     _resolve,
     _run_chain,
+    chain_directional_derivatives,
     chain_modules,
     directional_derivatives,
 )
@@ -252,12 +255,29 @@ def iter_metric_chunks(
         if not (chain[0] and isinstance(chain[0][0], nn.Flatten)):
             chain = None  # a Linear would act on the last axis of a multi-axis input
     plan = ChunkPlan(total, numel, dev, chunk_size)
+
+    def points(start: int, stop: int) -> torch.Tensor:
+        x = origin + uv[start:stop].to(dev) @ basis64
+        return x.reshape(-1, *slice.input_shape).to(dt)
+
     with torch.no_grad():
+        if chain is not None and chain[1]:  # nested chain: check it is the feature map
+            chain = (chain[0], False) if _chain_reproduces(fn, chain[0], points(0, 8)) else None
+        threads = 1
+        if chain is not None and _chain_kernel() is chain_directional_derivatives:
+            threads = parallel_chunks(math.ceil(total / plan.size), dev)
+        if threads > 1:  # CPU: whole chunks on parallel threads, one torch thread each
+            mods = chain[0]  # type: ignore[index]
+
+            def one(rng: tuple[int, int]) -> MetricChunk:
+                jt = chain_directional_derivatives(mods, points(*rng), tangents)[1]
+                metric, volume = slice_metric_and_volume(jt, jt.shape[-1])
+                return MetricChunk(rng[0], rng[1], metric, volume, jt.shape[-1])
+
+            yield from map_chunks(one, list(plan), threads)
+            return
         for start, stop in plan:
-            x = origin + uv[start:stop].to(dev) @ basis64
-            x = x.reshape(-1, *slice.input_shape).to(dt)
-            if chain is not None and chain[1]:  # nested chain: check it is the feature map
-                chain = (chain[0], False) if _chain_reproduces(fn, chain[0], x[:8]) else None
+            x = points(start, stop)
             try:
                 if chain is not None:
                     jt = _run_chain(chain[0], x, tangents)[1]
