@@ -14,6 +14,8 @@
     richviz sweep RUN... [--scheduler ADDRESS] [--workers N] [--layer L] [--probe-size N]
     richviz animate RUN --out demo.gif|demo.mp4 [--fps N] [--show volume|regions|entropy]
                     [--duration S] [--resolution N] [--curves] [--layer L] [--device D]
+    richviz app [NOTEBOOK] [--port N] [--open]     (a notebook served as an app by Voila on
+                                                    127.0.0.1; default: the quick start)
 
 ``--device`` defaults to $RICHVIZ_DEVICE, else CUDA when available, else CPU.
 
@@ -33,6 +35,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from richviz.app import add_app_parser
 from richviz.errors import ArgumentError, MissingDependencyError, RichvizError
 
 __all__ = [
@@ -430,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best)")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_cmd_animate)
+    add_app_parser(sub)
     return p
 
 
