@@ -436,7 +436,9 @@ class SweepView(BackgroundWork, widgets.VBox):
         brush = bqplot.interacts.BrushSelector(
             x_scale=self._sx, y_scale=fig.axes[1].scale, color="#888888"
         )
-        brush.observe(lambda c, k=key: self._on_brush(k, c), names=["brushing"])
+        brush.observe(
+            lambda c, k=key: self._on_brush(k, c), names=["brushing", "selected_x", "selected_y"]
+        )
         old = self.brushes.get(key)
         self.brushes[key] = brush
         if old is not None:
@@ -477,10 +479,12 @@ class SweepView(BackgroundWork, widgets.VBox):
             fig.interaction = self.brushes.get(key) if self.click_mode == "box" else None
 
     def _on_brush(self, key: str, change: dict) -> None:
-        """A box finished (``brushing`` back to False): select the points inside it."""
-        if change["new"]:
+        """A box drawn (``brushing`` back to False, or its corners synced after): select the
+        points inside it."""
+        brush = self.brushes.get(key)
+        if brush is None or brush.brushing:
             return
-        box = self.brushes[key].selected
+        box = brush.selected
         if box is None or len(box) != 2:
             return
         (x0, y0), (x1, y1) = np.asarray(box, dtype=float)
