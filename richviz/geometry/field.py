@@ -319,7 +319,9 @@ def pullback_metric(
     chunk_size : grid points per forward-mode pass. None: on CPU :func:`auto_chunk_size`
         (cache-sized); on CUDA sized from free device memory after a probe chunk, halved on
         out-of-memory (:class:`richviz.geometry.chunking.ChunkPlan`). Peak memory is that of one
-        chunk's forward pass with three streams (primal and two tangents).
+        chunk's forward pass with three streams (primal and two tangents). On CPU with
+        ``torch.get_num_threads()`` = n > 1 the chain kernel's chunks run n at a time on n
+        threads of one torch thread each (:mod:`richviz.geometry.chunk_threads`; same numbers).
     progress : None, True (tqdm bar) or ``callable(done, total)`` called after each chunk.
     device, dtype : where and in what precision to compute; default the model's (for a plain
         callable: the slice's device and input dtype).
