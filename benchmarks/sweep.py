@@ -2,11 +2,11 @@
 
 The runs (moons preset, 2-64-64-2 tanh MLP, 400 steps, 26 log-spaced checkpoints, alpha x
 seed grid) are trained once by ``train_sweep`` on 2 workers. Then each round fills fresh
-copies of their metrics caches (208 tasks, one per checkpoint row) with ``sweep_metrics`` on a
-warm 1-worker and a warm 2-worker cluster, and in this process with ``Run.metrics`` (1 thread)
-as the serial reference, and in two plain worker processes (``multiprocessing``, half the runs
-each, no scheduler): the scaling this machine allows two processes without Dask. Rounds
-interleave the four so machine load affects them alike; the
+copies of their metrics caches (208 rows, in tasks of up to 8 rows of one run) with
+``sweep_metrics`` on a warm 1-worker and a warm 2-worker cluster, and in this process with
+``Run.metrics`` (1 thread) as the serial reference, and in two plain worker processes
+(``multiprocessing``, half the runs each, no scheduler): the scaling this machine allows two
+processes without Dask. Rounds interleave the four so machine load affects them alike; the
 report gives medians and the ratios measured in this one run.
 
     .venv/bin/python benchmarks/sweep.py [--rounds 2] [--steps 400] [--probe-size 1000]
