@@ -327,3 +327,103 @@ def test_compare_of_three_runs_in_jupyterlab(
             finally:
                 (artifact_dir / "compare-console.log").write_text("\n".join(console) + "\n")
                 browser.close()
+
+
+SWEEP_NOTEBOOK = "sweep_select.ipynb"
+SWEEP_CELL = """\
+import shutil
+
+from richviz.train import train
+from richviz.widgets import SweepView
+
+paths = []
+for alpha in (1.0, 10.0):
+    for seed in (0, 1):
+        out = f"runs/sweep_alpha_{alpha:g}_seed_{seed}"
+        shutil.rmtree(out, ignore_errors=True)
+        paths.append(train("xor", out=out, steps=20, alpha=alpha, seed=seed, progress=False,
+                           overrides={"checkpoints": 4}).path)
+sweep = SweepView(paths, x="alpha", color="none", probe_size=200, compare={"geometry": False})
+sweep.wait()
+sweep.click_mode = "box"
+sweep
+"""
+# The plot area of the sweep chart titled ``title``: its screen box.
+PLOT_AREA_JS = """
+(title) => {
+  for (const fig of document.querySelectorAll('.bqplot.figure')) {
+    const t = (fig.querySelector('.mainheading') || {}).textContent || '';
+    if (t.trim() !== title) continue;
+    const r = fig.querySelector('.plotarea_background').getBoundingClientRect();
+    return [r.x, r.y, r.width, r.height];
+  }
+  return null;
+}
+"""
+
+
+@pytest.mark.browser
+@needs_chromium
+@pytest.mark.timeout(600)
+def test_sweep_view_box_selection_opens_compare_in_jupyterlab(
+    tmp_path: Path, jupyter_data_dir: Path, artifact_dir: Path
+) -> None:
+    """A box dragged with the mouse over a SweepView chart selects the runs inside (the button
+    counts them), and "Compare selected" opens them in a Compare below, all in the page."""
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "root"
+    root.mkdir()
+    write_notebook(root / SWEEP_NOTEBOOK, [SWEEP_CELL])
+    with jupyterlab(root, jupyter_data_dir, tmp_path / "jupyter") as (base, token):
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 2000})
+                panel = page.locator(".jp-NotebookPanel").first
+                page.goto(f"{base}/lab/tree/{SWEEP_NOTEBOOK}?reset&token={token}")
+                page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+                panel.wait_for(timeout=60_000)
+                page.evaluate(RUN_ALL_JS, SWEEP_NOTEBOOK)
+                page.wait_for_function(
+                    "() => window.__richvizRun && window.__richvizRun.done",
+                    timeout=RUN_ALL_S * 1000,
+                )
+                assert page.evaluate("() => window.__richvizRun")["ok"] is True
+                deadline = time.monotonic() + RENDER_S
+                while (box := page.evaluate(PLOT_AREA_JS, "D_LR (final)")) is None:
+                    assert time.monotonic() < deadline, "no D_LR chart"
+                    page.wait_for_timeout(500)
+                page.wait_for_timeout(1000)
+                x, y, w, h = box
+                # drag a box over the whole plot area: every point inside
+                page.mouse.move(x + 2, y + 2)
+                page.mouse.down()
+                page.mouse.move(x + w / 2, y + h / 2, steps=5)
+                page.mouse.move(x + w - 2, y + h - 2, steps=5)
+                page.mouse.up()
+                button = panel.locator("button", has_text="Compare selected")
+                deadline = time.monotonic() + RENDER_S
+                while "(4)" not in button.inner_text():
+                    assert time.monotonic() < deadline, f"button says {button.inner_text()!r}"
+                    page.wait_for_timeout(500)
+                page.screenshot(path=str(artifact_dir / "sweep-select-page.png"), full_page=True)
+                button.click()
+                deadline = time.monotonic() + RENDER_S
+                while True:  # the Compare's run table: one checked box per selected run
+                    text = panel.inner_text()
+                    names = [f"sweep_alpha_{a}_seed_{s}" for a in ("1", "10") for s in (0, 1)]
+                    checked = page.locator(".jp-NotebookPanel input[type=checkbox]:checked")
+                    if all(n in text for n in names) and checked.count() >= 4:
+                        break
+                    assert not output_errors(text), text[-2000:]
+                    assert time.monotonic() < deadline, text[-2000:]
+                    page.wait_for_timeout(700)
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(artifact_dir / "sweep-compare-page.png"), full_page=True)
+                assert not output_errors(panel.inner_text())
+                page.evaluate(SHUTDOWN_JS, SWEEP_NOTEBOOK)
+            finally:
+                browser.close()

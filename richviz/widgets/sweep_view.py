@@ -423,7 +423,7 @@ class SweepView(BackgroundWork, widgets.VBox):
             x=[float(x[c[0]]) for c in clusters],
             y=[float(np.mean(y_all[c])) for c in clusters],
             text=[f"×{len(c)}" for c in clusters],
-            scales=scales, x_offset=9, y_offset=-7, default_size=12, font_weight="bold",
+            scales=scales, y_offset=-13, align="middle", default_size=12, font_weight="bold",
             colors=["#333333"],
         )  # fmt: skip
         self.count_marks[key] = label
