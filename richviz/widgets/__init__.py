@@ -15,13 +15,29 @@ the slice viewer's rooms are :mod:`.slice_records`, :mod:`.slice_context`, :mod:
 
 from __future__ import annotations
 
-from richviz.widgets.browser import CheckpointBrowser
-from richviz.widgets.compare import Compare
-from richviz.widgets.explorer import Explorer
-from richviz.widgets.metrics_panel import MetricsPanel
-from richviz.widgets.playground import Playground
-from richviz.widgets.slice_viewer import SliceViewer
-from richviz.widgets.sweep_view import SweepView
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from richviz.widgets.browser import CheckpointBrowser
+    from richviz.widgets.compare import Compare
+    from richviz.widgets.explorer import Explorer
+    from richviz.widgets.metrics_panel import MetricsPanel
+    from richviz.widgets.playground import Playground
+    from richviz.widgets.slice_viewer import SliceViewer
+    from richviz.widgets.sweep_view import SweepView
+
+# Each widget is imported on first use (PEP 562): the quick start's Explorer does not load the
+# Playground's live trainer, Compare or SweepView (a few hundred ms of the first cell).
+_HOMES = {
+    "CheckpointBrowser": "browser",
+    "Compare": "compare",
+    "Explorer": "explorer",
+    "MetricsPanel": "metrics_panel",
+    "Playground": "playground",
+    "SliceViewer": "slice_viewer",
+    "SweepView": "sweep_view",
+}
 
 __all__ = [
     "CheckpointBrowser",
@@ -32,3 +48,16 @@ __all__ = [
     "SliceViewer",
     "SweepView",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
