@@ -98,3 +98,22 @@ def test_parallel_chunks_policy(threads):
     assert parallel_chunks(16, torch.device("meta")) == 1
     torch.set_num_threads(1)
     assert parallel_chunks(16, torch.device("cpu")) == 1
+
+
+def test_threaded_frame_chunks_equal_the_one_thread_frame(threads):
+    from richviz.geometry.frame_pass import iter_frame_chunks
+
+    model, s = _mlp(), Slice.square(torch.zeros(2), 1.5)
+    torch.set_num_threads(1)
+    one = list(iter_frame_chunks(model, s, resolution=36, chunk_size=128))
+    torch.set_num_threads(threads)
+    two = list(iter_frame_chunks(model, s, resolution=36, chunk_size=128))
+    assert [(c.start, c.stop) for c in two] == [(c.start, c.stop) for c in one]
+    for a, b in zip(one, two, strict=True):
+        assert torch.equal(a.metric, b.metric) and torch.equal(a.volume, b.volume)
+        assert torch.equal(a.logits, b.logits) and a.p == b.p == 32
+    # the logits are the model's own
+    x = s.to_input(s.grid_uv(36)).float()
+    with torch.no_grad():
+        assert torch.allclose(torch.cat([c.logits for c in two]), model(x), atol=1e-6)
+    assert torch.get_num_threads() == threads

@@ -270,7 +270,7 @@ def iter_metric_chunks(
             mods = chain[0]  # type: ignore[index]
 
             def one(rng: tuple[int, int]) -> MetricChunk:
-                jt = chain_directional_derivatives(mods, points(*rng), tangents)[1]
+                jt = _run_chain(mods, points(*rng), tangents)[1]
                 metric, volume = slice_metric_and_volume(jt, jt.shape[-1])
                 return MetricChunk(rng[0], rng[1], metric, volume, jt.shape[-1])
 

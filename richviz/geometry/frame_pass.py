@@ -16,6 +16,7 @@ Grid points are flattened row-major (point ``k = i * res + j`` sits at ``(u[j], 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -36,9 +37,15 @@ from richviz.features import (
     last_linear_name,
     select_output,
 )
+from richviz.geometry.chunk_threads import map_chunks, parallel_chunks
 from richviz.geometry.chunking import ChunkPlan, check_chunk_size
 from richviz.geometry.field import MetricChunk, slice_metric_and_volume
-from richviz.geometry.jets import _run_chain, chain_modules
+from richviz.geometry.jets import (
+    _chain_kernel,
+    _run_chain,
+    chain_directional_derivatives,
+    chain_modules,
+)
 from richviz.geometry.slices import Slice, _check_resolution
 
 __all__ = ["FrameChunk", "HeadSplit", "iter_frame_chunks", "separable_head"]
@@ -203,6 +210,21 @@ def iter_frame_chunks(
     basis64 = slice.basis.to(dev).reshape(2, -1)
     tangents = slice.basis.to(device=dev, dtype=dt)
     plan = ChunkPlan(uv.shape[0], numel, dev, chunk_size)
+    threads = 1
+    if split is not None and not split.nested and _chain_kernel() is chain_directional_derivatives:
+        threads = parallel_chunks(math.ceil(uv.shape[0] / plan.size), dev)
+    if threads > 1:  # CPU: whole chunks on parallel threads, one torch thread each
+        chain, head = split.chain, split.head  # type: ignore[union-attr]
+
+        def one(rng: tuple[int, int]) -> FrameChunk:
+            x = origin + uv[rng[0] : rng[1]].to(dev) @ basis64
+            feats, jt = _run_chain(chain, x.reshape(-1, *slice.input_shape).to(dt), tangents)
+            logits = _apply_head(head, feats)
+            metric, volume = slice_metric_and_volume(jt, jt.shape[-1])
+            return FrameChunk(*rng, metric, volume, jt.shape[-1], logits.reshape(len(x), -1))
+
+        yield from map_chunks(one, list(plan), threads)
+        return
     with torch.no_grad():
         for start, stop in plan:
             x = origin + uv[start:stop].to(dev) @ basis64
