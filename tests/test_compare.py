@@ -408,6 +408,18 @@ def test_the_geometry_row_shares_the_cursor_and_the_union_colour_range(root, tmp
         assert svg.count("<image ") == 3  # two heatmaps and the one shared colour bar
         view.selected = [view.selected[2], view.selected[0]]
         assert view.geometry is not row and view.geometry.names == view.selected
+        # grouped charts: each view's swatch is its group's colour (that of its curve) ...
+        view.group_by = "alpha"
+        group_of = {e.name: label for label, members in view.groups() for e in members}
+        expected = [view.group_colors.color(group_of[n]) for n in view.geometry.names]
+        assert view.geometry.colors == expected
+        assert all(c in t.value for c, t in zip(expected, view.geometry.titles, strict=True))
+        view.selected = view.selected[::-1]  # a row rebuilt while grouped starts grouped
+        assert view.geometry.colors == [
+            view.group_colors.color(group_of[n]) for n in view.geometry.names
+        ]
+        view.group_by = ""  # ... and its run's colour again without groups
+        assert view.geometry.colors == [view.colors.color(n) for n in view.geometry.names]
     finally:
         view.close()
 

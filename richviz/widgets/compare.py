@@ -457,11 +457,14 @@ class Compare(BackgroundWork, widgets.VBox):
                     names.update({e.name: (label, look.color) for e in members})
                 self.table.set_groups(names)
             else:
+                names = {}
                 if self.table.groups:
                     self.table.set_groups({})
                 for e in self.selected_entries():
                     look = self.colors.style(e.name)
                     legend.append((e.name, look.color, look.dash, look.marker))
+            if self.geometry is not None:
+                self.geometry.set_colors(self._swatch_colors(self.geometry.names))
             classes = {e.num_classes for e in self.selected_entries()}
             for key, chart in self.charts.items():
                 hidden = UNDEFINED.get(key)
@@ -489,6 +492,14 @@ class Compare(BackgroundWork, widgets.VBox):
         same = [e for e in chosen if e.task_key == chosen[0].task_key]
         return same[: self._geometry_count]
 
+    def _swatch_colors(self, names: list[str]) -> list[str]:
+        """Each geometry view's colour: that of its curve (its group's while grouped)."""
+        groups = {}
+        if self.group_by:
+            for label, members in self.groups():
+                groups.update({e.name: self.group_colors.color(label) for e in members})
+        return [groups.get(n) or self.colors.color(n) for n in names]
+
     def _update_geometry(self) -> None:
         """Slice viewers of the first 2-4 selected runs of one task (rebuilt when they change)."""
         if not self._geometry_count:
@@ -511,7 +522,7 @@ class Compare(BackgroundWork, widgets.VBox):
         try:
             self.geometry = GeometryRow(
                 [e.open() for e in chosen],
-                colors=[self.colors.color(n) for n in names],
+                colors=self._swatch_colors(names),
                 step=self.step,
                 names=names,
                 **self._geometry_options,

@@ -353,6 +353,19 @@ class GeometryRow(BackgroundWork, widgets.VBox):
     def _on_shown(self, change: dict) -> None:
         self._draw_titles()
 
+    def set_colors(self, colors: Sequence[str]) -> None:
+        """Recolour the runs' titles (and exports): one CSS colour per run, in order.
+
+        :class:`Compare` passes each run's group colour while its charts are grouped, so a
+        view's swatch matches the curve it belongs to.
+        """
+        colors = [str(c) for c in colors]
+        if len(colors) != len(self.runs):
+            raise ArgumentError(f"colors: {len(colors)} colours for {len(self.runs)} runs")
+        if colors != self.colors:
+            self.colors = colors
+            self._draw_titles()
+
     def _draw_titles(self) -> None:
         for title, name, color, v in zip(
             self.titles, self.names, self.colors, self.viewers, strict=True
