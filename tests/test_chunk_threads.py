@@ -117,3 +117,20 @@ def test_threaded_frame_chunks_equal_the_one_thread_frame(threads):
     with torch.no_grad():
         assert torch.allclose(torch.cat([c.logits for c in two]), model(x), atol=1e-6)
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("act", [nn.GELU, nn.SiLU])
+def test_chains_that_need_jvp_stay_on_the_calling_thread(threads, act, monkeypatch):
+    # their activations' derivatives come from torch.func.jvp, whose levels are process-wide
+    import richviz.geometry.field as field
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16), act(), nn.Linear(16, 2))
+    s = Slice.square(torch.zeros(2), 1.0)
+    used = []
+    real = field.map_chunks
+    monkeypatch.setattr(field, "map_chunks", lambda *a: used.append(1) or real(*a))
+    fast = pullback_metric(model.eval(), s, resolution=24, chunk_size=50)
+    ref = pullback_metric(model, s, resolution=24, chunk_size=50, method="jvp")
+    assert not used
+    torch.testing.assert_close(fast.metric, ref.metric, rtol=1e-5, atol=1e-8)

@@ -46,6 +46,7 @@ from richviz.geometry.jets import (
     _run_chain,
     chain_directional_derivatives,
     chain_modules,
+    chain_thread_safe,
     directional_derivatives,
 )
 from richviz.geometry.slices import Slice, _check_resolution
@@ -264,7 +265,11 @@ def iter_metric_chunks(
         if chain is not None and chain[1]:  # nested chain: check it is the feature map
             chain = (chain[0], False) if _chain_reproduces(fn, chain[0], points(0, 8)) else None
         threads = 1
-        if chain is not None and _chain_kernel() is chain_directional_derivatives:
+        if (
+            chain is not None
+            and _chain_kernel() is chain_directional_derivatives
+            and chain_thread_safe(chain[0])
+        ):
             threads = parallel_chunks(math.ceil(total / plan.size), dev)
         if threads > 1:  # CPU: whole chunks on parallel threads, one torch thread each
             mods = chain[0]  # type: ignore[index]

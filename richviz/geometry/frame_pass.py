@@ -45,6 +45,7 @@ from richviz.geometry.jets import (
     _run_chain,
     chain_directional_derivatives,
     chain_modules,
+    chain_thread_safe,
 )
 from richviz.geometry.slices import Slice, _check_resolution
 
@@ -211,7 +212,12 @@ def iter_frame_chunks(
     tangents = slice.basis.to(device=dev, dtype=dt)
     plan = ChunkPlan(uv.shape[0], numel, dev, chunk_size)
     threads = 1
-    if split is not None and not split.nested and _chain_kernel() is chain_directional_derivatives:
+    if (
+        split is not None
+        and not split.nested
+        and _chain_kernel() is chain_directional_derivatives
+        and chain_thread_safe(split.chain)
+    ):
         threads = parallel_chunks(math.ceil(uv.shape[0] / plan.size), dev)
     if threads > 1:  # CPU: whole chunks on parallel threads, one torch thread each
         chain, head = split.chain, split.head  # type: ignore[union-attr]

@@ -35,6 +35,7 @@ __all__ = [
     "activation_jet",
     "chain_directional_derivatives",
     "chain_modules",
+    "chain_thread_safe",
     "directional_derivatives",
 ]
 
@@ -170,6 +171,19 @@ def _stacked_linear(jet: torch.Tensor, m: nn.Linear) -> torch.Tensor:
     torch.addmm(m.bias, jet[0], w_t, out=out[0])
     torch.mm(jet[1:].reshape((s - 1) * n, -1), w_t, out=out[1:].reshape((s - 1) * n, -1))
     return out
+
+
+def chain_thread_safe(mods: list[nn.Module]) -> bool:
+    """True when the chain kernel runs ``mods`` without ``torch.func.jvp`` (every activation has
+    a one-pass ``push``: tanh, sigmoid, ReLU), so chunks may run on parallel threads: forward-
+    mode AD levels are process-wide, and two threads in ``jvp`` at once break each other."""
+    for m in mods:
+        if isinstance(m, (nn.Linear, nn.Flatten, *_IDENTITY)):
+            continue
+        entry = activations.identify(m)
+        if entry is None or entry.push is None:
+            return False
+    return True
 
 
 def _first_jet_linear(mods: list[nn.Module]) -> int | None:
