@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -261,10 +262,15 @@ class FeatureMap:
             return out.reshape(out.shape[0], -1)
         captured: list[torch.Tensor] = []
         module = self.model.get_submodule(self._module_name)
+        # Hooks live on the (shared, cached) module: a forward in another thread meets this
+        # hook too, and must pass it by (its own hook, registered after, takes its layer).
+        owner = threading.get_ident()
 
         if self._use_input:
 
             def hook(_m, args):
+                if threading.get_ident() != owner:
+                    return None
                 captured.append(args[0])
                 raise _Stop
 
@@ -272,6 +278,8 @@ class FeatureMap:
         else:
 
             def hook(_m, _args, output):
+                if threading.get_ident() != owner:
+                    return None
                 captured.append(output)
                 raise _Stop
 
@@ -296,12 +304,18 @@ class FeatureMap:
         """
         captured: list[torch.Tensor] = []
         handle = None
+        owner = threading.get_ident()  # as in __call__: other threads' forwards pass by
+
+        def keep(value: torch.Tensor) -> None:
+            if threading.get_ident() == owner:
+                captured.append(value)
+
         if self._module_name is not None:
             module = self.model.get_submodule(self._module_name)
             if self._use_input:
-                handle = module.register_forward_pre_hook(lambda _m, a: captured.append(a[0]))
+                handle = module.register_forward_pre_hook(lambda _m, a: keep(a[0]))
             else:
-                handle = module.register_forward_hook(lambda _m, _a, o: captured.append(o))
+                handle = module.register_forward_hook(lambda _m, _a, o: keep(o))
         try:
             out = select_output(_forward(self.model, x), self.output)
         finally:

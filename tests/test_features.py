@@ -118,3 +118,49 @@ def test_vgg16_plane_slice_matches_finite_differences():
     je = torch.stack([c[0] for c in cols], dim=1)  # (p, 2)
     expected = je.T @ je / je.shape[0]
     torch.testing.assert_close(field.metric[0, 0], expected, rtol=1e-5, atol=1e-12)
+
+
+class _Hold(nn.Module):
+    """Holds a batch of 4 here (after its thread's hook is on the next module) until ``go``."""
+
+    def __init__(self, inside, go):
+        super().__init__()
+        self.inside, self.go = inside, go
+
+    def forward(self, x):
+        if x.shape[0] == 4:
+            self.inside.set()
+            assert self.go.wait(timeout=30)
+        return x
+
+
+@pytest.mark.parametrize("with_logits", [False, True])
+def test_one_model_in_two_threads_at_once(with_logits):
+    """Two threads through one (cached, shared) model at the same time: each gets its own
+    features. The hooks sit on the shared module, so the second thread's forward meets the
+    first thread's hook (registered before its own, still there while the first thread is
+    held): that hook must pass it by."""
+    import threading
+
+    torch.manual_seed(0)
+    inside, go = threading.Event(), threading.Event()
+    model = nn.Sequential(_Hold(inside, go), nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 3)).eval()
+    phi = feature_map(model)
+    xs = [torch.randn(4, 2), torch.randn(6, 2)]
+    out: dict[int, object] = {}
+
+    def work(i):
+        try:
+            out[i] = phi.with_logits(xs[i])[0] if with_logits else phi(xs[i])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            out[i] = exc
+
+    first = threading.Thread(target=work, args=(0,))
+    first.start()
+    assert inside.wait(30)  # the first thread's hook is registered, its forward held
+    work(1)  # the second forward passes the first thread's hook
+    go.set()
+    first.join(60)
+    for i, x in enumerate(xs):
+        assert isinstance(out[i], torch.Tensor), out[i]
+        torch.testing.assert_close(out[i], torch.tanh(model[1](x)))
