@@ -12,16 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from richviz import cli, views
-from richviz.animation import FIELDS, make_plan
-from richviz.animation.headline import HEADLINE
-from richviz.animation.plan import frame_indices
-from richviz.errors import ArgumentError
-from richviz.geometry import Slice
-from richviz.runs import Run
-from richviz.widgets.animation_page import HEADER
-from richviz.widgets.slice_animation import save_animation
-from richviz.widgets.slice_records import FIGURE_MARGIN
+pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
+pytest.importorskip("bqplot", reason="widget tests need bqplot")
+
+from richviz import cli, views  # noqa: E402
+from richviz.animation import FIELDS, make_plan  # noqa: E402
+from richviz.animation.headline import HEADLINE  # noqa: E402
+from richviz.animation.plan import frame_indices  # noqa: E402
+from richviz.errors import ArgumentError  # noqa: E402
+from richviz.geometry import Slice  # noqa: E402
+from richviz.runs import Run  # noqa: E402
+from richviz.widgets.animation_page import HEADER  # noqa: E402
+from richviz.widgets.slice_animation import save_animation  # noqa: E402
+from richviz.widgets.slice_records import FIGURE_MARGIN  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)
 

@@ -16,9 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import traitlets
 
-from richviz import views
+pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
+pytest.importorskip("bqplot", reason="widget tests need bqplot")
+
+import traitlets  # noqa: E402
+
+from richviz import views  # noqa: E402
 from richviz.compare import (
     DASHES,
     PALETTE,
@@ -37,10 +41,10 @@ from richviz.compare import (
     write_csv,
     x_values,
 )
-from richviz.runs import Run
-from richviz.runs.analysis import METRICS_CACHE
-from richviz.widgets import Compare
-from richviz.widgets.compare import RAW_OPACITY
+from richviz.runs import Run  # noqa: E402
+from richviz.runs.analysis import METRICS_CACHE  # noqa: E402
+from richviz.widgets import Compare  # noqa: E402
+from richviz.widgets.compare import RAW_OPACITY  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

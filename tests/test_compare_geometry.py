@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import traitlets
 
-from richviz import views
-from richviz.errors import ArgumentError
-from richviz.geometry import Slice
-from richviz.runs import Run
-from richviz.widgets import rendering
-from richviz.widgets.compare_geometry import GeometryRow, input_space, union_limits
-from richviz.widgets.slice_viewer import SliceViewer
+pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
+pytest.importorskip("bqplot", reason="widget tests need bqplot")
+
+import traitlets  # noqa: E402
+
+from richviz import views  # noqa: E402
+from richviz.errors import ArgumentError  # noqa: E402
+from richviz.geometry import Slice  # noqa: E402
+from richviz.runs import Run  # noqa: E402
+from richviz.widgets import rendering  # noqa: E402
+from richviz.widgets.compare_geometry import GeometryRow, input_space, union_limits  # noqa: E402
+from richviz.widgets.slice_viewer import SliceViewer  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
