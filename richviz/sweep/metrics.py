@@ -170,6 +170,14 @@ def _rows_per_task(rows: int, threads: int) -> int:
     return max(1, min(ROWS_PER_TASK, rows // max(1, TASKS_PER_THREAD * threads)))
 
 
+def _worker_addresses(client: Any) -> list[str]:
+    """The cluster's worker addresses, sorted (empty when the scheduler does not say)."""
+    try:
+        return sorted(str(a) for a in client.nthreads())
+    except Exception:  # an unusual scheduler: no preference
+        return []
+
+
 def _threads(client: Any) -> int:
     try:
         return max(1, sum(int(n) for n in client.nthreads().values()))
@@ -257,9 +265,13 @@ def _run_tasks(
     inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     client.subscribe_topic(topic, lambda event: inbox.put(("row", event[1])))
     per_task = _rows_per_task(sum(len(v) for v in pending.values()), _threads(client))
+    homes = _worker_addresses(client)
     futures: dict[Any, tuple[Path, list[int]]] = {}
     try:
-        for path, steps in pending.items():
+        for r, (path, steps) in enumerate(pending.items()):
+            # the tasks of one run prefer one worker, which then opens the run (manifest, probe
+            # set, init model) once; any worker may still take them (stealing, a lost worker)
+            where = {"workers": [homes[r % len(homes)]], "allow_other_workers": True}
             for group in task_groups(steps, per_task):
                 fut = client.submit(
                     compute_metrics_entries,
@@ -270,6 +282,7 @@ def _run_tasks(
                     topic,
                     key=f"richviz-metrics-{path.name}-{group[0]}-{len(group)}-{tag}",
                     pure=False,
+                    **(where if homes else {}),
                 )
                 futures[fut] = (path, group)
                 fut.add_done_callback(lambda f: inbox.put(("done", f)))
