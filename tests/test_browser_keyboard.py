@@ -197,6 +197,15 @@ def explorer_by_focus(p: Page, steps: list[int], artifacts: Path) -> None:
     assert handle.get_attribute("role") == "slider"
     toggle = page.locator(".rv-test-explorer button[title*='Space']").first
     assert toggle.inner_text().strip() == "Play"
+    # one play control: the Play widget's own icon button gives way to the labelled toggle,
+    # its stop and repeat buttons stay
+    shown = page.evaluate(
+        """() => [...document.querySelectorAll('.rv-test-explorer .widget-hbox')]
+                 .filter(r => r.querySelector(':scope > .rv-test-step'))
+                 .flatMap(r => [...r.querySelectorAll('.widget-play > button')])
+                 .map(b => getComputedStyle(b).display !== 'none')"""
+    )
+    assert shown == [False, True, True], shown
     # focus is visible: the handle's outline is drawn (our CSS), 2 px
     assert active_outline(page) == ["solid", "2px"], active_outline(page)
     row = page.locator(".rv-test-explorer .widget-hbox", has=page.locator(".rv-test-step")).last

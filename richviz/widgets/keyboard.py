@@ -27,6 +27,7 @@ __all__ = [
     "ACTIONS",
     "FOCUS_CLASS",
     "FOCUS_CSS",
+    "TOGGLED_PLAY_CLASS",
     "KEYS",
     "KeyControl",
     "focus_style",
@@ -56,11 +57,15 @@ FOCUS_CLASS = "richviz-keys"
 #: focus outlines: a focused control (slider handle, button, menu) inside a widget of
 #: FOCUS_CLASS, and the element that has the keys while the pointer is over it (ipyevents marks
 #: it ``ipyevents-watched``)
+#: class of a ``widgets.Play`` whose own play/pause icon button gives way to a labelled
+#: :func:`play_toggle` beside it (its stop and repeat buttons stay)
+TOGGLED_PLAY_CLASS = "richviz-play-toggled"
 FOCUS_CSS = (
     f"<style>.{FOCUS_CLASS} :focus-visible, .{FOCUS_CLASS} .noUi-handle:focus "
     "{ outline: 2px solid #1a73e8 !important; outline-offset: 1px; }"
     f".{FOCUS_CLASS} .ipyevents-watched, .{FOCUS_CLASS}.ipyevents-watched "
-    "{ outline: 2px solid #1a73e8; outline-offset: -2px; }</style>"
+    "{ outline: 2px solid #1a73e8; outline-offset: -2px; }"
+    f".{TOGGLED_PLAY_CLASS} > button:first-child {{ display: none; }}</style>"
 )
 
 

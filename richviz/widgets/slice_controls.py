@@ -136,6 +136,7 @@ class SliceControls:
             value=len(options) - 1, min=0, max=max(len(options) - 1, 0), interval=500,
             description="play the checkpoints", tooltip="play the checkpoints",
         )  # fmt: skip
+        self.step_play.add_class(keyboard.TOGGLED_PLAY_CLASS)  # its ▶ is the toggle's
         self.play_toggle = keyboard.play_toggle("Play/Pause the checkpoints (Space or k)")
         traitlets.link((self.step_play, "value"), (self.step_slider, "index"))
         traitlets.link((self.step_play, "playing"), (self.play_toggle, "value"))
