@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import bqplot
 import ipywidgets as widgets
 import traitlets
 
@@ -31,7 +30,8 @@ from richviz.errors import ArgumentError
 from richviz.features import PENULTIMATE
 from richviz.widgets import export, rendering
 from richviz.widgets.common import as_run, error_line, status_html
-from richviz.widgets.slice_records import COLORBAR_TICKS, COLORBAR_WIDTH, FIGURE_MARGIN
+from richviz.widgets.slice_figure import colorbar_figure
+from richviz.widgets.slice_records import COLORBAR_TICKS, FIGURE_MARGIN
 from richviz.widgets.slice_viewer import SliceViewer
 from richviz.widgets.tasks import BackgroundWork, Job, Worker
 
@@ -227,33 +227,10 @@ class GeometryRow(BackgroundWork, widgets.VBox):
     # ------------------------------------------------------------------ the shared range
 
     def _build_colorbar(self, size: int) -> None:
-        margin = FIGURE_MARGIN
-        self._cb_sy = bqplot.LinearScale(min=0.0, max=1.0)
-        sx = bqplot.LinearScale(min=0.0, max=1.0)
-        self.colorbar_mark = bqplot.Image(
-            image=widgets.Image(
-                value=rendering.encode_png(rendering.colorbar_rgba("viridis")), format="png"
-            ),
-            scales={"x": sx, "y": self._cb_sy},
-            x=[0.0, 1.0],
-            y=[0.0, 1.0],
+        self.colorbar, self.colorbar_mark, self.color_axis = colorbar_figure(
+            "log10 volume (shared)", size
         )
-        self.color_axis = bqplot.Axis(
-            scale=self._cb_sy,
-            side="right",
-            grid_lines="none",
-            label="log10 volume (shared)",
-            label_offset="48px",
-            tick_style={"font-size": "11px"},
-        )
-        self.colorbar = bqplot.Figure(
-            marks=[self.colorbar_mark],
-            axes=[self.color_axis],
-            padding_x=0.0,
-            padding_y=0.0,
-            fig_margin={"top": margin["top"], "bottom": margin["bottom"], "left": 4, "right": 62},
-            layout=widgets.Layout(width=f"{COLORBAR_WIDTH}px", height=f"{size}px", flex="0 0 auto"),
-        )
+        self._cb_sy = self.color_axis.scale
 
     def run_range(self, index: int, job: Job | None = None) -> tuple[float, float] | None:
         """Run ``index``'s own colour range on the shared slice (None: no readable step)."""

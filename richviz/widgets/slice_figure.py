@@ -29,7 +29,7 @@ from richviz.widgets.slice_records import (
     SliceContext,
 )
 
-__all__ = ["SliceFigure", "legend_html"]
+__all__ = ["SliceFigure", "colorbar_figure", "legend_html"]
 
 
 def legend_html(entries: list[tuple[str, str, str]]) -> str:
@@ -56,6 +56,44 @@ def legend_html(entries: list[tuple[str, str, str]]) -> str:
         '<div class="richviz-legend" style="font-size:11px;padding-left:50px">'
         f"{''.join(items)}</div>"
     )
+
+
+def colorbar_figure(
+    label: str, height: int, ticks: list[float] | None = None
+) -> tuple[bqplot.Figure, bqplot.Image, bqplot.Axis]:
+    """The colour bar beside a slice view: (figure, gradient mark, value axis).
+
+    A figure of its own (a ColorAxis inside the slice figure is drawn over the plot): a
+    vertical viridis gradient image on a linear value axis (0..1 until a frame sets it), its
+    top and bottom aligned with the slice's plot area (``FIGURE_MARGIN``); ``ticks``: initial
+    tick values (default: bqplot's).
+    """
+    margin = FIGURE_MARGIN
+    sy = bqplot.LinearScale(min=0.0, max=1.0)
+    mark = bqplot.Image(
+        image=widgets.Image(
+            value=rendering.encode_png(rendering.colorbar_rgba("viridis")), format="png"
+        ),
+        scales={"x": bqplot.LinearScale(min=0.0, max=1.0), "y": sy},
+        x=[0.0, 1.0],
+        y=[0.0, 1.0],
+    )
+    tick_args = {} if ticks is None else {
+        "tick_values": ticks, "tick_format": rendering.tick_format(ticks)
+    }  # fmt: skip
+    axis = bqplot.Axis(
+        scale=sy, side="right", grid_lines="none", label=label, label_offset="48px",
+        tick_style={"font-size": "11px"}, **tick_args,
+    )  # fmt: skip
+    figure = bqplot.Figure(
+        marks=[mark],
+        axes=[axis],
+        padding_x=0.0,
+        padding_y=0.0,
+        fig_margin={"top": margin["top"], "bottom": margin["bottom"], "left": 4, "right": 62},
+        layout=widgets.Layout(width=f"{COLORBAR_WIDTH}px", height=f"{height}px", flex="0 0 auto"),
+    )
+    return figure, mark, axis
 
 
 class SliceFigure:
@@ -118,40 +156,12 @@ class SliceFigure:
         self._build_colorbar()
 
     def _build_colorbar(self) -> None:
-        # The colour bar is a figure of its own beside the slice (a ColorAxis inside the slice
-        # figure is drawn over the plot): a vertical gradient image on a linear value axis with
-        # a few round ticks, its top and bottom aligned with the slice's plot area.
-        margin = FIGURE_MARGIN
-        self._cb_sx = bqplot.LinearScale(min=0.0, max=1.0)
-        self._cb_sy = bqplot.LinearScale(min=0.0, max=1.0)
         self._colorbar_cmap = "viridis"
-        self.colorbar_mark = bqplot.Image(
-            image=widgets.Image(value=self._colorbar_png("viridis"), format="png"),
-            scales={"x": self._cb_sx, "y": self._cb_sy},
-            x=[0.0, 1.0],
-            y=[0.0, 1.0],
-        )
         ticks = rendering.nice_ticks(0.0, 1.0, COLORBAR_TICKS)
-        self.color_axis = bqplot.Axis(
-            scale=self._cb_sy,
-            side="right",
-            grid_lines="none",
-            tick_values=ticks,
-            tick_format=rendering.tick_format(ticks),
-            label="log10 volume",
-            label_offset="48px",
-            tick_style={"font-size": "11px"},
+        self.colorbar, self.colorbar_mark, self.color_axis = colorbar_figure(
+            "log10 volume", FIGURE_SIZE, ticks
         )
-        self.colorbar = bqplot.Figure(
-            marks=[self.colorbar_mark],
-            axes=[self.color_axis],
-            padding_x=0.0,
-            padding_y=0.0,
-            fig_margin={"top": margin["top"], "bottom": margin["bottom"], "left": 4, "right": 62},
-            layout=widgets.Layout(
-                width=f"{COLORBAR_WIDTH}px", height=f"{FIGURE_SIZE}px", flex="0 0 auto"
-            ),
-        )
+        self._cb_sy = self.color_axis.scale
 
     @property
     def _line_marks(self) -> list[bqplot.Lines]:
