@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -119,6 +122,29 @@ def test_circles_are_scikit_learns(n, noise, factor, seed):
     got = datasets.load("circles", n=n, noise=noise, factor=factor, seed=seed)
     for name in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(got, name), getattr(expected, name)), name
+
+
+@pytest.mark.parametrize("n,noise,seed", [(400, 0.1, 0), (51, 0.3, 7), (10, 0.0, 1)])
+def test_moons_are_scikit_learns(n, noise, seed):
+    """The numpy moons equal scikit-learn's make_moons point for point (then split)."""
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n, noise=noise, random_state=seed)
+    expected = datasets._split("moons", x, y, 0.25, seed, 2)
+    got = datasets.load("moons", n=n, noise=noise, seed=seed)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(got, name), getattr(expected, name)), name
+
+
+def test_toy_data_sets_do_not_import_scikit_learn():
+    """moons and circles are generated without importing scikit-learn (a fresh process)."""
+    code = (
+        "import sys; from richviz import datasets; "
+        "datasets.load('moons'); datasets.load('circles'); "
+        "print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 # ---- the user's own data: one cap, early refusal, errors that name but never quote
