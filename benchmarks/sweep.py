@@ -9,13 +9,17 @@ copies of their metrics caches (208 rows, in tasks of up to 8 rows of one run) w
 processes without Dask. Rounds interleave the four so machine load affects them alike; the
 report gives medians and the ratios measured in this one run.
 
+Only the cluster (or pool) being timed is alive: each is started before its turn, warmed
+(every worker computes one metrics row of a scratch copy, so lazy imports are paid) and closed
+after it. An idle cluster's heartbeats and monitors cost CPU, and on a 2-core machine they
+fall on a core the 2-worker round needs but the 1-worker round leaves free.
+
     .venv/bin/python benchmarks/sweep.py [--rounds 2] [--steps 400] [--probe-size 1000]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import multiprocessing
 import shutil
 import statistics
@@ -26,7 +30,7 @@ from pathlib import Path
 import torch
 
 from richviz.checkpoints import METRICS_CACHE, Run
-from richviz.sweep import open_client, sweep_metrics, train_sweep
+from richviz.sweep import compute_metrics_entries, open_client, sweep_metrics, train_sweep
 
 GRID = {"alpha": [0.1, 1.0, 10.0, 100.0], "seed": [0, 1]}
 
@@ -37,6 +41,13 @@ def serial_metrics(job: tuple[list[Path], int]) -> None:
     torch.set_num_threads(1)
     for p in paths:
         Run.open(p).metrics(progress=False, probe_size=probe_size)
+
+
+def warm(job: tuple[Path, int, int]) -> None:
+    """One metrics row of a scratch copy, stored nowhere: pays this process's lazy imports."""
+    path, step, probe_size = job
+    torch.set_num_threads(1)
+    compute_metrics_entries(str(path), [step], None, probe_size)
 
 
 def fresh(src: list[Path], dest: Path) -> list[Path]:
@@ -78,37 +89,36 @@ def main() -> None:
             "2 workers": [],
         }
         spawn = multiprocessing.get_context("spawn")
-        with (
-            open_client(workers=1) as c1,
-            open_client(workers=2) as c2,
-            spawn.Pool(2) as pool,
-        ):
-            for c in (c1, c2):  # warm: torch and richviz imported in every worker
-                c.run(importlib.import_module, "richviz.sweep")
-            pool.map(serial_metrics, [([], args.probe_size)] * 2)
-            for r in range(args.rounds):
-                for label, client in (
-                    ("1 worker", c1),
-                    ("2 workers", c2),
-                    ("serial", None),
-                    ("2 plain", pool),
-                ):
-                    copies = fresh(paths, root / f"copy-{r}-{label.replace(' ', '')}")
+        scratch = fresh(paths[:1], root / "scratch")[0]
+        warm_job = (scratch, Run.open(scratch).steps[-1], args.probe_size)
+        warm(warm_job)
+        for r in range(args.rounds):
+            for label in times:
+                copies = fresh(paths, root / f"copy-{r}-{label.replace(' ', '')}")
+                if label == "serial":
                     t = time.perf_counter()
-                    if client is None:
-                        serial_metrics((copies, args.probe_size))
-                    elif client is pool:  # half the runs each, no scheduler, no transfers
-                        half = len(copies) // 2
+                    serial_metrics((copies, args.probe_size))
+                    elapsed = time.perf_counter() - t
+                elif label == "2 plain":
+                    with spawn.Pool(2) as pool:
+                        pool.map(warm, [warm_job] * 2)
+                        half = len(copies) // 2  # half the runs each, no scheduler
+                        t = time.perf_counter()
                         pool.map(
                             serial_metrics,
                             [(copies[:half], args.probe_size), (copies[half:], args.probe_size)],
                         )
-                    else:
+                        elapsed = time.perf_counter() - t
+                else:
+                    with open_client(workers=int(label[0])) as client:
+                        client.run(warm, warm_job)
+                        t = time.perf_counter()
                         sweep_metrics(
                             copies, scheduler=client, probe_size=args.probe_size, progress=False
                         )
-                    times[label].append(time.perf_counter() - t)
-                    print(f"round {r + 1}: {label:9s} {times[label][-1]:6.1f} s", flush=True)
+                        elapsed = time.perf_counter() - t
+                times[label].append(elapsed)
+                print(f"round {r + 1}: {label:9s} {times[label][-1]:6.1f} s", flush=True)
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"\n{tasks} metrics rows, medians of {args.rounds} rounds:")
         for k, v in med.items():

@@ -168,3 +168,64 @@ def test_killed_worker_loses_only_its_unfinished_rows(
     assert json.dumps(tables[path.resolve()]) == json.dumps(serial_table)
     client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed worker
     client.run(exec, SLOW_ROWS, {})
+
+
+class _RecordingRun:
+    def __init__(self) -> None:
+        self.writes: list[list[int]] = []
+
+    def store_metrics_rows(self, entries: list[dict]) -> None:
+        self.writes.append([e["step"] for e in entries])
+
+
+def test_row_store_writes_first_and_last_rows_at_once_and_batches_the_rest():
+    path = Path("run")
+    run = _RecordingRun()
+    store = sweep_metrics_module._RowStore({path: run}, {path: [1, 2, 3, 4]})
+    for step in (1, 2, 3):
+        store.add(path, {"step": step})
+        store.flush(due_only=True)
+    # the first row at once; rows 2 and 3 wait (written at most every STORE_EVERY_S)
+    assert run.writes == [[1]] and store.unsaved == 2
+    store.settle(path)  # row 4 failed: the run is complete, its rows are due at once
+    store.flush(due_only=True)
+    assert run.writes == [[1], [2, 3]] and store.unsaved == 0
+
+
+def test_row_store_wait_returns_when_unsaved_rows_fall_due(monkeypatch):
+    import queue
+
+    monkeypatch.setattr(sweep_metrics_module, "STORE_EVERY_S", 0.05)
+    path = Path("run")
+    run = _RecordingRun()
+    store = sweep_metrics_module._RowStore({path: run}, {path: [1, 2, 3]})
+    store.add(path, {"step": 1})
+    store.flush(due_only=True)
+    store.add(path, {"step": 2})
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    t = time.monotonic()
+    assert store.wait(inbox) == []  # nothing arrived, but row 2 fell due
+    assert time.monotonic() - t >= 0.04
+    store.flush(due_only=True)
+    assert run.writes == [[1], [2]]
+    inbox.put(("rows", []))
+    assert store.wait(inbox) == [("rows", [])]
+
+
+@pytest.mark.parametrize("every,expected", [(0.0, [[0], [1], [2]]), (3600.0, [[0]])])
+def test_task_events_batch_rows_and_leave_the_last_to_the_result(
+    run_dir, tmp_path, monkeypatch, every, expected
+):
+    """Rows go out as events at most every STORE_EVERY_S (the first at once); the last row
+    of a task only comes with its result."""
+    sent: list[list[int]] = []
+    monkeypatch.setattr(sweep_metrics_module, "STORE_EVERY_S", every)
+    monkeypatch.setattr(
+        sweep_metrics_module,
+        "_event_sender",
+        lambda topic: lambda msg: sent.append([STEPS.index(m["step"]) for m in msg]),
+    )
+    path = fresh(run_dir, tmp_path / "run")
+    items = compute_metrics_entries(str(path), STEPS[:4], None, PROBE, topic="t")
+    assert [it["step"] for it in items] == STEPS[:4] and all("entry" in it for it in items)
+    assert sent == expected

@@ -12,12 +12,14 @@ each, on the client's core, which on a 2-core machine is the workers' too.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import queue
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from richviz.sweep.cluster import Scheduler, _require_dask, open_client, quiet_t
 
 __all__ = [
     "ROWS_PER_TASK",
+    "STORE_EVERY_S",
     "TASKS_PER_THREAD",
     "compute_metrics_entries",
     "compute_metrics_entry",
@@ -40,6 +43,9 @@ __all__ = [
 ROWS_PER_TASK = 8
 #: fewer rows per task while the sweep would have fewer than this many tasks per worker thread
 TASKS_PER_THREAD = 3
+#: seconds: a run's finished rows are written to its ``metrics.json`` at most this often (its
+#: first row, its last row and any rows left when the sweep stops are written at once)
+STORE_EVERY_S = 0.25
 
 _RUNS: OrderedDict[str, tuple[tuple, Run]] = OrderedDict()
 _RUNS_MAX = 4
@@ -102,7 +108,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
-def _event_sender(topic: str | None) -> Callable[[dict[str, Any]], None]:
+def _event_sender(topic: str | None) -> Callable[[list[dict[str, Any]]], None]:
     """``send(msg)``: a Dask event on ``topic`` from this worker; a no-op outside a worker or
     without a topic (the task's result carries every row anyway)."""
     if topic is None:
@@ -128,24 +134,40 @@ def compute_metrics_entries(
     The task a Dask worker runs: it opens the run folder ``path`` once (kept open for the next
     task while its files are unchanged) and computes :meth:`richviz.runs.Run.metrics_entry` of
     each step in turn. Each result is ``{"path", "step", "entry"}``, or ``{"path", "step",
-    "error"}`` (one line) for a row that failed (the others still run); each is also sent, as
-    soon as it is done, as a Dask event on ``topic`` (the sweep stores it at once). Writes
-    nothing.
+    "error"}`` (one line) for a row that failed (the others still run). The rows are also sent
+    while the task runs, as Dask events on ``topic`` (the sweep stores them at once): the first
+    row as soon as it is done, later ones together once :data:`STORE_EVERY_S` has passed since
+    the last event (the client writes a run's rows no more often; the task's result brings the
+    rest). Writes nothing.
     """
     quiet_task_failures()  # a whole task's failure is reported in one line by the sweep
     send = _event_sender(topic)
     out: list[dict[str, Any]] = []
+    unsent: list[dict[str, Any]] = []
+    sent_at = -math.inf
     with COMPUTE.hold():
         run = _open_cached(path)
-        for step in steps:
-            item: dict[str, Any] = {"path": path, "step": int(step)}
-            try:
-                item["entry"] = run.metrics_entry(int(step), layer, probe_size)
-            except Exception as exc:  # this row fails alone, in one line
-                item["error"] = _one_line(exc)
-            send(item)
-            out.append(item)
+        for step in steps[:-1]:
+            out.append(item := _entry_item(run, path, step, layer, probe_size))
+            unsent.append(item)
+            if time.monotonic() - sent_at >= STORE_EVERY_S:
+                send(unsent)
+                unsent, sent_at = [], time.monotonic()
+        if steps:  # the last row comes with the task's result
+            out.append(_entry_item(run, path, steps[-1], layer, probe_size))
     return out
+
+
+def _entry_item(
+    run: Run, path: str, step: int, layer: str | None, probe_size: int
+) -> dict[str, Any]:
+    """``{"path", "step", "entry"}``, or ``{"path", "step", "error"}`` in one line."""
+    item: dict[str, Any] = {"path": path, "step": int(step)}
+    try:
+        item["entry"] = run.metrics_entry(int(step), layer, probe_size)
+    except Exception as exc:  # this row fails alone, in one line
+        item["error"] = _one_line(exc)
+    return item
 
 
 def task_groups(steps: Sequence[int], rows_per_task: int) -> list[list[int]]:
@@ -223,24 +245,42 @@ def sweep_metrics(
         dask.distributed is not installed.
     RichvizError
         Rows failed (one line: how many, and the first reason); the other rows are stored and
-        a rerun retries only the missing ones.
+        a rerun retries only the missing ones. A run folder that cannot be opened stops the
+        sweep with its own one-line error (a ``RunError``); the rows finished by then are kept.
     """
     _require_dask()
+    runs = list(runs)
+    for r in runs:  # the cheap check first: a mistyped folder fails before any work
+        folder = r.path if isinstance(r, Run) else Path(r)
+        if not ((folder / MANIFEST).is_file() or (folder.name == MANIFEST and folder.is_file())):
+            _as_run(r)  # raises the one-line reason
     opened: dict[Path, Run] = {}
-    for r in runs:
-        run = _as_run(r)
-        opened.setdefault(run.path.resolve(), run)
-    pending = {p: run.pending_metrics(layer, probe_size) for p, run in opened.items()}
-    total = sum(len(v) for v in pending.values())
-    bar, report = reporter(progress, total, "sweep", unit="task")
+    pending: dict[Path, list[int]] = {}
+
+    def with_rows() -> Iterator[Path]:
+        """Open the runs in turn (validating every checkpoint), yielding those with rows to
+        compute: the client opens run k + 1 while the workers compute run k's rows."""
+        for r in runs:
+            run = _as_run(r)
+            path = run.path.resolve()
+            if path not in opened:
+                opened[path] = run
+                pending[path] = run.pending_metrics(layer, probe_size)
+                if pending[path]:
+                    yield path
+
+    todo = with_rows()
+    first = next(todo, None)
     failures: list[str] = []
-    try:
-        if total:
-            with open_client(scheduler, workers) as client:
-                _run_tasks(client, opened, pending, layer, probe_size, report, failures)
-    finally:
-        if bar is not None:
-            bar.close()
+    total = 0
+    if first is None:
+        reporter(progress, 0, "sweep", unit="task")
+    else:
+        with open_client(scheduler, workers) as client:
+            total = _run_tasks(
+                client, opened, pending, itertools.chain([first], todo), len(runs),
+                layer, probe_size, progress, failures,
+            )  # fmt: skip
     if failures:
         raise RichvizError(f"{len(failures)} of {total} metrics tasks failed, e.g. {failures[0]}")
     return {
@@ -253,26 +293,34 @@ def _run_tasks(
     client: Any,
     opened: dict[Path, Run],
     pending: dict[Path, list[int]],
+    todo: Iterator[Path],
+    runs: int,
     layer: str | None,
     probe_size: int,
-    report: Callable[[int], None],
+    progress: bool | Callable[[int, int], None] | None,
     failures: list[str],
-) -> None:
-    """Submit the tasks and store every row as it arrives (a row event from the worker, or the
-    task's result: whichever comes first), reporting the rows stored so far."""
+) -> int:
+    """Submit each run's tasks as soon as ``todo`` has opened it, then store every row as it
+    arrives (a row event from the worker, or the task's result: whichever comes first),
+    reporting the rows stored so far. Returns the number of rows."""
     tag = uuid.uuid4().hex[:8]
     topic = f"richviz-metrics-rows-{tag}"
     inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-    client.subscribe_topic(topic, lambda event: inbox.put(("row", event[1])))
-    per_task = _rows_per_task(sum(len(v) for v in pending.values()), _threads(client))
+    client.subscribe_topic(topic, lambda event: inbox.put(("rows", event[1])))
     homes = _worker_addresses(client)
+    threads = _threads(client)
     futures: dict[Any, tuple[Path, list[int]]] = {}
+    store = _RowStore(opened, pending)
+    bar = None
     try:
-        for r, (path, steps) in enumerate(pending.items()):
+        per_task = 0
+        for r, path in enumerate(todo):
+            if not per_task:  # sized by the first run's rows times the number of runs
+                per_task = _rows_per_task(len(pending[path]) * runs, threads)
             # the tasks of one run prefer one worker, which then opens the run (manifest, probe
             # set, init model) once; any worker may still take them (stealing, a lost worker)
             where = {"workers": [homes[r % len(homes)]], "allow_other_workers": True}
-            for group in task_groups(steps, per_task):
+            for group in task_groups(pending[path], per_task):
                 fut = client.submit(
                     compute_metrics_entries,
                     str(path),
@@ -286,16 +334,18 @@ def _run_tasks(
                 )
                 futures[fut] = (path, group)
                 fut.add_done_callback(lambda f: inbox.put(("done", f)))
-        settled: set[tuple[Path, int]] = set()  # rows stored or failed
+        total = sum(len(v) for v in pending.values())
+        bar, report = reporter(progress, total, "sweep", unit="task")
+        settled: set[tuple[Path, int]] = set()  # rows received (stored soon) or failed
         left = len(futures)
         while left:
-            items = [inbox.get()]
+            items = store.wait(inbox)
             while True:  # everything that has arrived meanwhile, in one go
                 try:
                     items.append(inbox.get_nowait())
                 except queue.Empty:
                     break
-            results: list[dict[str, Any]] = [msg for kind, msg in items if kind == "row"]
+            results = [row for kind, msg in items if kind == "rows" for row in msg]
             finished = [f for kind, f in items if kind == "done" and f in futures]
             ok = [f for f in finished if f.status == "finished"]
             if ok:  # one gather from this thread per batch
@@ -309,7 +359,6 @@ def _run_tasks(
                     why = _one_line(exc) if isinstance(exc, BaseException) else str(exc)
                     results += [{"path": str(path), "step": s, "error": why} for s in group]
                 fut.release()
-            by_run: dict[Path, list[dict[str, Any]]] = {}
             for item in results:
                 path = Path(item["path"])
                 key = (path, int(item["step"]))
@@ -317,13 +366,70 @@ def _run_tasks(
                     continue
                 settled.add(key)
                 if "entry" in item:
-                    by_run.setdefault(path, []).append(item["entry"])
+                    store.add(path, item["entry"])
                 else:
+                    store.settle(path)
                     failures.append(f"{path}: step {item['step']}: {item['error']}")
-            for path, entries in by_run.items():
-                opened[path].store_metrics_rows(entries)
-            report(len(settled))
+            store.flush(due_only=True)
+            report(len(settled) - store.unsaved)
     finally:
+        store.flush()  # rows received before a stop (an error, Ctrl-C) are kept
         client.unsubscribe_topic(topic)
         for fut in futures:
             fut.release()
+        if bar is not None:
+            bar.close()
+    return total
+
+
+class _RowStore:
+    """The client's writer of finished rows: each run's rows are merged into its
+    ``metrics.json`` in one atomic write at most every :data:`STORE_EVERY_S` seconds, and at
+    once for a run's first and last rows (a sweep of 200 rows rewrote and fsynced each file
+    after every row, a third of a core on the client, which on 2 cores is a worker's)."""
+
+    def __init__(self, opened: dict[Path, Run], pending: dict[Path, list[int]]) -> None:
+        self._opened = opened
+        self._pending = pending  # filled as the runs are opened
+        self._received: dict[Path, int] = {}
+        self._rows: dict[Path, list[dict[str, Any]]] = {}
+        self._written: dict[Path, float] = {}
+
+    @property
+    def unsaved(self) -> int:
+        """Rows received and not yet written."""
+        return sum(len(v) for v in self._rows.values())
+
+    def add(self, path: Path, entry: dict[str, Any]) -> None:
+        self._rows.setdefault(path, []).append(entry)
+        self.settle(path)
+
+    def settle(self, path: Path) -> None:
+        """A row of ``path`` received (or failed: nothing to write), one fewer to wait for."""
+        self._received[path] = self._received.get(path, 0) + 1
+
+    def _due(self, path: Path, now: float) -> float:
+        """When ``path``'s unsaved rows are to be written (``now`` or earlier: at once)."""
+        if self._received.get(path, 0) >= len(self._pending[path]) or path not in self._written:
+            return now
+        return self._written[path] + STORE_EVERY_S
+
+    def wait(self, inbox: queue.SimpleQueue) -> list[tuple[str, Any]]:
+        """The next message, or none once unsaved rows are due to be written."""
+        now = time.monotonic()
+        timeout = min((self._due(p, now) for p in self._rows), default=None)
+        try:
+            if timeout is None:
+                return [inbox.get()]
+            return [inbox.get(timeout=max(0.0, timeout - now))]
+        except queue.Empty:
+            return []
+
+    def flush(self, due_only: bool = False) -> None:
+        """Write the unsaved rows (only those due with ``due_only``)."""
+        now = time.monotonic()
+        for path in list(self._rows):
+            if due_only and self._due(path, now) > now:
+                continue
+            self._opened[path].store_metrics_rows(self._rows.pop(path))
+            self._written[path] = time.monotonic()
