@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 __all__ = [
     "atomic_save",
     "atomic_write_bytes",
@@ -69,6 +67,8 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str, parents: bool =
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)`` atomically: readers see the old file or the new one, never half."""
+    import torch  # here: the text and JSON writers load without PyTorch
+
     _atomic(Path(path), lambda f: torch.save(obj, f), "wb")
 
 

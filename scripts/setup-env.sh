@@ -27,3 +27,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         || { echo "richviz: installation failed" >&2; exit 1; }
     echo "$want" > "$stamp"
 fi
+# Jupyter kernels of this environment import torch and the widget stack in the background as
+# they start (richviz/kernel_warmup.py; RICHVIZ_KERNEL_WARMUP=0 turns it off).
+.venv/bin/python -m richviz.kernel_warmup install >/dev/null

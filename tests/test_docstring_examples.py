@@ -42,6 +42,7 @@ ENTRY_POINTS = {
     "richviz.app.voila_command": "richviz.app",
     "richviz.app.add_app_parser": "richviz.app",
     "richviz.widgets.progress.ProgressLine": "richviz.widgets.progress",
+    "richviz.kernel_warmup.install": "richviz.kernel_warmup",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -1,0 +1,124 @@
+"""The kernel warm-up: installed into an environment's IPython kernel config, a real kernel
+imports torch and the widget stack in a background thread, and the module itself is light."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from richviz import kernel_warmup
+
+CHECK = (
+    "import sys, threading\n"
+    "warm = [t for t in threading.enumerate() if t.name == 'richviz-warmup']\n"
+    "for t in warm: t.join(120)\n"
+    "print('WARM', len(warm), sorted(m for m in ('torch', 'bqplot') if m in sys.modules))\n"
+)
+
+
+def test_importing_the_extension_loads_no_torch():
+    """Loading the extension must not hold the kernel up: no torch, no widgets at import."""
+    code = (
+        "import sys; import richviz.kernel_warmup; "
+        "print(sorted(m for m in ('torch', 'bqplot', 'ipywidgets') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_start_imports_the_modules_once_and_can_be_turned_off():
+    code = (
+        "import sys\n"
+        "from richviz import kernel_warmup as w\n"
+        "t = w.start(('json', 'richviz.datasets'))\n"
+        "assert w.start() is t\n"
+        "t.join(60)\n"
+        "print('richviz.datasets' in sys.modules, t.daemon, t.name)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "richviz-warmup"]
+    env = dict(os.environ, RICHVIZ_KERNEL_WARMUP="0")
+    code = "from richviz import kernel_warmup as w; print(w.start())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "None"
+
+
+def test_a_failed_import_stops_the_thread_quietly(capsys):
+    kernel_warmup._import_all(("richviz_no_such_module", "json"))  # no exception, no output
+    assert capsys.readouterr() == ("", "")
+
+
+def test_install_keeps_the_file_adds_one_line_and_uninstall_removes_it(tmp_path):
+    path = kernel_warmup.config_file(tmp_path)
+    assert path == tmp_path / "etc" / "ipython" / "ipython_kernel_config.py"
+    assert kernel_warmup.install(tmp_path) == path
+    assert path.read_text().splitlines() == [kernel_warmup.config_line()]
+    path.write_text("c.IPKernelApp.matplotlib = 'inline'\n" + path.read_text())
+    kernel_warmup.install(tmp_path)  # again: still one line, the user's line kept
+    lines = path.read_text().splitlines()
+    assert lines == ["c.IPKernelApp.matplotlib = 'inline'", kernel_warmup.config_line()]
+    kernel_warmup.uninstall(tmp_path)
+    assert path.read_text() == "c.IPKernelApp.matplotlib = 'inline'\n"
+    assert not list(path.parent.glob("*.tmp*"))
+
+
+def test_command_line_installs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "richviz.kernel_warmup", "install", "--prefix", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "installed" in out.stdout and str(tmp_path) in out.stdout
+    assert kernel_warmup.config_line() in kernel_warmup.config_file(tmp_path).read_text()
+
+
+def _run_in_kernel(data_dir: Path, ipython_dir: Path, code: str, env: dict[str, str]) -> str:
+    """Start a real IPython kernel (this interpreter, ``ipython_dir``), run ``code``, return
+    its stdout."""
+    jupyter_client = pytest.importorskip("jupyter_client")
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager(kernel_dirs=[str(data_dir / "kernels")])
+    km = jupyter_client.KernelManager(kernel_name="python3", kernel_spec_manager=specs)
+    km.start_kernel(env=dict(os.environ, IPYTHONDIR=str(ipython_dir), **env))
+    try:
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=120)
+        chunks: list[str] = []
+
+        def keep(msg: dict) -> None:
+            if msg["msg_type"] == "stream":
+                chunks.append(msg["content"]["text"])
+
+        kc.execute_interactive(code, timeout=180, output_hook=keep)
+        kc.stop_channels()
+        return "".join(chunks)
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kernel_profile(tmp_path) -> Path:
+    """An IPython dir whose default profile's kernel config is what ``install`` writes."""
+    prefix = tmp_path / "env"
+    text = kernel_warmup.install(prefix).read_text()
+    profile = tmp_path / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_kernel_config.py").write_text(text)
+    return tmp_path / "ipython"
+
+
+@pytest.mark.slow
+def test_a_real_kernel_warms_up_in_the_background(jupyter_data_dir, kernel_profile):
+    out = _run_in_kernel(jupyter_data_dir, kernel_profile, CHECK, {"RICHVIZ_KERNEL_WARMUP": "1"})
+    assert "WARM 1 ['bqplot', 'torch']" in out, out
+    out = _run_in_kernel(jupyter_data_dir, kernel_profile, CHECK, {"RICHVIZ_KERNEL_WARMUP": "0"})
+    assert "WARM 0 []" in out, out
