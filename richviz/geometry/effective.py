@@ -50,7 +50,10 @@ def effective_volume(
     against all earlier ones; the singular values of ``K^T J`` (K = all blocks, l (iters + 1)
     orthonormal columns; ``K^T J`` comes from the VJPs already made) approximate the top ones
     of J. The full Jacobian (p x d) is never formed. Cost: ``l (iters + 1)`` JVP and as many
-    VJP streams per input, against p VJPs for the full Jacobian.
+    VJP streams per input, against p VJPs for the full Jacobian. When ``l (iters + 1) >=
+    min(d, p)`` the Krylov space would be all of ``R^min(d, p)``: J is then taken whole from
+    its ``min(d, p)`` rows (VJPs) or columns (JVPs), no more passes, and the values are exact
+    (a shallower, truncated space ran up to a few % low at small p).
 
     Returns ``(sigma (N, k), log10_volume (N,))`` with ``log10_volume = sum_i log10 sigma_i``
     (the paper's effective volume element for d >> p). k must not exceed min(d, p).
@@ -84,15 +87,14 @@ def effective_volume(
     if k > min(d, p):
         raise ArgumentError(f"k={k} exceeds min(input dim {d}, feature dim {p})")
     ell = min(k + oversample, d, p)
-    depth = max(0, min(iters, min(d, p) // ell - 1))  # the Krylov space must fit in R^min(d,p)
+    m = min(d, p)
+    # the Krylov space would be all of R^m: all m directions give J exactly, in no more passes
+    exact = ell * (iters + 1) >= m
+    depth = max(0, min(iters, m // ell - 1))
     with torch.no_grad():
         for start, stop in plan:
             xc = x[start:stop]
             n = xc.shape[0]
-            # drawn on CPU point by point: the same directions on every device and chunking
-            omega = torch.stack(
-                [_point_directions(seed, start + i, ell, d) for i in range(n)], 1
-            ).to(xc)
 
             def jmul(t: torch.Tensor, xc=xc, n=n) -> torch.Tensor:  # (l, n, d) -> (l, n, p)
                 def push(ti: torch.Tensor) -> torch.Tensor:
@@ -104,6 +106,18 @@ def effective_volume(
 
             def jtmul(y: torch.Tensor, pull=pull, n=n) -> torch.Tensor:  # (l, n, p) -> (l, n, d)
                 return vmap(lambda yi: pull(yi)[0].reshape(n, -1))(y)
+
+            if exact:  # the rows of J (p <= d) or its columns (d < p), all of them
+                basis = torch.eye(m, dtype=xc.dtype, device=xc.device)[:, None].expand(m, n, m)
+                b = (jtmul(basis) if p <= d else jmul(basis)).permute(1, 0, 2)  # (n, m, d | p)
+                s = torch.linalg.svdvals(b.double())[:, :k] / math.sqrt(p)
+                sig_out.append(s.cpu())
+                vol_out.append(torch.log10(s).sum(1).cpu())
+                continue
+            # drawn on CPU point by point: the same directions on every device and chunking
+            omega = torch.stack(
+                [_point_directions(seed, start + i, ell, d) for i in range(n)], 1
+            ).to(xc)
 
             blocks: list[torch.Tensor] = []  # orthonormal Krylov blocks (l, n, p)
             pulled: list[torch.Tensor] = []  # J^T of each block (l, n, d)
