@@ -122,3 +122,20 @@ def test_a_real_kernel_warms_up_in_the_background(jupyter_data_dir, kernel_profi
     assert "WARM 1 ['bqplot', 'torch']" in out, out
     out = _run_in_kernel(jupyter_data_dir, kernel_profile, CHECK, {"RICHVIZ_KERNEL_WARMUP": "0"})
     assert "WARM 0 []" in out, out
+
+
+def test_the_warm_up_imports_all_its_modules_and_no_dynamo():
+    """What the thread imports is what the quick start needs, without torch._dynamo / sympy
+    (about a second more, and the quick start itself avoids them)."""
+    pytest.importorskip("bqplot")
+    code = (
+        "import sys\n"
+        "from richviz import kernel_warmup as w\n"
+        "w.start().join(300)\n"
+        "print(all(m in sys.modules for m in w.MODULES), "
+        "[m for m in ('torch._dynamo', 'sympy') if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip() == "True []", out.stderr[-2000:]
