@@ -12,22 +12,22 @@ import pytest
 pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
 pytest.importorskip("bqplot", reason="widget tests need bqplot")
 
-from richviz.widgets import charts, export  # noqa: E402
+from richviz.widgets import chart_axes, charts, export  # noqa: E402
 
 
 def test_power_labels_and_js_keys():
-    assert charts.power_label(-3) == "10⁻³" and charts.power_label(0) == "10⁰"
-    assert charts.power_label(12) == "10¹²"
+    assert chart_axes.power_label(-3) == "10⁻³" and chart_axes.power_label(0) == "10⁰"
+    assert chart_axes.power_label(12) == "10¹²"
     # String(number) in JavaScript, the key bqplot looks tick labels up by
-    assert charts.js_number(1.0) == "1" and charts.js_number(1000.0) == "1000"
-    assert charts.js_number(1e-3) == "0.001" and charts.js_number(1e-6) == "0.000001"
-    assert charts.js_number(1e-7) == "1e-7" and charts.js_number(1e21) == "1e+21"
+    assert chart_axes.js_number(1.0) == "1" and chart_axes.js_number(1000.0) == "1000"
+    assert chart_axes.js_number(1e-3) == "0.001" and chart_axes.js_number(1e-6) == "0.000001"
+    assert chart_axes.js_number(1e-7) == "1e-7" and chart_axes.js_number(1e21) == "1e+21"
 
 
 @pytest.mark.parametrize("lo,hi", [(1e-16, 1.2), (0.18, 0.46), (1.0, 401.0), (3e-5, 2e9)])
 def test_log_axis_ticks_are_decades_at_most_six(lo, hi):
-    a, b, exps = charts.log_axis_ticks(lo, hi)
-    assert a <= lo and b >= hi and 2 <= len(exps) <= charts.MAX_TICKS
+    a, b, exps = chart_axes.log_axis_ticks(lo, hi)
+    assert a <= lo and b >= hi and 2 <= len(exps) <= chart_axes.MAX_TICKS
     assert math.log10(a) == exps[0] and len(set(np.diff(exps))) <= 1
 
 
@@ -48,7 +48,7 @@ def test_axes_exist_before_display_and_log_labels_are_powers():
     assert set(left.tick_labels) == {"0.001", "0.01", "0.1", "1"}
     assert [float(k) for k in left.tick_labels] == pytest.approx(list(left.tick_values))
     assert list(x_axis.tick_labels.values()) == ["10⁰", "10¹", "10²"]
-    assert 1 <= len(x_axis.tick_values) <= charts.MAX_TICKS
+    assert 1 <= len(x_axis.tick_values) <= chart_axes.MAX_TICKS
 
 
 @pytest.mark.parametrize("lo, hi", [(15, 150), (20, 80), (3, 9), (101, 999), (7, 7)])
@@ -109,7 +109,7 @@ def test_linear_ticks_at_most_six_and_legend_outside():
         right=True,
     )
     for axis in chart.figure.axes:
-        assert 1 <= len(axis.tick_values) <= charts.MAX_TICKS
+        assert 1 <= len(axis.tick_values) <= chart_axes.MAX_TICKS
     assert not any(m.display_legend for m in chart.figure.marks)
     assert "a" in chart.legend.value and "b (right)" in chart.legend.value
 
@@ -164,14 +164,14 @@ def test_fit_axis_powers_of_ten_and_few_ticks_inside_padded_limits():
 
     axis = bqplot.Axis(scale=bqplot.LogScale())
     values = np.array([0.5, 1, 2, 5, 10, 20, 50, np.nan])
-    assert charts.fit_axis(axis, values, log=True) == ["10⁰", "10¹"]
+    assert chart_axes.fit_axis(axis, values, log=True) == ["10⁰", "10¹"]
     assert axis.tick_values.tolist() == [1.0, 10.0]
     assert axis.tick_labels == {"1": "10⁰", "10": "10¹"}  # never "1e+0"
     assert axis.scale.min < 0.5 and axis.scale.max > 50  # end points off the axis line
     axis = bqplot.Axis(scale=bqplot.LinearScale())
-    labels = charts.fit_axis(axis, np.linspace(0.0, 0.93, 40), log=False)
+    labels = chart_axes.fit_axis(axis, np.linspace(0.0, 0.93, 40), log=False)
     ticks = axis.tick_values.tolist()
-    assert 2 <= len(ticks) <= charts.MAX_TICKS and len(labels) == len(ticks)
+    assert 2 <= len(ticks) <= chart_axes.MAX_TICKS and len(labels) == len(ticks)
     assert axis.scale.min < 0.0 < 0.93 < axis.scale.max
     assert all(axis.scale.min <= t <= axis.scale.max for t in ticks)
     assert len(set(labels)) == len(labels)  # distinct labels

@@ -4,8 +4,8 @@ A :class:`LineChart` is a bqplot figure with its scales and axes built once, bef
 displayed (nothing is swapped in later, so the axes render on the first display), and an HTML
 legend below the plot area (never over the lines). Its rules:
 
-- log axes are labelled with powers of ten, ``10⁻³ … 10²`` (never ``1e+0``);
-- at most :data:`MAX_TICKS` ticks per axis;
+- log axes are labelled with powers of ten, ``10⁻³ … 10²`` (never ``1e+0``), and every axis
+  has at most ``MAX_TICKS`` ticks (:mod:`richviz.widgets.chart_axes`);
 - on a log y axis, values at or below the floor (``hi · 10^-FLOOR_DECADES``, or the smallest
   positive value if higher) are drawn at the floor, so a series reaching 0 stays visible;
 - missing values (NaN) are gaps, never joined across;
@@ -15,7 +15,8 @@ legend below the plot area (never over the lines). Its rules:
   not hidden by the axis line.
 
 The same chart exports on the server: :meth:`LineChart.canvas` draws it (legend included) on an
-:class:`richviz.widgets.export.Canvas`, written as SVG or PNG by :mod:`richviz.widgets.export`.
+:class:`richviz.widgets.export.Canvas` (:mod:`~richviz.widgets.chart_export`), written as SVG or
+PNG by :mod:`richviz.widgets.export`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,17 @@ import bqplot
 import ipywidgets as widgets
 import numpy as np
 
-from richviz.errors import ArgumentError
-from richviz.widgets import export, rendering
+from richviz.widgets import chart_export, export, rendering
+
+# MAX_TICKS is also read as ``charts.MAX_TICKS`` by richviz/widgets/metrics_panel.py (owned
+# elsewhere this session): import it from chart_axes there, then drop this remark
+from richviz.widgets.chart_axes import (
+    MAX_TICKS,
+    finite_range,
+    log_axis_ticks,
+    set_axis_ticks,
+    two_decade_ticks,
+)
 
 __all__ = [
     "COLORS",
@@ -38,18 +48,11 @@ __all__ = [
     "LINE_STYLES",
     "LineChart",
     "MARKERS",
-    "MAX_TICKS",
     "Series",
     "coinciding",
-    "fit_axis",
-    "js_number",
     "legend_html",
-    "log_axis_ticks",
-    "power_label",
-    "set_axis_ticks",
 ]
 
-MAX_TICKS = 6
 FLOOR_DECADES = 4.0
 #: Okabe & Ito's colour-blind-safe palette (black last)
 COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -58,7 +61,6 @@ MARKERS = ("circle", "square", "triangle-up", "diamond")
 BAND_OPACITY = 0.2  #: fill opacity of a series' band
 _X_PAD = 0.03  # fraction of the x range added on both sides
 _COINCIDE = 0.01  # series closer than this fraction of the axis range coincide
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 @dataclass
@@ -81,39 +83,6 @@ class Series:
     opacity: float = 1.0
     legend: bool = True
     band: tuple[Sequence[float], Sequence[float]] | None = None
-
-
-def power_label(k: int) -> str:
-    """``10`` with the exponent ``k`` in superscript: ``power_label(-3) == "10⁻³"``."""
-    return "10" + str(int(k)).translate(_SUPERSCRIPT)
-
-
-def js_number(value: float) -> str:
-    """How JavaScript's ``String(number)`` writes a power of ten (keys of ``tick_labels``)."""
-    k = round(math.log10(value))
-    if 0 <= k < 21:
-        return "1" + "0" * k
-    if -7 < k < 0:
-        return "0." + "0" * (-k - 1) + "1"
-    return f"1e{k:+d}"
-
-
-def log_axis_ticks(
-    lo: float, hi: float, max_ticks: int = MAX_TICKS
-) -> tuple[float, float, list[int]]:
-    """Decade-aligned range and exponents of the ticks for data in ``[lo, hi]`` (lo > 0).
-
-    Returns ``(lo', hi', exponents)``: the range widened to whole decades, and at most
-    ``max_ticks`` exponents (every decade, or every 2nd, 3rd, ... when there are many).
-    """
-    if not (lo > 0 and hi > 0):
-        raise ArgumentError(f"log axis range [{lo}, {hi}] must be positive")
-    k0, k1 = math.floor(math.log10(lo) + 1e-9), math.ceil(math.log10(hi) - 1e-9)
-    if k1 <= k0:
-        k1 = k0 + 1
-    stride = max(1, math.ceil((k1 - k0 + 1) / max_ticks))
-    exps = list(range(k0, k1 + 1, stride))
-    return 10.0**k0, 10.0**k1, exps
 
 
 def coinciding(ys: Sequence[np.ndarray], span: float, tol: float = _COINCIDE) -> list[int]:
@@ -162,77 +131,6 @@ def legend_html(entries: Sequence[tuple[str, str, str, str | None]], note: str =
     )
 
 
-def set_axis_ticks(
-    axis: bqplot.Axis, limits: tuple[float, float], ticks: Sequence[float], log: bool
-) -> tuple[list[float], list[str]]:
-    """Set ``axis``'s scale to ``limits`` and its ticks (at most :data:`MAX_TICKS`): powers of
-    ten labelled ``10ᵏ`` on a log axis, a common format on a linear one. Returns the ticks and
-    their labels."""
-    ticks = [float(t) for t in ticks][:MAX_TICKS]
-    if log:
-        ticks = [float(f"1e{round(math.log10(t))}") for t in ticks]
-        text = [power_label(round(math.log10(t))) for t in ticks]
-        fmt = ""
-    else:
-        fmt = rendering.tick_format(np.asarray(ticks)) if ticks else ".2g"
-        text = rendering.format_ticks(np.asarray(ticks), fmt) if ticks else []
-    with axis.scale.hold_sync():
-        axis.scale.min, axis.scale.max = float(limits[0]), float(limits[1])
-    # labels and format before the values: the axis redraws on new tick values
-    if log:
-        axis.tick_labels = {js_number(t): s for t, s in zip(ticks, text, strict=True)}
-    else:
-        axis.tick_labels = {}
-        axis.tick_format = fmt
-    axis.tick_values = ticks
-    return ticks, text
-
-
-def fit_axis(axis: bqplot.Axis, values: np.ndarray, log: bool, pad: float = 0.06) -> list[str]:
-    """Fit ``axis`` to the finite ``values`` (positive ones on a log axis), padded by ``pad`` of
-    the span on both sides so no point sits on the axis line, with the ticks of
-    :func:`set_axis_ticks`; returns the tick labels."""
-    values = np.asarray(values, float)
-    finite = values[np.isfinite(values) & ((values > 0) if log else True)]
-    if log:
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (1.0, 10.0)
-        _, _, exps = log_axis_ticks(lo, max(hi, lo * 1.0001))
-        a, b = math.log10(lo), math.log10(max(hi, lo * 1.0001))
-        d = max(b - a, 0.3) * pad
-        limits = (10 ** (a - d), 10 ** (b + d))
-        ticks = [10.0**k for k in exps if limits[0] <= 10.0**k <= limits[1]]
-    else:
-        lo, hi = _finite_range(finite) or (0.0, 1.0)
-        if hi <= lo:
-            lo, hi = lo - (abs(lo) * 0.1 or 1.0), hi + (abs(hi) * 0.1 or 1.0)
-        d = (hi - lo) * pad
-        limits = (lo - d, hi + d)
-        ticks = [t for t in rendering.nice_ticks(lo, hi, MAX_TICKS) if limits[0] <= t <= limits[1]]
-    return set_axis_ticks(axis, limits, ticks, log)[1]
-
-
-def _two_decade_ticks(
-    lo: float, hi: float, limits: tuple[float, float]
-) -> tuple[tuple[float, float], list[float]]:
-    """Log-axis ``limits`` widened to the power of ten at or below ``lo`` and, if that still
-    leaves one, the one at or above ``hi``, with those powers as ticks (at least two)."""
-    k0 = math.floor(math.log10(lo) + 1e-9)
-    k1 = max(k0 + 1, math.ceil(math.log10(hi) - 1e-9))
-    low = min(limits[0], 10.0**k0)
-    ticks = [10.0**k for k in range(k0, k1 + 1) if 10.0**k <= limits[1]]
-    if len(ticks) < 2:
-        ticks = [10.0**k0, 10.0**k1]
-    high = max(limits[1], ticks[-1])
-    return (low, high), ticks
-
-
-def _finite_range(values: np.ndarray) -> tuple[float, float] | None:
-    finite = values[np.isfinite(values)]
-    if not finite.size:
-        return None
-    return float(finite.min()), float(finite.max())
-
-
 class LineChart:
     """A bqplot line chart that follows the project's chart rules (module docstring).
 
@@ -250,7 +148,10 @@ class LineChart:
     ----------
     figure : the ``bqplot.Figure``; legend : its ``widgets.HTML`` legend; widget : both, stacked.
     marks : the Lines marks of the current series.
+    band_opacity : fill opacity of the bands, on screen and in exports.
     """
+
+    band_opacity: float = BAND_OPACITY
 
     def __init__(
         self,
@@ -371,7 +272,7 @@ class LineChart:
         two = len({s.side for s in self.drawn}) == 2
         self.legend.value = legend_html(
             [
-                (self._legend_label(s, two), s.color, s.line_style, s.marker)
+                (self.legend_label(s, two), s.color, s.line_style, s.marker)
                 for s in self.drawn
                 if s.legend
             ],
@@ -482,7 +383,7 @@ class LineChart:
                     colors=[s.color, s.color],
                     fill="between",
                     fill_colors=[s.color],
-                    fill_opacities=[BAND_OPACITY],
+                    fill_opacities=[self.band_opacity],
                     stroke_width=0.0,
                     opacities=[0.0, 0.0],
                     display_legend=False,
@@ -497,7 +398,8 @@ class LineChart:
                 mark.close()  # no orphaned widgets left in the kernel
 
     @staticmethod
-    def _legend_label(s: Series, two_axes: bool) -> str:
+    def legend_label(s: Series, two_axes: bool) -> str:
+        """``s``'s legend label, marked *(right)* on a chart with two y axes."""
         return f"{s.label} (right)" if two_axes and s.side == "right" else s.label
 
     def set_cursor(self, x: float) -> None:
@@ -506,7 +408,7 @@ class LineChart:
             self.cursor.x = [float(x), float(x)]
 
     def _fit_x(self, x: np.ndarray) -> None:
-        rng = _finite_range(x[x > 0] if self.x_log else x) or (1.0, 10.0)
+        rng = finite_range(x[x > 0] if self.x_log else x) or (1.0, 10.0)
         lo, hi = rng
         if self.x_log:
             _, _, exps = log_axis_ticks(lo, max(hi, lo * 10))
@@ -515,7 +417,7 @@ class LineChart:
             limits = (10 ** (a - pad), 10 ** (b + pad))
             ticks = [10.0**k for k in exps if limits[0] <= 10.0**k <= limits[1]]
             if len(ticks) < 2:  # data within about a decade: reach out to the powers of ten
-                limits, ticks = _two_decade_ticks(lo, hi, limits)  # around it (2 labels)
+                limits, ticks = two_decade_ticks(lo, hi, limits)  # around it (2 labels)
             self._set_ticks("x", self.x_axis, limits, ticks, log=True)
         else:
             pad = max(hi - lo, 1e-12) * _X_PAD
@@ -533,7 +435,7 @@ class LineChart:
             lo = float(positive.min()) if positive.size else hi / 10
             lo = max(lo, hi * 10.0**-FLOOR_DECADES)
         else:
-            lo, hi = _finite_range(values) or (0.0, 1.0)
+            lo, hi = finite_range(values) or (0.0, 1.0)
             if hi <= lo:
                 pad = abs(lo) * 0.1 if lo else 1.0
                 lo, hi = lo - pad, hi + pad
@@ -558,112 +460,10 @@ class LineChart:
 
     def canvas(self, canvas: export.Canvas | None = None, x0: float = 0.0, y0: float = 0.0,
                cursor: float | None = None) -> export.Canvas:  # fmt: skip
-        """Draw the chart (title, axes, ticks, lines, legend below) at (x0, y0) on a canvas."""
-        shown = [s for s in self.drawn if s.legend]  # the legend's entries
-        legend_rows = max(1, math.ceil(len(shown) / self._per_row)) + (1 if self.note else 0)
-        height = self.height + 16 * legend_rows + 6
-        if canvas is None:
-            canvas = export.Canvas(self.width, height)
-        m = self.margin
-        px0, py0 = x0 + m["left"], y0 + m["top"]
-        pw, ph = self.width - m["left"] - m["right"], self.height - m["top"] - m["bottom"]
-
-        def tx(v: np.ndarray) -> np.ndarray:
-            lo, hi = self.limits.get("x", (1.0, 10.0))
-            v = np.asarray(v, float)
-            if self.x_log:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    f = (np.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
-            else:
-                f = (v - lo) / (hi - lo)
-            return px0 + f * pw
-
-        def ty(v: np.ndarray, side: str) -> np.ndarray:
-            lo, hi = self.limits.get(side, (0.0, 1.0))
-            v = np.asarray(v, float)
-            if self.logs[side]:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    f = (np.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
-            else:
-                f = (v - lo) / (hi - lo)
-            return py0 + (1 - f) * ph
-
-        canvas.text(x0 + self.width / 2, y0 + 18, self.title, size=13, anchor="middle")
-        canvas.rect(px0, py0, pw, ph, stroke="#888")
-        for t, s in zip(self.ticks.get("x", []), self.tick_text.get("x", []), strict=True):
-            x = float(tx(t))
-            canvas.polyline([x, x], [py0 + ph, py0 + ph + 4], "#444")
-            canvas.text(x, py0 + ph + 15, s, size=10, anchor="middle")
-        canvas.text(px0 + pw / 2, py0 + ph + 32, self.labels["x"], size=11, anchor="middle")
-        for side in self.scales:
-            if side not in self.limits:
-                continue
-            edge = px0 if side == "left" else px0 + pw
-            sign = -1 if side == "left" else 1
-            for t, s in zip(self.ticks[side], self.tick_text[side], strict=True):
-                y = float(ty(t, side))
-                canvas.polyline([edge, edge + 4 * sign], [y, y], "#444")
-                canvas.text(edge + 7 * sign, y + 3.5, s, size=10,
-                            anchor="end" if side == "left" else "start")  # fmt: skip
-            if self.labels[side]:
-                lx = edge + 46 * sign
-                canvas.text(lx, py0 + ph / 2, self.labels[side], size=11, anchor="middle",
-                            rotate=-90 if side == "left" else 90)  # fmt: skip
-        for s in self.drawn:
-            if s.band is not None:
-                _fill_band(canvas, tx(s.x), ty(s.band[0], s.side), ty(s.band[1], s.side), s.color)
-        for s in self.drawn:
-            y = np.asarray(s.y, float)
-            xs, ys = tx(s.x), ty(y, s.side)
-            canvas.polyline(xs, ys, s.color, width=2.0, dash=s.line_style, opacity=s.opacity)
-            if s.marker:
-                for a, b in zip(xs, ys, strict=True):
-                    if np.isfinite(a) and np.isfinite(b):
-                        canvas.marker(a, b, s.marker, 5, s.color)
-        if cursor is not None and "x" in self.limits:
-            cx = float(tx(cursor))
-            canvas.polyline([cx, cx], [py0, py0 + ph], "#b00020", width=1.5)
-        # legend below the plot area
-        ly = y0 + self.height + 8
-        two = len({s.side for s in self.drawn}) == 2
-        for i, s in enumerate(shown):
-            n = self._per_row
-            lx = x0 + 20 + (i % n) * (self.width - 20) / n
-            row = ly + 16 * (i // n)
-            canvas.polyline([lx, lx + 22], [row, row], s.color, width=2.0, dash=s.line_style)
-            if s.marker:
-                canvas.marker(lx + 11, row, s.marker, 5, s.color)
-            canvas.text(lx + 26, row + 4, self._legend_label(s, two), size=10)
-        if self.note:
-            row = ly + 16 * math.ceil(len(shown) / self._per_row)
-            canvas.text(x0 + 20, row + 4, self.note, size=10, color="#666")
-        return canvas
-
-    @property
-    def _per_row(self) -> int:
-        """Legend entries per row in exports (about 160 px each)."""
-        return max(1, int((self.width - 20) // 160))
+        """Draw the chart (title, axes, ticks, lines, legend below) at (x0, y0) on a canvas
+        (:func:`richviz.widgets.chart_export.chart_canvas`)."""
+        return chart_export.chart_canvas(self, canvas, x0, y0, cursor)
 
     def height_with_legend(self) -> float:
         """Height of :meth:`canvas`'s drawing (chart plus legend rows)."""
-        shown = sum(s.legend for s in self.drawn)
-        rows = max(1, math.ceil(shown / self._per_row)) + bool(self.note)
-        return self.height + 16 * rows + 6
-
-
-def _fill_band(canvas: export.Canvas, xs: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-               color: str) -> None:  # fmt: skip
-    """Fill between ``lo`` and ``hi`` (canvas coordinates over ``xs``) faintly, one polygon
-    per run of finite points (NaN = a gap)."""
-    xs, lo, hi = (np.asarray(v, float) for v in (xs, lo, hi))
-    ok = np.isfinite(xs) & np.isfinite(lo) & np.isfinite(hi)
-    start = None
-    for i in range(len(xs) + 1):
-        if i < len(xs) and ok[i]:
-            start = i if start is None else start
-            continue
-        if start is not None and i - start >= 2:
-            px = np.concatenate([xs[start:i], xs[start:i][::-1]])
-            py = np.concatenate([hi[start:i], lo[start:i][::-1]])
-            canvas.polygon(px, py, color, opacity=BAND_OPACITY)
-        start = None
+        return chart_export.canvas_height(self)

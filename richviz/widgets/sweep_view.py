@@ -31,7 +31,7 @@ import numpy as np
 import traitlets
 
 from richviz.summary import RunSummary, summarize, varying
-from richviz.widgets import charts, rendering
+from richviz.widgets import chart_axes, rendering
 from richviz.widgets.common import error_line, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
@@ -367,8 +367,8 @@ class SweepView(BackgroundWork, widgets.VBox):
             with fig.hold_sync():
                 axis.scale = self._sx
                 axis.label = self.x_param + (" (log)" if log else "")
-                charts.fit_axis(axis, x, log)  # 10ᵏ labels, at most 6 ticks
-                charts.fit_axis(fig.axes[1], y_all, False)
+                chart_axes.fit_axis(axis, x, log)  # 10ᵏ labels, at most 6 ticks
+                chart_axes.fit_axis(fig.axes[1], y_all, False)
                 fig.marks = extra["bands"] + marks + extra["top"]
                 fig.interaction = self.brushes[key] if self.click_mode == "box" else None
         self.legend.value = (
