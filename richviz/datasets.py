@@ -121,6 +121,19 @@ def _split(
     return Dataset(name, xt[train], yt[train], xt[test], yt[test], classes)
 
 
+def _shuffled_with_noise(
+    x: np.ndarray, n_first: int, rng: np.random.RandomState, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's two-class toy ending: labels 0 for the first ``n_first`` rows of ``x``
+    (N, 2) and 1 for the rest, rows shuffled by ``rng.shuffle``, then Gaussian noise of
+    standard deviation ``noise`` from the same generator (that order gives sklearn's points)."""
+    y = (np.arange(len(x)) >= n_first).astype(np.intp)
+    order = np.arange(len(x))
+    rng.shuffle(order)
+    x, y = x[order], y[order]
+    return x + rng.normal(scale=noise, size=x.shape), y
+
+
 @_loader("moons")
 def moons(n: int = 400, noise: float = 0.1, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     """Two interleaved half circles: scikit-learn's ``make_moons`` written out in numpy (the
@@ -142,11 +155,7 @@ def moons(n: int = 400, noise: float = 0.1, seed: int = 0, test_fraction: float 
             np.append(np.sin(outer), 1 - np.sin(inner) - 0.5),
         ]
     ).T
-    y = np.hstack([np.zeros(n_out, dtype=np.intp), np.ones(n_in, dtype=np.intp)])
-    order = np.arange(n)
-    rng.shuffle(order)
-    x, y = x[order], y[order]
-    x = x + rng.normal(scale=noise, size=x.shape)
+    x, y = _shuffled_with_noise(x, n_out, rng, noise)
     return _split("moons", x, y, test_fraction, seed, 2)
 
 
@@ -176,11 +185,7 @@ def circles(
             np.append(np.sin(outer), np.sin(inner) * factor),
         ]
     ).T
-    y = np.hstack([np.zeros(n_out, dtype=np.intp), np.ones(n_in, dtype=np.intp)])
-    order = np.arange(n)
-    rng.shuffle(order)
-    x, y = x[order], y[order]
-    x = x + rng.normal(scale=noise, size=x.shape)
+    x, y = _shuffled_with_noise(x, n_out, rng, noise)
     return _split("circles", x, y, test_fraction, seed, 2)
 
 
