@@ -8,16 +8,15 @@ trains on a background thread and writes an ordinary run (log-spaced checkpoints
 skipped, never queued): the log10 volume element of the pulled-back metric, its ellipses,
 the decision boundary, the class regions and the data
 (:mod:`~richviz.widgets.playground_figure`), plus a metrics strip that grows as it trains
-(:mod:`~richviz.widgets.playground_strip`). The settings' traits and controls come from the
-config's one table (:mod:`~richviz.widgets.playground_controls`). The UI thread only flips
-flags.
+(:mod:`~richviz.widgets.playground_strip`, its rows included). The settings' traits and
+controls come from the config's one table (:mod:`~richviz.widgets.playground_controls`);
+points clicked or added are :mod:`~richviz.widgets.playground_points`'s. The UI thread only
+flips flags.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import math
 import os
 import threading
 from pathlib import Path
@@ -33,15 +32,7 @@ from richviz.architectures import build_model
 from richviz.atomic import atomic_write_text
 from richviz.compute_lock import COMPUTE
 from richviz.errors import ArgumentError, ConfigError, RichvizError
-from richviz.live import (
-    VIEWS,
-    FrameLoop,
-    LiveState,
-    LiveTrainer,
-    LiveView,
-    PlaygroundConfig,
-    compute_view,
-)
+from richviz.live import VIEWS, FrameLoop, LiveState, LiveTrainer, PlaygroundConfig, compute_view
 from richviz.widgets import keyboard, rendering
 from richviz.widgets.common import error_line, status_html
 from richviz.widgets.playground_controls import (
@@ -54,17 +45,16 @@ from richviz.widgets.playground_controls import (
     setting_trait,
 )
 from richviz.widgets.playground_figure import LiveFrame, SliceFigure, render_frame
+from richviz.widgets.playground_points import PROBE_SIZE, PointEditing
 from richviz.widgets.playground_strip import STRIP, MetricsStrip
 
 __all__ = ["STRIP", "Playground", "VIEWS"]
 
-PROBE_SIZE = 500
 #: the keys' actions the Playground has (see :meth:`Playground.press`)
 KEY_ACTIONS = ("toggle_play", "next", "first")
-MAX_ROWS = 4000
 
 
-class Playground(widgets.VBox):
+class Playground(PointEditing, widgets.VBox):
     """Live training of a small MLP on 2-D data with the geometry views of richviz.
 
     Parameters
@@ -91,6 +81,7 @@ class Playground(widgets.VBox):
     ellipse_density : ellipses per side (0: none); fps : frames per second at most;
     steps_per_click : steps taken by the Step button; click_class : class of clicked points;
     drawn_step : step of the frame on screen (-1: none yet); running : training runs.
+    rows : the metrics strip's rows (``"step"`` and the live metrics), by step.
 
     Examples
     --------
@@ -168,9 +159,6 @@ class Playground(widgets.VBox):
         self.root = Path(root) if root is not None else None
         self.trainer: LiveTrainer | None = None
         self.frame: LiveFrame | None = None
-        self.rows: list[dict[str, float]] = []
-        #: checkpoint states waiting for their strip row (appended by the trainer thread)
-        self._checkpoint_states: collections.deque[LiveState] = collections.deque(maxlen=MAX_ROWS)
         self._suspend = True
         self._lock = threading.RLock()  # trainer swaps vs drawing
         self._points: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 2)), np.zeros(0, np.int64))
@@ -399,7 +387,7 @@ class Playground(widgets.VBox):
         self._show_points(data)
         self._set_click_classes(config.num_classes)
         trainer.add_listener(self._on_state)
-        trainer.add_checkpoint_listener(self._on_checkpoint)
+        trainer.add_checkpoint_listener(self.metrics_strip.on_checkpoint)
         self.running = False
         self._frames.submit((trainer, trainer.state))
 
@@ -460,6 +448,15 @@ class Playground(widgets.VBox):
         """The drawing loop (``frames``, ``skipped`` counters)."""
         return self._frames
 
+    @property
+    def rows(self) -> list[dict[str, float]]:
+        """The metrics strip's rows (``"step"`` and the live metrics), by step."""
+        return self.metrics_strip.rows
+
+    @rows.setter
+    def rows(self, rows: list[dict[str, float]]) -> None:
+        self.metrics_strip.rows = rows
+
     def close(self) -> None:
         """Stop drawing and training (a final checkpoint is written), then close the widgets."""
         keys = getattr(self, "key_control", None)
@@ -475,72 +472,7 @@ class Playground(widgets.VBox):
             self.trainer.close()
         super().close()
 
-    # ------------------------------------------------------------------ points
-
-    def add_point(self, x1: float, x2: float, label: int | None = None) -> None:
-        """Add a training point of class ``label`` (default ``click_class``) while training
-        goes on; generated data become the user's points (data = "points")."""
-        label = self.click_class if label is None else int(label)
-        trainer = self.trainer
-        c = trainer.config.num_classes
-        if not 0 <= label < c:
-            raise ArgumentError(
-                f"class {label}: the network has {c} classes (raise 'classes', which resets it)"
-            )
-        if not (math.isfinite(x1) and math.isfinite(x2)):
-            raise ArgumentError(f"point ({x1}, {x2}) is not finite")
-        data = trainer.data
-        xs = data.x_train.double().numpy() if data is not None else np.zeros((0, 2))
-        ys = data.y_train.numpy() if data is not None else np.zeros(0, np.int64)
-        xs = np.vstack([xs, [[x1, x2]]])
-        ys = np.append(ys, label)
-        config = dataclasses.replace(trainer.config, classes=c).with_points(xs, ys)
-        trainer.set_data(config)
-        self._points = (xs, ys)
-        self._suspend = True
-        try:
-            self.data, self.classes = "points", c
-        finally:
-            self._suspend = False
-        with self._lock:
-            if self._probe is None:
-                from richviz.geometry import Slice
-
-                self._slice = self._slice or Slice.square(torch.zeros(2), 1.5)
-            self._probe = (trainer.data.x_train[-PROBE_SIZE:], trainer.data.y_train[-PROBE_SIZE:])
-        self._show_points(trainer.data)
-        self.redraw()
-
-    def _on_click(self, x1: float, x2: float) -> None:
-        """A click on the figure at input coordinates (x1, x2) (see :class:`SliceFigure`)."""
-        try:
-            self.add_point(x1, x2)
-        except Exception as exc:  # a click must never break the widget: say why in the status
-            self._status(error_line(exc), "error")
-
-    def _show_points(self, data: datasets.Dataset | None) -> None:
-        if data is None or len(data.x_train) == 0:
-            x, y = np.zeros((0, 2)), np.zeros(0, np.int64)
-        else:
-            x, y = data.x_train.double().numpy(), data.y_train.numpy()
-        classes = self.trainer.config.num_classes
-        self.slice_figure.show_points(x, y, classes)
-        counts = np.bincount(y, minlength=classes) if len(y) else []
-        parts = " · ".join(
-            f'<span style="color:{rendering.class_color(k)}">■</span> {int(m)}'
-            for k, m in enumerate(counts)
-        )
-        self.points_label.value = (
-            f'<span style="font-size:12px">points: {len(y)}'
-            f"{' (' + parts + ')' if parts else ''}</span>"
-        )
-
     # ------------------------------------------------------------------ drawing
-
-    def _on_checkpoint(self, state: LiveState) -> None:
-        """Trainer thread: a checkpoint's weights, for a strip row drawn with the next frame
-        (so the strip has a point at every log-spaced step, even when frames were skipped)."""
-        self._checkpoint_states.append(state)
 
     def _on_state(self, state: LiveState) -> None:
         """Trainer thread: hand the state to the frame loop (never waits)."""
@@ -554,7 +486,9 @@ class Playground(widgets.VBox):
             model, slc, probe = self._view_model, self._slice, self._probe
             model.load_state_dict(state.weights)
         mode, res, density = self.view, int(self.resolution), int(self.ellipse_density)
-        backfill = self._checkpoint_rows(trainer, model, slc, res, probe, state)
+        backfill = self.metrics_strip.checkpoint_rows(
+            state, lambda ck: self._checkpoint_metrics(trainer, model, slc, res, probe, ck)
+        )
         with self._lock:
             model.load_state_dict(state.weights)
         with COMPUTE.hold():
@@ -564,7 +498,9 @@ class Playground(widgets.VBox):
             if trainer is not self.trainer:
                 return
             self.slice_figure.show(frame, ellipses)
-            self._append_row(state, view, backfill)
+            self.metrics_strip.append(
+                state.step, view.metrics, backfill, trainer.config.num_classes
+            )
             self.frame = frame
         self.drawn_step = state.step
         self.running = trainer.running
@@ -576,52 +512,23 @@ class Playground(widgets.VBox):
             "error" if state.error else "info",
         )
 
-    def _checkpoint_rows(
+    def _checkpoint_metrics(
         self,
         trainer: LiveTrainer,
         model: torch.nn.Module,
         slc: Any,
         res: int,
         probe: Any,
-        state: LiveState,
-    ) -> list[dict[str, float]]:
-        """Strip rows of the checkpoints written since the last row and before ``state``
-        (this trajectory's only), computed on the frame loop's thread like a frame's."""
-        last = self.rows[-1]["step"] if self.rows else -1.0
-        rows = []
-        while self._checkpoint_states:
-            ck = self._checkpoint_states[0]
-            if ck.trajectory == state.trajectory and ck.step >= state.step:
-                break  # a later checkpoint: its row comes with a later frame
-            self._checkpoint_states.popleft()
-            if ck.trajectory != state.trajectory or ck.step <= last:
-                continue  # another trajectory's, or a step the strip already has
-            with self._lock:
-                if trainer is not self.trainer:
-                    return []
-                model.load_state_dict(ck.weights)
-            with COMPUTE.hold():
-                metrics = compute_view(model, slc, res, probe).metrics
-            rows.append({"step": float(ck.step), **metrics})
-            last = ck.step
-        return rows
-
-    def _append_row(
-        self, state: LiveState, view: LiveView, backfill: list[dict[str, float]] = ()
-    ) -> None:
-        row = {"step": float(state.step), **view.metrics}
-        first = backfill[0]["step"] if backfill else row["step"]
-        if self.rows and self.rows[-1]["step"] >= first:
-            self.rows = [r for r in self.rows if r["step"] < first]
-        self.rows.extend(backfill)
-        self.rows.append(row)
-        if len(self.rows) > MAX_ROWS:
-            self.rows = self.rows[::2]
-        self._draw_strip()
-
-    def _draw_strip(self) -> None:
-        classes = self.trainer.config.num_classes if self.trainer is not None else None
-        self.metrics_strip.draw(self.rows, classes)
+        ck: LiveState,
+    ) -> dict[str, float] | None:
+        """A checkpoint's strip metrics, computed on the frame loop's thread like a frame's
+        (None when ``trainer`` was replaced meanwhile)."""
+        with self._lock:
+            if trainer is not self.trainer:
+                return None
+            model.load_state_dict(ck.weights)
+        with COMPUTE.hold():
+            return compute_view(model, slc, res, probe).metrics
 
     def class_region_png(self) -> bytes:
         """The class regions of the frame on screen as a PNG (whatever the view shows)."""
