@@ -1,6 +1,7 @@
 """The slice view drawn on an :class:`richviz.widgets.export.Canvas` (SVG/PNG), from a frame
 record and the slice's context: title, heatmap, lines, points, anchors, axes, colour bar,
-legend. Headless (no widgets); the viewer's ``canvas``/``save_png``/``save_svg`` call it.
+legend. Headless (no widgets); the viewer's ``canvas``/``save_png``/``save_svg``
+(:class:`.slice_export_methods.SliceExport`) call it.
 """
 
 from __future__ import annotations

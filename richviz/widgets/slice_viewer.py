@@ -10,31 +10,28 @@ A bqplot figure with equal scales shows, for the model at the current ``step``:
 - the data points of a 2-D task coloured by class, or the three anchor inputs of an image
   plane (with thumbnails).
 
-All numbers come from :mod:`richviz.views` (one pass over the grid per frame); this module only
-schedules the work (a background thread, coarse field first, stale work cancelled, every
-computation under the process-wide compute lock) and hands frames to the figure. Computed
-fields are cached per (slice, step, layer, resolution). The rest of the widget lives in one
-module per idea: :mod:`.slice_records` (requests, grids, frames, menus), :mod:`.slice_compose`
-(a frame from grids), :mod:`.slice_figure` (the figure, drawing), :mod:`.slice_controls`
-(pickers and their links), :mod:`.slice_export` (SVG/PNG).
+All numbers come from :mod:`richviz.views` (one pass over the grid per frame). This module holds
+the widget itself: its traits and their validators, the constructor, ``refresh`` (a request for
+a frame) and the observers that ask for one. The rest lives in one module per idea:
+:mod:`.slice_records` (requests, grids, frames, menus), :mod:`.slice_jobs` (the background work:
+coarse field first, stale work cancelled, the run's colour range), :mod:`.slice_fields` (grids,
+cached per slice, step, layer and resolution), :mod:`.slice_compose` (a frame from grids),
+:mod:`.slice_figure` (the figure, drawing), :mod:`.slice_controls` (pickers and their links),
+:mod:`.slice_export` (the view on a canvas) and :mod:`.slice_export_methods` (PNG, SVG and
+animation files).
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-import numpy as np
 import traitlets
 from torch import nn
 
-from richviz.atomic import atomic_write_bytes
 from richviz.errors import ArgumentError, DataError
 from richviz.features import PENULTIMATE
-from richviz.widgets import export, rendering
 from richviz.widgets.common import (
     DEVICES,
     Step,
@@ -45,12 +42,11 @@ from richviz.widgets.common import (
     status_html,
     thumbnail_png,
 )
-from richviz.widgets.slice_compose import compose_frame
-from richviz.widgets.slice_context import build_context
 from richviz.widgets.slice_controls import SliceControls
-from richviz.widgets.slice_export import draw_slice, heatmap_rgba
+from richviz.widgets.slice_export_methods import SliceExport
 from richviz.widgets.slice_fields import SliceFields
 from richviz.widgets.slice_figure import SliceFigure
+from richviz.widgets.slice_jobs import SliceJobs
 from richviz.widgets.slice_records import (
     COLOR_RANGES,
     COLORBAR_TICKS,
@@ -67,7 +63,6 @@ from richviz.widgets.slice_records import (
     THEORY_COLOR,
     THEORY_MODES,
     VOLUME_MODES,
-    FieldRecord,
     Frame,
     FrameRequest,
     SliceContext,
@@ -75,7 +70,7 @@ from richviz.widgets.slice_records import (
     slice_points,
 )
 from richviz.widgets.sources import ModelSource
-from richviz.widgets.tasks import BackgroundWork, Cancelled, Job, LRUCache, Worker
+from richviz.widgets.tasks import BackgroundWork, LRUCache, Worker
 
 __all__ = [
     "COLOR_RANGES",
@@ -140,7 +135,16 @@ _REQUEST_TRAITS = (
 )
 
 
-class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widgets.VBox):
+# one mixin per idea, then BackgroundWork before the ipywidgets base (its close runs first)
+class SliceViewer(
+    SliceJobs,
+    SliceFields,
+    SliceFigure,
+    SliceControls,
+    SliceExport,
+    BackgroundWork,
+    widgets.VBox,
+):
     """Heatmap of the log10 volume element on a slice, with ellipses and decision boundary.
 
     Parameters
@@ -436,90 +440,6 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
             return
         self._worker.submit(self._job, req)
 
-    def heatmap_png(self, scale: int = 1) -> bytes:
-        """The heatmap on screen as PNG bytes (headless; ``scale``: pixel enlargement factor)."""
-        if self.frame is None:
-            raise ValueError("no field has been computed yet")
-        return rendering.encode_png(rendering.upscale(heatmap_rgba(self.frame), scale))
-
-    def export_heatmap(self, path: str | os.PathLike | None = None, scale: int = 4) -> Path:
-        """Write :meth:`heatmap_png` to ``path`` (default ``<file box>-step<step>-heatmap.png``)."""
-        if path is None:
-            step = self.frame.step if self.frame else self.step
-            path = f"{self.export_name.value}-step{step}-heatmap.png"
-        out = atomic_write_bytes(self.heatmap_png(scale), path)
-        self._status(f"heatmap written to {out}")
-        return out
-
-    def canvas(
-        self, canvas: export.Canvas | None = None, x0: float = 0.0, y0: float = 0.0
-    ) -> export.Canvas:
-        """Draw the view (title, heatmap, ellipses, boundary, points, anchors, axes, colour
-        bar with ticks and label, legend) on an :class:`export.Canvas` at (x0, y0)."""
-        if self.frame is None:
-            raise ValueError("no field has been computed yet")
-        return draw_slice(self.frame, self._ctx, canvas, x0, y0)
-
-    def save_png(self, path: str | os.PathLike | None = None, scale: float = 2.0) -> Path:
-        """Write the whole view (heatmap, colour bar, legend) as PNG on the server at ``scale``
-        x resolution; default ``<file box>-step<step>.png``. The status line names the file."""
-        path = self._export_path(path, ".png")
-        out = atomic_write_bytes(export.to_png(self.canvas(), scale), path)
-        self._status(f"view written to {out.resolve()}")
-        return out
-
-    def save_svg(self, path: str | os.PathLike | None = None) -> Path:
-        """Write the whole view as SVG on the server; default ``<file box>-step<step>.svg``."""
-        path = self._export_path(path, ".svg")
-        out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), path)
-        self._status(f"view written to {out.resolve()}")
-        return out
-
-    def save_animation(self, path: str | os.PathLike, **kwargs: Any) -> Any:
-        """Write the view over the run's checkpoints as a GIF or MP4 (the suffix decides).
-
-        :func:`richviz.widgets.slice_animation.save_animation` with this viewer's slice, layer,
-        resolution, heatmap (``show``: volume, class regions or entropy), ellipses and decision
-        boundary, reusing its grid cache and model copies; ``kwargs`` (``fps``, ``duration``,
-        ``curves``, ``scale``, ...) override. The progress bar follows the export; the status
-        line names the file. Fixed ``color_limits`` carry over; relative, theory and full-space
-        views are drawn plain. Returns the :class:`richviz.animation.Animation`.
-        """
-        from richviz.animation import SHOWS
-        from richviz.animation.fields import KeyedStore
-        from richviz.widgets.slice_animation import save_animation
-
-        if self._source.run is None:
-            raise ArgumentError("save_animation needs a run: a bare model has one step")
-        show = {view: name for name, view in SHOWS.items()}.get(self.show)
-        if "show" not in kwargs and show is None:
-            raise ArgumentError(f"show={self.show!r} is not animated (volume, classes, entropy)")
-        ctx, layer, res = self._ctx, self.layer, int(self.resolution)
-        options: dict[str, Any] = dict(
-            show=show, resolution=res, layer=layer, ellipses=self.ellipse_density,
-            ellipse_mode=self.ellipse_mode, decision=bool(self.decision),
-            color_limits=tuple(self.color_limits) or None,
-            load=lambda step: self._source.load(step, self.device),
-            progress=lambda done, total: self._set_progress(done / max(total, 1)),
-        )  # fmt: skip
-        options.update(kwargs)
-        if ctx is not None and ctx.version == self._version:  # the viewer's slice ...
-            options["context"] = ctx
-            if (options["resolution"], options["layer"]) == (res, layer):  # ... and its grids
-                version = ctx.version
-                options["fields"] = KeyedStore(self._fields, lambda s: (version, s, layer, res))
-        else:
-            options["slice"] = self._user_slice
-        anim = save_animation(self._source.run, path, **options)
-        self._status(f"animation ({anim.frames} frames) written to {anim.path.resolve()}")
-        return anim
-
-    def _export_path(self, path: str | os.PathLike | None, suffix: str) -> Path:
-        if path is not None:
-            return Path(path)
-        step = self.frame.step if self.frame else self.step
-        return Path(f"{self.export_name.value}-step{step}{suffix}")
-
     # ------------------------------------------------------------------ observers
 
     def _on_request_change(self, change: dict) -> None:
@@ -562,145 +482,3 @@ class SliceViewer(SliceFields, SliceFigure, SliceControls, BackgroundWork, widge
 
     def _status(self, message: str, kind: str = "info") -> None:
         self.status.value = status_html(message, kind)
-
-    # ------------------------------------------------------------------ background work
-
-    def _job(self, job: Job, req: FrameRequest) -> None:
-        self.busy = True
-        self.progress.bar_style = "info"
-        try:
-            ctx = self._context(job, req)
-            self._run_limits(job, req, ctx)
-            plan = [req.resolution]
-            coarse = min(self.coarse_resolution, req.resolution)
-            if coarse < req.resolution and not self._have(req, req.resolution):
-                plan = [coarse, req.resolution]
-            for res in plan:
-                self._status(f"step {req.step}: computing {res}×{res} field…", "busy")
-                fld = self._field(job, req, req.step, res, ctx)
-                base = (
-                    self._field(job, req, self._source.steps[0], res, ctx) if req.relative else None
-                )
-                theory = self._theory(job, req, res, ctx) if req.theory != "off" else None
-                job.check()
-                frame = self._compose(req, res, fld, base, theory)
-                self._apply(job.generation, frame, ctx)
-            self.progress.bar_style = "success"
-        except Cancelled:
-            return
-        except Exception as exc:
-            with self._apply_lock:
-                if not job.stale:
-                    self._status(f"step {req.step}: {error_line(exc)}", "error")
-                    self.progress.bar_style = "danger"
-        finally:
-            if not job.stale:
-                self.busy = False
-
-    def _have(self, req: FrameRequest, res: int) -> bool:
-        keys = [(req.version, req.step, req.layer, res)]
-        if req.relative:
-            keys.append((req.version, self._source.steps[0], req.layer, res))
-        if (
-            req.show == "curvature"
-            and getattr(self._fields.get(keys[0]), "curvature", None) is None
-        ):
-            return False
-        if req.volume == "full":
-            return all(getattr(self._fields.get(k), "full_log10", None) is not None for k in keys)
-        return all(k in self._fields for k in keys)
-
-    def _render_cached(self, req: FrameRequest, generation: int) -> bool:
-        """Render synchronously when slice, fields and theory are all cached."""
-        ctx = self._ctx
-        if ctx is None or ctx.version != req.version or not self._have(req, req.resolution):
-            return False
-        if (
-            req.color_range == "run"
-            and req.fixed_limits is None
-            and self._source.run is not None
-            and req.show == "volume"
-            and req.volume == "slice"
-            and self._run_limits(None, req, ctx) is None
-        ):
-            return False
-        fld = self._fields.get((req.version, req.step, req.layer, req.resolution))
-        base = None
-        if req.relative:
-            base = self._fields.get((req.version, self._source.steps[0], req.layer, req.resolution))
-        theory = None
-        if req.theory != "off":
-            cached = self._theory_cache.get((req.version, req.layer, req.resolution))
-            if cached is None:
-                return False
-            theory, self.theory_note, self.theory_used = cached
-        if (req.density, req.mode) not in fld.ellipses and req.density > 0:
-            return False
-        frame = self._compose(req, req.resolution, fld, base, theory)
-        self._apply(generation, frame, ctx)
-        self.busy = False
-        return True
-
-    def _context(self, job: Job, req: FrameRequest) -> SliceContext:
-        """The slice and what depends on it only (points, anchors), built once per version."""
-        ctx = self._ctx
-        if ctx is not None and ctx.version == req.version:
-            return ctx
-        model = self._source.load(req.step, req.device)
-        self._set_layer_options(model)
-        data = self._source.data()
-        x, y = data if data is not None else (None, None)
-        shape = tuple(x.shape[1:]) if x is not None else self._source.input_shape(model)
-        ctx = build_context(
-            req.version, shape, x, y, slice=self._user_slice, margin=self._margin,
-            anchors=list(self.anchors),
-        )  # fmt: skip
-        job.check()
-        self._ctx = ctx
-        self._apply_context(ctx, x if not ctx.two_d else None)
-        return ctx
-
-    # ------------------------------------------------------------------ composing a frame
-
-    def _compose(
-        self,
-        req: FrameRequest,
-        res: int,
-        fld: FieldRecord,
-        base: FieldRecord | None,
-        theory: np.ndarray | None,
-    ) -> Frame:
-        return compose_frame(
-            req,
-            res,
-            fld,
-            base,
-            theory,
-            first_step=self._source.steps[0] if self._source.steps else 0,
-            limits=lambda cmap, values: self._color_limits(req, cmap, values),
-            num_classes=lambda: self._num_classes(fld),
-            theory_note=self.theory_note,
-        )
-
-    def _color_limits(
-        self, req: FrameRequest, cmap: str, values: np.ndarray
-    ) -> tuple[float, float]:
-        """The colour range of a volume heatmap: fixed from outside, locked, run-wide, or the
-        values' own."""
-        if req.fixed_limits is not None:
-            return req.fixed_limits
-        limits = self._locked_limits.get(cmap) if req.lock else None
-        if limits is None and not req.lock:
-            limits = self._run_limits(None, req, self._ctx) if self._ctx else None
-        if limits is None:
-            limits = rendering.color_limits(values, symmetric=cmap == "diverging")
-            if req.lock:
-                self._locked_limits[cmap] = limits
-        return limits
-
-    def _num_classes(self, fld: FieldRecord) -> int:
-        data = self._source.data()
-        n = int(fld.predicted.max()) + 1 if fld.predicted is not None and fld.predicted.size else 2
-        if data is not None and data[1] is not None and len(data[1]):
-            n = max(n, int(data[1].max()) + 1)
-        return max(n, 2)
