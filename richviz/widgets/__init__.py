@@ -10,7 +10,8 @@ Importing this package loads no model and computes nothing.
 Every number a widget shows comes from the headless core (:mod:`richviz.views` for a slice's
 frame); the widgets schedule that work and draw. Helpers they share live in :mod:`.common`;
 the slice viewer's rooms are :mod:`.slice_records`, :mod:`.slice_context`, :mod:`.slice_fields`,
-:mod:`.slice_compose`, :mod:`.slice_figure`, :mod:`.slice_controls` and :mod:`.slice_export`.
+:mod:`.slice_compose`, :mod:`.slice_figure`, :mod:`.slice_controls`, :mod:`.slice_jobs`,
+:mod:`.slice_export_methods` and :mod:`.slice_export`.
 """
 
 from __future__ import annotations
