@@ -1,5 +1,5 @@
 """Helpers every widget shares: the device choice, the step rule, opening a run, status lines,
-thumbnails, layer labels.
+the export row, thumbnails, layer labels.
 
 Device checks build on the one check of the core (:func:`richviz.devices.check_device`); a
 refused choice becomes a ``traitlets.TraitError`` (the widget keeps its old value).
@@ -8,6 +8,9 @@ The step rule (:class:`Step`, the ``step`` trait of every widget over a run): an
 is not a readable checkpoint step snaps to the nearest one (ties: the earlier); bools,
 non-integers, NaN, infinities and negative numbers are refused with a ``TraitError`` naming
 the trait, as is every step of a widget without readable checkpoints.
+
+ipywidgets is imported only by :func:`export_row`: the headless rooms that import this module
+(slice records, the slice export, animation pages) load no widget library.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from __future__ import annotations
 import bisect
 import html
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,12 +30,16 @@ from richviz import devices
 from richviz.features import LOGITS, PENULTIMATE, eval_mode, feature_map
 from richviz.widgets import rendering
 
+if TYPE_CHECKING:
+    import ipywidgets
+
 __all__ = [
     "DEVICES",
     "Step",
     "as_run",
     "check_device",
     "error_line",
+    "export_row",
     "layer_labels",
     "nearest_step",
     "status_html",
@@ -132,6 +139,67 @@ def error_line(exc: BaseException) -> str:
     """An exception as one line: ``TypeName: message``."""
     msg = " ".join(str(exc).split()) or repr(exc)
     return f"{type(exc).__name__}: {msg}"
+
+
+#: one export button: (label, callback) or (label, callback, CSS width; default 70px)
+ExportButton = tuple[str, Callable[[], Any]] | tuple[str, Callable[[], Any], str]
+
+
+def export_row(
+    name: str,
+    buttons: Sequence[ExportButton],
+    status: ipywidgets.HTML,
+    name_width: str = "220px",
+) -> tuple[ipywidgets.Text, list[ipywidgets.Button], ipywidgets.HBox]:
+    """A widget's export row: a file-name box, then one button per export.
+
+    Parameters
+    ----------
+    name
+        The file box's first value (a file name without suffix; the callbacks read the box).
+    buttons
+        ``(label, callback)`` or ``(label, callback, width)`` per button, in order; a click
+        calls ``callback()``, which writes its file and its own status line on success.
+    status
+        The widget's status line: a callback that raises puts its one-line error
+        (:func:`error_line`) there instead, so a button never breaks the widget.
+    name_width
+        CSS width of the file box.
+
+    Returns
+    -------
+    (text, buttons, row)
+        The file box (``description="file"``), the buttons in order, and the HBox holding them.
+
+    Examples
+    --------
+    >>> import ipywidgets as widgets
+    >>> status = widgets.HTML()
+    >>> def fail():
+    ...     raise ValueError("nothing to write")
+    >>> name, (ok, bad), row = export_row("out", [("PNG", lambda: None), ("CSV", fail)], status)
+    >>> bad.click()
+    >>> "ValueError: nothing to write" in status.value
+    True
+    """
+    import ipywidgets as widgets  # here, see the module docstring
+
+    def guarded(callback: Callable[[], Any]) -> Callable[[Any], None]:
+        def click(_button: Any) -> None:
+            try:
+                callback()
+            except Exception as exc:  # a button must never break the widget
+                status.value = status_html(error_line(exc), "error")
+
+        return click
+
+    text = widgets.Text(value=name, description="file", layout={"width": name_width})
+    made = []
+    for label, callback, *width in buttons:
+        button = widgets.Button(description=label, layout={"width": width[0] if width else "70px"})
+        button.on_click(guarded(callback))
+        made.append(button)
+    return text, made, widgets.HBox([text, *made])
 
 
 def thumbnail_png(x: torch.Tensor, size: int = 64) -> bytes:

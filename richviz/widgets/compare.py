@@ -7,26 +7,23 @@ chart and across re-selections) and one step cursor, which also moves the geomet
 (two to four slice viewers of the first selected runs on one colour range, from
 :mod:`richviz.widgets.compare_geometry`). Metrics still missing from the runs' caches are
 computed in the background with a progress bar, through the same cache as ``Run.metrics``.
+The PNG/SVG/CSV export is the mixin :class:`richviz.widgets.compare_export.CompareExport`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-import numpy as np
 import traitlets
 
-from richviz.atomic import atomic_write_bytes
 from richviz.compare import (
     SPREADS,
     X_AXES,
     RunColors,
     RunEntry,
-    comparison_csv,
     curve,
     fill_missing,
     group_bands,
@@ -35,8 +32,9 @@ from richviz.compare import (
     open_runs,
     varying_hparams,
 )
-from richviz.widgets import charts, export
-from richviz.widgets.common import error_line, nearest_step, status_html
+from richviz.widgets import charts
+from richviz.widgets.common import error_line, export_row, nearest_step, status_html
+from richviz.widgets.compare_export import COLUMNS, SPREAD_TEXT, CompareExport
 from richviz.widgets.compare_table import RunTable
 from richviz.widgets.metrics_panel import UNDEFINED
 from richviz.widgets.tasks import BackgroundWork, Cancelled, Job, Worker
@@ -62,24 +60,9 @@ CHARTS: tuple[tuple[str, str, str], ...] = (
 )
 RAW_OPACITY = 0.3  #: opacity of the raw curve behind a smoothed one
 DEFAULT_SELECTED = 8  #: runs selected at first (one per colour of the palette)
-COLUMNS = 3  #: charts per row
 
 
-def _paste(canvas: export.Canvas, other: export.Canvas, dx: float, dy: float) -> None:
-    """Copy ``other``'s drawing onto ``canvas`` shifted by (dx, dy)."""
-    for kind, op in other.ops:
-        op = dict(op)
-        if "box" in op:
-            x, y, w, h = op["box"]
-            op["box"] = (x + dx, y + dy, w, h)
-        elif "xs" in op:
-            op["xs"], op["ys"] = np.asarray(op["xs"]) + dx, np.asarray(op["ys"]) + dy
-        else:
-            op["x"], op["y"] = op["x"] + dx, op["y"] + dy
-        canvas.ops.append((kind, op))
-
-
-class Compare(BackgroundWork, widgets.VBox):
+class Compare(CompareExport, BackgroundWork, widgets.VBox):
     """Compare runs: a run table, overlaid metric charts with one cursor, geometry below.
 
     Parameters
@@ -224,7 +207,7 @@ class Compare(BackgroundWork, widgets.VBox):
             description="group by", layout={"width": "220px"},
         )  # fmt: skip
         self.spread_menu = widgets.Dropdown(
-            options=[("mean ± std", "std"), ("min … max", "minmax")], value="std",
+            options=[(text, key) for key, text in SPREAD_TEXT], value="std",
             description="band", layout={"width": "200px"},
         )  # fmt: skip
         self.geometry_box = widgets.VBox([])
@@ -232,15 +215,11 @@ class Compare(BackgroundWork, widgets.VBox):
             value=1.0, min=0.0, max=1.0, description="metrics", layout={"width": "240px"}
         )
         self.status = widgets.HTML(value="")
-        self.export_name = widgets.Text(
-            value="richviz-compare", description="file", layout={"width": "240px"}
+        exports = [("CSV", self.save_csv), ("PNG", self.save_png), ("SVG", self.save_svg)]
+        self.export_name, buttons, export_box = export_row(
+            "richviz-compare", exports, self.status, name_width="240px"
         )
-        self.csv_button = widgets.Button(description="CSV", layout={"width": "70px"})
-        self.png_button = widgets.Button(description="PNG", layout={"width": "70px"})
-        self.svg_button = widgets.Button(description="SVG", layout={"width": "70px"})
-        self.csv_button.on_click(lambda _b: self._guard(self.save_csv))
-        self.png_button.on_click(lambda _b: self._guard(self.save_png))
-        self.svg_button.on_click(lambda _b: self._guard(self.save_svg))
+        self.csv_button, self.png_button, self.svg_button = buttons
         super().__init__(
             children=[
                 self.table,
@@ -251,7 +230,7 @@ class Compare(BackgroundWork, widgets.VBox):
                 self.grid,
                 self.geometry_box,
                 widgets.HBox([self.progress, self.status]),
-                widgets.HBox([self.export_name, self.csv_button, self.png_button, self.svg_button]),
+                export_box,
             ],
             **kwargs,
         )
@@ -581,91 +560,6 @@ class Compare(BackgroundWork, widgets.VBox):
             text += f"; {missing} runs without all their metrics yet"
         self.status.value = status_html(text, "error" if usable < len(self.entries) else "")
 
-    # ---------------------------------------------------------------- exports
-
-    def _guard(self, fn: Any) -> None:
-        try:
-            fn()
-        except Exception as exc:  # a button must never break the widget
-            self.status.value = status_html(error_line(exc), "error")
-
-    def canvas(self) -> export.Canvas:
-        """The whole comparison on one canvas: the run legend (colours and dashes), every chart
-        shown (3 per row, the cursor in each) and the geometry row with its colour bar."""
-        shown = [c for c in self.charts.values() if c.drawn]
-        width, height = self._size
-        cell_w = width + 10
-        cell_h = max((c.height_with_legend() for c in shown), default=0.0)
-        legend = self._legend_entries()
-        per_row = max(1, (COLUMNS * cell_w - 20) // 180)
-        head = 28 + 16 * max(1, -(-len(legend) // per_row))
-        geometry = None
-        self._export_note = ""
-        if self.geometry is not None:
-            try:
-                geometry = self.geometry.canvas()
-            except Exception as exc:  # e.g. its fields are still being computed
-                self._export_note = f"; geometry left out ({error_line(exc)})"
-        rows = -(-len(shown) // COLUMNS)
-        total_w = max(COLUMNS * cell_w, geometry.width if geometry else 0)
-        total_h = head + rows * cell_h + (geometry.height + 10 if geometry else 0)
-        canvas = export.Canvas(total_w, total_h)
-        title = f"{len(self.selected)} runs at step {self.step}"
-        if self.group_by:
-            title += f", grouped by {self.group_by} ({dict(SPREAD_TEXT)[self.spread]})"
-        canvas.text(10, 18, title, size=13, weight="bold")
-        for i, (label, color, dash, marker) in enumerate(legend):
-            lx, ly = 14 + (i % per_row) * 180, 34 + 16 * (i // per_row)
-            canvas.polyline([lx, lx + 22], [ly, ly], color, width=2.5, dash=dash)
-            if marker:
-                canvas.marker(lx + 11, ly, marker, 5, color)
-            canvas.text(lx + 26, ly + 4, label, size=10)
-        for i, chart in enumerate(shown):
-            chart.canvas(canvas, (i % COLUMNS) * cell_w, head + (i // COLUMNS) * cell_h,
-                         cursor=self.cursor_x())  # fmt: skip
-        if geometry is not None:
-            _paste(canvas, geometry, 0.0, head + rows * cell_h + 10)
-        return canvas
-
-    def _legend_entries(self) -> list[tuple[str, str, str, str | None]]:
-        if self.group_by:
-            out = []
-            for label, members in self.groups():
-                look = self.group_colors.style(label)
-                runs = ", ".join(e.name for e in members)
-                out.append((f"{label}: {runs}", look.color, look.dash, look.marker))
-            return out
-        return [
-            (e.name, *(lambda s: (s.color, s.dash, s.marker))(self.colors.style(e.name)))
-            for e in self.selected_entries()
-        ]
-
-    def _path(self, path: str | Path | None, suffix: str) -> Path:
-        return Path(path if path is not None else f"{self.export_name.value}{suffix}")
-
-    def save_png(self, path: str | Path | None = None, scale: float = 2.0) -> Path:
-        """Write the comparison (:meth:`canvas`) as PNG on the server; default
-        ``<file box>.png``. The status line names the file."""
-        out = atomic_write_bytes(export.to_png(self.canvas(), scale), self._path(path, ".png"))
-        self.status.value = status_html(f"comparison written to {out.resolve()}{self._export_note}")
-        return out
-
-    def save_svg(self, path: str | Path | None = None) -> Path:
-        """Write the comparison as SVG on the server; default ``<file box>.svg``."""
-        out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), self._path(path, ".svg"))
-        self.status.value = status_html(f"comparison written to {out.resolve()}{self._export_note}")
-        return out
-
-    def save_csv(self, path: str | Path | None = None) -> Path:
-        """Write every metric row of the selected runs with their hyper-parameters as CSV
-        (atomically; :func:`richviz.compare.read_csv` reads it back)."""
-        if not self.selected:
-            raise ValueError("no run selected; nothing to write")
-        text = comparison_csv(self.selected_entries())
-        out = atomic_write_bytes(text.encode(), self._path(path, ".csv"))
-        self.status.value = status_html(f"{len(self.selected)} runs written to {out.resolve()}")
-        return out
-
     # ---------------------------------------------------------------- lifetime
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -689,6 +583,3 @@ class Compare(BackgroundWork, widgets.VBox):
         if table is not None:
             table.close()
         super().close()
-
-
-SPREAD_TEXT = (("std", "mean ± std"), ("minmax", "min … max"))

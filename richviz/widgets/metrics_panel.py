@@ -23,7 +23,7 @@ import traitlets
 
 from richviz.atomic import atomic_write_bytes
 from richviz.widgets import charts, export
-from richviz.widgets.common import Step, as_run, error_line, status_html
+from richviz.widgets.common import Step, as_run, error_line, export_row, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
 __all__ = [
@@ -216,15 +216,9 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
             value=0.0, min=0.0, max=1.0, description="metrics", layout={"width": "240px"}
         )
         self.status = widgets.HTML(value="")
-        self.export_name = widgets.Text(
-            value="richviz-metrics", description="file", layout={"width": "220px"}
-        )
-        self.csv_button = widgets.Button(description="CSV", layout={"width": "70px"})
-        self.png_button = widgets.Button(description="PNG", layout={"width": "70px"})
-        self.svg_button = widgets.Button(description="SVG", layout={"width": "70px"})
-        self.csv_button.on_click(lambda _b: self._guard(self.to_csv))
-        self.png_button.on_click(lambda _b: self._guard(self.save_png))
-        self.svg_button.on_click(lambda _b: self._guard(self.save_svg))
+        exports = [("CSV", self.to_csv), ("PNG", self.save_png), ("SVG", self.save_svg)]
+        self.export_name, buttons, export_box = export_row("richviz-metrics", exports, self.status)
+        self.csv_button, self.png_button, self.svg_button = buttons
         cells = [c.widget for c in self.line_charts.values()]
         self.grid = widgets.VBox(
             [widgets.HBox(cells[i : i + 2]) for i in range(0, len(cells), 2)],
@@ -236,7 +230,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
                 self.step_row,
                 self.grid,
                 widgets.HBox([self.progress, self.status]),
-                widgets.HBox([self.export_name, self.csv_button, self.png_button, self.svg_button]),
+                export_box,
             ],
             **kwargs,
         )
@@ -309,12 +303,6 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         return out
 
     # ---------------------------------------------------------------- observers
-
-    def _guard(self, fn) -> None:
-        try:
-            fn()
-        except Exception as exc:
-            self.status.value = status_html(error_line(exc), "error")
 
     def _checkpoint_steps(self) -> list[int]:
         """The steps ``step`` snaps to: the run's readable checkpoints (see :class:`Step`)."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from richviz.features import LOGITS, PENULTIMATE, layer_names
 from richviz.widgets import keyboard
-from richviz.widgets.common import error_line, layer_labels, status_html
+from richviz.widgets.common import error_line, export_row, layer_labels, status_html
 from richviz.widgets.slice_records import (
     COLOR_RANGES,
     ELLIPSE_MODES,
@@ -104,23 +104,14 @@ class SliceControls:
             value=0.0, min=0.0, max=1.0, description="field", layout={"width": "260px"}
         )
         self.status = widgets.HTML(value=status_html("starting…"))
-        self.export_name = widgets.Text(
-            value="richviz-slice", description="file", layout={"width": "220px"}
-        )
-        self.png_button = widgets.Button(description="PNG", layout={"width": "70px"})
-        self.svg_button = widgets.Button(description="SVG", layout={"width": "70px"})
-        self.heatmap_button = widgets.Button(description="heatmap PNG", layout={"width": "110px"})
-        self.png_button.on_click(lambda _b: self._guard(self.save_png))
-        self.svg_button.on_click(lambda _b: self._guard(self.save_svg))
-        self.heatmap_button.on_click(lambda _b: self._guard(self.export_heatmap))
-        self.footer = widgets.VBox(
-            [
-                widgets.HBox([self.progress, self.status]),
-                widgets.HBox(
-                    [self.export_name, self.png_button, self.svg_button, self.heatmap_button]
-                ),
-            ]
-        )
+        exports = [
+            ("PNG", self.save_png),
+            ("SVG", self.save_svg),
+            ("heatmap PNG", self.export_heatmap, "110px"),
+        ]
+        self.export_name, buttons, export_box = export_row("richviz-slice", exports, self.status)
+        self.png_button, self.svg_button, self.heatmap_button = buttons
+        self.footer = widgets.VBox([widgets.HBox([self.progress, self.status]), export_box])
 
     def _build_step_row(self, steps: list[int], wanted: bool) -> None:
         # A step slider (and Play) of its own when the viewer stands alone on a run. Keys: a
