@@ -31,9 +31,6 @@ import ipywidgets as widgets
 import numpy as np
 
 from richviz.widgets import chart_export, export, rendering
-
-# MAX_TICKS is also read as ``charts.MAX_TICKS`` by richviz/widgets/metrics_panel.py (owned
-# elsewhere this session): import it from chart_axes there, then drop this remark
 from richviz.widgets.chart_axes import (
     MAX_TICKS,
     finite_range,

@@ -22,7 +22,7 @@ import numpy as np
 import traitlets
 
 from richviz.atomic import atomic_write_bytes
-from richviz.widgets import charts, export
+from richviz.widgets import chart_axes, charts, export
 from richviz.widgets.common import Step, as_run, error_line, export_row, status_html
 from richviz.widgets.tasks import COMPUTE, BackgroundWork, Job, Worker
 
@@ -82,7 +82,7 @@ FAMILIES: tuple[tuple[str, Series, Series, str, str], ...] = (
 )
 
 CHART_WIDTH, CHART_HEIGHT = 300, 205  # px, every chart the same size
-MAX_TICKS = charts.MAX_TICKS  # ticks per axis at most
+MAX_TICKS = chart_axes.MAX_TICKS  # ticks per axis at most
 #: why a series is hidden for a class count (key -> (hidden when classes ==, note))
 UNDEFINED = {
     "nc2_equiangular": (2, "NC2 equiangular hidden (undefined for 2 classes)"),

@@ -474,11 +474,5 @@ class SliceViewer(
             self._controls_sync = False
         self.refresh()
 
-    def _guard(self, fn) -> None:
-        try:
-            fn()
-        except Exception as exc:  # a button must never break the widget
-            self._status(error_line(exc), "error")
-
     def _status(self, message: str, kind: str = "info") -> None:
         self.status.value = status_html(message, kind)
