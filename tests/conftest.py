@@ -1,5 +1,6 @@
 """Shared pytest configuration: markers, the test device, a test-artifact directory, a kernel,
-and the one factory of small trained runs (``tiny_run``).
+the one factory of small trained runs (``tiny_run``) and a fresh interpreter's imports
+(``fresh_imports``).
 
 Device: ``pytest --device cuda`` (or ``RICHVIZ_TEST_DEVICE=cuda``) runs the device-dependent
 tests on that device; the default is ``cuda`` when ``torch.cuda.is_available()`` else ``cpu``.
@@ -9,13 +10,15 @@ The choice is also exported as ``RICHVIZ_DEVICE`` for the session, so library de
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -114,6 +117,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def fresh_imports() -> Callable[..., list[str]]:
+    """``fresh_imports(code, names)``: which of the modules ``names`` (or a submodule of one)
+    are loaded after ``code`` runs in a fresh interpreter (this one's executable), in the
+    order given. A failing ``code`` fails the test with its stderr."""
+
+    def run(code: str, names: Sequence[str], timeout: float = 300) -> list[str]:
+        probe = (
+            f"{code}\nimport sys as _sys\nprint('FRESH_IMPORTS', [n for n in {list(names)!r} "
+            "if any(m == n or m.startswith(n + '.') for m in _sys.modules)])"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=timeout
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        line = [t for t in out.stdout.splitlines() if t.startswith("FRESH_IMPORTS ")][-1]
+        return ast.literal_eval(line.split(" ", 1)[1])
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -453,17 +453,9 @@ def test_a_sweeps_table_and_sweep_points_open_like_folders(root) -> None:
         view.close()
 
 
-def test_the_headless_package_imports_no_widgets() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, richviz.compare; "
-        "bad = [m for m in sys.modules if m.startswith(('richviz.widgets', 'ipywidgets', "
-        "'bqplot', 'richviz.runs.analysis'))]; print(bad)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+def test_the_headless_package_imports_no_widgets(fresh_imports) -> None:
+    bad = ["richviz.widgets", "ipywidgets", "bqplot", "richviz.runs.analysis"]
+    assert fresh_imports("import richviz.compare", bad) == []
 
 
 def test_a_stopped_fill_stops_there_and_blames_no_run(tiny_run, tmp_path) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -136,15 +133,10 @@ def test_moons_are_scikit_learns(n, noise, seed):
         assert torch.equal(getattr(got, name), getattr(expected, name)), name
 
 
-def test_toy_data_sets_do_not_import_scikit_learn():
+def test_toy_data_sets_do_not_import_scikit_learn(fresh_imports):
     """moons and circles are generated without importing scikit-learn (a fresh process)."""
-    code = (
-        "import sys; from richviz import datasets; "
-        "datasets.load('moons'); datasets.load('circles'); "
-        "print('sklearn' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    code = "from richviz import datasets; datasets.load('moons'); datasets.load('circles')"
+    assert fresh_imports(code, ["sklearn"]) == []
 
 
 # ---- the user's own data: one cap, early refusal, errors that name but never quote

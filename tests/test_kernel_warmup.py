@@ -20,14 +20,9 @@ CHECK = (
 )
 
 
-def test_importing_the_extension_loads_no_torch():
+def test_importing_the_extension_loads_no_torch(fresh_imports):
     """Loading the extension must not hold the kernel up: no torch, no widgets at import."""
-    code = (
-        "import sys; import richviz.kernel_warmup; "
-        "print(sorted(m for m in ('torch', 'bqplot', 'ipywidgets') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert fresh_imports("import richviz.kernel_warmup", ["torch", "bqplot", "ipywidgets"]) == []
 
 
 def test_start_imports_the_modules_once_and_can_be_turned_off():
@@ -124,18 +119,10 @@ def test_a_real_kernel_warms_up_in_the_background(jupyter_data_dir, kernel_profi
     assert "WARM 0 []" in out, out
 
 
-def test_the_warm_up_imports_all_its_modules_and_no_dynamo():
+def test_the_warm_up_imports_all_its_modules_and_no_dynamo(fresh_imports):
     """What the thread imports is what the quick start needs, without torch._dynamo / sympy
     (about a second more, and the quick start itself avoids them)."""
     pytest.importorskip("bqplot")
-    code = (
-        "import sys\n"
-        "from richviz import kernel_warmup as w\n"
-        "w.start().join(300)\n"
-        "print(all(m in sys.modules for m in w.MODULES), "
-        "[m for m in ('torch._dynamo', 'sympy') if m in sys.modules])\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
-    )
-    assert out.stdout.strip() == "True []", out.stderr[-2000:]
+    code = "from richviz import kernel_warmup as w\nw.start().join(300)"
+    names = [*kernel_warmup.MODULES, "torch._dynamo", "sympy"]
+    assert fresh_imports(code, names) == list(kernel_warmup.MODULES)
