@@ -3,14 +3,17 @@
 Uses the browser-test harness (tests/test_browser.py): an isolated JupyterLab on 127.0.0.1 and
 headless Chromium (1400 x 1000, file browser folded). Each repeat opens a fresh copy of
 ``notebooks/01_quickstart.ipynb`` (a fresh kernel, started before the clock runs), starts Run
-All and polls every 100 ms until the quick start is fully drawn:
+All and polls every 100 ms (the notebook's text without layout) until the quick start is
+fully drawn:
 
 * the slice viewer shows its full-resolution field (status ``step N · penultimate · 96×96``,
   no coarse preview) and the heatmap image on screen is not blank;
 * the metrics panel says ``metrics of K checkpoints`` and its four charts have their lines;
 * no widget reports an error or is busy.
 
-Prints each repeat and the median. Needs Chromium (/usr/bin/chromium or $RICHVIZ_CHROMIUM).
+Prints each repeat and the median. richviz's sources are byte-compiled first, as an installed
+package's are (a machine with ``PYTHONDONTWRITEBYTECODE=1`` would compile them in every kernel).
+Needs Chromium (/usr/bin/chromium or $RICHVIZ_CHROMIUM).
 
 The kernel warm-up (``richviz.kernel_warmup``, installed into the environment by
 ``scripts/setup-env.sh``: the kernel imports torch and the widget stack in a background thread
@@ -19,12 +22,20 @@ JupyterLab (``RICHVIZ_KERNEL_WARMUP`` set by the kernel spec), so that one run g
 Run All follows as soon as the kernel is up (a reader who does not stop to read), or
 ``--pause`` seconds later (one who reads the page first; the clock starts at Run All).
 
+``--before DIR`` measures an earlier checkout beside this one in the same run (its notebook, its
+``richviz`` first on the kernel's ``PYTHONPATH``), repeats alternating, for before/after figures:
+
+    git worktree add /tmp/richviz-before <commit>
+    python benchmarks/browser_quickstart.py --warmup on --before /tmp/richviz-before
+
     python benchmarks/browser_quickstart.py [--repeats 3] [--warmup both|on|off] [--pause S]
+        [--before DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import re
@@ -41,6 +52,12 @@ import test_browser as harness  # noqa: E402
 
 DRAWN = re.compile(r"step \d+ · penultimate · 96×96(?! \(coarse)")
 METRICS = re.compile(r"metrics of \d+ checkpoints")
+# The notebook's text without layout (textContent, hidden widgets included): innerText lays the
+# page out at every poll, work the browser would otherwise not do (a core's worth at 10 Hz,
+# taken from the kernel on a 2-core machine).
+PANEL_TEXT_JS = """
+() => { const p = document.querySelector('.jp-NotebookPanel'); return p ? p.textContent : ''; }
+"""
 LINES_JS = """
 () => Array.from(document.querySelectorAll('.jp-NotebookPanel .bqplot.figure'))
   .filter(f => f.getBoundingClientRect().width > 20)
@@ -65,12 +82,16 @@ async (name) => {
 KERNEL = "richviz-benchmark"  # the copies' kernel: a name only this data dir has
 
 
-def kernel_spec_dir(tmp: Path, warmup: bool = True) -> Path:
-    """A Jupyter data dir whose ``KERNEL`` kernel is this interpreter, with the kernel warm-up
-    on or off; called again, it rewrites the spec (read at each kernel start). A venv's own
-    ``python3`` spec would win over a data dir's (jupyter_core prefers the environment's)."""
-    spec = tmp / "data" / "kernels" / KERNEL
+def kernel_spec_dir(
+    tmp: Path, warmup: bool = True, name: str = KERNEL, source: Path | None = None
+) -> Path:
+    """A Jupyter data dir whose ``name`` kernel is this interpreter, with the kernel warm-up
+    on or off (and ``source``'s richviz first on its path); called again, it rewrites the spec
+    (read at each kernel start). A venv's own ``python3`` spec would win over a data dir's
+    (jupyter_core prefers the environment's)."""
+    spec = tmp / "data" / "kernels" / name
     spec.mkdir(parents=True, exist_ok=True)
+    path = [f"PYTHONPATH={source}"] if source is not None else []
     (spec / "kernel.json").write_text(
         json.dumps(
             {
@@ -78,6 +99,7 @@ def kernel_spec_dir(tmp: Path, warmup: bool = True) -> Path:
                 "argv": [
                     "/usr/bin/env",
                     f"RICHVIZ_KERNEL_WARMUP={int(warmup)}",
+                    *path,
                     sys.executable,
                     "-m",
                     "ipykernel_launcher",
@@ -104,7 +126,7 @@ def one_run(page, base: str, token: str, name: str, pause: float = 0.0) -> float
     page.evaluate(harness.RUN_ALL_JS, name)  # returns once the kernel is up and Run All started
     t0 = time.perf_counter()
     while True:
-        text = panel.inner_text()
+        text = page.evaluate(PANEL_TEXT_JS)
         bad = harness.output_errors(text)
         if bad:
             raise RuntimeError(f"{name}: {bad}")
@@ -140,26 +162,40 @@ def main() -> None:
     parser.add_argument(
         "--pause", type=float, default=0.0, help="seconds from kernel up to Run All"
     )
+    parser.add_argument(
+        "--before", type=Path, help="an earlier checkout to measure beside this one, alternating"
+    )
     args = parser.parse_args()
-    settings = {"both": [True, False], "on": [True], "off": [False]}[args.warmup]
+    warmups = {"both": [True, False], "on": [True], "off": [False]}[args.warmup]
+    trees: dict[str, Path | None] = {"this": None}
+    if args.before is not None:
+        trees = {"before": args.before.resolve(), "this": None}
+    for source in trees.values():  # as an installed package is (PYTHONDONTWRITEBYTECODE aside)
+        compileall.compile_dir(str((source or REPO) / "richviz"), quiet=1)
+    settings = [(tree, w) for tree in trees for w in warmups]
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         root = tmp / "root"
         root.mkdir()
-        plan = [(k, w) for k in range(args.repeats) for w in settings]  # alternating
-        names = {(k, w): f"quickstart_{k}_warmup_{'on' if w else 'off'}.ipynb" for k, w in plan}
-        notebook = json.loads((REPO / "notebooks" / harness.QUICKSTART).read_text())
-        notebook["metadata"]["kernelspec"] = {
-            "name": KERNEL,
-            "display_name": KERNEL,
-            "language": "python",
+        plan = [(k, t, w) for k in range(args.repeats) for t, w in settings]  # alternating
+        names = {
+            (k, t, w): f"quickstart_{k}_{t}_warmup_{'on' if w else 'off'}.ipynb" for k, t, w in plan
         }
-        for name in names.values():
+        for (_k, tree, _w), name in names.items():
+            notebook = json.loads(
+                ((trees[tree] or REPO) / "notebooks" / harness.QUICKSTART).read_text()
+            )
+            notebook["metadata"]["kernelspec"] = {
+                "name": f"{KERNEL}-{tree}",
+                "display_name": KERNEL,
+                "language": "python",
+            }
             (root / name).write_text(json.dumps(notebook))
-        data = kernel_spec_dir(tmp)
-        times: dict[bool, list[float]] = {w: [] for w in settings}
+        for tree, source in trees.items():
+            data = kernel_spec_dir(tmp, name=f"{KERNEL}-{tree}", source=source)
+        times: dict[tuple[str, bool], list[float]] = {s: [] for s in settings}
         with harness.jupyterlab(root, data, tmp / "jupyter") as (base, token):
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(
@@ -167,23 +203,30 @@ def main() -> None:
                 )
                 try:
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    for k, w in plan:
-                        kernel_spec_dir(tmp, warmup=w)
-                        elapsed = one_run(page, base, token, names[k, w], args.pause)
-                        times[w].append(elapsed)
-                        print(f"{names[k, w]}: fully drawn {elapsed:.2f} s", flush=True)
+                    for k, t, w in plan:
+                        kernel_spec_dir(tmp, warmup=w, name=f"{KERNEL}-{t}", source=trees[t])
+                        elapsed = one_run(page, base, token, names[k, t, w], args.pause)
+                        times[t, w].append(elapsed)
+                        print(f"{names[k, t, w]}: fully drawn {elapsed:.2f} s", flush=True)
                 finally:
                     browser.close()
-    for w, got in times.items():
+    medians = {s: statistics.median(got) for s, got in times.items()}
+    for (t, w), got in times.items():
+        where = "" if args.before is None else f"{t} ({trees[t] or REPO}), "
         print(
-            f"quick start, kernel warm-up {'on' if w else 'off'}, Run All -> fully drawn: "
-            f"median {statistics.median(got):.2f} s over {len(got)} runs (min {min(got):.2f}, "
+            f"quick start, {where}kernel warm-up {'on' if w else 'off'}, Run All -> fully drawn: "
+            f"median {medians[t, w]:.2f} s over {len(got)} runs (min {min(got):.2f}, "
             f"max {max(got):.2f}); Run All {args.pause:g} s after the kernel was up; "
             f"{os.cpu_count()} CPUs, OMP_NUM_THREADS=1 in the kernel"
         )
-    if len(times) == 2:
-        on, off = (statistics.median(times[w]) for w in (True, False))
-        print(f"warm-up on / off, same run: {on / off:.2f}x")
+    for t in trees:
+        if len(warmups) == 2:
+            ratio = medians[t, True] / medians[t, False]
+            print(f"{t}: warm-up on / off, same run: {ratio:.2f}x")
+    if args.before is not None:
+        for w in warmups:
+            ratio = medians["this", w] / medians["before", w]
+            print(f"warm-up {'on' if w else 'off'}: this / before, same run: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ the reader looks at the page before running it; the imports happen meanwhile, an
 imports the same modules earlier only waits for the rest (Python's import locks make the two
 threads share one import). Nothing is run but imports, and a failed import is left for the
 cell to report. The thread shares the kernel's interpreter lock, so it pays off only while the
-kernel is idle: Run All at once waits as long as without it, Run All after 5 s of reading half
-as long (``benchmarks/browser_quickstart.py --pause 5``, README).
+kernel is idle: while a cell runs it pauses after the module at hand, and goes on once the
+kernel is idle again. Run All at once waits about as long as without it, Run All after 5 s of
+reading much less (``benchmarks/browser_quickstart.py --pause 5``, README).
 
 Enable it in an environment with ``python -m richviz.kernel_warmup install`` (run by
 ``scripts/setup-env.sh`` and ``binder/postBuild``): it adds this module to
@@ -45,10 +46,23 @@ MODULES = ("torch", "pandas", "ipywidgets", "bqplot", "richviz.train", "richviz.
 ENV_VAR = "RICHVIZ_KERNEL_WARMUP"
 _MARK = "# richviz kernel warm-up"
 _thread: threading.Thread | None = None
+#: clear while a cell runs: the cell imports what it needs itself, a second importer beside it
+#: would only share the interpreter lock (the module being imported is finished first)
+_idle = threading.Event()
+_idle.set()
+
+
+def _pause(*_args: Any) -> None:
+    _idle.clear()
+
+
+def _resume(*_args: Any) -> None:
+    _idle.set()
 
 
 def _import_all(modules: tuple[str, ...]) -> None:
     for name in modules:
+        _idle.wait()
         try:
             importlib.import_module(name)
         except Exception:  # the cell that needs the module reports the failure itself
@@ -70,8 +84,12 @@ def start(modules: tuple[str, ...] = MODULES) -> threading.Thread | None:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """IPython's extension hook: start the warm-up thread (the kernel does not wait for it)."""
-    start()
+    """IPython's extension hook: start the warm-up thread (the kernel does not wait for it);
+    it pauses between modules while a cell runs (IPython's ``pre_run_cell`` /
+    ``post_run_cell`` events)."""
+    if start() is not None:
+        ipython.events.register("pre_run_cell", _pause)
+        ipython.events.register("post_run_cell", _resume)
 
 
 def config_file(prefix: str | os.PathLike | None = None) -> Path:

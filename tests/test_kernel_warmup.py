@@ -6,16 +6,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from richviz import kernel_warmup
 
-CHECK = (
+# The thread pauses while a cell runs: the first cell looks at it, the kernel then idles until
+# it is done (polled from outside, CHECK_DONE), and the last cell reports what it imported.
+CHECK_FIRST = (
     "import sys, threading\n"
     "warm = [t for t in threading.enumerate() if t.name == 'richviz-warmup']\n"
-    "for t in warm: t.join(120)\n"
+    "from richviz import kernel_warmup\n"
+    "print('PAUSED', not kernel_warmup._idle.is_set())\n"
+)
+CHECK_DONE = "print('DONE', all(not t.is_alive() for t in warm))\n"
+CHECK_LAST = (
     "print('WARM', len(warm), sorted(m for m in ('torch', 'bqplot') if m in sys.modules))\n"
 )
 
@@ -74,9 +81,10 @@ def test_command_line_installs(tmp_path):
     assert kernel_warmup.config_line() in kernel_warmup.config_file(tmp_path).read_text()
 
 
-def _run_in_kernel(data_dir: Path, ipython_dir: Path, code: str, env: dict[str, str]) -> str:
-    """Start a real IPython kernel (this interpreter, ``ipython_dir``), run ``code``, return
-    its stdout."""
+def _run_in_kernel(data_dir: Path, ipython_dir: Path, env: dict[str, str]) -> str:
+    """Start a real IPython kernel (this interpreter, ``ipython_dir``), run CHECK_FIRST, let
+    the kernel idle (checking every 0.5 s) until the warm-up thread is done, run CHECK_LAST;
+    return the first and the last cell's stdout."""
     jupyter_client = pytest.importorskip("jupyter_client")
     from jupyter_client.kernelspec import KernelSpecManager
 
@@ -93,9 +101,19 @@ def _run_in_kernel(data_dir: Path, ipython_dir: Path, code: str, env: dict[str, 
             if msg["msg_type"] == "stream":
                 chunks.append(msg["content"]["text"])
 
-        kc.execute_interactive(code, timeout=180, output_hook=keep)
+        kc.execute_interactive(CHECK_FIRST, timeout=60, output_hook=keep)
+        first = "".join(chunks)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            chunks.clear()
+            kc.execute_interactive(CHECK_DONE, timeout=60, output_hook=keep)
+            if "DONE True" in "".join(chunks):
+                break
+            time.sleep(0.5)  # the kernel idles: the thread imports
+        chunks.clear()
+        kc.execute_interactive(CHECK_LAST, timeout=60, output_hook=keep)
         kc.stop_channels()
-        return "".join(chunks)
+        return first + "".join(chunks)
     finally:
         km.shutdown_kernel(now=True)
 
@@ -113,10 +131,29 @@ def kernel_profile(tmp_path) -> Path:
 
 @pytest.mark.slow
 def test_a_real_kernel_warms_up_in_the_background(jupyter_data_dir, kernel_profile):
-    out = _run_in_kernel(jupyter_data_dir, kernel_profile, CHECK, {"RICHVIZ_KERNEL_WARMUP": "1"})
+    out = _run_in_kernel(jupyter_data_dir, kernel_profile, {"RICHVIZ_KERNEL_WARMUP": "1"})
     assert "WARM 1 ['bqplot', 'torch']" in out, out
-    out = _run_in_kernel(jupyter_data_dir, kernel_profile, CHECK, {"RICHVIZ_KERNEL_WARMUP": "0"})
+    assert "PAUSED True" in out, out  # the thread waits while a cell runs
+    out = _run_in_kernel(jupyter_data_dir, kernel_profile, {"RICHVIZ_KERNEL_WARMUP": "0"})
     assert "WARM 0 []" in out, out
+    assert "PAUSED False" in out, out  # turned off: no thread, nothing to pause
+
+
+def test_the_thread_waits_between_modules_while_a_cell_runs():
+    """Paused (a cell runs), the thread imports nothing more; resumed, it goes on."""
+    code = (
+        "import sys, time\n"
+        "from richviz import kernel_warmup as w\n"
+        "w._pause()\n"
+        "t = w.start(('json', 'richviz.datasets'))\n"
+        "time.sleep(1.0)\n"
+        "print('richviz.datasets' in sys.modules, t.is_alive())\n"
+        "w._resume()\n"
+        "t.join(60)\n"
+        "print('richviz.datasets' in sys.modules, t.is_alive())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True", "False"]
 
 
 def test_the_warm_up_imports_all_its_modules_and_no_dynamo(fresh_imports):
