@@ -28,6 +28,7 @@ from torch import nn
 from richviz import datasets, validation
 from richviz.architectures import build_model
 from richviz.devices import check_device, module_device, to_device
+from richviz.errors import ArgumentError
 from richviz.optimizers import make_optimizer
 from richviz.presets import ALPHA_RANGE, PRESETS, Config, _check_fractions, resolve  # noqa: F401
 from richviz.progress import reporter
@@ -269,6 +270,24 @@ def _manifest(
     }
 
 
+def _checked_overrides(overrides: Any) -> dict[str, Any]:
+    """``overrides`` as a dict of :class:`Config` fields; ArgumentError naming a wrong key."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise ArgumentError(
+            f"overrides must be a mapping of Config fields, got {type(overrides).__name__}"
+        )
+    fields = [f.name for f in dataclasses.fields(Config)]
+    for key in overrides:
+        if key not in fields:
+            hint = f" (use train's {key}= argument)" if key in ("seed", "device") else ""
+            raise ArgumentError(
+                f"overrides: {key!r} is not a Config field{hint}; fields: {', '.join(fields)}"
+            )
+    return dict(overrides)
+
+
 def train(
     preset_or_config: str | Config,
     out: str | os.PathLike,
@@ -332,7 +351,10 @@ def train(
         "train_fraction": train_fraction,
         "label_noise": label_noise,
     }
-    changes = {**dict(overrides or {}), **{k: v for k, v in explicit.items() if v is not None}}
+    changes = {
+        **_checked_overrides(overrides),
+        **{k: v for k, v in explicit.items() if v is not None},
+    }
     if changes:
         cfg = dataclasses.replace(cfg, **changes)
     validation.check_int(seed, "seed", low=0, high=2**63 - 1)

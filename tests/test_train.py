@@ -258,6 +258,9 @@ _TINY = Config(
         ({"seed": 2**64}, "seed="),
         ({"seed": 1.5}, "seed="),
         ({"steps": -3}, "steps=-3"),
+        ({"overrides": {"seed": 1}}, "'seed' is not a Config field (use train's seed= argument)"),
+        ({"overrides": {"widht": 8}}, "'widht' is not a Config field; fields: "),
+        ({"overrides": [("width", 8)]}, "overrides must be a mapping of Config fields, got list"),
     ],
 )
 def test_train_refuses_bad_arguments_before_writing(tmp_path, kwargs, needle):
