@@ -229,3 +229,54 @@ def test_task_events_batch_rows_and_leave_the_last_to_the_result(
     items = compute_metrics_entries(str(path), STEPS[:4], None, PROBE, topic="t")
     assert [it["step"] for it in items] == STEPS[:4] and all("entry" in it for it in items)
     assert sent == expected
+
+
+def _count_reads(monkeypatch) -> list[Path]:
+    """Checkpoint files this process reads from now on (Run's default reader)."""
+    from richviz.runs import run as run_module
+
+    reads: list[Path] = []
+    real = run_module._read_payload
+
+    def counting(path, reference, mmap):
+        reads.append(Path(path))
+        return real(path, reference, mmap)
+
+    monkeypatch.setattr(run_module, "_read_payload", counting)
+    return reads
+
+
+def test_open_with_known_reuses_unchanged_readable_inspections(run_dir, tmp_path, monkeypatch):
+    path = fresh(run_dir, tmp_path / "run")
+    first = Run.open(path)
+    reads = _count_reads(monkeypatch)
+    again = Run.open(tmp_path / "." / "run", known=first.checkpoints)  # however it is named
+    assert reads == [] and again.steps == first.steps == STEPS
+    assert [(c.step, c.meta, c.error) for c in again.checkpoints] == [
+        (c.step, c.meta, c.error) for c in first.checkpoints
+    ]
+    changed = first.checkpoint(STEPS[2]).path
+    st = changed.stat()
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten since
+    unreadable = first.checkpoints[0]
+    unreadable.error = "an earlier failure"  # not reused: looked at again
+    reads.clear()
+    third = Run.open(path, known=first.checkpoints)
+    assert sorted(reads) == sorted([changed, unreadable.path]) and third.steps == STEPS
+    assert third.checkpoints[0].error is None
+
+
+@pytest.mark.slow
+def test_workers_inspect_the_runs_after_the_first_and_the_client_reads_none_of_them(
+    client, run_dir, serial_table, tmp_path, monkeypatch
+):
+    paths = [fresh(run_dir, tmp_path / f"run{i}") for i in range(3)]
+    for p in paths:  # every row but the last already stored: one row per run to compute
+        items = compute_metrics_entries(str(p), STEPS[:-1], None, PROBE)
+        Run.open(p).store_metrics_rows([it["entry"] for it in items])
+    reads = _count_reads(monkeypatch)
+    tables = sweep.sweep_metrics(paths, scheduler=client, probe_size=PROBE, progress=False)
+    # the first run is opened before the cluster is asked (is there anything to compute?)
+    assert {r.parent for r in reads} == {paths[0]}, reads
+    for p in paths:
+        assert json.dumps(tables[p.resolve()]) == json.dumps(serial_table)

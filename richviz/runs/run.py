@@ -14,7 +14,7 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,12 @@ def _mark_duplicates(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
     return checkpoints
 
 
+def _file_key(path: Path) -> Path:
+    """A file by its folder's real path and its own name (the same file, however the folder
+    was named: relative, through a link)."""
+    return path.parent.resolve() / path.name
+
+
 def _natural_key(name: str) -> list[Any]:
     return [
         (0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t
@@ -137,6 +143,7 @@ class Run:
         output: OutputSelector = None,
         confine: bool = False,
         reader: Reader | None = None,
+        known: Iterable[Checkpoint] = (),
     ):
         self.path = Path(path)
         self.manifest = manifest
@@ -146,6 +153,8 @@ class Run:
         self._data = data
         self._confine = confine  # files must stay inside the folder (manifest runs)
         self._read = reader or _read_payload  # one file -> (state dict, meta)
+        # earlier inspections (another process's open of this folder), reused per unchanged file
+        self._known = {_file_key(Path(c.path)): c for c in known}
         self._cache: OrderedDict[tuple[int, str], nn.Module] = OrderedDict()
         self._lock = threading.RLock()  # load() may be called from widget threads
         template = self.template()
@@ -171,8 +180,15 @@ class Run:
     # ---- construction
 
     @classmethod
-    def open(cls, path: str | os.PathLike, cache_size: int = 8) -> Run:
+    def open(
+        cls, path: str | os.PathLike, cache_size: int = 8, known: Iterable[Checkpoint] = ()
+    ) -> Run:
         """Open a run folder (or its ``run.json``). Unreadable checkpoints are listed, marked.
+
+        Every checkpoint file is inspected (read with ``weights_only``, keys and shapes checked,
+        NaN/inf noted), except one listed readable in ``known`` (the ``checkpoints`` of an
+        earlier open of this folder, e.g. in another process) whose size and mtime are
+        unchanged: its earlier result is taken as it is.
 
         Raises ``RunError`` (a ``CheckpointError``) naming the manifest and the field when the
         manifest is missing or invalid, or names a file outside the run folder.
@@ -231,7 +247,9 @@ class Run:
                 step = int(nums[-1]) if nums else -1
             files.append((step, path / name, meta))
         try:
-            return cls(path, manifest, factory, files, cache_size=cache_size, confine=True)
+            return cls(
+                path, manifest, factory, files, cache_size=cache_size, confine=True, known=known
+            )
         except (ArgumentError, ArgumentTypeError) as exc:  # the architecture refused its kwargs
             failure: Exception = exc
         except RichvizError:
@@ -351,6 +369,12 @@ class Run:
         try:
             if self._confine and not inside(self.path, path):
                 raise _fail(path, "links to a file outside the run folder; refused")
+            prior = self._known.get(_file_key(path)) if self._known else None
+            same = prior is not None and [prior.size, prior.mtime_ns] == [ck.size, ck.mtime_ns]
+            if same and ck.size >= 0 and prior.readable:  # unchanged since: its earlier result
+                ck.meta.update(prior.meta)
+                ck.step = prior.step
+                return ck
             sd, file_meta = self._read(path, self._reference, True)
             _match(path, sd, self._reference)
             ck.meta.update({k: v for k, v in file_meta.items() if k != "nonfinite"})

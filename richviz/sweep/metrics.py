@@ -26,7 +26,7 @@ from typing import Any
 from richviz.compute_lock import COMPUTE
 from richviz.errors import RichvizError
 from richviz.progress import reporter
-from richviz.runs import MANIFEST, Run
+from richviz.runs import MANIFEST, Checkpoint, Run
 from richviz.sweep.cluster import Scheduler, _require_dask, open_client, quiet_task_failures
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "TASKS_PER_THREAD",
     "compute_metrics_entries",
     "compute_metrics_entry",
+    "run_checkpoints",
     "sweep_metrics",
     "task_groups",
 ]
@@ -65,14 +66,15 @@ def _signature(path: Path) -> tuple | None:
     return tuple(out)
 
 
-def _open_cached(path: str) -> Run:
-    """``Run.open(path)``, reused while the folder's files are unchanged (a few per process)."""
+def _open_cached(path: str, known: Sequence[Checkpoint] = ()) -> Run:
+    """``Run.open(path, known=known)``, reused while the folder's files are unchanged (a few
+    per process)."""
     sig = _signature(Path(path))
     hit = _RUNS.get(path)
     if hit is not None and sig is not None and hit[0] == sig:
         _RUNS.move_to_end(path)
         return hit[1]
-    run = Run.open(path)
+    run = Run.open(path, known=known)
     _RUNS[path] = (sig, run)
     while len(_RUNS) > _RUNS_MAX:
         _RUNS.popitem(last=False)
@@ -93,15 +95,29 @@ def compute_metrics_entry(
         return _open_cached(path).metrics_entry(step, layer, probe_size)
 
 
-def _as_run(run: Run | str | os.PathLike) -> Run:
+def run_checkpoints(path: str) -> list[Checkpoint]:
+    """The checkpoints of the run folder ``path`` as :meth:`Run.open` inspects them, inspected
+    where called: the task that opens a run on a worker (kept open for its rows' tasks), so the
+    client takes the result (``Run.open(path, known=...)``) without reading every file itself."""
+    quiet_task_failures()  # the client opens the run itself when this fails
+    with COMPUTE.hold():
+        return list(_open_cached(path).checkpoints)
+
+
+def _folder(run: Run | str | os.PathLike) -> Path:
+    folder = run.path if isinstance(run, Run) else Path(run)
+    return folder.parent if folder.name == MANIFEST else folder
+
+
+def _as_run(run: Run | str | os.PathLike, known: Sequence[Checkpoint] = ()) -> Run:
     if isinstance(run, Run):
         if not (run.path / MANIFEST).is_file():
             raise RichvizError(
                 f"{run.path}: sweeps need richviz run folders with a {MANIFEST} (workers open "
                 "the run by path); Run.from_state_dicts runs are computed with run.metrics()"
             )
-        return Run.open(run.path)
-    return Run.open(run)
+        return Run.open(run.path, known=known)
+    return Run.open(run, known=known)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -128,6 +144,7 @@ def compute_metrics_entries(
     layer: str | None = None,
     probe_size: int = 1000,
     topic: str | None = None,
+    known: Sequence[Checkpoint] = (),
 ) -> list[dict[str, Any]]:
     """Metrics cache entries of several checkpoints of one run, in order, computed where called.
 
@@ -138,7 +155,8 @@ def compute_metrics_entries(
     while the task runs, as Dask events on ``topic`` (the sweep stores them at once): the first
     row as soon as it is done, later ones together once :data:`STORE_EVERY_S` has passed since
     the last event (the client writes a run's rows no more often; the task's result brings the
-    rest). Writes nothing.
+    rest). ``known``: the run's checkpoints as the client has them (see :func:`run_checkpoints`),
+    so that opening the run reads no file again. Writes nothing.
     """
     quiet_task_failures()  # a whole task's failure is reported in one line by the sweep
     send = _event_sender(topic)
@@ -146,7 +164,7 @@ def compute_metrics_entries(
     unsent: list[dict[str, Any]] = []
     sent_at = -math.inf
     with COMPUTE.hold():
-        run = _open_cached(path)
+        run = _open_cached(path, known)
         for step in steps[:-1]:
             out.append(item := _entry_item(run, path, step, layer, probe_size))
             unsent.append(item)
@@ -256,12 +274,24 @@ def sweep_metrics(
             _as_run(r)  # raises the one-line reason
     opened: dict[Path, Run] = {}
     pending: dict[Path, list[int]] = {}
+    inspected: dict[int, Any] = {}  # run index -> future of run_checkpoints, once a cluster is up
+    reached = [0]  # index of the run with_rows opened last
 
     def with_rows() -> Iterator[Path]:
-        """Open the runs in turn (validating every checkpoint), yielding those with rows to
-        compute: the client opens run k + 1 while the workers compute run k's rows."""
-        for r in runs:
-            run = _as_run(r)
+        """Open the runs in turn, yielding those with rows to compute: the client opens run
+        k + 1 while the workers compute run k's rows. Until the first run with rows is found
+        (no cluster yet) the client inspects the checkpoint files itself; then the workers
+        inspect the remaining runs (:func:`run_checkpoints`, all at once) and the client opens
+        each with their result (if that fails, by itself: the same checks, the same errors)."""
+        for i, r in enumerate(runs):
+            reached[0] = i
+            known: Sequence[Checkpoint] = ()
+            if i in inspected:
+                try:
+                    known = inspected.pop(i).result()
+                except Exception:
+                    known = ()
+            run = _as_run(r, known)
             path = run.path.resolve()
             if path not in opened:
                 opened[path] = run
@@ -277,10 +307,24 @@ def sweep_metrics(
         reporter(progress, 0, "sweep", unit="task")
     else:
         with open_client(scheduler, workers) as client:
-            total = _run_tasks(
-                client, opened, pending, itertools.chain([first], todo), len(runs),
-                layer, probe_size, progress, failures,
-            )  # fmt: skip
+            homes = _worker_addresses(client)
+            for i in range(reached[0] + 1, len(runs)):
+                where = {"workers": [homes[i % len(homes)]], "allow_other_workers": True}
+                inspected[i] = client.submit(
+                    run_checkpoints,
+                    str(_folder(runs[i]).resolve()),
+                    key=f"richviz-checkpoints-{i}-{uuid.uuid4().hex[:8]}",
+                    pure=False,
+                    **(where if homes else {}),
+                )
+            try:
+                total = _run_tasks(
+                    client, opened, pending, itertools.chain([first], todo), len(runs),
+                    layer, probe_size, progress, failures,
+                )  # fmt: skip
+            finally:
+                for fut in inspected.values():  # not reached (a failure stopped the sweep)
+                    fut.release()
     if failures:
         raise RichvizError(f"{len(failures)} of {total} metrics tasks failed, e.g. {failures[0]}")
     return {
@@ -328,6 +372,7 @@ def _run_tasks(
                     layer,
                     probe_size,
                     topic,
+                    opened[path].checkpoints,
                     key=f"richviz-metrics-{path.name}-{group[0]}-{len(group)}-{tag}",
                     pure=False,
                     **(where if homes else {}),
