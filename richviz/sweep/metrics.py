@@ -105,8 +105,10 @@ def run_checkpoints(path: str) -> list[Checkpoint]:
 
 
 def _folder(run: Run | str | os.PathLike) -> Path:
+    """The run folder ``run`` names, as :meth:`Run.open` reads it (a path to its manifest file
+    names the folder holding it)."""
     folder = run.path if isinstance(run, Run) else Path(run)
-    return folder.parent if folder.name == MANIFEST else folder
+    return folder.parent if folder.name == MANIFEST and folder.is_file() else folder
 
 
 def _as_run(run: Run | str | os.PathLike, known: Sequence[Checkpoint] = ()) -> Run:
@@ -269,8 +271,7 @@ def sweep_metrics(
     _require_dask()
     runs = list(runs)
     for r in runs:  # the cheap check first: a mistyped folder fails before any work
-        folder = r.path if isinstance(r, Run) else Path(r)
-        if not ((folder / MANIFEST).is_file() or (folder.name == MANIFEST and folder.is_file())):
+        if not (_folder(r) / MANIFEST).is_file():
             _as_run(r)  # raises the one-line reason
     opened: dict[Path, Run] = {}
     pending: dict[Path, list[int]] = {}
