@@ -127,6 +127,16 @@ def test_cluster_is_two_loopback_processes(client):
     # process's environment is not changed either
     envs = client.run(lambda: os.environ.get(sweep.MALLOC_TRIM))
     assert list(envs.values()) == [None, None] and sweep.MALLOC_TRIM not in os.environ
+    import dask
+
+    from richviz.sweep.cluster import WORKER_PROFILE
+
+    # no worker samples its stack for a dashboard the cluster does not have; this process's
+    # Dask configuration keeps its own value
+    samplers = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
+    assert len(samplers) == 2
+    assert all("heartbeat" in names and "profile" not in names for names in samplers.values())
+    assert dask.config.get(WORKER_PROFILE) is True
 
 
 @pytest.mark.slow

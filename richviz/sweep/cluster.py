@@ -23,6 +23,7 @@ __all__ = [
     "FILES_PER_WORKER",
     "MALLOC_TRIM",
     "Scheduler",
+    "WORKER_PROFILE",
     "check_workers",
     "max_workers",
     "open_client",
@@ -35,6 +36,8 @@ CONNECT_TIMEOUT = 10.0
 FILES_PER_WORKER = 16
 TASK_PREFIX = "richviz-"
 
+WORKER_PROFILE = "distributed.worker.profile.enabled"
+"""Dask's setting for its workers' stack sampler, off in local clusters (no dashboard)."""
 MALLOC_TRIM = "MALLOC_TRIM_THRESHOLD_"
 """The environment variable Dask sets for its workers and local clusters leave unset."""
 DASK_HINT = 'richviz sweeps need dask.distributed: pip install "richviz[dask]"'
@@ -150,7 +153,10 @@ def open_client(
     # the kernel zero-fills, and a metrics row took ~1.5x as long as in this process. Local
     # workers start without it (a value of None unsets a variable of that config).
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), MALLOC_TRIM: None}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+    # Each worker samples its own stack every 10 ms for the dashboard's profile view; a local
+    # cluster has no dashboard, and on a 2-core machine the sampling took ~10% of a sweep.
+    settings = {"distributed.nanny.pre-spawn-environ": environ, WORKER_PROFILE: False}
+    with dask.config.set(settings):
         cluster = distributed.LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
