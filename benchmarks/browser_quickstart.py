@@ -28,8 +28,12 @@ Run All follows as soon as the kernel is up (a reader who does not stop to read)
     git worktree add /tmp/richviz-before <commit>
     python benchmarks/browser_quickstart.py --warmup on --before /tmp/richviz-before
 
+``--floor`` also times, alternating with the quick start, a one-cell notebook that only imports
+torch and prints a line: the part of the window that kernel start-up, ``import torch`` and one
+output round-trip take on this machine, whatever richviz does.
+
     python benchmarks/browser_quickstart.py [--repeats 3] [--warmup both|on|off] [--pause S]
-        [--before DIR]
+        [--before DIR] [--floor]
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ METRICS = re.compile(r"metrics of \d+ checkpoints")
 PANEL_TEXT_JS = """
 () => { const p = document.querySelector('.jp-NotebookPanel'); return p ? p.textContent : ''; }
 """
+OUTPUT_TEXT_JS = """
+() => Array.from(document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea-output'))
+  .map(o => o.textContent).join('\\n')
+"""
 LINES_JS = """
 () => Array.from(document.querySelectorAll('.jp-NotebookPanel .bqplot.figure'))
   .filter(f => f.getBoundingClientRect().width > 20)
@@ -80,6 +88,7 @@ async (name) => {
 }
 """
 KERNEL = "richviz-benchmark"  # the copies' kernel: a name only this data dir has
+FLOOR_DONE = "richviz-floor: torch imported"
 
 
 def kernel_spec_dir(
@@ -114,7 +123,26 @@ def kernel_spec_dir(
     return tmp / "data"
 
 
-def one_run(page, base: str, token: str, name: str, pause: float = 0.0) -> float:
+def floor_notebook(kernel: str) -> dict:
+    """The floor: one cell that imports torch and prints :data:`FLOOR_DONE` (no richviz)."""
+    return {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "metadata": {},
+                "outputs": [],
+                "source": ["import torch\n", f"print({FLOOR_DONE!r})"],
+            }
+        ],
+        "metadata": {"kernelspec": {"name": kernel, "display_name": KERNEL, "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def _run_all(page, base: str, token: str, name: str, pause: float) -> float:
+    """Open notebook ``name``, start Run All (``pause`` s after its kernel is up); the clock."""
     panel = page.locator(".jp-NotebookPanel").first
     page.goto(f"{base}/lab/tree/{name}?reset&token={token}", timeout=60_000)
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
@@ -124,7 +152,23 @@ def one_run(page, base: str, token: str, name: str, pause: float = 0.0) -> float
         page.evaluate(KERNEL_UP_JS, name)
         page.wait_for_timeout(pause * 1000)  # kernel up, the reader reads
     page.evaluate(harness.RUN_ALL_JS, name)  # returns once the kernel is up and Run All started
-    t0 = time.perf_counter()
+    return time.perf_counter()
+
+
+def floor_run(page, base: str, token: str, name: str, pause: float = 0.0) -> float:
+    """Seconds from Run All to the floor notebook's printed line on the page."""
+    t0 = _run_all(page, base, token, name, pause)
+    while FLOOR_DONE not in page.evaluate(OUTPUT_TEXT_JS):  # the source holds it too
+        if time.perf_counter() - t0 > 120:
+            raise RuntimeError(f"{name}: no output after 120 s")
+        page.wait_for_timeout(20)
+    elapsed = time.perf_counter() - t0
+    page.evaluate(harness.SHUTDOWN_JS, name)
+    return elapsed
+
+
+def one_run(page, base: str, token: str, name: str, pause: float = 0.0) -> float:
+    t0 = _run_all(page, base, token, name, pause)
     while True:
         text = page.evaluate(PANEL_TEXT_JS)
         bad = harness.output_errors(text)
@@ -165,6 +209,11 @@ def main() -> None:
     parser.add_argument(
         "--before", type=Path, help="an earlier checkout to measure beside this one, alternating"
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time a one-cell notebook that only imports torch, alternating (the floor)",
+    )
     args = parser.parse_args()
     warmups = {"both": [True, False], "on": [True], "off": [False]}[args.warmup]
     trees: dict[str, Path | None] = {"this": None}
@@ -193,9 +242,17 @@ def main() -> None:
                 "language": "python",
             }
             (root / name).write_text(json.dumps(notebook))
+        floors = {}
+        if args.floor:
+            for k in range(args.repeats):
+                for w in warmups:
+                    floors[k, w] = f"floor_{k}_warmup_{'on' if w else 'off'}.ipynb"
+                    notebook = floor_notebook(f"{KERNEL}-this")
+                    (root / floors[k, w]).write_text(json.dumps(notebook))
         for tree, source in trees.items():
             data = kernel_spec_dir(tmp, name=f"{KERNEL}-{tree}", source=source)
         times: dict[tuple[str, bool], list[float]] = {s: [] for s in settings}
+        floor_times: dict[bool, list[float]] = {w: [] for w in warmups}
         with harness.jupyterlab(root, data, tmp / "jupyter") as (base, token):
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(
@@ -208,6 +265,11 @@ def main() -> None:
                         elapsed = one_run(page, base, token, names[k, t, w], args.pause)
                         times[t, w].append(elapsed)
                         print(f"{names[k, t, w]}: fully drawn {elapsed:.2f} s", flush=True)
+                        if (k, w) in floors and t == "this":
+                            kernel_spec_dir(tmp, warmup=w, name=f"{KERNEL}-this")
+                            elapsed = floor_run(page, base, token, floors[k, w], args.pause)
+                            floor_times[w].append(elapsed)
+                            print(f"{floors[k, w]}: torch imported {elapsed:.2f} s", flush=True)
                 finally:
                     browser.close()
     medians = {s: statistics.median(got) for s, got in times.items()}
@@ -218,6 +280,16 @@ def main() -> None:
             f"median {medians[t, w]:.2f} s over {len(got)} runs (min {min(got):.2f}, "
             f"max {max(got):.2f}); Run All {args.pause:g} s after the kernel was up; "
             f"{os.cpu_count()} CPUs, OMP_NUM_THREADS=1 in the kernel"
+        )
+    for w, got in floor_times.items():
+        if not got:
+            continue
+        floor = statistics.median(got)
+        print(
+            f"floor (one cell: import torch), kernel warm-up {'on' if w else 'off'}: median "
+            f"{floor:.2f} s (min {min(got):.2f}, max {max(got):.2f}); quick start minus the "
+            f"floor {medians['this', w] - floor:.2f} s, quick start / floor "
+            f"{medians['this', w] / floor:.2f}x, same run"
         )
     for t in trees:
         if len(warmups) == 2:
