@@ -280,3 +280,26 @@ def test_workers_inspect_the_runs_after_the_first_and_the_client_reads_none_of_t
     assert {r.parent for r in reads} == {paths[0]}, reads
     for p in paths:
         assert json.dumps(tables[p.resolve()]) == json.dumps(serial_table)
+
+
+def test_pending_rows_of_a_fresh_open_build_the_architecture_twice(run_dir, tmp_path, monkeypatch):
+    # what the client does per run of a sweep: Run.open builds the architecture once (the
+    # reference state dict, the model's identity), the metrics checks (feature layer, output
+    # type) share one more: a centred MLP costs ~15 ms per build on the client's core
+    from richviz.runs import run as run_module
+
+    path = fresh(run_dir, tmp_path / "run")
+    builds = []
+    real = run_module.Run._build
+
+    def counting(self):
+        builds.append(self.path)
+        return real(self)
+
+    monkeypatch.setattr(run_module.Run, "_build", counting)
+    run = Run.open(path)
+    assert len(builds) == 1
+    assert run.pending_metrics(probe_size=16) == STEPS
+    assert len(builds) == 2
+    assert run.pending_metrics(probe_size=16) == STEPS  # checked once per run object
+    assert len(builds) == 2
