@@ -474,16 +474,23 @@ def test_sweep_view_loads_runs_in_background_and_escapes_names(grid_dir, tmp_pat
 
 
 @pytest.mark.slow
-def test_failed_tasks_are_reported_and_the_others_stored(client, grid_dir, tmp_path):
+def test_failed_tasks_are_reported_and_the_others_stored(client, grid_dir, tmp_path, monkeypatch):
     paths = fresh_copy(grid_dir, tmp_path / "g")[:2]
     gone = tmp_path / "gone"
+    pending_metrics = Run.pending_metrics
 
-    def progress(done: int, total: int) -> None:
-        if done == 0:  # tasks not submitted yet: the second run vanishes under the sweep
+    def vanish_once_opened(run: Run, *args, **kwargs) -> list[int]:
+        # the client has opened the second run and listed its rows; none of its tasks has
+        # been submitted yet: the folder vanishes under the sweep, so every one of its rows
+        # fails on a worker (renaming from the progress callback raced the first tasks)
+        steps = pending_metrics(run, *args, **kwargs)
+        if run.path.resolve() == paths[1].resolve():
             paths[1].rename(gone)
+        return steps
 
+    monkeypatch.setattr(Run, "pending_metrics", vanish_once_opened)
     with pytest.raises(RichvizError) as err:
-        sweep.sweep_metrics(paths, scheduler=client, probe_size=PROBE, progress=progress)
+        sweep.sweep_metrics(paths, scheduler=client, probe_size=PROBE, progress=False)
     msg = str(err.value)
     assert msg.startswith(f"{len(STEPS)} of {2 * len(STEPS)} metrics tasks failed, e.g. ")
     assert "no such run folder" in msg and "\n" not in msg
