@@ -331,6 +331,175 @@ def test_huggingface_pytorch_model_bin(hf_run, tmp_path):
     assert_same_weights(run.load(4, device="cpu"), hf_run["snapshots"][4])
 
 
+def save_sharded(hf_run: dict, out: Path, steps: list[int], kind: str) -> Path:
+    """``checkpoint-N/`` folders (the Trainer's, weights removed) holding a sharded model:
+    ``save_pretrained(max_shard_size=100)`` writes safetensors shards and their index; the
+    ``.bin`` shards older transformers wrote are made the way it made them,
+    ``huggingface_hub.split_torch_state_dict_into_shards`` then ``torch.save`` per shard."""
+    for step in steps:
+        dst = out / f"checkpoint-{step}"
+        shutil.copytree(
+            hf_run["out"] / dst.name, dst, ignore=shutil.ignore_patterns("model.safetensors")
+        )
+        sd = hf_run["snapshots"][step]
+        if kind == "safetensors":
+            model = hf_run["factory"]()
+            model.load_state_dict(sd)
+            model.save_pretrained(dst, max_shard_size=100)
+            index = dst / "model.safetensors.index.json"
+        else:
+            huggingface_hub = pytest.importorskip("huggingface_hub")
+            split = huggingface_hub.split_torch_state_dict_into_shards(
+                sd, filename_pattern="pytorch_model{suffix}.bin", max_shard_size=100
+            )
+            for name, keys in split.filename_to_tensors.items():
+                torch.save({k: sd[k].contiguous() for k in keys}, dst / name)
+            index = dst / "pytorch_model.bin.index.json"
+            index.write_text(
+                json.dumps({"metadata": split.metadata, "weight_map": split.tensor_to_filename})
+            )
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        assert len(shards) >= 2 and all((dst / n).is_file() for n in shards)
+        assert not (dst / "model.safetensors").exists()
+    return out
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "bin"])
+def test_huggingface_sharded_checkpoints_open(hf_run, tmp_path, kind):
+    out = save_sharded(hf_run, tmp_path / kind, [2, 4], kind)
+    index = (
+        "model.safetensors.index.json" if kind == "safetensors" else "pytorch_model.bin.index.json"
+    )
+    run = Run.from_checkpoints(out, hf_run["factory"], data="moons")
+    assert run.steps == [2, 4] and run.manifest["source"]["layout"] == "huggingface"
+    for step in run.steps:
+        ck = run.checkpoint(step)
+        assert ck.path == out / f"checkpoint-{step}" / index
+        assert ck.meta["step_source"] == "trainer_state" and "test_loss" in ck.meta
+        assert_same_weights(run.load(step, device="cpu"), hf_run["snapshots"][step])
+    assert_metrics_filled(run)
+    # one sharded checkpoint-N folder opens on its own
+    assert Run.from_checkpoints(out / "checkpoint-4", hf_run["factory"]).steps == [4]
+
+
+def test_save_pretrained_folder_of_shards_is_one_checkpoint(hf_run, tmp_path):
+    model = hf_run["factory"]()
+    model.load_state_dict(hf_run["snapshots"][6])
+    model.save_pretrained(tmp_path / "final_model", max_shard_size=100)  # no trainer state
+    assert len(list((tmp_path / "final_model").glob("model-*.safetensors"))) >= 2
+    run = Run.from_checkpoints(tmp_path / "final_model", hf_run["factory"])
+    (ck,) = run.checkpoints  # the shards are one checkpoint, never one each
+    assert ck.readable and ck.path.name == "model.safetensors.index.json"
+    assert_same_weights(run.load(ck.step, device="cpu"), hf_run["snapshots"][6])
+
+
+def test_rewritten_shard_makes_the_cached_metrics_stale(hf_run, tmp_path):
+    st = pytest.importorskip("safetensors.torch")
+    out = save_sharded(hf_run, tmp_path / "st", [2, 4], "safetensors")
+    run = Run.from_checkpoints(out, hf_run["factory"], data="moons")
+    rows = assert_metrics_filled(run)
+    assert run.pending_metrics() == []
+    ck = run.checkpoint(4)
+    index_bytes, fingerprint, digest = ck.path.read_bytes(), ck.fingerprint(), ck.content_hash()
+    # the last shard of step 4 now holds step 2's weights; the index is not touched
+    weight_map = json.loads(ck.path.read_text())["weight_map"]
+    last = max(set(weight_map.values()))
+    keys = [k for k, name in weight_map.items() if name == last]
+    st.save_file({k: hf_run["snapshots"][2][k] for k in keys}, ck.path.parent / last)
+    assert ck.path.read_bytes() == index_bytes
+    assert ck.fingerprint() != fingerprint and ck.content_hash() != digest
+    again = Run.from_checkpoints(out, hf_run["factory"], data="moons")
+    assert again.pending_metrics() == [4]  # step 2 (the init) kept its row
+    mixed = again.load(4, device="cpu").state_dict()
+    for k in keys:
+        assert torch.equal(mixed[k], hf_run["snapshots"][2][k])
+    new = again.metrics(progress=False, device="cpu")
+    assert new[0] == rows[0] and new[1]["d_lr"] != rows[1]["d_lr"]
+
+
+def _broken_index(hf_run, tmp_path, edit) -> tuple[Path, Run]:
+    out = save_sharded(hf_run, tmp_path / "bad", [2], "safetensors")
+    index = out / "checkpoint-2" / "model.safetensors.index.json"
+    edit(index)
+    run = Run.from_checkpoints(out, hf_run["factory"])
+    (ck,) = run.checkpoints
+    assert not ck.readable and ck.error.startswith(f"{index}: ") and "\n" not in ck.error
+    with pytest.raises(CheckpointError, match="index.json"):
+        run.load(2)
+    return index, run
+
+
+def _weight_map_with(index: Path, **changes: str) -> None:
+    data = json.loads(index.read_text())
+    data["weight_map"].update(changes)
+    index.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("parent", "'../secret.safetensors' is not a shard file name beside the index"),
+        ("absolute", "'/etc/passwd.bin' is not a shard file name beside the index"),
+        ("subfolder", "'sub/model.safetensors' is not a shard file name beside the index"),
+        ("not a shard", "'notes.txt' is not a shard file name beside the index"),
+        ("missing", "shard model-00009-of-00009.safetensors named by the index is missing"),
+        ("lacks", "shard model-00001-of-00002.safetensors lacks 1 weight(s) the index puts "),
+        ("no map", "shard index has no 'weight_map' object"),
+        ("not json", "not a readable shard index"),
+        ("link out", "links to a file outside its folder; refused"),
+    ],
+)
+def test_hostile_shard_indices_are_listed_unreadable(hf_run, tmp_path, case, expected):
+    outside = tmp_path / "outside.safetensors"  # the right tensors, out of the folder
+    shutil.copy(hf_run["out"] / "checkpoint-2" / "model.safetensors", outside)
+
+    def edit(index: Path) -> None:
+        first = "model-00001-of-00002.safetensors"
+        if case == "parent":
+            _weight_map_with(index, **{"net.0.weight": "../secret.safetensors"})
+        elif case == "absolute":
+            _weight_map_with(index, **{"net.0.weight": "/etc/passwd.bin"})
+        elif case == "subfolder":
+            _weight_map_with(index, **{"net.0.weight": "sub/model.safetensors"})
+        elif case == "not a shard":
+            _weight_map_with(index, **{"net.0.weight": "notes.txt"})
+        elif case == "missing":
+            _weight_map_with(index, **{"net.2.bias": "model-00009-of-00009.safetensors"})
+        elif case == "lacks":
+            _weight_map_with(index, **{"net.9.weight": first})
+        elif case == "no map":
+            index.write_text(json.dumps({"metadata": {}, "weights": {}}))
+        elif case == "not json":
+            index.write_text('{"weight_map": ')
+        else:
+            _weight_map_with(index, **{"net.0.weight": "model-00003-of-00003.safetensors"})
+            (index.parent / "model-00003-of-00003.safetensors").symlink_to(outside)
+
+    index, run = _broken_index(hf_run, tmp_path, edit)
+    assert expected in run.checkpoints[0].error
+
+
+def test_oversized_shard_index_is_refused_before_it_is_read(hf_run, tmp_path, monkeypatch):
+    from richviz.runs import shards
+
+    monkeypatch.setattr(shards, "MAX_INDEX_BYTES", 64)
+    _, run = _broken_index(hf_run, tmp_path, lambda index: None)
+    assert "MiB, more than the" in run.checkpoints[0].error
+
+
+def test_sharded_bin_with_a_malicious_pickle_never_runs(hf_run, tmp_path):
+    marker = tmp_path / "pwned"
+    out = save_sharded(hf_run, tmp_path / "bin", [2], "bin")
+    shard = out / "checkpoint-2" / "pytorch_model-00002-of-00002.bin"
+    torch.save({**torch.load(shard, weights_only=True), "extra": Evil(marker)}, shard)
+    run = Run.from_checkpoints(out, hf_run["factory"])
+    (ck,) = run.checkpoints
+    assert not ck.readable and str(shard) in ck.error and "\n" not in ck.error
+    with pytest.raises(CheckpointError, match="pytorch_model-00002-of-00002.bin"):
+        run.load(2)
+    assert not marker.exists()
+
+
 def test_huggingface_malicious_bin_never_runs(hf_run, tmp_path):
     marker = tmp_path / "pwned"
     dst = tmp_path / "evil" / "checkpoint-2"

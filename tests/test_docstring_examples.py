@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest.py)
 ENTRY_POINTS = {
     "richviz.train.train": "richviz.train",
     "richviz.checkpoints.Run.open": "richviz.checkpoints",
+    "richviz.runs.shards.shard_files": "richviz.runs.shards",
     "richviz.geometry.pullback_metric": "richviz.geometry",
     "richviz.geometry.decision_field": "richviz.geometry",
     "richviz.metrics.d_lr": "richviz.metrics",

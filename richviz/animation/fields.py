@@ -61,12 +61,8 @@ class RunFieldStore:
 
     def _key(self, step: int) -> Hashable:
         ck = self._run.checkpoint(step)
-        try:
-            st = ck.path.stat()
-            stamp = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            stamp = None
-        return (*self._base, int(step), str(ck.path), stamp)
+        # (size, mtime) of its file, or of all its files (a sharded checkpoint)
+        return (*self._base, int(step), str(ck.path), tuple(ck.fingerprint()))
 
     def get(self, step: int) -> Any:
         return self.cache.get(self._key(step))

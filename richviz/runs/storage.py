@@ -37,6 +37,7 @@ from torch import nn
 from richviz.atomic import atomic_save, atomic_write_json, atomic_write_text
 from richviz.errors import ArgumentError, ArgumentTypeError, CheckpointError, one_line
 from richviz.runs.manifest import FORMAT, FORMAT_VERSION, MANIFEST
+from richviz.runs.shards import is_index, shard_files
 
 __all__ = [
     "FORMAT",
@@ -324,17 +325,33 @@ class Checkpoint:
         """True when the weights contain NaN or inf (loading works; metrics are NaN)."""
         return bool(self.meta.get("nonfinite", False))
 
-    def fingerprint(self) -> list[int]:
-        """(size, mtime_ns) of the file now; changes when the file is rewritten."""
+    def files(self) -> list[Path]:
+        """The files holding this checkpoint: its file, and a shard index's shards
+        (:mod:`richviz.runs.shards`; none listed when the index cannot be read)."""
+        if not is_index(self.path):
+            return [self.path]
         try:
-            st = self.path.stat()
+            return [self.path, *shard_files(self.path)]
+        except CheckpointError:
+            return [self.path]
+
+    def fingerprint(self) -> list[int]:
+        """(size, mtime_ns) of the file now, (total size, newest mtime_ns) of a sharded
+        checkpoint's files; changes when any of them is rewritten ([-1, -1]: one is missing)."""
+        try:
+            stats = [p.stat() for p in self.files()]
         except OSError:
             return [-1, -1]
-        return [st.st_size, st.st_mtime_ns]
+        return [sum(st.st_size for st in stats), max(st.st_mtime_ns for st in stats)]
 
     def content_hash(self) -> str:
-        """SHA-256 of the file's bytes now ("" when it cannot be read)."""
-        return file_hash(self.path)
+        """SHA-256 of the file's bytes now; of a sharded checkpoint, of its files' hashes in
+        order ("" when one cannot be read)."""
+        files = self.files()
+        if len(files) == 1:
+            return file_hash(self.path)
+        hashes = [file_hash(p) for p in files]
+        return hashlib.sha256(" ".join(hashes).encode()).hexdigest() if all(hashes) else ""
 
 
 def file_hash(path: str | os.PathLike) -> str:

@@ -3,7 +3,8 @@
 Layouts (see docs/runs.md for example trees):
 
 - ``huggingface``: ``checkpoint-N/`` folders (or one such folder) holding
-  ``model.safetensors`` or ``pytorch_model.bin``; the step is the folder's
+  ``model.safetensors`` or ``pytorch_model.bin``, or a sharded model's index
+  (``model.safetensors.index.json`` / ``pytorch_model.bin.index.json``); the step is the folder's
   ``trainer_state.json`` ``global_step`` (else N), the metrics its ``log_history``;
 - ``files``: checkpoint files in the folder (or in its ``checkpoints/`` subfolder, as a
   Lightning logger's version folder has, or in the one ``lightning_logs/version_N/`` below
@@ -24,11 +25,18 @@ from typing import Any
 from richviz.errors import CheckpointError
 from richviz.runs.formats.logs import hf_log_history, lightning_metrics, metrics_at, richviz_names
 from richviz.runs.formats.records import SAFETENSORS, read_record, record_meta
+from richviz.runs.shards import INDEX_SUFFIX
 
 __all__ = ["SUFFIXES", "Found", "Layout", "discover", "name_step"]
 
 SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", SAFETENSORS)
-HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+#: a Hugging Face checkpoint's weights, in the order they are looked for (sharded: the index)
+HF_WEIGHTS = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 _HF_DIR = re.compile(r"checkpoint-(\d+)")
 # files beside checkpoints that hold no model weights (Hugging Face, common loops)
 _NOT_WEIGHTS = re.compile(
@@ -88,10 +96,7 @@ def _peek(path: Path) -> dict[str, Any]:
 def _huggingface(folder: Path, dirs: list[Path]) -> Layout:
     found, logs, last, log = [], [], -1, None
     for d in dirs:
-        weights = next((d / w for w in HF_WEIGHTS if (d / w).is_file()), None)
-        if weights is None:
-            index = d / "model.safetensors.index.json"
-            weights = index if index.is_file() else d / HF_WEIGHTS[0]
+        weights = next((d / w for w in HF_WEIGHTS if (d / w).is_file()), d / HF_WEIGHTS[0])
         rows, step = hf_log_history(d / "trainer_state.json")
         m = _HF_DIR.fullmatch(d.name)
         source = "trainer_state" if step is not None else "name"
@@ -156,12 +161,16 @@ def discover(folder: str | Path) -> Layout:
     else:
         entries = _listing(folder)
         dirs = [p for p in entries if p.is_dir() and _HF_DIR.fullmatch(p.name)]
-        if (
-            not dirs
-            and any((folder / w).is_file() for w in HF_WEIGHTS)
-            and ((folder / "trainer_state.json").is_file() or _HF_DIR.fullmatch(folder.name))
+        if not dirs and (
+            any((folder / w).is_file() for w in HF_WEIGHTS if w.endswith(INDEX_SUFFIX))
+            or (
+                any((folder / w).is_file() for w in HF_WEIGHTS)
+                and ((folder / "trainer_state.json").is_file() or _HF_DIR.fullmatch(folder.name))
+            )
         ):
-            dirs = [folder]  # one checkpoint-N folder (or a saved Trainer output)
+            # one checkpoint-N folder, a saved Trainer output, or any folder of a sharded
+            # model (its shards are one checkpoint, never several)
+            dirs = [folder]
         if dirs:
             layout = _huggingface(folder, dirs)
         else:

@@ -2,6 +2,8 @@
 
 - ``*.safetensors``: read with the safetensors library (no pickle at all); its
   ``__metadata__`` strings may carry ``step`` / ``epoch``.
+- ``*.index.json``: a sharded checkpoint's index; each weight read from the shard it names
+  (:mod:`richviz.runs.shards`);
 - everything else (``*.ckpt``, ``*.pt``, ``*.pth``, ``*.bin``): ``torch.load`` with
   ``weights_only=True``; a zip checkpoint that it refuses is read by the inert unpickler of
   :mod:`.pickles`, and kept only when what blocked it is harmless data outside the weights.
@@ -24,6 +26,7 @@ import torch
 
 from richviz.errors import CheckpointError, MissingDependencyError, one_line
 from richviz.runs.formats.pickles import check_inert, inert_load
+from richviz.runs.shards import is_index, read_shards
 from richviz.runs.storage import _fail, _torch_load
 
 __all__ = [
@@ -61,17 +64,23 @@ def _safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return sd, meta
 
 
+def _shard(path: Path, mmap: bool) -> dict[str, torch.Tensor]:
+    """One shard of a sharded checkpoint: a safetensors file, or a ``torch.save`` of tensors
+    (read with ``weights_only``)."""
+    if path.suffix == SAFETENSORS:
+        return _safetensors(path)[0]
+    return state_dict_of(path, _torch_load(path, mmap=mmap))[0]
+
+
 def read_record(path: Path, mmap: bool = False) -> tuple[Any, bool]:
     """The object stored in ``path`` and whether it came through the inert unpickler.
 
-    Safetensors files read as ``{"state_dict": tensors, "meta": their __metadata__}``.
+    Safetensors files read as ``{"state_dict": tensors, "meta": their __metadata__}``; a shard
+    index (``*.index.json``, :mod:`richviz.runs.shards`) as ``{"state_dict": every weight
+    from its shard, "meta": {}}``.
     """
-    if path.name.endswith(".index.json"):
-        raise _fail(
-            path,
-            "sharded checkpoints are not supported; save the model unsharded "
-            "(save_pretrained(..., max_shard_size='100GB'))",
-        )
+    if is_index(path):
+        return {"state_dict": read_shards(path, lambda p: _shard(p, mmap)), "meta": {}}, False
     if not path.exists():
         raise _fail(path, "checkpoint file is missing")
     if path.suffix == SAFETENSORS:
