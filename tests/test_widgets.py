@@ -588,6 +588,29 @@ def test_view_exports_on_the_server(explorer: Explorer, tmp_path: Path):
     assert "explorer.png" in explorer.status.value
 
 
+def test_explorer_export_row_names_files_by_its_box(
+    explorer: Explorer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    row = explorer.children[0].children[1]  # the header row: title, export row, status
+    assert row.children == (explorer.export_name, explorer.png_button, explorer.svg_button)
+    assert [(c.description, c.layout.width) for c in row.children] == [
+        ("file", "180px"), ("view PNG", "90px"), ("view SVG", "90px"),
+    ]  # fmt: skip
+    explorer.svg_button.click()
+    assert (tmp_path / f"richviz-step{explorer.step}.svg").is_file()  # the box's first value
+    (tmp_path / "lecture").write_text("a file where the folder would be")
+    explorer.export_name.value = "lecture/figure"  # cannot be written: one line, row usable
+    explorer.png_button.click()
+    assert "FileExistsError" in explorer.status.value and "lecture" in explorer.status.value
+    assert "\n" not in html.unescape(explorer.status.value)
+    explorer.export_name.value = "lecture-figure"
+    explorer.png_button.click()
+    out = tmp_path / f"lecture-figure-step{explorer.step}.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(out.resolve()) in html.unescape(explorer.status.value)
+
+
 def test_metrics_panel_charts(explorer: Explorer, run: Run):
     panel = explorer.panel
     lines = panel.series["richness"][0]

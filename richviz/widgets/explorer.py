@@ -13,7 +13,7 @@ import traitlets
 from richviz.atomic import atomic_write_bytes
 from richviz.widgets import export
 from richviz.widgets.browser import CheckpointBrowser, run_name
-from richviz.widgets.common import Step, as_run, error_line, status_html
+from richviz.widgets.common import Step, as_run, export_row, status_html
 from richviz.widgets.metrics_panel import MetricsPanel
 from richviz.widgets.slice_records import COLORBAR_WIDTH, FIGURE_SIZE
 from richviz.widgets.slice_viewer import SliceViewer
@@ -106,13 +106,14 @@ class Explorer(widgets.VBox):
         self.tabs = widgets.Tab(children=[self.panel, self.browser])
         self.tabs.titles = ("metrics", "checkpoints")
         self.status = widgets.HTML(value="")
-        self.png_button = widgets.Button(description="view PNG", layout={"width": "90px"})
-        self.svg_button = widgets.Button(description="view SVG", layout={"width": "90px"})
-        self.png_button.on_click(lambda _b: self._guard(self.save_png))
-        self.svg_button.on_click(lambda _b: self._guard(self.save_svg))
+        exports = [("view PNG", self.save_png, "90px"), ("view SVG", self.save_svg, "90px")]
+        self.export_name, buttons, export_box = export_row(
+            "richviz", exports, self.status, name_width="180px"
+        )
+        self.png_button, self.svg_button = buttons
         super().__init__(
             children=[
-                widgets.HBox([self.header, self.png_button, self.svg_button, self.status]),
+                widgets.HBox([self.header, export_box, self.status]),
                 # side by side on a wide screen (1400 px); the tabs wrap below on a narrow one
                 widgets.HBox(
                     [self.viewer, self.tabs],
@@ -160,15 +161,17 @@ class Explorer(widgets.VBox):
 
     def save_png(self, path: str | os.PathLike | None = None, scale: float = 2.0) -> Path:
         """Write the whole view (slice with colour bar and legend, every chart with its
-        legend) as PNG on the server, ``scale`` x resolution; the status line names the file."""
-        path = Path(path if path is not None else f"richviz-step{self.step}.png")
-        out = atomic_write_bytes(export.to_png(self.canvas(), scale), path)
+        legend) as PNG on the server, ``scale`` x resolution; default
+        ``<file box>-step<step>.png``. The status line names the file."""
+        out = atomic_write_bytes(
+            export.to_png(self.canvas(), scale), self._export_path(path, ".png")
+        )
         self.status.value = status_html(f"view written to {out.resolve()}")
         return out
 
     def save_svg(self, path: str | os.PathLike | None = None) -> Path:
-        """Write the whole view as SVG on the server; the status line names the file."""
-        path = Path(path if path is not None else f"richviz-step{self.step}.svg")
+        """Write the whole view as SVG on the server; default ``<file box>-step<step>.svg``."""
+        path = self._export_path(path, ".svg")
         out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), path)
         self.status.value = status_html(f"view written to {out.resolve()}")
         return out
@@ -181,11 +184,11 @@ class Explorer(widgets.VBox):
         self.status.value = status_html(f"animation written to {anim.path.resolve()}")
         return anim
 
-    def _guard(self, fn) -> None:
-        try:
-            fn()
-        except Exception as exc:  # a button must never break the widget
-            self.status.value = status_html(error_line(exc), "error")
+    def _export_path(self, path: str | os.PathLike | None, suffix: str) -> Path:
+        """``path``, or ``<file box>-step<step><suffix>``."""
+        return Path(
+            path if path is not None else f"{self.export_name.value}-step{self.step}{suffix}"
+        )
 
     @property
     def model(self) -> Any:
