@@ -102,8 +102,9 @@ def shard_files(index: Path) -> list[Path]:
     Examples
     --------
     >>> import json, shutil, tempfile
-    >>> from richviz.runs.shards import shard_files
     >>> from pathlib import Path
+    >>> from richviz.errors import CheckpointError
+    >>> from richviz.runs.shards import shard_files
     >>> folder = Path(tempfile.mkdtemp())
     >>> index = folder / "model.safetensors.index.json"
     >>> _ = index.write_text(json.dumps({"weight_map": {
@@ -120,7 +121,12 @@ def shard_files(index: Path) -> list[Path]:
     weight_map['0.weight'] = '../elsewhere.safetensors' is not a shard file name beside the index
     >>> shutil.rmtree(folder)
     """
-    paths = [index.parent / name for name in sorted(set(weight_map(index).values()))]
+    return _confined(index, weight_map(index))
+
+
+def _confined(index: Path, names: Mapping[str, str]) -> list[Path]:
+    """The distinct shard files of the checked ``names``, each inside ``index``'s folder."""
+    paths = [index.parent / name for name in sorted(set(names.values()))]
     for p in paths:
         if not inside(index.parent, p):
             raise _fail(index, f"shard {p.name} links to a file outside its folder; refused")
@@ -141,7 +147,7 @@ def read_shards(
     for key, name in names.items():
         by_shard.setdefault(index.parent / name, []).append(key)
     state: dict[str, torch.Tensor] = {}
-    for path in shard_files(index):
+    for path in _confined(index, names):
         if not path.is_file():
             raise _fail(index, f"shard {path.name} named by the index is missing")
         tensors = read_shard(path)
