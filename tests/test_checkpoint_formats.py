@@ -487,6 +487,19 @@ def test_oversized_shard_index_is_refused_before_it_is_read(hf_run, tmp_path, mo
     assert "MiB, more than the" in run.checkpoints[0].error
 
 
+def test_index_naming_too_many_shards_is_refused_before_any_is_looked_at(hf_run, tmp_path):
+    from richviz.runs import shards
+
+    many = {f"w{i}": f"model-{i:06d}-of-{shards.MAX_SHARDS + 1:06d}.safetensors"
+            for i in range(shards.MAX_SHARDS + 1)}  # fmt: skip
+    _, run = _broken_index(
+        hf_run, tmp_path, lambda index: index.write_text(json.dumps({"weight_map": many}))
+    )
+    assert f"names {shards.MAX_SHARDS + 1:,} shards, more than {shards.MAX_SHARDS:,}" in (
+        run.checkpoints[0].error
+    )
+
+
 def test_sharded_bin_with_a_malicious_pickle_never_runs(hf_run, tmp_path):
     marker = tmp_path / "pwned"
     out = save_sharded(hf_run, tmp_path / "bin", [2], "bin")

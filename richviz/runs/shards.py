@@ -11,7 +11,8 @@ index, ``model.safetensors.index.json`` / ``pytorch_model.bin.index.json``, whos
 richviz treats the index as the checkpoint: its state dict is every weight read from its
 shard, its fingerprint and content hash cover the index and all its shards (a rewritten shard
 makes cached metrics stale). An index is read only when it is at most :data:`MAX_INDEX_BYTES`,
-and it may name only plain file names beside it (no folder, no link out of its folder).
+and it may name at most :data:`MAX_SHARDS` shards, each a plain file name beside it (no
+folder, no link out of its folder).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from richviz.runs.manifest import inside
 __all__ = [
     "INDEX_SUFFIX",
     "MAX_INDEX_BYTES",
+    "MAX_SHARDS",
     "SHARD_SUFFIXES",
     "is_index",
     "read_shards",
@@ -39,6 +41,8 @@ __all__ = [
 INDEX_SUFFIX = ".index.json"
 #: the largest index read (a 70B-parameter model's index is ~100 KiB)
 MAX_INDEX_BYTES = 16 * 2**20
+#: the most shards an index may name (a 400B-parameter model at 5 GB each: ~160)
+MAX_SHARDS = 10_000
 SHARD_SUFFIXES = (".safetensors", ".bin")
 _PLAIN = re.compile(r"[^/\\\x00]+")
 
@@ -56,8 +60,9 @@ def weight_map(index: Path) -> dict[str, str]:
     """``{weight name: shard file name}`` of the shard index ``index``, checked.
 
     Raises ``CheckpointError`` naming ``index`` when it is missing, larger than
-    :data:`MAX_INDEX_BYTES`, not JSON, has no non-empty ``weight_map`` object, or names
-    anything but a ``*.safetensors`` / ``*.bin`` file name beside it.
+    :data:`MAX_INDEX_BYTES`, not JSON, has no non-empty ``weight_map`` object, names
+    anything but a ``*.safetensors`` / ``*.bin`` file name beside it, or more than
+    :data:`MAX_SHARDS` shards.
     """
     try:
         size = index.stat().st_size
@@ -90,6 +95,9 @@ def weight_map(index: Path) -> dict[str, str]:
                 f"weight_map[{one_line(repr(key), 80)}] = {one_line(repr(name), 80)} is not a "
                 "shard file name beside the index",
             )
+    shards = len(set(found.values()))
+    if shards > MAX_SHARDS:
+        raise _fail(index, f"shard index names {shards:,} shards, more than {MAX_SHARDS:,}")
     return found
 
 
