@@ -14,6 +14,7 @@ __all__ = [
     "NonFiniteError",
     "RichvizError",
     "RunError",
+    "checkpoint_error",
     "one_line",
 ]
 
@@ -45,6 +46,11 @@ class CheckpointError(RichvizError):
 
 class RunError(CheckpointError):
     """A run folder or its manifest is invalid (the message names the file and the field)."""
+
+
+def checkpoint_error(path: object, reason: str) -> CheckpointError:
+    """The ``CheckpointError`` ``"<path>: <reason>"``, the reason on one line."""
+    return CheckpointError(f"{path}: {one_line(reason)}")
 
 
 class DataError(RichvizError, ValueError):

@@ -31,6 +31,7 @@ from richviz.errors import (
     ModelError,
     RichvizError,
     RunError,
+    checkpoint_error,
     one_line,
 )
 from richviz.factories import check_factory
@@ -47,7 +48,6 @@ from richviz.runs.manifest import (
 from richviz.runs.storage import (
     _SUFFIXES,
     Checkpoint,
-    _fail,
     _match,
     _nonfinite,
     _split_payload,
@@ -86,7 +86,9 @@ def _mark_duplicates(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
         k = keeper.get(c.step)
         if k is not None and k is not c and c.readable:
             c.error = str(
-                _fail(c.path, f"duplicate of step {c.step} (already in {k.path.name}); ignored")
+                checkpoint_error(
+                    c.path, f"duplicate of step {c.step} (already in {k.path.name}); ignored"
+                )
             )
     return checkpoints
 
@@ -368,7 +370,7 @@ class Run:
         ck.size, ck.mtime_ns = ck.fingerprint()
         try:
             if self._confine and not inside(self.path, path):
-                raise _fail(path, "links to a file outside the run folder; refused")
+                raise checkpoint_error(path, "links to a file outside the run folder; refused")
             prior = self._known.get(_file_key(path)) if self._known else None
             same = prior is not None and [prior.size, prior.mtime_ns] == [ck.size, ck.mtime_ns]
             if same and ck.size >= 0 and prior.readable:  # unchanged since: its earlier result
@@ -382,7 +384,7 @@ class Run:
         except CheckpointError as exc:
             ck.error = str(exc)
         except Exception as exc:  # one bad entry never stops the run from opening
-            ck.error = str(_fail(path, f"cannot read ({type(exc).__name__}: {exc})"))
+            ck.error = str(checkpoint_error(path, f"cannot read ({type(exc).__name__}: {exc})"))
         if (
             isinstance(ck.meta.get("step"), int)
             and not isinstance(ck.meta.get("step"), bool)
@@ -432,7 +434,9 @@ class Run:
                 raise CheckpointError(ck.error)
             try:
                 if self._confine and not inside(self.path, ck.path):
-                    raise _fail(ck.path, "links to a file outside the run folder; refused")
+                    raise checkpoint_error(
+                        ck.path, "links to a file outside the run folder; refused"
+                    )
                 sd, _ = self._read(ck.path, self._reference, False)
                 _match(ck.path, sd, self._reference)
             except CheckpointError as exc:
@@ -450,7 +454,7 @@ class Run:
             try:
                 model.load_state_dict(sd, strict=True)
             except RuntimeError as exc:
-                raise _fail(ck.path, f"state dict does not load: {exc}") from None
+                raise checkpoint_error(ck.path, f"state dict does not load: {exc}") from None
             model = model.to(dev).eval()
             for p in model.parameters():
                 p.requires_grad_(False)

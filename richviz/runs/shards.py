@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from richviz.errors import CheckpointError, one_line
+from richviz.errors import checkpoint_error, one_line
 from richviz.runs.manifest import inside
 
 __all__ = [
@@ -47,10 +47,6 @@ SHARD_SUFFIXES = (".safetensors", ".bin")
 _PLAIN = re.compile(r"[^/\\\x00]+")
 
 
-def _fail(path: Path, reason: str) -> CheckpointError:
-    return CheckpointError(f"{path}: {one_line(reason)}")
-
-
 def is_index(path: str | Path) -> bool:
     """True when ``path`` names a shard index (``*.index.json``)."""
     return Path(path).name.endswith(INDEX_SUFFIX)
@@ -67,11 +63,11 @@ def weight_map(index: Path) -> dict[str, str]:
     try:
         size = index.stat().st_size
     except FileNotFoundError:
-        raise _fail(index, "checkpoint file is missing") from None
+        raise checkpoint_error(index, "checkpoint file is missing") from None
     except OSError as exc:
-        raise _fail(index, f"cannot read the shard index ({exc.strerror})") from None
+        raise checkpoint_error(index, f"cannot read the shard index ({exc.strerror})") from None
     if size > MAX_INDEX_BYTES:
-        raise _fail(
+        raise checkpoint_error(
             index,
             f"shard index is {size / 2**20:.1f} MiB, more than the "
             f"{MAX_INDEX_BYTES // 2**20} MiB richviz reads",
@@ -79,10 +75,14 @@ def weight_map(index: Path) -> dict[str, str]:
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _fail(index, f"not a readable shard index ({one_line(exc, 160)})") from None
+        raise checkpoint_error(
+            index, f"not a readable shard index ({one_line(exc, 160)})"
+        ) from None
     found = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(found, dict) or not found:
-        raise _fail(index, "shard index has no 'weight_map' object naming each weight's shard")
+        raise checkpoint_error(
+            index, "shard index has no 'weight_map' object naming each weight's shard"
+        )
     for key, name in found.items():
         if not (
             isinstance(name, str)
@@ -90,14 +90,16 @@ def weight_map(index: Path) -> dict[str, str]:
             and name not in (".", "..")
             and Path(name).suffix in SHARD_SUFFIXES
         ):
-            raise _fail(
+            raise checkpoint_error(
                 index,
                 f"weight_map[{one_line(repr(key), 80)}] = {one_line(repr(name), 80)} is not a "
                 "shard file name beside the index",
             )
     shards = len(set(found.values()))
     if shards > MAX_SHARDS:
-        raise _fail(index, f"shard index names {shards:,} shards, more than {MAX_SHARDS:,}")
+        raise checkpoint_error(
+            index, f"shard index names {shards:,} shards, more than {MAX_SHARDS:,}"
+        )
     return found
 
 
@@ -137,7 +139,9 @@ def _confined(index: Path, names: Mapping[str, str]) -> list[Path]:
     paths = [index.parent / name for name in sorted(set(names.values()))]
     for p in paths:
         if not inside(index.parent, p):
-            raise _fail(index, f"shard {p.name} links to a file outside its folder; refused")
+            raise checkpoint_error(
+                index, f"shard {p.name} links to a file outside its folder; refused"
+            )
     return paths
 
 
@@ -157,13 +161,13 @@ def read_shards(
     state: dict[str, torch.Tensor] = {}
     for path in _confined(index, names):
         if not path.is_file():
-            raise _fail(index, f"shard {path.name} named by the index is missing")
+            raise checkpoint_error(index, f"shard {path.name} named by the index is missing")
         tensors = read_shard(path)
         keys = by_shard[path]
         missing = [k for k in keys if k not in tensors]
         if missing:
             shown = ", ".join(one_line(repr(k), 60) for k in missing[:3])
-            raise _fail(
+            raise checkpoint_error(
                 index,
                 f"shard {path.name} lacks {len(missing)} weight(s) the index puts there "
                 f"({shown}{', ...' if len(missing) > 3 else ''})",

@@ -35,7 +35,13 @@ import torch
 from torch import nn
 
 from richviz.atomic import atomic_save, atomic_write_json, atomic_write_text
-from richviz.errors import ArgumentError, ArgumentTypeError, CheckpointError, one_line
+from richviz.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    CheckpointError,
+    checkpoint_error,
+    one_line,
+)
 from richviz.runs.manifest import FORMAT, FORMAT_VERSION, MANIFEST
 from richviz.runs.shards import is_index, shard_files
 
@@ -95,10 +101,6 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}.pt"
 
 
-def _fail(path: Path, reason: str) -> CheckpointError:
-    return CheckpointError(f"{path}: {one_line(reason)}")
-
-
 def max_read_bytes() -> int:
     """:data:`MAX_READ_BYTES`, or the environment's ``RICHVIZ_MAX_CHECKPOINT_BYTES`` (bytes)."""
     text = os.environ.get(MAX_READ_ENV, "").strip()
@@ -118,7 +120,7 @@ def _gb(n: int) -> str:
 
 
 def _too_big(path: Path, what: str, size: int, limit: int) -> CheckpointError:
-    return _fail(
+    return checkpoint_error(
         path,
         f"{what} is {_gb(size)}, more than the {_gb(limit)} richviz reads whole "
         f"(set {MAX_READ_ENV} to allow more)",
@@ -144,7 +146,9 @@ def _check_read_size(path: Path, size: int, is_zip: bool) -> None:
         with zipfile.ZipFile(path) as z:
             info = _zip_pickle(z)
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise _fail(path, f"truncated or corrupt checkpoint ({one_line(exc, 160)})") from None
+        raise checkpoint_error(
+            path, f"truncated or corrupt checkpoint ({one_line(exc, 160)})"
+        ) from None
     if info is not None and info.file_size > limit:
         raise _too_big(path, "its pickle (data.pkl)", info.file_size, limit)
 
@@ -157,18 +161,22 @@ def _torch_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> An
     try:
         size = path.stat().st_size
         if path.is_dir():
-            raise _fail(path, "is a folder, not a checkpoint file")
+            raise checkpoint_error(path, "is a folder, not a checkpoint file")
         if size == 0:
-            raise _fail(path, "checkpoint file is empty")
+            raise checkpoint_error(path, "checkpoint file is empty")
         with open(path, "rb") as f:
             head = f.read(4)
         is_zip = zipfile.is_zipfile(path)
     except FileNotFoundError:
-        raise _fail(path, "checkpoint file is missing") from None
+        raise checkpoint_error(path, "checkpoint file is missing") from None
     except OSError as exc:
-        raise _fail(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+        raise checkpoint_error(
+            path, f"cannot read the file ({exc.strerror or type(exc).__name__})"
+        ) from None
     if head == b"PK\x03\x04" and not is_zip:
-        raise _fail(path, "truncated or corrupt checkpoint (the zip archive is incomplete)")
+        raise checkpoint_error(
+            path, "truncated or corrupt checkpoint (the zip archive is incomplete)"
+        )
     _check_read_size(path, size, is_zip)
     try:
         with warnings.catch_warnings():
@@ -181,16 +189,16 @@ def _torch_load(path: Path, map_location: Any = "cpu", mmap: bool = False) -> An
         m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
         imports = [m.group(1)] if m else _pickle_imports(path, is_zip)
         if imports:
-            raise _fail(
+            raise checkpoint_error(
                 path,
                 f"refused to load: its pickle would import and call {imports[0]}; richviz only "
                 "loads tensors and primitive types (weights_only=True)",
             ) from None
         if is_zip:
-            raise _fail(
+            raise checkpoint_error(
                 path, f"truncated or corrupt checkpoint ({type(exc).__name__}: {msg})"
             ) from None
-        raise _fail(
+        raise checkpoint_error(
             path, "not a PyTorch checkpoint (torch.load with weights_only=True cannot read it)"
         ) from None
 
@@ -259,14 +267,14 @@ def _split_payload(path: Path, obj: Any) -> tuple[dict[str, torch.Tensor], dict[
     else:
         sd, meta = obj, {}
     if not isinstance(sd, Mapping) or not sd:
-        raise _fail(path, f"not a state dict (found {type(sd).__name__})")
+        raise checkpoint_error(path, f"not a state dict (found {type(sd).__name__})")
     for k, v in sd.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise _fail(
+            raise checkpoint_error(
                 path, f"not a state dict (entry {k!r} is a {type(v).__name__}, not a tensor)"
             )
     if not isinstance(meta, Mapping):
-        raise _fail(path, f"'meta' must be a dict, found {type(meta).__name__}")
+        raise checkpoint_error(path, f"'meta' must be a dict, found {type(meta).__name__}")
     return dict(sd), dict(meta)
 
 
@@ -280,10 +288,12 @@ def _match(path: Path, sd: Mapping[str, torch.Tensor], reference: Mapping[str, A
             parts.append(f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}")
         if unexpected:
             parts.append(f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
-        raise _fail(path, "state dict does not fit the run's architecture: " + ", ".join(parts))
+        raise checkpoint_error(
+            path, "state dict does not fit the run's architecture: " + ", ".join(parts)
+        )
     for k, ref in reference.items():
         if tuple(sd[k].shape) != tuple(ref.shape):
-            raise _fail(
+            raise checkpoint_error(
                 path,
                 f"parameter {k!r} has shape {tuple(sd[k].shape)}, "
                 f"the model expects {tuple(ref.shape)}",

@@ -25,7 +25,7 @@ from typing import Any
 from richviz.errors import CheckpointError
 from richviz.runs.formats.logs import hf_log_history, lightning_metrics, metrics_at, richviz_names
 from richviz.runs.formats.records import SAFETENSORS, read_record, record_meta
-from richviz.runs.shards import INDEX_SUFFIX
+from richviz.runs.shards import is_index
 
 __all__ = ["SUFFIXES", "Found", "Layout", "discover", "name_step"]
 
@@ -162,7 +162,7 @@ def discover(folder: str | Path) -> Layout:
         entries = _listing(folder)
         dirs = [p for p in entries if p.is_dir() and _HF_DIR.fullmatch(p.name)]
         if not dirs and (
-            any((folder / w).is_file() for w in HF_WEIGHTS if w.endswith(INDEX_SUFFIX))
+            any((folder / w).is_file() for w in HF_WEIGHTS if is_index(w))
             or (
                 any((folder / w).is_file() for w in HF_WEIGHTS)
                 and ((folder / "trainer_state.json").is_file() or _HF_DIR.fullmatch(folder.name))

@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from richviz.errors import CheckpointError, MissingDependencyError, one_line
+from richviz.errors import CheckpointError, MissingDependencyError, checkpoint_error, one_line
 from richviz.runs.formats.pickles import check_inert, inert_load
 from richviz.runs.shards import is_index, read_shards
-from richviz.runs.storage import _fail, _torch_load
+from richviz.runs.storage import _torch_load
 
 __all__ = [
     "SAFETENSORS",
@@ -60,7 +60,9 @@ def _safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             meta = dict(f.metadata() or {})
             sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise _fail(path, f"not a readable safetensors file ({one_line(exc, 160)})") from None
+        raise checkpoint_error(
+            path, f"not a readable safetensors file ({one_line(exc, 160)})"
+        ) from None
     return sd, meta
 
 
@@ -82,7 +84,7 @@ def read_record(path: Path, mmap: bool = False) -> tuple[Any, bool]:
     if is_index(path):
         return {"state_dict": read_shards(path, lambda p: _shard(p, mmap)), "meta": {}}, False
     if not path.exists():
-        raise _fail(path, "checkpoint file is missing")
+        raise checkpoint_error(path, "checkpoint file is missing")
     if path.suffix == SAFETENSORS:
         sd, meta = _safetensors(path)
         return {"state_dict": sd, "meta": meta}, False
@@ -114,16 +116,16 @@ def state_dict_of(path: Path, record: Any) -> tuple[dict[str, torch.Tensor], str
         present = [k for k in STATE_KEYS if k in record]
         if present:
             value = record[present[0]]
-            raise _fail(
+            raise checkpoint_error(
                 path,
                 f"entry {present[0]!r} is a {type(value).__name__}, not a state dict of tensors",
             )
         keys = ", ".join(repr(k) for k in list(record)[:6])
-        raise _fail(
+        raise checkpoint_error(
             path,
             f"no state dict found (looked for {', '.join(STATE_KEYS)}; the record has {keys})",
         )
-    raise _fail(path, f"not a state dict (found {type(record).__name__})")
+    raise checkpoint_error(path, f"not a state dict (found {type(record).__name__})")
 
 
 def _integer(value: Any) -> int | None:
