@@ -417,7 +417,8 @@ def test_rewritten_shard_makes_the_cached_metrics_stale(hf_run, tmp_path):
     assert new[0] == rows[0] and new[1]["d_lr"] != rows[1]["d_lr"]
 
 
-def _broken_index(hf_run, tmp_path, edit) -> tuple[Path, Run]:
+def _index_error(hf_run, tmp_path, edit) -> str:
+    """The one-line reason a sharded checkpoint-2 is unreadable once ``edit(index)`` ran."""
     out = save_sharded(hf_run, tmp_path / "bad", [2], "safetensors")
     index = out / "checkpoint-2" / "model.safetensors.index.json"
     edit(index)
@@ -426,7 +427,7 @@ def _broken_index(hf_run, tmp_path, edit) -> tuple[Path, Run]:
     assert not ck.readable and ck.error.startswith(f"{index}: ") and "\n" not in ck.error
     with pytest.raises(CheckpointError, match="index.json"):
         run.load(2)
-    return index, run
+    return ck.error
 
 
 def _weight_map_with(index: Path, **changes: str) -> None:
@@ -435,56 +436,62 @@ def _weight_map_with(index: Path, **changes: str) -> None:
     index.write_text(json.dumps(data))
 
 
+NOT_BESIDE = "is not a shard file name beside the index"
+
+
 @pytest.mark.parametrize(
-    ("case", "expected"),
+    ("change", "expected"),
     [
-        ("parent", "'../secret.safetensors' is not a shard file name beside the index"),
-        ("absolute", "'/etc/passwd.bin' is not a shard file name beside the index"),
-        ("subfolder", "'sub/model.safetensors' is not a shard file name beside the index"),
-        ("not a shard", "'notes.txt' is not a shard file name beside the index"),
-        ("missing", "shard model-00009-of-00009.safetensors named by the index is missing"),
-        ("lacks", "shard model-00001-of-00002.safetensors lacks 1 weight(s) the index puts "),
-        ("no map", "shard index has no 'weight_map' object"),
-        ("not json", "not a readable shard index"),
-        ("link out", "links to a file outside its folder; refused"),
+        ({"net.0.weight": "../secret.safetensors"}, f"'../secret.safetensors' {NOT_BESIDE}"),
+        ({"net.0.weight": "/etc/passwd.bin"}, f"'/etc/passwd.bin' {NOT_BESIDE}"),
+        ({"net.0.weight": "sub/model.safetensors"}, f"'sub/model.safetensors' {NOT_BESIDE}"),
+        ({"net.0.weight": "notes.txt"}, f"'notes.txt' {NOT_BESIDE}"),
+        (
+            {"net.2.bias": "model-00009-of-00009.safetensors"},
+            "shard model-00009-of-00009.safetensors named by the index is missing",
+        ),
+        (
+            {"net.9.weight": "model-00001-of-00002.safetensors"},
+            "shard model-00001-of-00002.safetensors lacks 1 weight(s) the index puts ",
+        ),
     ],
 )
-def test_hostile_shard_indices_are_listed_unreadable(hf_run, tmp_path, case, expected):
+def test_hostile_weight_maps_are_listed_unreadable(hf_run, tmp_path, change, expected):
+    error = _index_error(hf_run, tmp_path, lambda index: _weight_map_with(index, **change))
+    assert expected in error
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (json.dumps({"metadata": {}, "weights": {}}), "shard index has no 'weight_map' object"),
+        ('{"weight_map": ', "not a readable shard index"),
+    ],
+)
+def test_index_that_is_no_weight_map_is_listed_unreadable(hf_run, tmp_path, text, expected):
+    error = _index_error(hf_run, tmp_path, lambda index: index.write_text(text))
+    assert expected in error
+
+
+def test_shard_linking_out_of_its_folder_is_refused(hf_run, tmp_path):
     outside = tmp_path / "outside.safetensors"  # the right tensors, out of the folder
     shutil.copy(hf_run["out"] / "checkpoint-2" / "model.safetensors", outside)
+    link = "model-00003-of-00003.safetensors"
 
     def edit(index: Path) -> None:
-        first = "model-00001-of-00002.safetensors"
-        if case == "parent":
-            _weight_map_with(index, **{"net.0.weight": "../secret.safetensors"})
-        elif case == "absolute":
-            _weight_map_with(index, **{"net.0.weight": "/etc/passwd.bin"})
-        elif case == "subfolder":
-            _weight_map_with(index, **{"net.0.weight": "sub/model.safetensors"})
-        elif case == "not a shard":
-            _weight_map_with(index, **{"net.0.weight": "notes.txt"})
-        elif case == "missing":
-            _weight_map_with(index, **{"net.2.bias": "model-00009-of-00009.safetensors"})
-        elif case == "lacks":
-            _weight_map_with(index, **{"net.9.weight": first})
-        elif case == "no map":
-            index.write_text(json.dumps({"metadata": {}, "weights": {}}))
-        elif case == "not json":
-            index.write_text('{"weight_map": ')
-        else:
-            _weight_map_with(index, **{"net.0.weight": "model-00003-of-00003.safetensors"})
-            (index.parent / "model-00003-of-00003.safetensors").symlink_to(outside)
+        _weight_map_with(index, **{"net.0.weight": link})
+        (index.parent / link).symlink_to(outside)
 
-    index, run = _broken_index(hf_run, tmp_path, edit)
-    assert expected in run.checkpoints[0].error
+    error = _index_error(hf_run, tmp_path, edit)
+    assert f"shard {link} links to a file outside its folder; refused" in error
 
 
 def test_oversized_shard_index_is_refused_before_it_is_read(hf_run, tmp_path, monkeypatch):
     from richviz.runs import shards
 
     monkeypatch.setattr(shards, "MAX_INDEX_BYTES", 64)
-    _, run = _broken_index(hf_run, tmp_path, lambda index: None)
-    assert "MiB, more than the" in run.checkpoints[0].error
+    error = _index_error(hf_run, tmp_path, lambda index: None)
+    assert "MiB, more than the" in error
 
 
 def test_index_naming_too_many_shards_is_refused_before_any_is_looked_at(hf_run, tmp_path):
@@ -492,12 +499,10 @@ def test_index_naming_too_many_shards_is_refused_before_any_is_looked_at(hf_run,
 
     many = {f"w{i}": f"model-{i:06d}-of-{shards.MAX_SHARDS + 1:06d}.safetensors"
             for i in range(shards.MAX_SHARDS + 1)}  # fmt: skip
-    _, run = _broken_index(
+    error = _index_error(
         hf_run, tmp_path, lambda index: index.write_text(json.dumps({"weight_map": many}))
     )
-    assert f"names {shards.MAX_SHARDS + 1:,} shards, more than {shards.MAX_SHARDS:,}" in (
-        run.checkpoints[0].error
-    )
+    assert f"names {shards.MAX_SHARDS + 1:,} shards, more than {shards.MAX_SHARDS:,}" in error
 
 
 def test_sharded_bin_with_a_malicious_pickle_never_runs(hf_run, tmp_path):
