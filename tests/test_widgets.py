@@ -1180,3 +1180,40 @@ def test_bare_model_follows_the_device_choice():
     fresh = src.load(0, "meta")
     assert fresh is not other and module_device(fresh).type == "meta"
     assert module_device(model).type == "cpu"  # the user's model itself never moves
+
+
+def test_a_runs_data_asked_from_two_threads_reaches_both():
+    """The viewer's job and a GeometryRow's range job ask a source for its data at once: the
+    second caller waits for the first one's load instead of getting None (which placed the
+    viewer on the unit square instead of the data's covering square)."""
+    import threading
+    from types import SimpleNamespace
+
+    from richviz.widgets.sources import ModelSource
+
+    entered, release = threading.Event(), threading.Event()
+    data = SimpleNamespace(x_test=torch.randn(5, 2), y_test=torch.tensor([0, 1, 0, 1, 1]))
+    loads = []
+
+    def slow_data():
+        loads.append(1)
+        entered.set()
+        assert release.wait(10)
+        return data
+
+    run = SimpleNamespace(checkpoints=[], steps=[0], load=None, data=slow_data)
+    src = ModelSource(run)
+    got: dict[str, object] = {}
+    first = threading.Thread(target=lambda: got.update(first=src.data()))
+    first.start()
+    assert entered.wait(10)  # the first caller is inside the run's load
+    second = threading.Thread(target=lambda: got.update(second=src.data()))
+    second.start()
+    second.join(0.2)
+    release.set()
+    first.join(10)
+    second.join(10)
+    for who in ("first", "second"):
+        x, y = got[who]
+        assert x is data.x_test and y is data.y_test, who
+    assert loads == [1]  # loaded once

@@ -84,6 +84,7 @@ class ModelSource:
         self._copies_lock = threading.Lock()
         self._data = _as_xy(data) if data is not None else None
         self._data_loaded = data is not None
+        self._data_lock = threading.Lock()
 
     @property
     def steps(self) -> list[int]:
@@ -137,15 +138,21 @@ class ModelSource:
 
     def data(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(x, y)``: the run's test split, or the data given with the model, or None."""
-        if not self._data_loaded:
-            self._data_loaded = True
-            if self.run is not None:
-                try:
-                    ds = self.run.data()
-                except DataError:
-                    ds = None
+        if self._data_loaded:
+            return self._data
+        # the viewer's job and a GeometryRow's range job ask at once: one loads, the other waits
+        # (flagging "loaded" before the data is in would hand the second one None)
+        with self._data_lock:
+            if not self._data_loaded:
+                ds = None
+                if self.run is not None:
+                    try:
+                        ds = self.run.data()
+                    except DataError:
+                        ds = None
                 if ds is not None:
                     self._data = (ds.x_test, ds.y_test)
+                self._data_loaded = True
         return self._data
 
     def input_shape(self, model: nn.Module | None = None) -> tuple[int, ...] | None:
