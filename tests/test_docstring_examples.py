@@ -38,6 +38,8 @@ ENTRY_POINTS = {
     "richviz.widgets.keyboard.key_action": "richviz.widgets.keyboard",
     "richviz.widgets.keyboard.step_index": "richviz.widgets.keyboard",
     "richviz.widgets.keyboard.KeyControl": "richviz.widgets.keyboard",
+    "richviz.widgets.export.write_canvas": "richviz.widgets.export",
+    "richviz.widgets.export.export_path": "richviz.widgets.export",
     "richviz.widgets.slice_animation.save_animation": "richviz.widgets.slice_animation",
     "richviz.app.find_notebook": "richviz.app",
     "richviz.app.voila_command": "richviz.app",

@@ -115,18 +115,18 @@ class CompareExport:
         ]
 
     def _path(self, path: str | Path | None, suffix: str) -> Path:
-        return Path(path if path is not None else f"{self.export_name.value}{suffix}")
+        return export.export_path(path, self.export_name.value, suffix)
 
     def save_png(self, path: str | Path | None = None, scale: float = 2.0) -> Path:
         """Write the comparison (:meth:`canvas`) as PNG on the server; default
         ``<file box>.png``. The status line names the file."""
-        out = atomic_write_bytes(export.to_png(self.canvas(), scale), self._path(path, ".png"))
+        out = export.write_canvas(self.canvas(), self._path(path, ".png"), "png", scale)
         self.status.value = status_html(f"comparison written to {out.resolve()}{self._export_note}")
         return out
 
     def save_svg(self, path: str | Path | None = None) -> Path:
         """Write the comparison as SVG on the server; default ``<file box>.svg``."""
-        out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), self._path(path, ".svg"))
+        out = export.write_canvas(self.canvas(), self._path(path, ".svg"), "svg")
         self.status.value = status_html(f"comparison written to {out.resolve()}{self._export_note}")
         return out
 

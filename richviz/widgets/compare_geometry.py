@@ -24,7 +24,6 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from richviz.atomic import atomic_write_bytes
 from richviz.compute_lock import COMPUTE
 from richviz.errors import ArgumentError
 from richviz.features import PENULTIMATE
@@ -384,13 +383,13 @@ class GeometryRow(BackgroundWork, widgets.VBox):
 
     def save_png(self, path: str | os.PathLike, scale: float = 2.0) -> Path:
         """Write :meth:`canvas` as PNG (atomic); the status line names the file."""
-        out = atomic_write_bytes(export.to_png(self.canvas(), scale), path)
+        out = export.write_canvas(self.canvas(), path, "png", scale)
         self.status.value = status_html(f"geometry written to {out.resolve()}")
         return out
 
     def save_svg(self, path: str | os.PathLike) -> Path:
         """Write :meth:`canvas` as SVG (atomic); the status line names the file."""
-        out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), path)
+        out = export.write_canvas(self.canvas(), path, "svg")
         self.status.value = status_html(f"geometry written to {out.resolve()}")
         return out
 

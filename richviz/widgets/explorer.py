@@ -10,7 +10,6 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from richviz.atomic import atomic_write_bytes
 from richviz.widgets import export
 from richviz.widgets.browser import CheckpointBrowser, run_name
 from richviz.widgets.common import Step, as_run, export_row, status_html
@@ -163,16 +162,13 @@ class Explorer(widgets.VBox):
         """Write the whole view (slice with colour bar and legend, every chart with its
         legend) as PNG on the server, ``scale`` x resolution; default
         ``<file box>-step<step>.png``. The status line names the file."""
-        out = atomic_write_bytes(
-            export.to_png(self.canvas(), scale), self._export_path(path, ".png")
-        )
+        out = export.write_canvas(self.canvas(), self._export_path(path, ".png"), "png", scale)
         self.status.value = status_html(f"view written to {out.resolve()}")
         return out
 
     def save_svg(self, path: str | os.PathLike | None = None) -> Path:
         """Write the whole view as SVG on the server; default ``<file box>-step<step>.svg``."""
-        path = self._export_path(path, ".svg")
-        out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), path)
+        out = export.write_canvas(self.canvas(), self._export_path(path, ".svg"), "svg")
         self.status.value = status_html(f"view written to {out.resolve()}")
         return out
 
@@ -186,9 +182,7 @@ class Explorer(widgets.VBox):
 
     def _export_path(self, path: str | os.PathLike | None, suffix: str) -> Path:
         """``path``, or ``<file box>-step<step><suffix>``."""
-        return Path(
-            path if path is not None else f"{self.export_name.value}-step{self.step}{suffix}"
-        )
+        return export.export_path(path, self.export_name.value, suffix, self.step)
 
     @property
     def model(self) -> Any:

@@ -14,11 +14,14 @@ import contextlib
 import html
 import io
 import math
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
+from richviz.atomic import atomic_write_bytes
 from richviz.errors import ArgumentError
 from richviz.widgets import rendering
 
@@ -26,9 +29,11 @@ __all__ = [
     "Canvas",
     "DASHES",
     "FONTS",
+    "export_path",
     "to_image",
     "to_png",
     "to_svg",
+    "write_canvas",
 ]
 
 #: TrueType fonts tried for PNG text (the first found wins); Pillow's built-in font otherwise,
@@ -344,3 +349,48 @@ def to_image(canvas: Canvas, scale: float = 2.0) -> Any:
             else:
                 draw.text((x, y), text, font=f, fill=color, anchor=anchor)
     return img.convert("RGB")
+
+
+def write_canvas(
+    canvas: Canvas, path: str | os.PathLike, fmt: Literal["png", "svg"], scale: float = 2.0
+) -> Path:
+    """Write ``canvas`` to ``path`` as PNG (``scale`` device pixels per CSS pixel) or SVG,
+    atomically (temporary file, then rename; missing folders are made). Returns the path.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from richviz.widgets.export import Canvas, write_canvas
+    >>> c = Canvas(40, 20)
+    >>> c.text(2, 12, "hi")
+    >>> out = write_canvas(c, Path(tempfile.mkdtemp()) / "a" / "hi.png", "png", scale=1.0)
+    >>> out.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+    True
+    """
+    if fmt == "png":
+        data = to_png(canvas, scale)
+    elif fmt == "svg":
+        data = to_svg(canvas).encode()
+    else:
+        raise ArgumentError(f"fmt={fmt!r}: write 'png' or 'svg'")
+    return atomic_write_bytes(data, path)
+
+
+def export_path(
+    path: str | os.PathLike | None, name: str, suffix: str, step: int | None = None
+) -> Path:
+    """The file an export writes: ``path`` when given, else ``<name>-step<step><suffix>``
+    (``<name><suffix>`` without a step), ``name`` being the widget's file box.
+
+    Examples
+    --------
+    >>> from richviz.widgets.export import export_path
+    >>> export_path(None, "richviz", ".svg", step=40).name
+    'richviz-step40.svg'
+    >>> export_path("out/fig.png", "richviz", ".png", step=40).as_posix()
+    'out/fig.png'
+    """
+    if path is not None:
+        return Path(path)
+    return Path(f"{name}{'' if step is None else f'-step{step}'}{suffix}")

@@ -267,7 +267,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
             self.wait()
         if not self.rows:
             raise ValueError("no metrics loaded yet; nothing to write")
-        path = Path(path if path is not None else f"{self.export_name.value}.csv")
+        path = export.export_path(path, self.export_name.value, ".csv")
         out = atomic_write_bytes(rows_to_csv(self.rows).encode(), path)
         self.status.value = status_html(f"metrics written to {out}")
         return out
@@ -288,8 +288,8 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         default ``<file box>.png``. The status line names the file."""
         if not self.rows:
             self.wait()
-        path = Path(path if path is not None else f"{self.export_name.value}.png")
-        out = atomic_write_bytes(export.to_png(self.canvas(), scale), path)
+        path = export.export_path(path, self.export_name.value, ".png")
+        out = export.write_canvas(self.canvas(), path, "png", scale)
         self.status.value = status_html(f"charts written to {out.resolve()}")
         return out
 
@@ -297,8 +297,8 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         """Write the charts with legends as an SVG on the server; default ``<file box>.svg``."""
         if not self.rows:
             self.wait()
-        path = Path(path if path is not None else f"{self.export_name.value}.svg")
-        out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), path)
+        path = export.export_path(path, self.export_name.value, ".svg")
+        out = export.write_canvas(self.canvas(), path, "svg")
         self.status.value = status_html(f"charts written to {out.resolve()}")
         return out
 

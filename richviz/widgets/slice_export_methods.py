@@ -42,9 +42,8 @@ class SliceExport:
 
     def export_heatmap(self, path: str | os.PathLike | None = None, scale: int = 4) -> Path:
         """Write :meth:`heatmap_png` to ``path`` (default ``<file box>-step<step>-heatmap.png``)."""
-        if path is None:
-            step = self.frame.step if self.frame else self.step
-            path = f"{self.export_name.value}-step{step}-heatmap.png"
+        step = self.frame.step if self.frame else self.step
+        path = export.export_path(path, self.export_name.value, "-heatmap.png", step)
         out = atomic_write_bytes(self.heatmap_png(scale), path)
         self._status(f"heatmap written to {out}")
         return out
@@ -61,15 +60,13 @@ class SliceExport:
     def save_png(self, path: str | os.PathLike | None = None, scale: float = 2.0) -> Path:
         """Write the whole view (heatmap, colour bar, legend) as PNG on the server at ``scale``
         x resolution; default ``<file box>-step<step>.png``. The status line names the file."""
-        path = self._export_path(path, ".png")
-        out = atomic_write_bytes(export.to_png(self.canvas(), scale), path)
+        out = export.write_canvas(self.canvas(), self._export_path(path, ".png"), "png", scale)
         self._status(f"view written to {out.resolve()}")
         return out
 
     def save_svg(self, path: str | os.PathLike | None = None) -> Path:
         """Write the whole view as SVG on the server; default ``<file box>-step<step>.svg``."""
-        path = self._export_path(path, ".svg")
-        out = atomic_write_bytes(export.to_svg(self.canvas()).encode(), path)
+        out = export.write_canvas(self.canvas(), self._export_path(path, ".svg"), "svg")
         self._status(f"view written to {out.resolve()}")
         return out
 
@@ -114,7 +111,5 @@ class SliceExport:
 
     def _export_path(self, path: str | os.PathLike | None, suffix: str) -> Path:
         """``path``, or ``<file box>-step<step><suffix>`` for the step on screen."""
-        if path is not None:
-            return Path(path)
         step = self.frame.step if self.frame else self.step
-        return Path(f"{self.export_name.value}-step{step}{suffix}")
+        return export.export_path(path, self.export_name.value, suffix, step)
