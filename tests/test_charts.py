@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("ipywidgets", reason="widget tests need ipywidgets")
 pytest.importorskip("bqplot", reason="widget tests need bqplot")
 
+from richviz.errors import ArgumentError  # noqa: E402
 from richviz.widgets import chart_axes, charts, export  # noqa: E402
 
 
@@ -175,3 +176,16 @@ def test_fit_axis_powers_of_ten_and_few_ticks_inside_padded_limits():
     assert axis.scale.min < 0.0 < 0.93 < axis.scale.max
     assert all(axis.scale.min <= t <= axis.scale.max for t in ticks)
     assert len(set(labels)) == len(labels)  # distinct labels
+
+
+def test_write_canvas_writes_both_formats_atomically_and_refuses_others(tmp_path):
+    canvas = export.Canvas(60, 30)
+    canvas.text(4, 16, "a<b")
+    svg = export.write_canvas(canvas, tmp_path / "new" / "x.svg", "svg")
+    root = ET.fromstring(svg.read_text())  # the same document as to_svg, parseable
+    assert svg.read_text() == export.to_svg(canvas) and root.tag.endswith("svg")
+    png = export.write_canvas(canvas, tmp_path / "x.png", "png", scale=3.0)
+    assert png.read_bytes() == export.to_png(canvas, 3.0)
+    with pytest.raises(ArgumentError, match="fmt='gif'"):
+        export.write_canvas(canvas, tmp_path / "x.gif", "gif")  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["x.png", "x.svg"]
