@@ -406,6 +406,35 @@ def test_from_state_dicts_with_dataset_object(tmp_path):
     assert len(x) == 10 and torch.equal(x, run.probe(size=10)[0])
 
 
+def test_a_runs_data_set_is_loaded_once_however_many_threads_ask(master, monkeypatch):
+    """The viewer, the metrics panel and a GeometryRow ask a run for its data from their own
+    threads: one loads it, the others wait for that load and get the same object."""
+    import threading
+
+    run = Run.open(master)  # the manifest names the data set; loaded on first ask
+    name = run.manifest["data"]["name"]
+    real, entered, release, loads = datasets.load, threading.Event(), threading.Event(), []
+
+    def slow_load(name, **kwargs):
+        loads.append(name)
+        entered.set()
+        assert release.wait(10)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(datasets, "load", slow_load)
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(run.data())) for _ in range(3)]
+    threads[0].start()
+    assert entered.wait(10)  # the first caller is inside the load
+    for t in threads[1:]:
+        t.start()
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert loads == [name] and len(got) == 3 and all(d is got[0] for d in got)
+    assert got[0].name == name
+
+
 def test_writer_refuses_existing_run(master, tmp_path):
     with pytest.raises(ValueError, match="already holds a run"):
         train(CFG, master, progress=False)

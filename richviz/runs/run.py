@@ -159,6 +159,7 @@ class Run:
         self._known = {_file_key(Path(c.path)): c for c in known}
         self._cache: OrderedDict[tuple[int, str], nn.Module] = OrderedDict()
         self._lock = threading.RLock()  # load() may be called from widget threads
+        self._data_lock = threading.Lock()  # data(): one load, however many threads ask
         template = self.template()
         if confine:  # a manifest's architecture: bounded before any weights are allocated
             count = sum(p.numel() for p in template.parameters())
@@ -465,21 +466,28 @@ class Run:
 
     def data(self) -> datasets.Dataset:
         """The run's data set (loaded once; ``DataError`` when the run names none)."""
-        if self._data is None:
-            spec = self.manifest.get("data")
-            if not spec:
-                raise DataError(
-                    f"run {self.path} names no data set; pass data= to Run.from_state_dicts"
-                )
-            kwargs = dict(spec.get("kwargs") or {})
-            if spec["name"] == "csv" and self._confine and kwargs.get("path") is not None:
-                # validated relative to the run folder; a link out of it is refused
-                file = self.path / kwargs["path"]
-                if not inside(self.path, file):
-                    raise DataError(f"{file}: data file links outside the run folder; refused")
-                kwargs["path"] = str(file)
-            self._data = datasets.load(spec["name"], **kwargs)
+        if self._data is not None:
+            return self._data
+        with self._data_lock:  # not the run's lock: a metrics pass may hold that one for long
+            if self._data is None:
+                self._data = self._load_data()
         return self._data
+
+    def _load_data(self) -> datasets.Dataset:
+        """The data set the manifest names, a CSV path confined to the run folder."""
+        spec = self.manifest.get("data")
+        if not spec:
+            raise DataError(
+                f"run {self.path} names no data set; pass data= to Run.from_state_dicts"
+            )
+        kwargs = dict(spec.get("kwargs") or {})
+        if spec["name"] == "csv" and self._confine and kwargs.get("path") is not None:
+            # validated relative to the run folder; a link out of it is refused
+            file = self.path / kwargs["path"]
+            if not inside(self.path, file):
+                raise DataError(f"{file}: data file links outside the run folder; refused")
+            kwargs["path"] = str(file)
+        return datasets.load(spec["name"], **kwargs)
 
     def probe(self, size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
         """Fixed probe set: a seeded subset of at most ``size`` training samples (x, y)."""
