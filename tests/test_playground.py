@@ -84,6 +84,24 @@ def test_controls_are_typed_and_linked(pg):
     assert pg.wait(60) and pg.drawn_step == 0
 
 
+def test_the_last_frame_of_a_pause_says_paused_while_the_trainer_finishes_its_step(pg):
+    """The trainer publishes its last state, then marks itself idle. A frame drawn in between
+    must take "running" from the state it draws, not from the trainer's live flags (which still
+    say busy): else the Playground stays "running" after the pause with no frame to correct it.
+    """
+
+    def hold_until_drawn(state):  # runs on the trainer thread, after the Playground's listener
+        if not state.running:
+            assert poll(lambda: pg.drawn_step == state.step, 30)
+
+    pg.trainer.add_listener(hold_until_drawn)
+    pg.steps_per_click = 3
+    pg.step_button.click()
+    assert pg.wait(60) and pg.trainer.step_count == 3 and pg.drawn_step == 3
+    assert not pg.trainer.running and not pg.running
+    assert "paused" in pg.status.value
+
+
 def test_buttons_start_pause_step_reset(pg):
     w0 = pg.trainer.state.weights
     pg.steps_per_click = 7

@@ -503,7 +503,9 @@ class Playground(PointEditing, widgets.VBox):
             )
             self.frame = frame
         self.drawn_step = state.step
-        self.running = trainer.running
+        # from the state drawn, not the trainer's live flags: it publishes its last state of a
+        # pause before it marks itself idle, and no later frame would correct a "running" read
+        self.running = state.running
         m = view.metrics
         err = f" · stopped: {state.error}" if state.error else ""
         self._status(
