@@ -203,3 +203,37 @@ def test_export_draws_the_views_and_one_colour_bar(row, tmp_path) -> None:
     png = row.save_png(tmp_path / "row.png", scale=1.0)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert row.save_svg(tmp_path / "row.svg").read_text().count("<image") == len(images)
+
+
+def test_refreshes_from_two_threads_end_on_the_newest_settings(xor_runs) -> None:
+    """A GeometryRow refreshes its viewers from its own thread (the shared colour range) while
+    the kernel sets the shared step. A refresh that read the old step must not submit after
+    the one that read the new step: the frame on screen ends at the newest settings."""
+    import threading
+
+    v = SliceViewer(xor_runs[0], step=xor_runs[0].steps[0], **FAST)
+    try:
+        assert v.wait(60) and v.shown_step == xor_runs[0].steps[0]
+        cancel, entered, release = v._worker.cancel, threading.Event(), threading.Event()
+        old_reader = threading.Thread(target=v.refresh)
+
+        def held_cancel() -> int:  # the old reader is held after reading the settings
+            if threading.current_thread() is old_reader:
+                entered.set()
+                assert release.wait(10)
+            return cancel()
+
+        v._worker.cancel = held_cancel
+        old_reader.start()
+        assert entered.wait(10)
+        new_step = xor_runs[0].steps[-1]
+        setter = threading.Thread(target=lambda: setattr(v, "step", new_step))
+        setter.start()
+        setter.join(0.3)  # on the old code it submits here, before the old reader
+        release.set()
+        old_reader.join(10)
+        setter.join(10)
+        assert v.wait(60)
+        assert v.step == new_step and v.shown_step == new_step and v.frame.step == new_step
+    finally:
+        v.close()

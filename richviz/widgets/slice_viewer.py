@@ -418,27 +418,30 @@ class SliceViewer(
 
         Returns immediately; stale background work is cancelled (generation counter).
         """
-        req = FrameRequest(
-            step=self.step if self._source.run is not None else 0,
-            layer=self.layer,
-            resolution=int(self.resolution),
-            density=int(self.ellipse_density),
-            mode=self.ellipse_mode,
-            relative=bool(self.relative) and self._source.run is not None,
-            theory=self.theory,
-            device=self.device,
-            version=self._version,
-            lock=bool(self.lock_colors),
-            volume=self.volume,
-            show=self.show,
-            color_range=self.color_range,
-            decision=bool(self.decision),
-            fixed=tuple(self.color_limits) if self.color_limits else None,
-        )
-        generation = self._worker.cancel()
-        if self._render_cached(req, generation):
-            return
-        self._worker.submit(self._job, req)
+        # one thread at a time from reading the settings to submitting: else a caller that read
+        # the old settings could submit after one that read the new ones, and its frame would win
+        with self._apply_lock:
+            req = FrameRequest(
+                step=self.step if self._source.run is not None else 0,
+                layer=self.layer,
+                resolution=int(self.resolution),
+                density=int(self.ellipse_density),
+                mode=self.ellipse_mode,
+                relative=bool(self.relative) and self._source.run is not None,
+                theory=self.theory,
+                device=self.device,
+                version=self._version,
+                lock=bool(self.lock_colors),
+                volume=self.volume,
+                show=self.show,
+                color_range=self.color_range,
+                decision=bool(self.decision),
+                fixed=tuple(self.color_limits) if self.color_limits else None,
+            )
+            generation = self._worker.cancel()
+            if self._render_cached(req, generation):
+                return
+            self._worker.submit(self._job, req)
 
     # ------------------------------------------------------------------ observers
 
