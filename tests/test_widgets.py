@@ -644,15 +644,22 @@ def test_metrics_panel_charts(explorer: Explorer, run: Run):
 
 
 class BlockingMLP(nn.Module):
-    """An MLP whose forward waits until the test sets ``gate``."""
+    """An MLP whose forward, on any thread but the one that made it, waits until the test sets
+    ``gate`` (``entered`` says a background forward is waiting). The viewer's constructor
+    measures a bare model's layers with a forward pass on the kernel thread; the field is
+    computed in the background, and that is what the gate holds."""
 
     def __init__(self, gate: threading.Event):
         super().__init__()
         self.gate = gate
+        self.entered = threading.Event()
+        self.owner = threading.current_thread()
         self.net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.gate.wait(30)
+        if threading.current_thread() is not self.owner:
+            self.entered.set()
+            assert self.gate.wait(30), "the test never opened the gate"
         return self.net(x)
 
 
@@ -670,7 +677,8 @@ def test_field_request_returns_before_computation(moons):
         viewer = SliceViewer(model, data=moons, resolution=16, coarse_resolution=8)
         placeholder = viewer.image_mark.image.value
         assert viewer.shown_step == -1 and viewer.frame is None
-        assert not gate.is_set()
+        assert model.entered.wait(30)  # the field's computation is under way, held by the gate
+        assert viewer.frame is None and viewer.busy
     finally:
         gate.set()
     assert viewer.wait(60)
