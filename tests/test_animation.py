@@ -273,3 +273,22 @@ def test_mp4_without_the_extra_is_one_line_exit_2(run_dir, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "'animation'" in lines[0] and "imageio-ffmpeg" in lines[0]
     assert os.listdir(tmp_path) == []
+
+
+def test_the_captions_metrics_are_computed_under_the_compute_lock(run, tmp_path, monkeypatch):
+    """Missing metric rows take jvp passes, and PyTorch's forward-mode levels are process-wide:
+    the animation's metrics must wait for a metrics panel computing in another thread."""
+    import threading
+
+    from richviz.compute_lock import COMPUTE
+
+    held: list[bool] = []
+    metrics = run.metrics
+
+    def recording(*args, **kwargs):
+        held.append(COMPUTE._owner == threading.get_ident())
+        return metrics(*args, **kwargs)
+
+    monkeypatch.setattr(run, "metrics", recording)
+    save_animation(run, tmp_path / "m.gif", resolution=RES, progress=False)
+    assert held == [True]

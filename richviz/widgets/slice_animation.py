@@ -104,7 +104,8 @@ def _metric_rows(run: Any, device: Any) -> dict[int, dict[str, Any]]:
     """The run's metrics rows by step (``Run.metrics``, cached beside the run); none when the
     run cannot compute them (no data set): the frames then show dashes."""
     try:
-        return rows_by_step(run.metrics(progress=False, device=device))
+        with COMPUTE.hold():  # missing rows take jvp passes (the boundary magnification)
+            return rows_by_step(run.metrics(progress=False, device=device))
     except (RichvizError, ValueError):
         return {}
 
