@@ -144,3 +144,37 @@ def test_compare_and_slice_viewer_rows_keep_their_buttons(
         assert [p.name for p in tmp_path.glob("richviz-slice-step*.svg")], viewer.status.value
     finally:
         viewer.close()
+
+
+def test_an_export_during_the_first_load_waits_for_the_drawn_charts(
+    run_path: Path, tmp_path: Path
+) -> None:
+    """The panel's worker sets its rows, then draws the charts. An export asked in between
+    waits for the drawing: it writes the charts as drawn, and its status line is the last."""
+    import threading
+
+    from richviz.widgets import export
+
+    panel = MetricsPanel(run_path, autoload=False)
+    try:
+        draw, entered, release = panel._draw, threading.Event(), threading.Event()
+
+        def held_draw() -> None:  # the worker, between its rows and its charts
+            entered.set()
+            assert release.wait(10)
+            draw()
+
+        panel._draw = held_draw
+        panel.load()
+        assert entered.wait(60) and panel.rows  # rows are in, charts not yet drawn
+        out = tmp_path / "charts.svg"
+        saver = threading.Thread(target=panel.save_svg, args=(out,))
+        saver.start()
+        saver.join(0.3)  # on the old code it writes the undrawn charts here
+        release.set()
+        saver.join(60)
+        assert panel.wait()
+        assert out.read_text() == export.to_svg(panel.canvas())
+        assert "charts written to" in panel.status.value
+    finally:
+        panel.close()

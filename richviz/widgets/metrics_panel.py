@@ -263,7 +263,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
 
     def to_csv(self, path: str | Path | None = None) -> Path:
         """Write the metric rows as CSV (atomically); default ``<file box>.csv``."""
-        if not self.rows:
+        if not self.loaded:  # the first load: rows come before the charts are drawn
             self.wait()
         if not self.rows:
             raise ValueError("no metrics loaded yet; nothing to write")
@@ -286,7 +286,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
     def save_png(self, path: str | Path | None = None, scale: float = 2.0) -> Path:
         """Write the charts with legends as a PNG on the server (``scale`` x resolution);
         default ``<file box>.png``. The status line names the file."""
-        if not self.rows:
+        if not self.loaded:  # the first load: rows come before the charts are drawn
             self.wait()
         path = export.export_path(path, self.export_name.value, ".png")
         out = export.write_canvas(self.canvas(), path, "png", scale)
@@ -295,7 +295,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
 
     def save_svg(self, path: str | Path | None = None) -> Path:
         """Write the charts with legends as an SVG on the server; default ``<file box>.svg``."""
-        if not self.rows:
+        if not self.loaded:  # the first load: rows come before the charts are drawn
             self.wait()
         path = export.export_path(path, self.export_name.value, ".svg")
         out = export.write_canvas(self.canvas(), path, "svg")
