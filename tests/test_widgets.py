@@ -1190,6 +1190,42 @@ def test_bare_model_follows_the_device_choice():
     assert module_device(model).type == "cpu"  # the user's model itself never moves
 
 
+def test_a_model_copy_never_carries_another_threads_hooks(run: Run):
+    """A metrics pass (under the compute lock) hooks into the run's cached model to read its
+    features; the viewer's private copy of that model, asked for meanwhile, waits for the
+    pass, so it never carries (and feeds) the pass's hooks."""
+    from richviz.compute_lock import COMPUTE
+    from richviz.widgets.sources import ModelSource, load_model
+
+    step = run.steps[-1]
+    shared = load_model(run, step, "cpu")
+    entered, release, seen = threading.Event(), threading.Event(), []
+
+    def metrics_pass() -> None:
+        with COMPUTE.hold():
+            hook = shared.register_forward_hook(lambda m, i, o: seen.append(o))
+            entered.set()
+            assert release.wait(10)
+            hook.remove()
+
+    src, copies = ModelSource(run), []
+    holder = threading.Thread(target=metrics_pass)
+    holder.start()
+    assert entered.wait(10)
+    asker = threading.Thread(target=lambda: copies.append(src.load(step, "cpu")))
+    asker.start()
+    asker.join(0.3)  # on the old code the copy is made here, hook and all
+    release.set()
+    holder.join(10)
+    asker.join(10)
+    (copy_,) = copies
+    assert copy_ is not shared
+    assert not any(m._forward_hooks for m in copy_.modules())
+    with torch.no_grad():
+        copy_(torch.zeros(1, *run.data().x_test.shape[1:]))
+    assert seen == []  # the pass's buffer got nothing from the viewer's forward
+
+
 def test_a_runs_data_asked_from_two_threads_reaches_both():
     """The viewer's job and a GeometryRow's range job ask a source for its data at once: the
     second caller waits for the first one's load instead of getting None (which placed the

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from richviz.compute_lock import COMPUTE
 from richviz.devices import best_device, module_device
 from richviz.errors import ArgumentTypeError, DataError
 
@@ -108,7 +109,10 @@ class ModelSource:
                 self._copies.move_to_end(key)
                 return self._copies[key]
         model = load_model(self.run, step, device_arg(device))
-        with run_lock(self.run):
+        # under the compute lock: a metrics pass in another thread hooks into this same object
+        # (feature maps), and a copy made meanwhile would carry its hooks (taken before the
+        # run's lock, the order every holder of the compute lock that loads a model takes)
+        with COMPUTE.hold(), run_lock(self.run):
             model = copy.deepcopy(model).eval()
         with self._copies_lock:
             self._copies[key] = model
