@@ -237,3 +237,26 @@ def test_refreshes_from_two_threads_end_on_the_newest_settings(xor_runs) -> None
         assert v.step == new_step and v.shown_step == new_step and v.frame.step == new_step
     finally:
         v.close()
+
+
+def test_a_job_cancelled_before_it_starts_leaves_the_viewer_idle(xor_runs) -> None:
+    """A refresh drawn from the cache cancels the job queued before it; if that job then
+    starts, it must not mark the viewer busy or write "computing…" over the newer frame."""
+    from richviz.widgets.tasks import Job
+
+    v = SliceViewer(xor_runs[0], **FAST)
+    try:
+        assert v.wait(60) and not v.busy
+        queued: list[tuple] = []
+        submit = v._worker.submit
+        v._worker.submit = lambda fn, *args: queued.append((fn, args))  # held, not run
+        v.step = xor_runs[0].steps[1]  # not cached yet: a job is queued
+        v._worker.submit = submit
+        ((fn, args),) = queued
+        job = Job(v._worker, v._worker.generation)
+        status = v.status.value
+        v._worker.cancel()  # what a refresh drawn from the cache does first
+        fn(job, *args)  # the cancelled job starts after all
+        assert not v.busy and v.status.value == status
+    finally:
+        v.close()

@@ -50,8 +50,11 @@ class SliceJobs:
 
     def _job(self, job: Job, req: FrameRequest) -> None:
         """The background work for ``req``: context, run range, coarse then full frame."""
-        self.busy = True
-        self.progress.bar_style = "info"
+        with self._apply_lock:  # a refresh drawing from the cache may have cancelled it already
+            if job.stale:
+                return
+            self.busy = True
+            self.progress.bar_style = "info"
         try:
             ctx = self._context(job, req)
             self._run_limits(job, req, ctx)
@@ -60,7 +63,9 @@ class SliceJobs:
             if coarse < req.resolution and not self._have(req, req.resolution):
                 plan = [coarse, req.resolution]
             for res in plan:
-                self._status(f"step {req.step}: computing {res}×{res} field…", "busy")
+                with self._apply_lock:  # a stale job never overwrites a newer frame's status
+                    job.check()
+                    self._status(f"step {req.step}: computing {res}×{res} field…", "busy")
                 fld = self._field(job, req, req.step, res, ctx)
                 base = (
                     self._field(job, req, self._source.steps[0], res, ctx) if req.relative else None
