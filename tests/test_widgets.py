@@ -1230,7 +1230,6 @@ def test_a_runs_data_asked_from_two_threads_reaches_both():
     """The viewer's job and a GeometryRow's range job ask a source for its data at once: the
     second caller waits for the first one's load instead of getting None (which placed the
     viewer on the unit square instead of the data's covering square)."""
-    import threading
     from types import SimpleNamespace
 
     from richviz.widgets.sources import ModelSource

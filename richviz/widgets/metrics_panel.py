@@ -261,10 +261,15 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
         self.status.value = status_html("loading metrics…", "busy")
         self._worker.submit(self._load)
 
+    def _await_first_load(self) -> None:
+        """Before an export: wait for the first load, whose worker sets the rows before it
+        draws the charts (so neither alone says the panel is ready)."""
+        if not self.loaded:
+            self.wait()
+
     def to_csv(self, path: str | Path | None = None) -> Path:
         """Write the metric rows as CSV (atomically); default ``<file box>.csv``."""
-        if not self.loaded:  # the first load: rows come before the charts are drawn
-            self.wait()
+        self._await_first_load()
         if not self.rows:
             raise ValueError("no metrics loaded yet; nothing to write")
         path = export.export_path(path, self.export_name.value, ".csv")
@@ -286,8 +291,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
     def save_png(self, path: str | Path | None = None, scale: float = 2.0) -> Path:
         """Write the charts with legends as a PNG on the server (``scale`` x resolution);
         default ``<file box>.png``. The status line names the file."""
-        if not self.loaded:  # the first load: rows come before the charts are drawn
-            self.wait()
+        self._await_first_load()
         path = export.export_path(path, self.export_name.value, ".png")
         out = export.write_canvas(self.canvas(), path, "png", scale)
         self.status.value = status_html(f"charts written to {out.resolve()}")
@@ -295,8 +299,7 @@ class MetricsPanel(BackgroundWork, widgets.VBox):
 
     def save_svg(self, path: str | Path | None = None) -> Path:
         """Write the charts with legends as an SVG on the server; default ``<file box>.svg``."""
-        if not self.loaded:  # the first load: rows come before the charts are drawn
-            self.wait()
+        self._await_first_load()
         path = export.export_path(path, self.export_name.value, ".svg")
         out = export.write_canvas(self.canvas(), path, "svg")
         self.status.value = status_html(f"charts written to {out.resolve()}")
